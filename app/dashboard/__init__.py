@@ -1,0 +1,50 @@
+"""Plotly Dash dashboard. It talks to the HTTP API only (see :mod:`app.dashboard.api_client`).
+
+``create_dash_app(api_base_url)`` builds the Dash app; ``kanscope serve`` mounts its Flask server at
+``/`` behind FastAPI (which serves ``/api``)::
+
+    api.mount("/", a2wsgi.WSGIMiddleware(create_dash_app("http://127.0.0.1:8050/api").server))
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import dash
+
+from app.dashboard import api_client
+
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "frontend_assets"
+PAGE_MODULES = (
+    "app.dashboard.pages.datasets",
+    "app.dashboard.pages.train",
+    "app.dashboard.pages.runs",
+    "app.dashboard.pages.run",
+    "app.dashboard.pages.compare",
+)
+
+
+def create_dash_app(api_base_url: str, api_token: str | None = None) -> dash.Dash:
+    """Build the dashboard; every callback calls the API at ``api_base_url`` (ends in ``/api``).
+
+    ``api_token`` (default: ``KANSCOPE_API_TOKEN`` from the environment) is sent as a bearer token.
+    """
+    api_client.configure(api_base_url, api_token)
+    app = dash.Dash(
+        __name__,
+        use_pages=True,
+        pages_folder="",  # pages are imported below as ordinary modules (safe to call twice)
+        assets_folder=str(ASSETS_DIR),
+        title="kanscope",
+        suppress_callback_exceptions=True,
+        update_title=None,
+    )
+    for name in PAGE_MODULES:
+        module = importlib.import_module(name)
+        # What Dash's own page loader does after importing a page from ``pages_folder``.
+        dash.page_registry[name]["layout"] = module.layout
+    from app.dashboard.layout import app_shell
+
+    app.layout = app_shell()
+    return app
