@@ -99,7 +99,9 @@ class PrivatePostgres:
 
     def _check(self, proc: subprocess.CompletedProcess[str], what: str) -> None:
         if proc.returncode != 0:
-            log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+            log = ""
+            if self.log_file.exists():
+                log = self.log_file.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr[-2000:]}\n{log}")
 
     @property
