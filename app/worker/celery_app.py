@@ -1,0 +1,114 @@
+"""The Celery application: Redis broker and result backend, one ``gpu`` queue, one task.
+
+Start a worker with ``kanscope worker`` (or ``celery -A app.worker.celery_app worker -Q gpu``).
+The queue carries run ids only; the database is the source of truth. The task re-fetches and
+claims the run inside :func:`run_training`, so a duplicate delivery (Redis redelivers any
+unacknowledged task after the visibility timeout, see Celery issue #5935) finds the run already
+claimed or finished and returns without training.
+
+Settings for long jobs: late acks (a task is acknowledged when it ends, so a worker that dies
+mid-run does not lose it), reject-on-worker-lost (a killed child process puts the message back),
+prefetch 1 (a busy worker does not hoard queued runs) and soft/hard time limits.
+
+Configuration is read from :func:`app.config.get_settings` lazily, when Celery first needs it,
+never at import.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+GPU_QUEUE = "gpu"
+TRAIN_TASK = "kanscope.train_run"
+
+# Defaults for long training jobs; each can be overridden by a Settings attribute of the same name
+# (``KANSCOPE_TASK_SOFT_TIME_LIMIT_S`` ...) when app.config defines it.
+DEFAULT_TASK_SOFT_TIME_LIMIT_S = 12 * 3600
+DEFAULT_TASK_TIME_LIMIT_S = 12 * 3600 + 300
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5,
+                        "interval_max": 1.0}  # fmt: skip
+
+celery_app = Celery("kanscope", set_as_current=False)
+
+
+def celery_config(redis_url: str, settings: Any = None) -> dict[str, Any]:
+    """Celery settings for ``redis_url``; ``settings`` may override the time limits."""
+
+    def setting(name: str, default: float) -> float:
+        return float(getattr(settings, name, None) or default)
+
+    soft = setting("task_soft_time_limit_s", DEFAULT_TASK_SOFT_TIME_LIMIT_S)
+    hard = max(setting("task_time_limit_s", DEFAULT_TASK_TIME_LIMIT_S), soft + 1)
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "task_default_queue": GPU_QUEUE,
+        "task_queues": (Queue(GPU_QUEUE),),
+        "task_routes": {TRAIN_TASK: {"queue": GPU_QUEUE}},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": soft,
+        "task_time_limit": hard,
+        # JSON only: a message can never carry pickled objects.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": 24 * 3600,
+        "broker_transport_options": {
+            "visibility_timeout": setting("visibility_timeout_s", DEFAULT_VISIBILITY_TIMEOUT_S),
+        },
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "broker_connection_timeout": 3.0,
+        "broker_connection_retry_on_startup": True,
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
+        # A worker that loses Redis stops its tasks rather than training blind; the run's claim
+        # in the database decides what happens to it next.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+
+
+@celery_app.on_configure.connect
+def _configure_from_settings(sender: Celery, **_: Any) -> None:
+    from app.config import get_settings
+
+    settings = get_settings()
+    sender.conf.update(celery_config(settings.redis_url, settings))
+
+
+def worker_owner_id(hostname: str | None, task_id: str | None) -> str:
+    """The owner recorded on a claimed run: which worker process, which delivery."""
+    host = hostname or f"celery@{socket.gethostname()}"
+    return f"{host}:pid{os.getpid()}:{task_id or 'direct'}"
+
+
+@celery_app.task(
+    name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
+def train_run(self: Any, run_id: int) -> str:
+    """Train run ``run_id`` unless another delivery already claimed it; returns the outcome."""
+    from app.worker.training import run_training
+
+    owner = worker_owner_id(self.request.hostname, self.request.id)
+    outcome = run_training(int(run_id), owner)
+    return str(getattr(outcome, "value", outcome))
+
+
+def worker_argv(extra: list[str] | None = None) -> list[str]:
+    """argv for ``celery worker``: the gpu queue, one task at a time, late acks honoured."""
+    argv = ["worker", "--queues", GPU_QUEUE, "--concurrency", "1", "--loglevel", "INFO",
+            "--hostname", "kanscope@%h", "--without-gossip", "--without-mingle"]  # fmt: skip
+    return argv + list(extra or [])
+
+
+def run_worker(extra: list[str] | None = None) -> None:
+    """Entry point of ``kanscope worker``: blocks until the worker stops."""
+    celery_app.worker_main(worker_argv(extra))

@@ -1,0 +1,81 @@
+"""``CeleryExecutor``: hands run ids to Celery workers through Redis (``KANSCOPE_EXECUTOR=celery``).
+
+The run row is committed as ``queued`` before :meth:`CeleryExecutor.submit` is called, so the
+database already holds everything about the run; the message carries only its id. When Redis
+cannot be reached, ``submit`` raises :class:`QueueUnavailableError` (the API answers 503 with its
+message) and the run stays ``queued`` in the database: submitting it again later is safe, because
+a duplicate delivery finds the run claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from kombu.exceptions import KombuError, OperationalError
+
+from app.worker.celery_app import GPU_QUEUE, PUBLISH_RETRY_POLICY, celery_app, train_run
+
+try:  # the typed base the API maps to 503, when the executor module defines one
+    from app.worker.executor import ExecutorUnavailableError as _UnavailableBase
+except ImportError:  # pragma: no cover - only before app.worker.executor exists
+    _UnavailableBase = RuntimeError  # type: ignore[misc,assignment]
+
+
+class QueueUnavailableError(_UnavailableBase):  # type: ignore[valid-type,misc]
+    """The task queue (Redis) cannot be reached; the run is kept as ``queued``."""
+
+    status_code = 503
+
+    def __init__(self, run_id: int, broker: str, reason: str) -> None:
+        self.run_id = run_id
+        self.broker = broker
+        super().__init__(
+            f"The task queue is unavailable (Redis at {broker}: {reason}). Run {run_id} is saved "
+            "as queued and nothing was lost; it will start once the queue is reachable again — "
+            "check that Redis and a `kanscope worker` are running."
+        )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, safe to show in error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class CeleryExecutor:
+    """Publishes ``kanscope.train_run(run_id)`` on the ``gpu`` queue."""
+
+    name = "celery"
+
+    def __init__(self, redis_url: str | None = None) -> None:
+        if redis_url is not None:
+            celery_app.conf.update(broker_url=redis_url, result_backend=redis_url)
+        self._broker = redact_url(str(celery_app.conf.broker_url))
+
+    def submit(self, run_id: int) -> None:
+        """Queue run ``run_id`` (already committed as ``queued``); raise if Redis is down."""
+        try:
+            train_run.apply_async(
+                args=[int(run_id)],
+                queue=GPU_QUEUE,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )
+        except (OperationalError, KombuError, OSError) as exc:
+            raise QueueUnavailableError(
+                run_id, self._broker, str(exc) or type(exc).__name__
+            ) from exc
+
+    def cancel(self, run_id: int) -> None:
+        """Cancellation is the ``cancel_requested`` flag in the run row; the trainer polls it."""
+
+    def shutdown(self) -> None:
+        """Close pooled broker connections (the worker processes are not ours to stop)."""
+        celery_app.pool.force_close_all()
