@@ -1,0 +1,1 @@
+"""kan_core: interpretable Kolmogorov–Arnold Networks in pure PyTorch."""

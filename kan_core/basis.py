@@ -1,0 +1,254 @@
+"""Edge bases: pure functions plus tiny modules, chosen by name through `make_basis`.
+
+Every basis maps inputs `x (batch, in)` to features `(batch, in, K)`; a KAN layer multiplies them
+with one coefficient matrix `(out, in·K)`. Range-based bases (B-spline, RBF, ReLU-KAN) expose
+`set_range(lo, hi)` for grid updates; the B-spline basis also accepts arbitrary knots.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from kan_core.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------------
+
+
+def bspline_basis_cox_de_boor(x: torch.Tensor, knots: torch.Tensor, k: int) -> torch.Tensor:
+    """B-spline basis of degree k on arbitrary per-input knots (Cox–de Boor recursion).
+
+    x: (batch, in); knots: (in, M) non-decreasing. Returns (batch, in, M - k - 1).
+    Intervals are half-open [t_m, t_{m+1}), as in `scipy.interpolate.BSpline`.
+    """
+    xe = x.unsqueeze(-1)  # (batch, in, 1)
+    t = knots.unsqueeze(0)  # (1, in, M)
+    bases = ((xe >= t[..., :-1]) & (xe < t[..., 1:])).to(x.dtype)  # (batch, in, M-1)
+    for p in range(1, k + 1):
+        left_den = t[..., p:-1] - t[..., : -(p + 1)]
+        right_den = t[..., p + 1 :] - t[..., 1:-p]
+        left = (xe - t[..., : -(p + 1)]) / torch.where(left_den == 0, 1.0, left_den)
+        right = (t[..., p + 1 :] - xe) / torch.where(right_den == 0, 1.0, right_den)
+        left = torch.where(left_den == 0, 0.0, left)
+        right = torch.where(right_den == 0, 0.0, right)
+        bases = left * bases[..., :-1] + right * bases[..., 1:]
+    return bases
+
+
+def cardinal_bspline(u: torch.Tensor, k: int) -> torch.Tensor:
+    """Centred cardinal B-spline of degree k ∈ {1, 2, 3}, branch-free (exactly Cox–de Boor).
+
+    k=1: relu(1-|u|); k=2: (relu(1.5-|u|)² - 3 relu(0.5-|u|)²)/2;
+    k=3: (relu(2-|u|)³ - 4 relu(1-|u|)³)/6.
+    """
+    a = u.abs()
+    if k == 1:
+        return torch.relu(1.0 - a)
+    if k == 2:
+        return (torch.relu(1.5 - a).square() - 3.0 * torch.relu(0.5 - a).square()) * 0.5
+    if k == 3:
+        return (torch.relu(2.0 - a).pow(3) - 4.0 * torch.relu(1.0 - a).pow(3)) * (1.0 / 6.0)
+    raise ConfigError(f"cardinal_bspline supports k in 1..3, got {k}")
+
+
+def uniform_knots(lo: torch.Tensor, hi: torch.Tensor, grid: int, k: int) -> torch.Tensor:
+    """Knots (in, grid + 2k + 1): grid intervals on [lo, hi] extended by k on each side."""
+    h = (hi - lo) / grid  # (in,)
+    steps = torch.arange(-k, grid + k + 1, dtype=lo.dtype, device=lo.device)  # (M,)
+    return lo[:, None] + steps[None, :] * h[:, None]
+
+
+def _is_uniform(knots: torch.Tensor) -> bool:
+    d = knots[:, 1:] - knots[:, :-1]
+    return bool(torch.allclose(d, d[:, :1].expand_as(d), rtol=1e-5, atol=1e-7 * float(d.abs().max())))
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------
+
+
+class Basis(nn.Module):
+    """Interface: forward(x (batch, in)) -> features (batch, in, num_features)."""
+
+    name: str = ""
+    num_features: int
+    has_range: bool = False
+
+    def spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:  # pragma: no cover
+        raise ConfigError(f"basis {self.name!r} has no grid to update")
+
+
+class BSplineBasis(Basis):
+    """B-spline basis; a uniform grid takes the branch-free fast path, adaptive knots Cox–de Boor."""
+
+    name = "bspline"
+    has_range = True
+
+    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.grid, self.k = grid, k
+        self.num_features = grid + k
+        lo = torch.full((in_dim,), float(grid_range[0]))
+        hi = torch.full((in_dim,), float(grid_range[1]))
+        self.register_buffer("knots", uniform_knots(lo, hi, grid, k))  # (in, grid + 2k + 1)
+        self._uniform = True
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.grid, "k": self.k}
+
+    def set_knots(self, knots: torch.Tensor) -> None:
+        self.knots = knots.to(self.knots)
+        self._uniform = _is_uniform(self.knots)
+
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        self.knots = uniform_knots(lo.to(self.knots), hi.to(self.knots), self.grid, self.k)
+        self._uniform = True
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._uniform = _is_uniform(self.knots)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._uniform and self.k <= 3:
+            t0 = self.knots[:, 0]  # (in,)
+            h = self.knots[:, 1] - t0  # (in,)
+            # basis m is centred at t_m + (k+1)h/2
+            u = (x - t0) / h - (self.k + 1) * 0.5  # (batch, in)
+            offsets = torch.arange(self.num_features, dtype=x.dtype, device=x.device)
+            return cardinal_bspline(u.unsqueeze(-1) - offsets, self.k)  # (batch, in, K)
+        return bspline_basis_cox_de_boor(x, self.knots, self.k)
+
+
+class RBFBasis(Basis):
+    """Gaussian radial basis (FastKAN): exp(-((x - c_m) / h)²) on `grid` centres over the range."""
+
+    name = "rbf"
+    has_range = True
+
+    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.grid = max(grid, 2)
+        self.num_features = self.grid
+        self.register_buffer("lo", torch.full((in_dim,), float(grid_range[0])))
+        self.register_buffer("hi", torch.full((in_dim,), float(grid_range[1])))
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.grid}
+
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        self.lo, self.hi = lo.to(self.lo), hi.to(self.hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = (self.hi - self.lo) / (self.grid - 1)  # (in,)
+        steps = torch.arange(self.grid, dtype=x.dtype, device=x.device)
+        centres = self.lo[:, None] + steps * h[:, None]  # (in, K)
+        return torch.exp(-(((x.unsqueeze(-1) - centres) / h[:, None]) ** 2))
+
+
+class ReLUKANBasis(Basis):
+    """ReLU-KAN basis: (relu(e_m - x)·relu(x - s_m))² · 16 / (e_m - s_m)⁴ on shifted windows."""
+
+    name = "relu_kan"
+    has_range = True
+
+    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.grid, self.k = grid, k
+        self.num_features = grid + k
+        self.register_buffer("lo", torch.full((in_dim,), float(grid_range[0])))
+        self.register_buffer("hi", torch.full((in_dim,), float(grid_range[1])))
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.grid, "k": self.k}
+
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        self.lo, self.hi = lo.to(self.lo), hi.to(self.hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = (self.hi - self.lo) / self.grid  # (in,)
+        m = torch.arange(self.num_features, dtype=x.dtype, device=x.device) - self.k
+        s = self.lo[:, None] + m * h[:, None]  # (in, K)
+        e = s + (self.k + 1) * h[:, None]
+        xe = x.unsqueeze(-1)
+        r = torch.relu(e - xe) * torch.relu(xe - s)
+        return r.square() * (16.0 / ((self.k + 1) * h[:, None]) ** 4)
+
+
+class ChebyshevBasis(Basis):
+    """Chebyshev polynomials T_0..T_degree of tanh(x) (degree = grid)."""
+
+    name = "chebyshev"
+
+    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.degree = grid
+        self.num_features = grid + 1
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.degree}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.tanh(x)
+        terms = [torch.ones_like(z), z]
+        for _ in range(2, self.num_features):
+            terms.append(2.0 * z * terms[-1] - terms[-2])
+        return torch.stack(terms[: self.num_features], dim=-1)  # (batch, in, K)
+
+
+class RationalBasis(Basis):
+    """Group-rational basis (KAT's GR-KAN): one learnable P(x)/(1+|Q(x)|) per input node.
+
+    Numerator degree `grid`, denominator degree `k`; initialised close to SiLU-like identity
+    so training starts stable. One feature per input; edges scale it by their coefficient.
+    """
+
+    name = "rational"
+
+    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.m, self.n = max(grid, 1), max(k, 1)
+        self.num_features = 1
+        num = torch.zeros(in_dim, self.m + 1)
+        num[:, 1] = 1.0  # start as the identity
+        self.numerator = nn.Parameter(num)
+        self.denominator = nn.Parameter(torch.zeros(in_dim, self.n))
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.m, "k": self.n}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p_pows = torch.stack([x**d for d in range(self.m + 1)], dim=-1)  # (batch, in, m+1)
+        q_pows = torch.stack([x**d for d in range(1, self.n + 1)], dim=-1)  # (batch, in, n)
+        p = (p_pows * self.numerator).sum(-1)
+        q = (q_pows * self.denominator).sum(-1)
+        return (p / (1.0 + q.abs())).unsqueeze(-1)  # (batch, in, 1)
+
+
+BASES: dict[str, type[Basis]] = {
+    cls.name: cls for cls in (BSplineBasis, RBFBasis, ChebyshevBasis, RationalBasis, ReLUKANBasis)
+}
+
+
+def make_basis(
+    name: str, in_dim: int, grid: int, k: int, grid_range: tuple[float, float] = (-1.0, 1.0)
+) -> Basis:
+    """Build a basis by name; an unknown name raises ConfigError listing the options."""
+    if name not in BASES:
+        raise ConfigError(f"Unknown basis {name!r}. Available bases: {sorted(BASES)}")
+    if not (isinstance(grid, int) and grid >= 1):
+        raise ConfigError(f"grid must be an integer ≥ 1, got {grid!r}")
+    if not (isinstance(k, int) and 1 <= k <= 5):
+        raise ConfigError(f"k (spline order) must be an integer in 1..5, got {k!r}")
+    lo, hi = float(grid_range[0]), float(grid_range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ConfigError(f"grid_range must be two finite numbers lo < hi, got {grid_range!r}")
+    return BASES[name](in_dim, grid, k, (lo, hi))

@@ -1,0 +1,269 @@
+"""Training: `fit(model, data, config, callback) -> FitResult` for KANs and MLPs alike.
+
+- Adam (mini-batches) or LBFGS; MSE (regression) or cross-entropy (classification).
+- pykan's regularisation (L1 of mean |φ| per edge + entropy), only computed when lamb > 0.
+- Grid updates from the training inputs every `update_grid_every` steps until `update_grid_until`.
+- Validation split, early stopping (best weights restored), progress callback; the callback
+  returning False cancels. Deterministic with `seed` through a local generator.
+- Data may stay on the CPU: mini-batches are moved to the model's device one at a time, so a
+  100 000 × 20 table never becomes a full-data basis tensor on the device.
+- A non-finite loss or gradient raises `NonFiniteLossError(step)`; the model keeps its last
+  finite weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kan_core.errors import ConfigError, NonFiniteLossError
+from kan_core.grid import update_grid
+from kan_core.model import KAN
+
+
+@dataclass
+class TrainData:
+    x_train: torch.Tensor  # (n, in) float
+    y_train: torch.Tensor  # (n, out) float for regression, (n,) long for classification
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_train.ndim != 2:
+            raise ConfigError(f"x_train must be 2-D (rows, features), got shape {tuple(self.x_train.shape)}")
+        if self.x_train.shape[0] != self.y_train.shape[0]:
+            raise ConfigError("x_train and y_train have different numbers of rows")
+        if self.x_train.shape[0] < 1:
+            raise ConfigError("no training rows")
+        if (self.x_val is None) != (self.y_val is None):
+            raise ConfigError("give both x_val and y_val, or neither")
+
+    @classmethod
+    def split(
+        cls, x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2, seed: int = 0
+    ) -> TrainData:
+        """Shuffle with a local generator and hold out `val_fraction` of the rows."""
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        n = x.shape[0]
+        n_val = int(round(n * val_fraction))
+        if n_val == 0 or n - n_val < 1:
+            return cls(x, y)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        val, tr = perm[:n_val], perm[n_val:]
+        return cls(x[tr], y[tr], x[val], y[val])
+
+
+@dataclass
+class FitConfig:
+    steps: int = 200
+    optimizer: Literal["adam", "lbfgs"] = "adam"
+    lr: float = 1e-2
+    batch_size: int | None = None  # None: full batch
+    task: Literal["regression", "classification"] = "regression"
+    lamb: float = 0.0
+    lamb_l1: float = 1.0
+    lamb_entropy: float = 2.0
+    update_grid_every: int = 5  # 0: never
+    update_grid_until: int | None = 50
+    grid_eps: float = 1.0
+    grid_sample_size: int = 4096
+    early_stopping_patience: int | None = None
+    seed: int = 0
+    log_every: int = 1
+    eval_batch_size: int = 8192
+
+    def validate(self) -> None:
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ConfigError(f"steps must be an integer ≥ 1, got {self.steps!r}")
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise ConfigError(f"Unknown optimizer {self.optimizer!r}. Available: ['adam', 'lbfgs']")
+        if self.task not in ("regression", "classification"):
+            raise ConfigError(f"Unknown task {self.task!r}. Available: ['classification', 'regression']")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1 or None, got {self.batch_size}")
+        for name in ("lamb", "lamb_l1", "lamb_entropy"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number ≥ 0, got {v!r}")
+        if self.log_every < 1:
+            raise ConfigError("log_every must be ≥ 1")
+
+
+@dataclass
+class FitProgress:
+    step: int
+    total_steps: int
+    train_loss: float
+    val_loss: float | None
+    val_metric: float | None  # R² (regression) or accuracy (classification)
+    elapsed_s: float
+
+
+@dataclass
+class FitResult:
+    history: list[FitProgress] = field(default_factory=list)
+    stopped_reason: Literal["completed", "early_stopping", "cancelled"] = "completed"
+    best_step: int = 0
+    train_loss: float = math.nan
+    val_loss: float | None = None
+    val_metric: float | None = None
+
+
+def _loss(pred: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "classification":
+        return F.cross_entropy(pred, y.long())
+    return F.mse_loss(pred, y.reshape(pred.shape))
+
+
+def regularization(model: KAN, x: torch.Tensor, lamb_l1: float, lamb_entropy: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """pykan's sparsity penalty; returns (prediction, penalty) from one pass over x."""
+    pred, traces = model.forward_with_activations(x)
+    reg = pred.new_zeros(())
+    for t in traces:
+        scale = t.edge_values.abs().mean(0)  # (out, in)
+        total = scale.sum()
+        p = scale / (total + 1e-12)
+        reg = reg + lamb_l1 * total - lamb_entropy * (p * torch.log2(p + 1e-12)).sum()
+    return pred, reg
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int = 8192) -> tuple[float, float]:
+    """(loss, metric) on a data set: metric is R² for regression, accuracy for classification."""
+    device = next(model.parameters()).device
+    preds = torch.cat([model(x[s : s + batch_size].to(device)) for s in range(0, x.shape[0], batch_size)])
+    y = y.to(device)
+    loss = float(_loss(preds, y, task))
+    if task == "classification":
+        return loss, float((preds.argmax(-1) == y.long()).float().mean())
+    y2 = y.reshape(preds.shape)
+    ss_res = float(((preds - y2) ** 2).sum())
+    ss_tot = float(((y2 - y2.mean(0)) ** 2).sum())
+    return loss, 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+
+
+def _grads_finite(params: list[nn.Parameter]) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack([g.detach().abs().sum() for g in grads]).sum()))
+
+
+def fit(
+    model: nn.Module,
+    data: TrainData,
+    config: FitConfig | None = None,
+    callback: Callable[[FitProgress], bool | None] | None = None,
+) -> FitResult:
+    cfg = config or FitConfig()
+    cfg.validate()
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    is_kan = isinstance(model, KAN)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = data.x_train.shape[0]
+    batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    full_batch = batch == n
+    if full_batch:
+        xb_full, yb_full = data.x_train.to(device), data.y_train.to(device)
+
+    if cfg.optimizer == "lbfgs":
+        opt: torch.optim.Optimizer = torch.optim.LBFGS(
+            params, lr=cfg.lr, history_size=10, line_search_fn="strong_wolfe",
+            tolerance_grad=1e-32, tolerance_change=1e-32,
+        )
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+
+    grid_until = cfg.update_grid_until if cfg.update_grid_until is not None else cfg.steps
+    result = FitResult()
+    best_val, best_state, since_best = math.inf, None, 0
+    start = time.perf_counter()
+    perm, cursor = torch.randperm(n, generator=gen), 0
+
+    for step in range(cfg.steps):
+        if is_kan and cfg.update_grid_every and step % cfg.update_grid_every == 0 and step < grid_until:
+            idx = torch.randperm(n, generator=gen)[: cfg.grid_sample_size]
+            update_grid(model, data.x_train[idx].to(device), cfg.grid_eps)
+            if cfg.optimizer == "lbfgs":  # curvature history is stale after the grid moved
+                opt.state.clear()
+
+        if full_batch:
+            xb, yb = xb_full, yb_full
+        else:
+            if cursor + batch > n:
+                perm, cursor = torch.randperm(n, generator=gen), 0
+            idx = perm[cursor : cursor + batch]
+            cursor += batch
+            xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            if is_kan and cfg.lamb > 0:
+                pred, reg = regularization(model, xb, cfg.lamb_l1, cfg.lamb_entropy)  # type: ignore[arg-type]
+                loss = _loss(pred, yb, cfg.task)
+                (loss + cfg.lamb * reg).backward()
+            else:
+                loss = _loss(model(xb), yb, cfg.task)
+                loss.backward()
+            return loss
+
+        if cfg.optimizer == "lbfgs":
+            snapshot = [p.detach().clone() for p in params]
+            loss = opt.step(closure)  # type: ignore[assignment]
+            finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(p).all()) for p in params)
+            if not finite:
+                with torch.no_grad():
+                    for p, s in zip(params, snapshot, strict=True):
+                        p.copy_(s)
+                raise NonFiniteLossError(step)
+        else:
+            loss = closure()
+            if not bool(torch.isfinite(loss)):
+                raise NonFiniteLossError(step)
+            if not _grads_finite(params):
+                raise NonFiniteLossError(step, "gradient")
+            opt.step()
+        train_loss = float(loss.detach())
+
+        last = step == cfg.steps - 1
+        if step % cfg.log_every == 0 or last:
+            val_loss = val_metric = None
+            if data.x_val is not None and data.y_val is not None:
+                model.eval()
+                val_loss, val_metric = evaluate(model, data.x_val, data.y_val, cfg.task, cfg.eval_batch_size)
+                model.train()
+            progress = FitProgress(step + 1, cfg.steps, train_loss, val_loss, val_metric,
+                                   time.perf_counter() - start)
+            result.history.append(progress)
+            monitored = val_loss if val_loss is not None else train_loss
+            if math.isfinite(monitored) and monitored < best_val:
+                best_val, since_best, result.best_step = monitored, 0, step + 1
+                if cfg.early_stopping_patience is not None:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+            if callback is not None and callback(progress) is False:
+                result.stopped_reason = "cancelled"
+                break
+            if cfg.early_stopping_patience is not None and since_best > cfg.early_stopping_patience:
+                result.stopped_reason = "early_stopping"
+                break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.train_loss = evaluate(model, data.x_train, data.y_train, cfg.task, cfg.eval_batch_size)[0]
+    if data.x_val is not None and data.y_val is not None:
+        result.val_loss, result.val_metric = evaluate(model, data.x_val, data.y_val, cfg.task, cfg.eval_batch_size)
+    return result
