@@ -1,0 +1,585 @@
+"""Pure figure builders: the API's JSON in, a ``plotly.graph_objects.Figure`` out.
+
+No I/O and no Dash here, so every builder is unit-tested without a server. The network diagram
+is drawn the way the recipe measured to be fast: a handful of combined ``go.Scatter`` traces with
+``None``-separated segments, one trace per style bucket (numeric / symbolic × 8 opacity levels),
+never one trace per edge. Every edge has its own slot in the row between two node layers (pykan's
+layout), so a click on a slot is never ambiguous; the slot's invisible hit marker carries
+``customdata = [layer, i, j]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+
+# Above this many edges only the TOP_K_MINI_PLOTS edges by attribution get a mini-plot; the
+# rest are drawn as lines (a 1-pixel-wide thumbnail shows nothing and costs render time).
+MINI_PLOT_EDGE_LIMIT = 100
+TOP_K_MINI_PLOTS = 64
+MINI_PLOT_POINTS = 16
+OPACITY_LEVELS = 8
+SLOT_BOTTOM, SLOT_TOP = 0.32, 0.68  # slot box within the gap between node rows (gap = 1)
+
+NUMERIC_COLOR = "#1f2d3d"
+SYMBOLIC_COLOR = "#c0392b"
+SELECTED_COLOR = "#f39c12"
+DATA_COLOR = "rgba(52, 101, 164, 0.55)"
+CANDIDATE_COLOR = "#c0392b"
+RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+
+SELECTED_TRACE_NAME = "selected-edge"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One edge of the network JSON, normalised (``score`` is relative to its layer's best)."""
+
+    layer: int
+    i: int
+    j: int
+    x: Sequence[float]
+    y: Sequence[float]
+    score: float
+    symbolic: str | None
+    pruned: bool
+
+
+def _as_float(value: Any, default: float = 0.0) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+def network_width(network: dict[str, Any]) -> list[int]:
+    if network.get("width"):
+        return [int(w) for w in network["width"]]
+    layers = network.get("layers") or []
+    if not layers:
+        return []
+    return [int(layers[0]["in_dim"])] + [int(layer["out_dim"]) for layer in layers]
+
+
+def iter_edges(network: dict[str, Any]) -> list[Edge]:
+    """Edges from either ``network["edges"]`` (flat, with ``layer``) or ``layers[l]["edges"]``."""
+    raw: list[tuple[int, dict[str, Any]]] = []
+    if network.get("edges") is not None:
+        raw = [(int(e["layer"]), e) for e in network["edges"]]
+    else:
+        for index, layer in enumerate(network.get("layers") or []):
+            layer_index = int(layer.get("index", layer.get("layer", index)))
+            raw.extend((int(e.get("layer", layer_index)), e) for e in layer.get("edges") or [])
+    best: dict[int, float] = {}
+    for layer_index, e in raw:
+        best[layer_index] = max(best.get(layer_index, 0.0), _as_float(e.get("score")))
+    edges = []
+    for layer_index, e in raw:
+        top = best.get(layer_index) or 1.0
+        edges.append(
+            Edge(
+                layer=layer_index,
+                i=int(e["i"]),
+                j=int(e["j"]),
+                x=e.get("x") or [],
+                y=e.get("y") or [],
+                score=_as_float(e.get("score")) / top if top > 0 else 0.0,
+                symbolic=e.get("symbolic") or None,
+                pruned=not e.get("active", True),
+            )
+        )
+    return edges
+
+
+def opacity_level(relative_score: float) -> int:
+    """Quantise a 0..1 attribution to one of ``OPACITY_LEVELS`` (pykan's tanh(3·s) shading)."""
+    shaded = math.tanh(3.0 * max(0.0, min(1.0, relative_score))) / math.tanh(3.0)
+    return min(OPACITY_LEVELS - 1, int(shaded * OPACITY_LEVELS))
+
+
+def level_alpha(level: int) -> float:
+    return 0.1 + 0.9 * (level + 1) / OPACITY_LEVELS
+
+
+def node_positions(count: int) -> list[float]:
+    return [(k + 0.5) / count for k in range(count)]
+
+
+def slot_geometry(layer_in: int, layer_out: int, i: int, j: int) -> tuple[float, float]:
+    """Centre x and width of edge (i → j)'s slot; slots are grouped by input node."""
+    slots = layer_in * layer_out
+    index = i * layer_out + j
+    return (index + 0.5) / slots, 0.84 / slots
+
+
+def _downsample(
+    xs: Sequence[float], ys: Sequence[float], n: int
+) -> tuple[list[float], list[float]]:
+    pairs = [
+        (float(a), float(b))
+        for a, b in zip(xs, ys, strict=False)
+        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+    ]
+    if len(pairs) <= n:
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    step = (len(pairs) - 1) / (n - 1)
+    picked = [pairs[round(k * step)] for k in range(n)]
+    return [p[0] for p in picked], [p[1] for p in picked]
+
+
+def _span(values: Iterable[float]) -> tuple[float, float]:
+    values = list(values)
+    lo, hi = min(values), max(values)
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def _short(name: str, limit: int = 14) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def edge_label(layer: int, i: int, j: int, input_name: str | None = None) -> str:
+    source = f" ({input_name})" if input_name else ""
+    return f"φ[{layer}] {i}→{j}{source}"
+
+
+def network_figure(
+    network: dict[str, Any],
+    *,
+    selected: Sequence[int] | None = None,
+    uirevision: str | int | None = None,
+    mini_plot_limit: int = MINI_PLOT_EDGE_LIMIT,
+    top_k: int = TOP_K_MINI_PLOTS,
+) -> go.Figure:
+    """The interactive network diagram (pykan's plot, as a few combined Plotly traces)."""
+    width = network_width(network)
+    edges = [e for e in iter_edges(network) if not e.pruned]
+    input_names = list(
+        network.get("input_names") or [f"x{k}" for k in range(width[0] if width else 0)]
+    )
+    output_names = list(
+        network.get("output_names") or [f"y{k}" for k in range(width[-1] if width else 0)]
+    )
+
+    if len(edges) > mini_plot_limit:
+        ranked = sorted(edges, key=lambda e: e.score, reverse=True)[:top_k]
+        with_curve = {(e.layer, e.i, e.j) for e in ranked}
+    else:
+        with_curve = {(e.layer, e.i, e.j) for e in edges}
+
+    # style bucket (symbolic?, opacity level) -> (line xs, line ys, curve xs, curve ys)
+    buckets: dict[tuple[bool, int], tuple[list, list, list, list]] = {}
+    hit_x: list[float] = []
+    hit_y: list[float] = []
+    hit_data: list[list[int]] = []
+    hit_text: list[str] = []
+    box_x: list[float | None] = []
+    box_y: list[float | None] = []
+
+    for e in edges:
+        if e.layer >= len(width) - 1:
+            continue
+        n_in, n_out = width[e.layer], width[e.layer + 1]
+        cx, w = slot_geometry(n_in, n_out, e.i, e.j)
+        x_from = node_positions(n_in)[e.i]
+        x_to = node_positions(n_out)[e.j]
+        y0 = float(e.layer)
+        bottom, top = y0 + SLOT_BOTTOM, y0 + SLOT_TOP
+        level = opacity_level(e.score)
+        lx, ly, cxs, cys = buckets.setdefault((e.symbolic is not None, level), ([], [], [], []))
+        has_curve = (e.layer, e.i, e.j) in with_curve and len(e.x) > 1
+        if has_curve:
+            lx.extend([x_from, cx, None, cx, x_to, None])
+            ly.extend([y0, bottom, None, top, y0 + 1.0, None])
+            xs, ys = _downsample(e.x, e.y, MINI_PLOT_POINTS)
+            if len(xs) > 1:
+                x_lo, x_hi = _span(xs)
+                y_lo, y_hi = _span(ys)
+                pad = 0.05 * (top - bottom)
+                cxs.extend([cx - w / 2 + w * (v - x_lo) / (x_hi - x_lo) for v in xs] + [None])
+                cys.extend(
+                    [
+                        bottom + pad + (top - bottom - 2 * pad) * (v - y_lo) / (y_hi - y_lo)
+                        for v in ys
+                    ]
+                    + [None]
+                )
+            left, right = cx - w / 2, cx + w / 2
+            box_x.extend([left, right, right, left, left, None])
+            box_y.extend([bottom, bottom, top, top, bottom, None])
+        else:
+            lx.extend([x_from, cx, cx, x_to, None])
+            ly.extend([y0, bottom, top, y0 + 1.0, None])
+        hit_x.append(cx)
+        hit_y.append(y0 + 0.5)
+        hit_data.append([e.layer, e.i, e.j])
+        source = input_names[e.i] if e.layer == 0 and e.i < len(input_names) else None
+        kind = f"symbolic: {e.symbolic}" if e.symbolic else "spline"
+        hit_text.append(
+            f"{edge_label(e.layer, e.i, e.j, source)}<br>{kind} · attribution {e.score:.2f}"
+        )
+
+    traces: list[go.Scatter] = []
+    if box_x:
+        traces.append(
+            go.Scatter(
+                x=box_x,
+                y=box_y,
+                mode="lines",
+                hoverinfo="skip",
+                showlegend=False,
+                line={"color": "rgba(120,120,120,0.35)", "width": 0.6},
+                name="slots",
+            )
+        )
+    for (symbolic, level), (lx, ly, cxs, cys) in sorted(buckets.items()):
+        color = SYMBOLIC_COLOR if symbolic else NUMERIC_COLOR
+        alpha = level_alpha(level)
+        kind = "symbolic" if symbolic else "spline"
+        if lx:
+            traces.append(
+                go.Scatter(
+                    x=lx,
+                    y=ly,
+                    mode="lines",
+                    hoverinfo="skip",
+                    showlegend=False,
+                    opacity=alpha * 0.7,
+                    line={"color": color, "width": 0.8},
+                    name=f"{kind}-links-{level}",
+                )
+            )
+        if cxs:
+            traces.append(
+                go.Scatter(
+                    x=cxs,
+                    y=cys,
+                    mode="lines",
+                    hoverinfo="skip",
+                    showlegend=False,
+                    opacity=alpha,
+                    line={"color": color, "width": 1.6},
+                    name=f"{kind}-curves-{level}",
+                )
+            )
+
+    node_x: list[float] = []
+    node_y: list[float] = []
+    node_text: list[str] = []
+    labels: list[str] = []
+    for layer_index, count in enumerate(width):
+        for k, x in enumerate(node_positions(count)):
+            node_x.append(x)
+            node_y.append(float(layer_index))
+            if layer_index == 0:
+                name = input_names[k] if k < len(input_names) else f"x{k}"
+                labels.append(_short(name))
+                node_text.append(f"input {k}: {name}")
+            elif layer_index == len(width) - 1:
+                name = output_names[k] if k < len(output_names) else f"y{k}"
+                labels.append(_short(name))
+                node_text.append(f"output {k}: {name}")
+            else:
+                labels.append("")
+                node_text.append(f"hidden node {layer_index}.{k}")
+    traces.append(
+        go.Scatter(
+            x=node_x,
+            y=node_y,
+            mode="markers+text",
+            text=labels,
+            textposition=["bottom center" if y == 0 else "top center" for y in node_y],
+            textfont={"size": 10},
+            hovertext=node_text,
+            hoverinfo="text",
+            showlegend=False,
+            marker={"size": 9, "color": "#ffffff", "line": {"color": NUMERIC_COLOR, "width": 1.5}},
+            name="nodes",
+        )
+    )
+    slot_px = 1100 / max(1, max((a * b for a, b in zip(width, width[1:], strict=False)), default=1))
+    traces.append(
+        go.Scatter(
+            x=hit_x,
+            y=hit_y,
+            mode="markers",
+            customdata=hit_data,
+            hovertext=hit_text,
+            hoverinfo="text",
+            showlegend=False,
+            name="edges",
+            marker={
+                "symbol": "square",
+                "size": max(8.0, min(26.0, slot_px)),
+                "color": "rgba(0,0,0,0)",
+            },
+        )
+    )
+    traces.append(selection_trace(network, selected))
+
+    n_layers = max(1, len(width) - 1)
+    fig = go.Figure(data=traces)
+    fig.update_layout(
+        height=min(900, 170 * n_layers + 110),
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        xaxis={"visible": False, "range": [-0.01, 1.01], "fixedrange": False},
+        yaxis={"visible": False, "range": [-0.4, n_layers + 0.35]},
+        plot_bgcolor="#ffffff",
+        paper_bgcolor="#ffffff",
+        hovermode="closest",
+        clickmode="event",
+        dragmode="zoom",
+        uirevision=uirevision if uirevision is not None else "network",
+        showlegend=False,
+    )
+    return fig
+
+
+def selection_trace(network: dict[str, Any], selected: Sequence[int] | None) -> go.Scatter:
+    """An outline around the selected edge's slot (the diagram's last trace; patched on click)."""
+    xs, ys = selection_outline(network_width(network), selected)
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines",
+        hoverinfo="skip",
+        showlegend=False,
+        name=SELECTED_TRACE_NAME,
+        line={"color": SELECTED_COLOR, "width": 2.5},
+    )
+
+
+def selection_outline(
+    width: Sequence[int], selected: Sequence[int] | None
+) -> tuple[list[float], list[float]]:
+    if not selected or len(selected) != 3:
+        return [], []
+    layer, i, j = (int(v) for v in selected)
+    if layer < 0 or layer >= len(width) - 1 or i >= width[layer] or j >= width[layer + 1]:
+        return [], []
+    cx, w = slot_geometry(width[layer], width[layer + 1], i, j)
+    half = max(w / 2, 0.004)
+    bottom, top = layer + SLOT_BOTTOM - 0.03, layer + SLOT_TOP + 0.03
+    return (
+        [cx - half, cx + half, cx + half, cx - half, cx - half],
+        [bottom, bottom, top, top, bottom],
+    )
+
+
+def edge_figure(
+    edge: dict[str, Any],
+    *,
+    input_name: str | None = None,
+    candidate: dict[str, Any] | None = None,
+) -> go.Figure:
+    """A large φ(x) plot: the learned curve, the data's actual pre-activations, a candidate."""
+    layer, i, j = int(edge.get("layer", 0)), int(edge.get("i", 0)), int(edge.get("j", 0))
+    fig = go.Figure()
+    data_x, data_y = edge.get("data_x") or [], edge.get("data_y") or []
+    if data_x:
+        fig.add_trace(
+            go.Scatter(
+                x=data_x,
+                y=data_y,
+                mode="markers",
+                name="data (pre-activations)",
+                marker={"size": 5, "color": DATA_COLOR},
+            )
+        )
+    symbolic = edge.get("symbolic")
+    fig.add_trace(
+        go.Scatter(
+            x=edge.get("x") or [],
+            y=edge.get("y") or [],
+            mode="lines",
+            name=f"φ(x) = {symbolic}" if symbolic else "φ(x) (spline)",
+            line={"color": SYMBOLIC_COLOR if symbolic else NUMERIC_COLOR, "width": 2.5},
+        )
+    )
+    if candidate is not None:
+        fig.add_trace(candidate_trace(candidate))
+    fig.update_layout(
+        title={"text": edge_label(layer, i, j, input_name), "font": {"size": 14}},
+        height=340,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        xaxis_title=f"input{f' ({input_name})' if input_name else ''}",
+        yaxis_title="φ(x)",
+        legend={"orientation": "h", "y": -0.2},
+        plot_bgcolor="#fafafa",
+        uirevision=f"edge-{layer}-{i}-{j}",
+    )
+    return fig
+
+
+def candidate_label(candidate: dict[str, Any]) -> str:
+    r2 = _as_float(candidate.get("r2"), float("nan"))
+    return (
+        f"{candidate.get('name', '?')} (R² {r2:.3f})"
+        if math.isfinite(r2)
+        else str(candidate.get("name", "?"))
+    )
+
+
+def candidate_preview(edge: dict[str, Any], suggestion: dict[str, Any]) -> dict[str, Any]:
+    """``suggestion`` plus ``x``/``y``: c·f(a·x+b)+d sampled on the edge's own x grid.
+
+    The API sends each candidate's name and (a, b, c, d); the function itself comes from the
+    library's registry by name (no string is ever parsed). Non-finite samples become ``None``.
+    """
+    from kan_core.functions import FUNCTIONS
+
+    xs = [float(v) for v in edge.get("x") or [] if v is not None]
+    function = FUNCTIONS.get(str(suggestion.get("name")))
+    params = suggestion.get("params") or []
+    if function is None or len(params) != 4 or not xs or any(p is None for p in params):
+        return {**suggestion, "x": [], "y": []}
+    import torch
+
+    a, b, c, d = (float(p) for p in params)
+    with torch.no_grad():
+        values = c * function.torch_fn(a * torch.tensor(xs, dtype=torch.float64) + b) + d
+    ys = [float(v) if math.isfinite(v) else None for v in values.tolist()]
+    return {**suggestion, "x": xs, "y": ys}
+
+
+def candidate_trace(candidate: dict[str, Any]) -> go.Scatter:
+    xs = candidate.get("x") or candidate.get("preview_x") or []
+    ys = candidate.get("y") or candidate.get("preview_y") or []
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines",
+        name=f"candidate: {candidate_label(candidate)}",
+        line={"color": CANDIDATE_COLOR, "width": 2, "dash": "dash"},
+    )
+
+
+def _metric_series(metrics: Sequence[dict[str, Any]], key: str) -> tuple[list, list]:
+    xs, ys = [], []
+    for m in metrics:
+        value = m.get(key)
+        if value is None:
+            continue
+        xs.append(m.get("step"))
+        ys.append(value)
+    return xs, ys
+
+
+def loss_figure(
+    metrics: Sequence[dict[str, Any]], *, uirevision: str | int | None = None
+) -> go.Figure:
+    """Train and validation loss against step (two traces, extended live with ``extendData``)."""
+    fig = go.Figure()
+    for key, name, color in (
+        ("train_loss", "train loss", RUN_COLORS[0]),
+        ("val_loss", "validation loss", RUN_COLORS[1]),
+    ):
+        xs, ys = _metric_series(metrics, key)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, line={"color": color}))
+    fig.update_layout(
+        height=300,
+        margin={"l": 55, "r": 10, "t": 30, "b": 40},
+        xaxis_title="step",
+        yaxis={"title": "loss", "type": "log"},
+        legend={"orientation": "h", "y": 1.12},
+        uirevision=uirevision if uirevision is not None else "loss",
+        plot_bgcolor="#fafafa",
+    )
+    return fig
+
+
+def loss_extension(metrics: Sequence[dict[str, Any]]) -> tuple[dict[str, list], list[int]]:
+    """``(data, trace_indices)`` for ``dcc.Graph.extendData`` on :func:`loss_figure`."""
+    tx, ty = _metric_series(metrics, "train_loss")
+    vx, vy = _metric_series(metrics, "val_loss")
+    return {"x": [tx, vx], "y": [ty, vy]}, [0, 1]
+
+
+def compare_loss_figure(
+    series: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+) -> go.Figure:
+    """Validation (solid) and train (dotted) loss of several runs on one plot."""
+    fig = go.Figure()
+    for index, (label, metrics) in enumerate(series):
+        color = RUN_COLORS[index % len(RUN_COLORS)]
+        vx, vy = _metric_series(metrics, "val_loss")
+        tx, ty = _metric_series(metrics, "train_loss")
+        if vx:
+            fig.add_trace(
+                go.Scatter(x=vx, y=vy, mode="lines", name=f"{label} val", line={"color": color})
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=tx,
+                y=ty,
+                mode="lines",
+                name=f"{label} train",
+                line={"color": color, "dash": "dot"},
+            )
+        )
+    fig.update_layout(
+        height=340,
+        margin={"l": 55, "r": 10, "t": 30, "b": 40},
+        xaxis_title="step",
+        yaxis={"title": "loss", "type": "log"},
+        legend={"orientation": "h", "y": 1.15},
+        uirevision="compare",
+        plot_bgcolor="#fafafa",
+    )
+    return fig
+
+
+def predictions_figure(
+    y_true: Sequence[float], y_pred: Sequence[float], *, title: str = "predicted vs measured"
+) -> go.Figure:
+    pairs = [
+        (float(a), float(b))
+        for a, b in zip(y_true, y_pred, strict=False)
+        if a is not None and b is not None
+    ]
+    fig = go.Figure()
+    if pairs:
+        lo = min(min(p) for p in pairs)
+        hi = max(max(p) for p in pairs)
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                name="ideal",
+                line={"color": "#999", "dash": "dash"},
+                hoverinfo="skip",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[p[0] for p in pairs],
+            y=[p[1] for p in pairs],
+            mode="markers",
+            name="validation",
+            marker={"size": 6, "color": RUN_COLORS[0], "opacity": 0.7},
+        )
+    )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        height=320,
+        margin={"l": 55, "r": 10, "t": 40, "b": 40},
+        xaxis_title="measured",
+        yaxis_title="predicted",
+        showlegend=False,
+        plot_bgcolor="#fafafa",
+    )
+    return fig
+
+
+def formula_markdown(latex: str, label: str | None = None) -> str:
+    """Markdown for ``dcc.Markdown(mathjax=True)``: ``$$`` must sit on lines of their own."""
+    latex = (latex or "").strip()
+    if not latex:
+        return ""
+    prefix = f"{label}\n\n" if label else ""
+    return f"{prefix}$$\n{latex}\n$$"

@@ -1,0 +1,206 @@
+"""Unit tests of the dashboard's pure figure builders (API JSON in, Plotly figure out)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from app.dashboard import figures
+
+
+def make_network(width: list[int], n_points: int = 32, symbolic_every: int = 0) -> dict:
+    """A network JSON shaped like the API's ``NetworkOut``."""
+    layers = []
+    count = 0
+    for index, (n_in, n_out) in enumerate(zip(width, width[1:], strict=False)):
+        edges = []
+        for j in range(n_out):
+            for i in range(n_in):
+                count += 1
+                xs = [-1 + 2 * k / (n_points - 1) for k in range(n_points)]
+                edges.append(
+                    {
+                        "i": i,
+                        "j": j,
+                        "score": (i * n_out + j + 1) / (n_in * n_out),
+                        "symbolic": "sin"
+                        if symbolic_every and count % symbolic_every == 0
+                        else None,
+                        "active": True,
+                        "x": xs,
+                        "y": [math.sin(3 * x + i) * (j + 1) for x in xs],
+                    }
+                )
+        layers.append({"index": index, "in_dim": n_in, "out_dim": n_out, "edges": edges})
+    return {
+        "run_id": 1,
+        "width": width,
+        "input_names": [f"feature {k}" for k in range(width[0])],
+        "output_names": ["HV"],
+        "layers": layers,
+        "node_scores": [[1.0] * w for w in width],
+    }
+
+
+def trace(fig, name):
+    matches = [t for t in fig.data if t.name == name]
+    assert matches, f"no trace named {name!r} in {[t.name for t in fig.data]}"
+    return matches[0]
+
+
+def test_network_figure_has_one_hit_point_per_edge_with_its_address():
+    net = make_network([3, 2, 1])
+    fig = figures.network_figure(net)
+    hits = trace(fig, "edges")
+    assert len(hits.x) == 3 * 2 + 2 * 1
+    assert sorted(tuple(c) for c in hits.customdata) == sorted(
+        [(0, i, j) for i in range(3) for j in range(2)] + [(1, i, 0) for i in range(2)]
+    )
+
+
+def test_network_figure_uses_few_traces_even_for_a_large_network():
+    net = make_network([10, 16, 16, 1], symbolic_every=7)
+    fig = figures.network_figure(net)
+    n_edges = 10 * 16 + 16 * 16 + 16
+    # the issue calls it "416 edges"; 10·16 + 16·16 + 16·1 is 432
+    assert len(trace(fig, "edges").x) == n_edges
+    # slots + (numeric, symbolic) x 8 levels x (links, curves) + nodes + hits + selection
+    assert len(fig.data) <= 1 + 2 * figures.OPACITY_LEVELS * 2 + 3
+
+
+def test_large_network_draws_mini_plots_only_for_the_top_edges():
+    net = make_network([10, 16, 16, 1])
+    fig = figures.network_figure(net)
+    curve_points = sum(
+        sum(v is None for v in t.x) for t in fig.data if t.name and "-curves-" in t.name
+    )
+    assert curve_points == figures.TOP_K_MINI_PLOTS  # one None terminator per mini-plot
+    small = figures.network_figure(make_network([3, 2, 1]))
+    small_curves = sum(
+        sum(v is None for v in t.x) for t in small.data if t.name and "-curves-" in t.name
+    )
+    assert small_curves == 8
+
+
+def test_mini_plots_stay_inside_their_slot():
+    net = make_network([3, 2, 1])
+    fig = figures.network_figure(net)
+    for t in fig.data:
+        if not (t.name and "-curves-" in t.name):
+            continue
+        ys = [v for v in t.y if v is not None]
+        for y in ys:
+            frac = y - math.floor(y)
+            assert figures.SLOT_BOTTOM - 1e-9 <= frac <= figures.SLOT_TOP + 1e-9
+        xs = [v for v in t.x if v is not None]
+        assert min(xs) >= 0 and max(xs) <= 1
+
+
+def test_opacity_follows_attribution_and_symbolic_edges_are_coloured():
+    net = make_network([4, 1], symbolic_every=4)
+    fig = figures.network_figure(net)
+    symbolic = [t for t in fig.data if t.name and t.name.startswith("symbolic-")]
+    numeric = [t for t in fig.data if t.name and t.name.startswith("spline-")]
+    assert symbolic and numeric
+    assert all(t.line.color == figures.SYMBOLIC_COLOR for t in symbolic)
+    assert figures.opacity_level(0.0) == 0
+    assert figures.opacity_level(1.0) == figures.OPACITY_LEVELS - 1
+    assert figures.opacity_level(0.2) < figures.opacity_level(0.6)
+    levels = [figures.level_alpha(k) for k in range(figures.OPACITY_LEVELS)]
+    assert levels == sorted(levels) and levels[-1] == pytest.approx(1.0)
+
+
+def test_pruned_edges_are_not_drawn_or_clickable():
+    net = make_network([3, 1])
+    net["layers"][0]["edges"][1]["active"] = False
+    fig = figures.network_figure(net)
+    assert [0, 1, 0] not in [list(c) for c in trace(fig, "edges").customdata]
+    assert len(trace(fig, "edges").x) == 2
+
+
+def test_selection_outline_surrounds_the_slot_and_rejects_bad_addresses():
+    xs, ys = figures.selection_outline([3, 2, 1], [0, 2, 1])
+    cx, w = figures.slot_geometry(3, 2, 2, 1)
+    assert min(xs) <= cx <= max(xs)
+    assert min(ys) < 0.5 < max(ys)
+    assert figures.selection_outline([3, 2, 1], [0, 3, 0]) == ([], [])
+    assert figures.selection_outline([3, 2, 1], [5, 0, 0]) == ([], [])
+    assert figures.selection_outline([3, 2, 1], None) == ([], [])
+    fig = figures.network_figure(make_network([3, 2, 1]), selected=[1, 1, 0])
+    assert fig.data[-1].name == figures.SELECTED_TRACE_NAME and len(fig.data[-1].x) == 5
+
+
+def test_network_figure_survives_null_and_non_finite_samples():
+    net = make_network([2, 1])
+    net["layers"][0]["edges"][0]["y"][3] = None
+    net["layers"][0]["edges"][0]["score"] = None
+    net["layers"][0]["edges"][1]["x"] = [0.0, 0.0, 0.0]
+    fig = figures.network_figure(net)
+    for t in fig.data:
+        assert all(v is None or math.isfinite(v) for v in (t.y or []))
+
+
+def test_uirevision_is_kept_so_zoom_survives_updates():
+    fig = figures.network_figure(make_network([2, 1]), uirevision="run-7")
+    assert fig.layout.uirevision == "run-7"
+    assert figures.loss_figure([], uirevision="run-7").layout.uirevision == "run-7"
+
+
+def test_edge_figure_shows_curve_data_and_candidate_overlay():
+    edge = {
+        "layer": 0,
+        "i": 1,
+        "j": 0,
+        "x": [0.0, 0.5, 1.0],
+        "y": [0.0, 0.25, 1.0],
+        "data_x": [0.1, 0.9],
+        "data_y": [0.01, 0.8],
+        "symbolic": None,
+    }
+    suggestion = {"name": "x^2", "r2": 0.99, "complexity": 2, "params": [1.0, 0.0, 1.0, 0.0]}
+    preview = figures.candidate_preview(edge, suggestion)
+    assert preview["y"] == pytest.approx([0.0, 0.25, 1.0])
+    fig = figures.edge_figure(edge, input_name="VEC", candidate=preview)
+    names = [t.name for t in fig.data]
+    assert names[0] == "data (pre-activations)"
+    assert names[1].startswith("φ(x)")
+    assert names[2] == "candidate: x^2 (R² 0.990)"
+    assert "VEC" in fig.layout.title.text
+
+
+def test_candidate_preview_drops_non_finite_values_and_unknown_names():
+    edge = {"x": [-1.0, 0.0, 1.0]}
+    preview = figures.candidate_preview(edge, {"name": "1/x", "params": [1, 0, 1, 0]})
+    assert preview["y"][1] is None and preview["y"][2] == pytest.approx(1.0)
+    assert figures.candidate_preview(edge, {"name": "os.system", "params": [1, 0, 1, 0]})["y"] == []
+    assert figures.candidate_preview(edge, {"name": "x", "params": None})["y"] == []
+
+
+def test_loss_figure_and_extension_skip_missing_values():
+    metrics = [
+        {"step": 1, "train_loss": 1.0, "val_loss": None},
+        {"step": 2, "train_loss": 0.5, "val_loss": 0.7},
+    ]
+    fig = figures.loss_figure(metrics)
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[1].x) == [2]
+    assert fig.layout.yaxis.type == "log"
+    data, indices = figures.loss_extension(metrics)
+    assert indices == [0, 1]
+    assert data == {"x": [[1, 2], [2]], "y": [[1.0, 0.5], [0.7]]}
+
+
+def test_compare_and_predictions_figures():
+    fig = figures.compare_loss_figure(
+        [("run 1", [{"step": 1, "train_loss": 1.0, "val_loss": 2.0}]), ("run 2", [])]
+    )
+    assert [t.name for t in fig.data] == ["run 1 val", "run 1 train", "run 2 train"]
+    pred = figures.predictions_figure([1.0, 2.0, None], [1.1, 1.9, 3.0])
+    assert list(pred.data[-1].x) == [1.0, 2.0]
+    assert list(pred.data[0].x) == [1.0, 2.0]  # the ideal line spans the data
+
+
+def test_formula_markdown_puts_dollars_on_their_own_lines():
+    text = figures.formula_markdown(r"0.5 x^{2}", label="HV")
+    assert text.splitlines() == ["HV", "", "$$", r"0.5 x^{2}", "$$"]
+    assert figures.formula_markdown("  ") == ""
