@@ -44,6 +44,8 @@ def redact_url(url: str) -> str:
     netloc = parts.hostname or ""
     if parts.username:
         netloc = f"{parts.username}:***@{netloc}"
+    else:
+        netloc = f":***@{netloc}"
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
@@ -55,27 +57,27 @@ class CeleryExecutor:
     name = "celery"
 
     def __init__(self, redis_url: str | None = None) -> None:
-        if redis_url is not None:
-            celery_app.conf.update(broker_url=redis_url, result_backend=redis_url)
-        self._broker = redact_url(str(celery_app.conf.broker_url))
+        # Default: the broker the Celery app is configured with (KANSCOPE_REDIS_URL).
+        self.broker_url = redis_url or str(celery_app.conf.broker_url)
+        self._broker = redact_url(self.broker_url)
 
     def submit(self, run_id: int) -> None:
         """Queue run ``run_id`` (already committed as ``queued``); raise if Redis is down."""
         try:
-            train_run.apply_async(
-                args=[int(run_id)],
-                queue=GPU_QUEUE,
-                retry=True,
-                retry_policy=PUBLISH_RETRY_POLICY,
-            )
+            with celery_app.connection_for_write(self.broker_url) as connection:
+                train_run.apply_async(
+                    args=[int(run_id)],
+                    queue=GPU_QUEUE,
+                    producer=celery_app.amqp.Producer(connection),
+                    retry=True,
+                    retry_policy=PUBLISH_RETRY_POLICY,
+                )
         except (OperationalError, KombuError, OSError) as exc:
-            raise QueueUnavailableError(
-                run_id, self._broker, str(exc) or type(exc).__name__
-            ) from exc
+            reason = str(exc) or type(exc).__name__
+            raise QueueUnavailableError(run_id, self._broker, reason) from exc
 
     def cancel(self, run_id: int) -> None:
         """Cancellation is the ``cancel_requested`` flag in the run row; the trainer polls it."""
 
     def shutdown(self) -> None:
-        """Close pooled broker connections (the worker processes are not ours to stop)."""
-        celery_app.pool.force_close_all()
+        """Nothing to release: each submit uses its own short broker connection."""
