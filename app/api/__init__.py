@@ -1,0 +1,1 @@
+"""HTTP API: thin routers over app.services, pydantic schemas, error mapping."""

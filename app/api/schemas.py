@@ -1,0 +1,394 @@
+"""Request and response schemas of the HTTP API (the contract the dashboard codes against).
+
+Floats that can be NaN or infinite (losses, metrics, predictions, curve samples) are typed
+``float | None``: a non-finite value is sent as ``null``, never as a 500.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+def _finite_or_none(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f if math.isfinite(f) else None
+
+
+#: A float that is ``null`` when the value was NaN or infinite.
+MaybeFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Task = Literal["regression", "classification"]
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[Any] = Field(description="What went wrong and what to change.")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+    database: str = Field(description="Database dialect in use: sqlite or postgresql.")
+    executor: str
+    version: str
+
+
+# ── datasets ────────────────────────────────────────────────────────────────────────────────
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    dtype: str = Field(description="pandas dtype after typing: float64, int64, bool, string …")
+    kind: Literal["numeric", "categorical"]
+    n_missing: int
+    n_unique: int
+    mean: MaybeFloat = None
+    std: MaybeFloat = None
+    min: MaybeFloat = None
+    max: MaybeFloat = None
+    top_values: list[str] | None = Field(
+        default=None, description="Most frequent values of a categorical column (up to 10)."
+    )
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    filename: str | None
+    n_rows: int
+    n_columns: int
+    size_bytes: int = Field(description="Size of the stored Parquet content.")
+    columns: list[ColumnInfo]
+    parent_id: int | None = Field(default=None, description="Dataset this one was derived from.")
+    description: str | None = None
+    created_at: datetime
+
+
+class DatasetPreviewOut(BaseModel):
+    id: int
+    columns: list[str]
+    rows: list[list[Any]] = Field(description="First rows, cell values; missing/NaN as null.")
+    n_rows: int = Field(description="Total rows in the dataset.")
+    stats: list[ColumnInfo]
+
+
+# ── runs ────────────────────────────────────────────────────────────────────────────────────
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a training run. Bounds keep memory and time sane."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_columns: list[str] = Field(min_length=1, max_length=64)
+    feature_columns: list[str] | None = Field(
+        default=None,
+        max_length=2048,
+        description="Input columns; default: every numeric column that is not a target.",
+    )
+    task: Task = "regression"
+    model: str = Field(
+        default="kan",
+        description="Model kind: 'kan', 'mlp', or a registered baseline (see GET /api/models).",
+    )
+    hidden: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default=[5],
+        max_length=7,
+        description="Hidden layer widths; the full width is [n_features, *hidden, n_outputs] "
+        "(at most 8 layers). Empty list = a single layer.",
+    )
+    grid: int = Field(default=5, ge=1, le=200, description="KAN grid intervals per edge.")
+    k: int = Field(default=3, ge=1, le=5, description="Spline order.")
+    basis: Literal["bspline", "rbf", "chebyshev", "relu_kan", "rational"] = "bspline"
+    activation: Literal["silu", "relu", "tanh", "gelu"] = Field(
+        default="silu", description="MLP activation."
+    )
+    optimizer: Literal["adam", "lbfgs"] = "adam"
+    steps: int = Field(default=200, ge=1, le=100_000)
+    lr: float = Field(default=1e-2, gt=0, le=10.0, allow_inf_nan=False)
+    batch_size: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Mini-batch size; null = full batch."
+    )
+    lamb: float = Field(
+        default=0.0,
+        ge=0,
+        le=1e3,
+        allow_inf_nan=False,
+        description="Overall sparsity regularisation strength.",
+    )
+    lamb_l1: float = Field(default=1.0, ge=0, le=1e3, allow_inf_nan=False)
+    lamb_entropy: float = Field(default=2.0, ge=0, le=1e3, allow_inf_nan=False)
+    update_grid_every: int = Field(
+        default=0, ge=0, le=100_000, description="Update grids from data every n steps; 0 = never."
+    )
+    update_grid_until: int | None = Field(default=None, ge=0, le=100_000)
+    grid_eps: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=100_000)
+    val_fraction: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=0.9,
+        allow_inf_nan=False,
+        description="Random validation split (ignored if val_rows given).",
+    )
+    train_rows: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, description="Explicit training row indices (0-based, into the dataset)."
+    )
+    val_rows: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, description="Explicit validation row indices; train = train_rows or the rest."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    device: str = Field(default="cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    log_every: int = Field(default=1, ge=1, le=10_000)
+    model_options: dict[str, float | int | str | bool | None] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Extra options for baseline models (e.g. alpha, n_estimators).",
+    )
+
+    @field_validator("target_columns", "feature_columns")
+    @classmethod
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("column names must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RunConfig:
+        if self.feature_columns is not None:
+            overlap = set(self.feature_columns) & set(self.target_columns)
+            if overlap:
+                raise ValueError(f"columns {sorted(overlap)} are both feature and target")
+        if self.task == "classification" and len(self.target_columns) != 1:
+            raise ValueError("classification takes exactly one target column")
+        if self.val_rows is None and self.train_rows is not None:
+            raise ValueError("train_rows needs val_rows too")
+        if self.val_rows is not None and self.train_rows is not None:
+            both = set(self.val_rows) & set(self.train_rows)
+            if both:
+                raise ValueError(f"{len(both)} rows are in both train_rows and val_rows")
+        return self
+
+
+class RunCreate(RunConfig):
+    dataset_id: int
+    name: str | None = Field(default=None, max_length=200)
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str | None
+    dataset_id: int
+    parent_run_id: int | None
+    model: str
+    task: Task
+    status: RunStatus
+    config: dict[str, Any]
+    error: str | None
+    cancel_requested: bool
+    device: str | None
+    owner: str | None = Field(description="Executor id holding the run while it runs.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    summary: dict[str, Any] = Field(
+        description="Result figures: n_parameters, n_rows_used, n_rows_dropped, stopped_reason, "
+        "final train_loss / val_loss / val_metric (null when non-finite), width, inputs, outputs."
+    )
+    has_model: bool
+
+
+class RunListOut(BaseModel):
+    runs: list[RunOut]
+
+
+class MetricPoint(BaseModel):
+    step: int
+    train_loss: MaybeFloat
+    val_loss: MaybeFloat
+    val_metric: MaybeFloat = Field(description="R² (regression) or accuracy (classification).")
+    elapsed_s: MaybeFloat
+
+
+class MetricsOut(BaseModel):
+    run_id: int
+    status: RunStatus
+    metric_name: Literal["r2", "accuracy"]
+    points: list[MetricPoint] = Field(description="Points with step > after_step, by step.")
+    last_step: int | None = Field(description="Pass as after_step to get only newer points.")
+
+
+class ModelKindOut(BaseModel):
+    name: str
+    tasks: list[Task]
+    inspectable: bool = Field(description="Has KAN edges (network/curves/symbolic work).")
+    description: str
+
+
+# ── inspection ──────────────────────────────────────────────────────────────────────────────
+
+
+class EdgeOut(BaseModel):
+    i: int = Field(description="Input node index in this layer.")
+    j: int = Field(description="Output node index in this layer.")
+    score: MaybeFloat = Field(description="Attribution score (higher = more important).")
+    symbolic: str | None = Field(description="Fixed symbolic function name, or null.")
+    active: bool = Field(default=True, description="False when the edge was pruned.")
+    x: list[MaybeFloat] = Field(description="Sample points of the edge input (standardised).")
+    y: list[MaybeFloat] = Field(description="phi(x) at those points.")
+
+
+class LayerOut(BaseModel):
+    index: int
+    in_dim: int
+    out_dim: int
+    edges: list[EdgeOut]
+
+
+class NetworkOut(BaseModel):
+    """Network structure for the diagram.
+
+    ``{width, input_names, output_names, layers: [{index, in_dim, out_dim,
+    edges: [{i, j, score, symbolic, active, x: [...], y: [...]}]}], node_scores: [[...]]}``;
+    ``node_scores[l][n]`` is the score of node n in layer l (len(width) lists).
+    """
+
+    run_id: int
+    width: list[int]
+    input_names: list[str]
+    output_names: list[str]
+    layers: list[LayerOut]
+    node_scores: list[list[MaybeFloat]]
+
+
+class EdgeDetailOut(BaseModel):
+    run_id: int
+    layer: int
+    i: int
+    j: int
+    input_name: str | None = Field(description="Column name when the edge starts at an input.")
+    x: list[MaybeFloat]
+    y: list[MaybeFloat]
+    data_x: list[MaybeFloat] = Field(description="Actual pre-activations seen on the data.")
+    data_y: list[MaybeFloat]
+    score: MaybeFloat
+    symbolic: str | None
+    affine: list[MaybeFloat] | None = Field(
+        default=None, description="(a, b, c, d) of c*f(a*x+b)+d when the edge is symbolic."
+    )
+
+
+class PredictionsOut(BaseModel):
+    run_id: int
+    split: Literal["validation", "train"]
+    output_names: list[str]
+    rows: list[int] = Field(description="Dataset row indices.")
+    y_true: list[list[MaybeFloat]] | list[str | None] = Field(
+        description="Regression: [n][n_out] in original units. Classification: labels."
+    )
+    y_pred: list[list[MaybeFloat]] | list[str | None]
+    metric_name: Literal["r2", "accuracy"]
+    metric: MaybeFloat
+
+
+# ── symbolic ────────────────────────────────────────────────────────────────────────────────
+
+
+class SuggestionOut(BaseModel):
+    name: str
+    r2: MaybeFloat
+    complexity: int | None = None
+    params: list[MaybeFloat] | None = Field(default=None, description="(a, b, c, d).")
+
+
+class SuggestionsOut(BaseModel):
+    run_id: int
+    layer: int
+    i: int
+    j: int
+    suggestions: list[SuggestionOut]
+
+
+class FixEdgeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        description="Function name from the library, e.g. 'sin', 'x^2'.", max_length=32
+    )
+
+
+class AutoSymbolicIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r2_threshold: float = Field(default=0.9, ge=0.0, le=1.0, allow_inf_nan=False)
+    library: list[str] | None = Field(
+        default=None, max_length=64, description="Function names to try; null = all."
+    )
+    weight_simple: float = Field(default=0.8, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+class PruneIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(default=1e-2, ge=0.0, le=1e6, allow_inf_nan=False)
+
+
+class RetrainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1, le=100_000)
+    lr: float | None = Field(default=None, gt=0, le=10.0, allow_inf_nan=False)
+    lamb: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class EdgeStateOut(BaseModel):
+    run_id: int
+    layer: int
+    i: int
+    j: int
+    symbolic: str | None
+    r2: MaybeFloat = None
+
+
+class AutoSymbolicOut(BaseModel):
+    run_id: int
+    fixed: list[EdgeStateOut]
+    n_fixed: int
+    n_edges: int
+
+
+class PruneOut(BaseModel):
+    run_id: int
+    pruned: int
+    kept_inputs: list[str]
+
+
+class FormulaOutput(BaseModel):
+    name: str
+    text: str = Field(description="sympy str() of the expression in original units.")
+    latex: str
+    r2: MaybeFloat = Field(description="R² of the formula on the validation data.")
+    rmse: MaybeFloat = None
+
+
+class FormulaOut(BaseModel):
+    run_id: int
+    outputs: list[FormulaOutput]
+    network_r2: MaybeFloat = Field(description="R² of the network itself on the same data.")
+    n_symbolic_edges: int
+    n_edges: int
+    complete: bool = Field(description="True when every active edge is symbolic.")

@@ -1,0 +1,65 @@
+"""Settings from ``KANSCOPE_*`` environment variables (pydantic-settings).
+
+Build them through :func:`get_settings` (cached) — never at import time — so tests and the CLI can
+set the environment first, and pass a ``Settings`` explicitly where a test needs its own.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KANSCOPE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".kanscope"),
+        description="Directory for the default SQLite database and other local state.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: a SQLite file kanscope.sqlite3 in data_dir. "
+        "SQLite serves one host; workers on other hosts need PostgreSQL.",
+    )
+    executor: Literal["local", "celery"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    api_token: str | None = Field(
+        default=None,
+        description="If set, every /api request except /api/health and the docs needs "
+        "'Authorization: Bearer <token>'.",
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_dataset_rows: int = Field(default=1_000_000, gt=0)
+    max_dataset_columns: int = Field(default=2_000, gt=0)
+    max_parameters: int = Field(default=2_000_000, gt=0, description="Cap on model parameters.")
+    max_concurrent_runs: int = Field(default=2, ge=1, description="Local executor processes.")
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running run whose heartbeat is "
+        "older than this is considered dead by the reaper.",
+    )
+    reaper_interval_s: float = Field(default=10.0, gt=0)
+    requeue_stale_runs: bool = Field(
+        default=False, description="Reaper requeues a stale run once instead of failing it."
+    )
+    device: str = Field(default="cpu", description="Default torch device: cpu, cuda, auto.")
+    load_demo: bool = True
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'kanscope.sqlite3').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
