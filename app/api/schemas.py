@@ -129,9 +129,11 @@ class RunConfig(BaseModel):
     lamb_l1: float = Field(default=1.0, ge=0, le=1e3, allow_inf_nan=False)
     lamb_entropy: float = Field(default=2.0, ge=0, le=1e3, allow_inf_nan=False)
     update_grid_every: int = Field(
-        default=0, ge=0, le=100_000, description="Update grids from data every n steps; 0 = never."
+        default=5, ge=0, le=100_000, description="Update grids from data every n steps; 0 = never."
     )
-    update_grid_until: int | None = Field(default=None, ge=0, le=100_000)
+    update_grid_until: int | None = Field(
+        default=50, ge=0, le=100_000, description="Last step with grid updates; null = all."
+    )
     grid_eps: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False)
     early_stopping_patience: int | None = Field(default=None, ge=1, le=100_000)
     val_fraction: float = Field(
