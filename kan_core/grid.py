@@ -14,7 +14,9 @@ from kan_core.errors import ConfigError
 from kan_core.layers import KANLayer
 
 
-def _lstsq_coefficients(feats: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-8) -> torch.Tensor:
+def _lstsq_coefficients(
+    feats: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-8
+) -> torch.Tensor:
     """Solve per input i: feats_i (n, K) @ C_i (K, out) ≈ targets_i (n, out); returns (out, in, K).
 
     feats: (n, in, K); targets: (n, out, in). Normal equations with a small ridge term so
@@ -37,7 +39,9 @@ def _new_knots(x_sorted: torch.Tensor, grid: int, k: int, grid_eps: float) -> to
     lo, hi = x_sorted[0], x_sorted[-1]
     span = torch.where(hi - lo > 1e-6, hi - lo, torch.ones_like(hi))
     hi = lo + span
-    uniform = lo[:, None] + (span / grid)[:, None] * torch.arange(grid + 1, device=lo.device, dtype=lo.dtype)
+    uniform = lo[:, None] + (span / grid)[:, None] * torch.arange(
+        grid + 1, device=lo.device, dtype=lo.dtype
+    )
     inner = grid_eps * uniform + (1 - grid_eps) * adaptive  # (in, grid+1)
     h = (inner[:, -1] - inner[:, 0]) / grid
     steps = torch.arange(1, k + 1, device=lo.device, dtype=lo.dtype)

@@ -44,8 +44,12 @@ class KANLayer(nn.Module):
         n_feat = self.basis.num_features
         g = generator
         # Base weights ~ U(-1, 1)/sqrt(in) (pykan's default); spline coefficients small noise.
-        self.w_base = nn.Parameter((torch.rand(out_dim, in_dim, generator=g) * 2 - 1) / math.sqrt(in_dim))
-        coef = (torch.rand(out_dim, in_dim, n_feat, generator=g) - 0.5) * (noise_scale / math.sqrt(in_dim))
+        self.w_base = nn.Parameter(
+            (torch.rand(out_dim, in_dim, generator=g) * 2 - 1) / math.sqrt(in_dim)
+        )
+        coef = (torch.rand(out_dim, in_dim, n_feat, generator=g) - 0.5) * (
+            noise_scale / math.sqrt(in_dim)
+        )
         if basis == "rational":
             coef = (torch.rand(out_dim, in_dim, 1, generator=g) * 2 - 1) / math.sqrt(in_dim)
         self.coef = nn.Parameter(coef)  # (out, in, K)
@@ -66,7 +70,9 @@ class KANLayer(nn.Module):
         """[j][i] name of the symbolic function on edge i→j, "" for numeric edges (a copy)."""
         return [list(row) for row in self._sym_names]
 
-    def set_symbolic(self, i: int, j: int, name: str, a: float, b: float, c: float, d: float) -> None:
+    def set_symbolic(
+        self, i: int, j: int, name: str, a: float, b: float, c: float, d: float
+    ) -> None:
         self._check_edge(i, j)
         get_function(name)  # raises UnknownFunctionError with the options
         with torch.no_grad():
@@ -136,8 +142,8 @@ class KANLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, in) → (batch, out)."""
         num_mask = self.numeric_mask()
-        feats = self.basis(x)  # (batch, in, K)
-        weight = (self.coef * num_mask.unsqueeze(-1)).reshape(self.out_dim, -1)  # (out, in·K)
+        feats, scale = self.basis.scaled_features(x)  # (batch, in, K)
+        weight = (self.coef * (num_mask * scale).unsqueeze(-1)).reshape(self.out_dim, -1)
         y = F.linear(feats.reshape(x.shape[0], -1), weight, self.bias)
         y = y + F.linear(F.silu(x), self.w_base * num_mask)
         for js, _, v in self._symbolic_edge_values(x):
@@ -151,7 +157,9 @@ class KANLayer(nn.Module):
         spline = torch.einsum("bik,oik->boi", feats, self.coef)
         values = (spline + F.silu(x).unsqueeze(1) * self.w_base) * num_mask
         for js, is_, v in self._symbolic_edge_values(x):
-            values = values.index_put((torch.arange(x.shape[0], device=x.device)[:, None], js, is_), v)
+            values = values.index_put(
+                (torch.arange(x.shape[0], device=x.device)[:, None], js, is_), v
+            )
         return values
 
     def spline_values(self, x: torch.Tensor) -> torch.Tensor:

@@ -99,14 +99,14 @@ class KAN(nn.Module):
         }
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def num_effective_parameters(self) -> int:
-        """Parameters that shape a numeric edge (coefficients + base weight), biases included."""
+        """Trainable numbers that shape the function: numeric edges (coefficients + base
+        weight), the four affine constants of each symbolic edge, biases and basis parameters."""
         total = 0
         for layer in self.layers:
-            total += layer.coef[0, 0].numel() * layer.out_dim * layer.in_dim
-            total += layer.w_base.numel() + layer.bias.numel()
+            numeric = int((layer.numeric_mask() > 0).sum())
+            symbolic = int(((layer.sym_mask > 0) & (layer.mask > 0)).sum())
+            total += numeric * (layer.coef.shape[-1] + 1) + 4 * symbolic + layer.bias.numel()
+            total += sum(p.numel() for p in layer.basis.parameters())
         return total
 
 
@@ -126,7 +126,9 @@ class MLP(nn.Module):
         super().__init__()
         self.width = _check_width(width)
         if activation not in ACTIVATIONS:
-            raise ConfigError(f"Unknown activation {activation!r}. Available: {sorted(ACTIVATIONS)}")
+            raise ConfigError(
+                f"Unknown activation {activation!r}. Available: {sorted(ACTIVATIONS)}"
+            )
         self.activation, self.seed = activation, seed
         g = torch.Generator().manual_seed(seed)
         mods: list[nn.Module] = []
@@ -146,7 +148,12 @@ class MLP(nn.Module):
         return self.net(x)
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "width": list(self.width), "activation": self.activation, "seed": self.seed}
+        return {
+            "kind": self.kind,
+            "width": list(self.width),
+            "activation": self.activation,
+            "seed": self.seed,
+        }
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -170,6 +177,10 @@ def build_model(config: dict[str, Any], device: str | torch.device | None = None
             layer.load_sym_names(names)
         return model
     if kind == "mlp":
-        return MLP(config["width"], activation=config.get("activation", "silu"),
-                   seed=int(config.get("seed", 0)), device=device)
+        return MLP(
+            config["width"],
+            activation=config.get("activation", "silu"),
+            seed=int(config.get("seed", 0)),
+            device=device,
+        )
     raise ConfigError(f"Unknown model kind {kind!r}. Available: ['kan', 'mlp']")

@@ -37,7 +37,9 @@ class TrainData:
 
     def __post_init__(self) -> None:
         if self.x_train.ndim != 2:
-            raise ConfigError(f"x_train must be 2-D (rows, features), got shape {tuple(self.x_train.shape)}")
+            raise ConfigError(
+                f"x_train must be 2-D (rows, features), got shape {tuple(self.x_train.shape)}"
+            )
         if self.x_train.shape[0] != self.y_train.shape[0]:
             raise ConfigError("x_train and y_train have different numbers of rows")
         if self.x_train.shape[0] < 1:
@@ -86,7 +88,9 @@ class FitConfig:
         if self.optimizer not in ("adam", "lbfgs"):
             raise ConfigError(f"Unknown optimizer {self.optimizer!r}. Available: ['adam', 'lbfgs']")
         if self.task not in ("regression", "classification"):
-            raise ConfigError(f"Unknown task {self.task!r}. Available: ['classification', 'regression']")
+            raise ConfigError(
+                f"Unknown task {self.task!r}. Available: ['classification', 'regression']"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -125,7 +129,9 @@ def _loss(pred: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     return F.mse_loss(pred, y.reshape(pred.shape))
 
 
-def regularization(model: KAN, x: torch.Tensor, lamb_l1: float, lamb_entropy: float) -> tuple[torch.Tensor, torch.Tensor]:
+def regularization(
+    model: KAN, x: torch.Tensor, lamb_l1: float, lamb_entropy: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """pykan's sparsity penalty; returns (prediction, penalty) from one pass over x."""
     pred, traces = model.forward_with_activations(x)
     reg = pred.new_zeros(())
@@ -138,10 +144,14 @@ def regularization(model: KAN, x: torch.Tensor, lamb_l1: float, lamb_entropy: fl
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int = 8192) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, batch_size: int = 8192
+) -> tuple[float, float]:
     """(loss, metric) on a data set: metric is R² for regression, accuracy for classification."""
     device = next(model.parameters()).device
-    preds = torch.cat([model(x[s : s + batch_size].to(device)) for s in range(0, x.shape[0], batch_size)])
+    preds = torch.cat(
+        [model(x[s : s + batch_size].to(device)) for s in range(0, x.shape[0], batch_size)]
+    )
     y = y.to(device)
     loss = float(_loss(preds, y, task))
     if task == "classification":
@@ -179,8 +189,12 @@ def fit(
 
     if cfg.optimizer == "lbfgs":
         opt: torch.optim.Optimizer = torch.optim.LBFGS(
-            params, lr=cfg.lr, history_size=10, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-32, tolerance_change=1e-32,
+            params,
+            lr=cfg.lr,
+            history_size=10,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-32,
+            tolerance_change=1e-32,
         )
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -192,7 +206,12 @@ def fit(
     perm, cursor = torch.randperm(n, generator=gen), 0
 
     for step in range(cfg.steps):
-        if is_kan and cfg.update_grid_every and step % cfg.update_grid_every == 0 and step < grid_until:
+        if (
+            is_kan
+            and cfg.update_grid_every
+            and step % cfg.update_grid_every == 0
+            and step < grid_until
+        ):
             idx = torch.randperm(n, generator=gen)[: cfg.grid_sample_size]
             update_grid(model, data.x_train[idx].to(device), cfg.grid_eps)
             if cfg.optimizer == "lbfgs":  # curvature history is stale after the grid moved
@@ -207,7 +226,7 @@ def fit(
             cursor += batch
             xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
 
-        def closure() -> torch.Tensor:
+        def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
             if is_kan and cfg.lamb > 0:
                 pred, reg = regularization(model, xb, cfg.lamb_l1, cfg.lamb_entropy)  # type: ignore[arg-type]
@@ -221,7 +240,9 @@ def fit(
         if cfg.optimizer == "lbfgs":
             snapshot = [p.detach().clone() for p in params]
             loss = opt.step(closure)  # type: ignore[assignment]
-            finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(p).all()) for p in params)
+            finite = bool(torch.isfinite(loss)) and all(
+                bool(torch.isfinite(p).all()) for p in params
+            )
             if not finite:
                 with torch.no_grad():
                     for p, s in zip(params, snapshot, strict=True):
@@ -241,10 +262,13 @@ def fit(
             val_loss = val_metric = None
             if data.x_val is not None and data.y_val is not None:
                 model.eval()
-                val_loss, val_metric = evaluate(model, data.x_val, data.y_val, cfg.task, cfg.eval_batch_size)
+                val_loss, val_metric = evaluate(
+                    model, data.x_val, data.y_val, cfg.task, cfg.eval_batch_size
+                )
                 model.train()
-            progress = FitProgress(step + 1, cfg.steps, train_loss, val_loss, val_metric,
-                                   time.perf_counter() - start)
+            progress = FitProgress(
+                step + 1, cfg.steps, train_loss, val_loss, val_metric, time.perf_counter() - start
+            )
             result.history.append(progress)
             monitored = val_loss if val_loss is not None else train_loss
             if math.isfinite(monitored) and monitored < best_val:
@@ -263,7 +287,11 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    result.train_loss = evaluate(model, data.x_train, data.y_train, cfg.task, cfg.eval_batch_size)[0]
+    result.train_loss = evaluate(model, data.x_train, data.y_train, cfg.task, cfg.eval_batch_size)[
+        0
+    ]
     if data.x_val is not None and data.y_val is not None:
-        result.val_loss, result.val_metric = evaluate(model, data.x_val, data.y_val, cfg.task, cfg.eval_batch_size)
+        result.val_loss, result.val_metric = evaluate(
+            model, data.x_val, data.y_val, cfg.task, cfg.eval_batch_size
+        )
     return result
