@@ -14,6 +14,7 @@ from pathlib import Path
 import dash
 
 from app.dashboard import api_client
+from app.dashboard.layout import app_shell, on_callback_error
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "frontend_assets"
 PAGE_MODULES = (
@@ -39,12 +40,11 @@ def create_dash_app(api_base_url: str, api_token: str | None = None) -> dash.Das
         title="kanscope",
         suppress_callback_exceptions=True,
         update_title=None,
+        on_error=on_callback_error,
     )
     for name in PAGE_MODULES:
         module = importlib.import_module(name)
         # What Dash's own page loader does after importing a page from ``pages_folder``.
         dash.page_registry[name]["layout"] = module.layout
-    from app.dashboard.layout import app_shell
-
     app.layout = app_shell()
     return app

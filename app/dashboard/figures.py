@@ -583,3 +583,25 @@ def formula_markdown(latex: str, label: str | None = None) -> str:
         return ""
     prefix = f"{label}\n\n" if label else ""
     return f"{prefix}$$\n{latex}\n$$"
+
+
+def message_figure(text: str, height: int = 260) -> go.Figure:
+    """An empty plot that says why there is nothing to show yet."""
+    fig = go.Figure()
+    fig.add_annotation(
+        text=text,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": 14, "color": "#6b7785"},
+    )
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        plot_bgcolor="#ffffff",
+    )
+    return fig

@@ -1,6 +1,158 @@
+"""Compare: two or more runs side by side — metrics, loss curves and formulas."""
+
+from __future__ import annotations
+
+from typing import Any
+
 import dash
-from dash import html
+from dash import Input, Output, callback, dash_table, dcc, html
+
+from app.dashboard import api_client, figures
+from app.dashboard.api_client import ApiError
+from app.dashboard.components import alert, fmt_number
 
 dash.register_page(__name__, path="/compare", name="Compare", title="Compare · kanscope")
 
-layout = html.Div([html.H2("Compare")])
+MAX_RUNS = 8
+
+
+def parse_run_ids(text: str | None) -> list[int]:
+    return [int(p) for p in (text or "").split(",") if p.strip().isdigit()][:MAX_RUNS]
+
+
+def layout(runs: str | None = None, **_: Any) -> html.Div:
+    return html.Div(
+        [
+            html.H2("Compare runs"),
+            html.Div(
+                className="card",
+                children=[
+                    dcc.Dropdown(
+                        id="cmp-runs",
+                        multi=True,
+                        value=parse_run_ids(runs),
+                        placeholder="Choose two or more runs…",
+                    ),
+                ],
+            ),
+            dcc.Loading(html.Div(id="cmp-body")),
+        ]
+    )
+
+
+@callback(Output("cmp-runs", "options"), Input("cmp-runs", "id"))
+def run_options(_):
+    try:
+        result = api_client.get_json("/runs")
+    except ApiError:
+        return []
+    runs = result.get("runs", []) if isinstance(result, dict) else result
+    return [
+        {
+            "label": f"run {r['id']} · {r.get('model')} · {r.get('status')}"
+            + (f" · {r['name']}" if r.get("name") else ""),
+            "value": r["id"],
+        }
+        for r in runs
+    ]
+
+
+def metrics_table(runs: list[dict[str, Any]], formulas: dict[int, dict | None]) -> Any:
+    def summary(run: dict[str, Any], key: str) -> Any:
+        return (run.get("summary") or {}).get(key)
+
+    rows_spec = [
+        ("status", lambda r: r.get("status")),
+        ("dataset", lambda r: r.get("dataset_id")),
+        ("model", lambda r: r.get("model")),
+        ("width", lambda r: str(summary(r, "width") or "")),
+        ("parameters", lambda r: fmt_number(summary(r, "n_parameters"))),
+        ("train loss", lambda r: fmt_number(summary(r, "train_loss"))),
+        ("val loss", lambda r: fmt_number(summary(r, "val_loss"))),
+        ("val R² / accuracy", lambda r: fmt_number(summary(r, "val_metric"))),
+        ("stopped", lambda r: summary(r, "stopped_reason") or ""),
+        (
+            "formula R²",
+            lambda r: fmt_number(
+                ((formulas.get(r["id"]) or {}).get("outputs") or [{}])[0].get("r2")
+            ),
+        ),
+        (
+            "symbolic edges",
+            lambda r: (
+                f"{formulas[r['id']]['n_symbolic_edges']} / {formulas[r['id']]['n_edges']}"
+                if formulas.get(r["id"])
+                else "–"
+            ),
+        ),
+    ]
+    data = []
+    for label, getter in rows_spec:
+        row = {"metric": label}
+        for run in runs:
+            row[str(run["id"])] = getter(run)
+        data.append(row)
+    return dash_table.DataTable(
+        id="cmp-table",
+        data=data,
+        columns=[{"name": "", "id": "metric"}]
+        + [{"name": f"run {r['id']}", "id": str(r["id"])} for r in runs],
+        style_cell={"fontSize": 13, "padding": "4px 8px", "textAlign": "left"},
+        style_header={"fontWeight": 600},
+    )
+
+
+@callback(Output("cmp-body", "children"), Input("cmp-runs", "value"))
+def compare(run_ids: list[int] | None):
+    run_ids = (run_ids or [])[:MAX_RUNS]
+    if len(run_ids) < 2:
+        return alert("Choose at least two runs to compare.", "info")
+    runs, errors, series = [], [], []
+    formulas: dict[int, dict | None] = {}
+    for run_id in run_ids:
+        try:
+            run = api_client.get_json(f"/runs/{run_id}")
+            metrics = api_client.get_json(f"/runs/{run_id}/metrics")
+        except ApiError as exc:
+            errors.append(f"run {run_id}: {exc}")
+            continue
+        runs.append(run)
+        series.append((f"run {run_id}", metrics.get("points") or []))
+        formulas[run_id] = None
+        if run.get("model") == "kan" and run.get("status") == "succeeded":
+            try:
+                formulas[run_id] = api_client.get_json(f"/runs/{run_id}/formula")
+            except ApiError:
+                formulas[run_id] = None
+    children: list[Any] = []
+    if errors:
+        children.append(alert("; ".join(errors), "warning"))
+    if not runs:
+        return children
+    children.append(html.Div(metrics_table(runs, formulas), className="card scroll-x"))
+    children.append(
+        html.Div(
+            dcc.Graph(figure=figures.compare_loss_figure(series), config={"displaylogo": False}),
+            className="card",
+        )
+    )
+    formula_cards = []
+    for run in runs:
+        formula = formulas.get(run["id"])
+        body: list[Any] = [html.H3(dcc.Link(f"run {run['id']}", href=f"/runs/{run['id']}"))]
+        if formula:
+            for output in formula.get("outputs") or []:
+                body.append(
+                    dcc.Markdown(
+                        figures.formula_markdown(
+                            output.get("latex", ""), f"**{output['name']}** ="
+                        ),
+                        mathjax=True,
+                    )
+                )
+                body.append(html.Div(f"R² {fmt_number(output.get('r2'))}", className="muted"))
+        else:
+            body.append(html.Div("No formula for this run.", className="muted"))
+        formula_cards.append(html.Div(body, className="col card formula"))
+    children.append(html.Div(formula_cards, className="row"))
+    return children

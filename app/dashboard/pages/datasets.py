@@ -1,6 +1,393 @@
+"""Datasets: drag-and-drop CSV upload, preview, per-column stats, choose target/features/task."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
 import dash
-from dash import html
+from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+
+from app.dashboard import api_client
+from app.dashboard.api_client import ApiError
+from app.dashboard.components import alert, error_alert, field, fmt_number
 
 dash.register_page(__name__, path="/", name="Datasets", title="Datasets · kanscope")
 
-layout = html.Div([html.H2("Datasets")])
+PREVIEW_ROWS = 20
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            html.H2("Datasets"),
+            dcc.Store(id="ds-version", data=0),
+            html.Div(
+                className="row",
+                children=[
+                    html.Div(
+                        className="col card",
+                        children=[
+                            html.H3("Upload a CSV"),
+                            dcc.Upload(
+                                id="ds-upload",
+                                className="upload-zone",
+                                multiple=False,
+                                children=html.Div(
+                                    [
+                                        "Drag and drop a CSV file here, or ",
+                                        html.A("choose a file", className="link"),
+                                        html.Div(
+                                            "Comma-separated, header row first, numeric "
+                                            "feature columns.",
+                                            className="muted small",
+                                        ),
+                                    ]
+                                ),
+                            ),
+                            dcc.Loading(html.Div(id="ds-upload-alert"), type="dot"),
+                        ],
+                    ),
+                    html.Div(
+                        className="col card",
+                        children=[
+                            html.H3("Stored datasets"),
+                            dcc.Dropdown(
+                                id="ds-select",
+                                placeholder="Choose a dataset…",
+                                clearable=False,
+                            ),
+                            html.Div(id="ds-summary", className="kv"),
+                            html.Div(
+                                className="actions",
+                                children=[
+                                    html.Button(
+                                        "Delete dataset", id="ds-delete", className="secondary"
+                                    ),
+                                ],
+                            ),
+                            html.Div(id="ds-delete-alert"),
+                        ],
+                    ),
+                ],
+            ),
+            html.Div(
+                id="ds-detail",
+                className="card",
+                children=[
+                    html.H3("What to learn"),
+                    html.Div(
+                        className="row",
+                        children=[
+                            html.Div(
+                                field(
+                                    "Target column",
+                                    dcc.Dropdown(id="ds-target", clearable=False),
+                                    "The column the model predicts.",
+                                ),
+                                className="col",
+                            ),
+                            html.Div(
+                                field(
+                                    "Task",
+                                    dcc.RadioItems(
+                                        id="ds-task",
+                                        options=[
+                                            {"label": " regression", "value": "regression"},
+                                            {"label": " classification", "value": "classification"},
+                                        ],
+                                        value="regression",
+                                        inline=True,
+                                    ),
+                                    "Regression predicts a number; classification a label.",
+                                ),
+                                className="col",
+                            ),
+                            html.Div(
+                                html.Button("Train on this dataset →", id="ds-to-train"),
+                                className="col",
+                                style={"textAlign": "right", "paddingTop": "16px"},
+                            ),
+                        ],
+                    ),
+                    field(
+                        "Feature columns",
+                        dcc.Checklist(id="ds-features", className="checklist"),
+                        "Inputs of the model. Non-numeric columns cannot be features.",
+                    ),
+                    html.Div(id="ds-role-alert"),
+                ],
+            ),
+            html.Div(
+                className="card",
+                children=[
+                    html.H3("Column statistics"),
+                    html.Div(id="ds-stats", className="scroll-x"),
+                ],
+            ),
+            html.Div(
+                className="card",
+                children=[
+                    html.H3(id="ds-preview-title", children="Preview"),
+                    html.Div(id="ds-preview", className="scroll-x"),
+                ],
+            ),
+        ]
+    )
+
+
+def decode_upload(contents: str) -> bytes:
+    """``dcc.Upload`` gives ``data:<mime>;base64,<payload>``."""
+    try:
+        _, payload = contents.split(",", 1)
+        return base64.b64decode(payload, validate=False)
+    except (ValueError, binascii.Error):
+        raise ValueError("The browser sent the file in a form that could not be read.") from None
+
+
+@callback(
+    Output("ds-upload-alert", "children"),
+    Output("ds-version", "data"),
+    Output("ds-select", "value", allow_duplicate=True),
+    Input("ds-upload", "contents"),
+    State("ds-upload", "filename"),
+    State("ds-version", "data"),
+    prevent_initial_call=True,
+)
+def upload_dataset(contents: str | None, filename: str | None, version: int):
+    if not contents:
+        return no_update, no_update, no_update
+    filename = filename or "upload.csv"
+    try:
+        content = decode_upload(contents)
+    except ValueError as exc:
+        return alert(str(exc)), no_update, no_update
+    if not content.strip():
+        return (
+            alert(f"{filename} is empty: choose a CSV file with a header and rows."),
+            (no_update),
+            no_update,
+        )
+    try:
+        dataset = api_client.post_file("/datasets", filename, content)
+    except ApiError as exc:
+        return error_alert(exc, f"Uploading {filename}"), no_update, no_update
+    message = (
+        f"Stored {dataset['name']}: {dataset['n_rows']:,} rows × {dataset['n_columns']} columns."
+    )
+    return alert(message, "success", role="status"), (version or 0) + 1, dataset["id"]
+
+
+@callback(
+    Output("ds-select", "options"),
+    Output("ds-select", "value"),
+    Input("ds-version", "data"),
+    State("ds-select", "value"),
+    State("selection-store", "data"),
+)
+def list_datasets(_version: int, current: int | None, selection: dict | None):
+    try:
+        datasets = api_client.get_json("/datasets")
+    except ApiError as exc:
+        return [{"label": f"(could not list datasets: {exc})", "value": -1, "disabled": True}], None
+    if isinstance(datasets, dict):  # tolerate {"datasets": [...]}
+        datasets = datasets.get("datasets", [])
+    options = [
+        {"label": f"{d['name']} — {d['n_rows']:,} rows × {d['n_columns']} cols", "value": d["id"]}
+        for d in datasets
+    ]
+    ids = [d["id"] for d in datasets]
+    if current in ids:
+        return options, current
+    remembered = (selection or {}).get("dataset_id")
+    if remembered in ids:
+        return options, remembered
+    return options, (max(ids) if ids else None)
+
+
+def stats_table(stats: list[dict[str, Any]]) -> dash_table.DataTable:
+    rows = [
+        {
+            "column": s["name"],
+            "type": s.get("kind", ""),
+            "dtype": s.get("dtype", ""),
+            "missing": s.get("n_missing"),
+            "unique": s.get("n_unique"),
+            "mean": fmt_number(s.get("mean")),
+            "std": fmt_number(s.get("std")),
+            "min": fmt_number(s.get("min")),
+            "max": fmt_number(s.get("max")),
+            "top values": ", ".join((s.get("top_values") or [])[:5]),
+        }
+        for s in stats
+    ]
+    columns = ["column", "type", "dtype", "missing", "unique", "mean", "std", "min", "max"]
+    if any(r["top values"] for r in rows):
+        columns.append("top values")
+    return dash_table.DataTable(
+        id="ds-stats-table",
+        data=rows,
+        columns=[{"name": c, "id": c} for c in columns],
+        page_size=12,
+        sort_action="native",
+        style_table={"overflowX": "auto"},
+        style_cell={"fontSize": 12, "padding": "3px 6px", "textAlign": "left"},
+        style_header={"fontWeight": 600},
+    )
+
+
+def preview_table(columns: list[str], rows: list[list[Any]]) -> dash_table.DataTable:
+    ids = [f"c{k}" for k in range(len(columns))]
+    data = [
+        {cid: ("" if v is None else v) for cid, v in zip(ids, row, strict=False)} for row in rows
+    ]
+    return dash_table.DataTable(
+        id="ds-preview-table",
+        data=data,
+        columns=[{"name": name, "id": cid} for name, cid in zip(columns, ids, strict=True)],
+        style_table={"overflowX": "auto"},
+        style_cell={"fontSize": 12, "padding": "3px 6px", "minWidth": 60, "maxWidth": 160},
+        style_header={"fontWeight": 600, "whiteSpace": "normal"},
+        fixed_rows={"headers": True},
+    )
+
+
+@callback(
+    Output("ds-summary", "children"),
+    Output("ds-stats", "children"),
+    Output("ds-preview", "children"),
+    Output("ds-preview-title", "children"),
+    Output("ds-target", "options"),
+    Output("ds-target", "value"),
+    Output("ds-features", "options"),
+    Output("ds-features", "value"),
+    Output("ds-task", "value"),
+    Input("ds-select", "value"),
+    State("selection-store", "data"),
+)
+def show_dataset(dataset_id: int | None, selection: dict | None):
+    empty = ([], html.Div("No dataset selected.", className="muted"), "", "Preview")
+    if dataset_id is None or dataset_id == -1:
+        return *empty, [], None, [], [], no_update
+    try:
+        preview = api_client.get_json(
+            f"/datasets/{dataset_id}/preview", params={"limit": PREVIEW_ROWS}
+        )
+    except ApiError as exc:
+        return (
+            [],
+            error_alert(exc, "Loading the dataset"),
+            "",
+            "Preview",
+            [],
+            None,
+            [],
+            [],
+            no_update,
+        )
+    stats = preview.get("stats") or []
+    numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
+    names = [s["name"] for s in stats]
+    summary = [
+        html.Div([html.Span("rows"), html.Span(f"{preview.get('n_rows', 0):,}")]),
+        html.Div([html.Span("columns"), html.Span(str(len(names)))]),
+        html.Div([html.Span("numeric"), html.Span(str(len(numeric)))]),
+    ]
+    remembered = selection or {}
+    if remembered.get("dataset_id") == dataset_id and remembered.get("target") in names:
+        target = remembered["target"]
+        features = [f for f in remembered.get("features") or [] if f in numeric and f != target]
+        task = remembered.get("task", "regression")
+    else:
+        target = default_target(stats)
+        features = [n for n in numeric if n != target]
+        task = "regression" if target in numeric else "classification"
+    feature_options = [{"label": f" {n}", "value": n, "disabled": n == target} for n in numeric]
+    return (
+        summary,
+        stats_table(stats),
+        preview_table(preview.get("columns") or names, preview.get("rows") or []),
+        f"Preview (first {min(PREVIEW_ROWS, preview.get('n_rows', 0))} of "
+        f"{preview.get('n_rows', 0):,} rows)",
+        [{"label": n, "value": n} for n in names],
+        target,
+        feature_options,
+        features,
+        task,
+    )
+
+
+def default_target(stats: list[dict[str, Any]]) -> str | None:
+    """The last numeric column (CSV convention), unless a column is called like a target."""
+    numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
+    for s in stats:
+        if s["name"].lower() in ("target", "y", "label", "hv"):
+            return s["name"]
+    return numeric[-1] if numeric else (stats[-1]["name"] if stats else None)
+
+
+@callback(
+    Output("ds-features", "options", allow_duplicate=True),
+    Output("ds-features", "value", allow_duplicate=True),
+    Input("ds-target", "value"),
+    State("ds-features", "options"),
+    State("ds-features", "value"),
+    prevent_initial_call=True,
+)
+def exclude_target_from_features(target: str | None, options: list[dict], value: list[str]):
+    if not options:
+        return no_update, no_update
+    new_options = [{**o, "disabled": o["value"] == target} for o in options]
+    new_value = [v for v in (value or []) if v != target]
+    return new_options, new_value
+
+
+@callback(
+    Output("selection-store", "data"),
+    Output("nav-location", "href", allow_duplicate=True),
+    Output("ds-role-alert", "children"),
+    Input("ds-to-train", "n_clicks"),
+    State("ds-select", "value"),
+    State("ds-target", "value"),
+    State("ds-features", "value"),
+    State("ds-task", "value"),
+    State("ds-select", "options"),
+    prevent_initial_call=True,
+)
+def go_to_train(_clicks, dataset_id, target, features, task, options):
+    if dataset_id is None or dataset_id == -1:
+        return no_update, no_update, alert("Upload or choose a dataset first.", "warning")
+    if not target:
+        return no_update, no_update, alert("Choose the target column.", "warning")
+    features = [f for f in features or [] if f != target]
+    if not features:
+        return no_update, no_update, alert("Choose at least one feature column.", "warning")
+    label = next((o["label"] for o in options or [] if o["value"] == dataset_id), "")
+    selection = {
+        "dataset_id": dataset_id,
+        "dataset_label": label,
+        "target": target,
+        "features": features,
+        "task": task,
+    }
+    return selection, "/train", None
+
+
+@callback(
+    Output("ds-delete-alert", "children"),
+    Output("ds-version", "data", allow_duplicate=True),
+    Output("ds-select", "value", allow_duplicate=True),
+    Input("ds-delete", "n_clicks"),
+    State("ds-select", "value"),
+    State("ds-version", "data"),
+    prevent_initial_call=True,
+)
+def delete_dataset(_clicks, dataset_id, version):
+    if dataset_id is None or dataset_id == -1:
+        return alert("Choose a dataset to delete.", "warning"), no_update, no_update
+    try:
+        api_client.delete(f"/datasets/{dataset_id}")
+    except ApiError as exc:
+        return error_alert(exc, "Deleting the dataset"), no_update, no_update
+    return alert("Dataset deleted.", "success", role="status"), (version or 0) + 1, None

@@ -1,8 +1,693 @@
+"""Run: live loss, the network diagram, edge inspection, symbolic fitting, formula and exports."""
+
+from __future__ import annotations
+
+from typing import Any
+
 import dash
-from dash import html
+from dash import (
+    Input,
+    Output,
+    Patch,
+    State,
+    callback,
+    ctx,
+    dash_table,
+    dcc,
+    html,
+    no_update,
+)
+
+from app.dashboard import api_client, figures
+from app.dashboard.api_client import ApiError
+from app.dashboard.components import (
+    TERMINAL_STATUSES,
+    alert,
+    error_alert,
+    field,
+    fmt_number,
+    status_badge,
+)
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Run · kanscope")
 
+POLL_MS = 1000
+EXPORTS = (
+    ("latex", "LaTeX"),
+    ("python", "Python"),
+    ("sympy", "sympy"),
+    ("model", "Model file"),
+    ("predictions", "Predictions CSV"),
+)
+EXPORT_FALLBACK_NAMES = {
+    "latex": "formula.tex",
+    "python": "formula.py",
+    "sympy": "formula.srepr.txt",
+    "model": "model.safetensors",
+    "predictions": "predictions.csv",
+}
+GRAPH_CONFIG = {"displaylogo": False, "doubleClick": False, "scrollZoom": False}
 
-def layout(run_id: str | None = None, **_: object) -> html.Div:
-    return html.Div([html.H2(f"Run {run_id}")])
+
+def layout(run_id: str | None = None, **_: Any) -> html.Div:
+    if run_id is None or not str(run_id).isdigit():
+        return html.Div(
+            [
+                html.H2("Run"),
+                alert(
+                    [
+                        "No such run: ",
+                        html.Code(str(run_id)),
+                        ". ",
+                        dcc.Link("See all runs", href="/runs"),
+                    ],
+                    "warning",
+                ),
+            ]
+        )
+    run_number = int(run_id)
+    return html.Div(
+        [
+            dcc.Store(id="run-id", data=run_number),
+            dcc.Store(id="run-info", data=None),  # {"status", "model", "has_model"}
+            dcc.Store(id="run-diagram", data=None),  # {"width", "selection_index", "inputs"}
+            dcc.Store(id="run-version", data=0),  # bumped after every change to the model
+            dcc.Store(id="run-selected-edge", data=None),  # [layer, i, j]
+            dcc.Store(id="run-edge-data", data=None),
+            dcc.Store(id="run-suggestions", data=None),
+            dcc.Store(id="run-metrics-state", data={"last_step": None}),
+            dcc.Interval(id="run-interval", interval=POLL_MS, n_intervals=0),
+            dcc.Download(id="run-download"),
+            html.Div(id="run-header", className="card"),
+            html.Details(
+                open=True,
+                className="card",
+                children=[
+                    html.Summary(html.Strong("Loss curves")),
+                    dcc.Graph(
+                        id="run-loss",
+                        figure=figures.loss_figure([], uirevision=f"run-{run_number}"),
+                        config={"displaylogo": False},
+                    ),
+                ],
+            ),
+            html.Div(
+                className="row",
+                children=[
+                    html.Div(
+                        className="col-2 card",
+                        children=[
+                            html.H3("Network"),
+                            html.Div(
+                                "Click an edge to inspect it. Opacity = attribution; red = "
+                                "symbolic; drag to zoom, double-click the zoom tool to reset.",
+                                className="network-hint",
+                            ),
+                            html.Div(id="run-network-alert"),
+                            dcc.Graph(
+                                id="run-network",
+                                figure=figures.message_figure("Loading…"),
+                                config=GRAPH_CONFIG,
+                            ),
+                        ],
+                    ),
+                    html.Div(
+                        className="col card",
+                        id="run-edge-panel",
+                        children=[
+                            html.H3("Edge"),
+                            dcc.Graph(
+                                id="run-edge",
+                                figure=figures.message_figure("Click an edge in the network."),
+                                config={"displaylogo": False},
+                            ),
+                            html.Div(
+                                className="actions",
+                                children=[
+                                    html.Button("Fix selected candidate", id="run-fix"),
+                                    html.Button("Unfix", id="run-unfix", className="secondary"),
+                                ],
+                            ),
+                            dcc.Loading(html.Div(id="run-edge-alert"), type="dot"),
+                            html.Div(
+                                "Symbolic candidates (select one to preview it)",
+                                className="muted small",
+                            ),
+                            dash_table.DataTable(
+                                id="run-candidates",
+                                columns=[
+                                    {"name": "function", "id": "name"},
+                                    {"name": "R²", "id": "r2"},
+                                    {"name": "complexity", "id": "complexity"},
+                                    {"name": "c·f(a·x+b)+d", "id": "params"},
+                                ],
+                                data=[],
+                                row_selectable="single",
+                                selected_rows=[],
+                                page_size=8,
+                                style_cell={"fontSize": 12, "padding": "3px 6px"},
+                                style_header={"fontWeight": 600},
+                            ),
+                        ],
+                    ),
+                ],
+            ),
+            html.Div(
+                className="card",
+                children=[
+                    html.H3("Simplify"),
+                    html.Div(
+                        className="actions",
+                        children=[
+                            field(
+                                "R² threshold",
+                                dcc.Input(
+                                    id="run-auto-threshold",
+                                    type="number",
+                                    value=0.9,
+                                    min=0,
+                                    max=1,
+                                    step=0.01,
+                                ),
+                                "Auto-symbolic fixes an edge only when its best candidate "
+                                "reaches this R²; the others stay splines.",
+                            ),
+                            html.Button("Auto-symbolic", id="run-auto"),
+                            field(
+                                "Prune threshold",
+                                dcc.Input(
+                                    id="run-prune-threshold",
+                                    type="number",
+                                    value=0.01,
+                                    min=0,
+                                    step="any",
+                                ),
+                                "Edges whose attribution is below this are removed.",
+                            ),
+                            html.Button("Prune", id="run-prune", className="secondary"),
+                            field(
+                                "Retrain steps",
+                                dcc.Input(id="run-retrain-steps", type="number", value=100, min=1),
+                                "Retraining creates a new child run that starts from this "
+                                "model (fixed symbols keep trainable constants).",
+                            ),
+                            html.Button("Retrain", id="run-retrain", className="secondary"),
+                        ],
+                    ),
+                    dcc.Loading(html.Div(id="run-action-alert"), type="dot"),
+                ],
+            ),
+            html.Div(
+                className="row",
+                children=[
+                    html.Div(
+                        className="col-2 card",
+                        children=[
+                            html.H3("Formula"),
+                            dcc.Loading(html.Div(id="run-formula", className="formula")),
+                            html.Div(
+                                className="actions",
+                                children=[html.Span("Export:", className="muted")]
+                                + [
+                                    html.Button(
+                                        label, id=f"run-export-{kind}", className="secondary"
+                                    )
+                                    for kind, label in EXPORTS
+                                ],
+                            ),
+                            html.Div(id="run-export-alert"),
+                        ],
+                    ),
+                    html.Div(
+                        className="col card",
+                        children=[
+                            dcc.Loading(
+                                dcc.Graph(
+                                    id="run-predictions",
+                                    figure=figures.message_figure("Predictions appear here."),
+                                    config={"displaylogo": False},
+                                )
+                            )
+                        ],
+                    ),
+                ],
+            ),
+        ]
+    )
+
+
+# ── header and live loss ──────────────────────────────────────────────────────────────────
+
+
+def header(run: dict[str, Any], metric_name: str | None) -> list[Any]:
+    summary = run.get("summary") or {}
+    title = f"Run {run['id']}" + (f" — {run['name']}" if run.get("name") else "")
+    items = [
+        html.Div([html.Span("status"), status_badge(run.get("status"), "run-status")]),
+        html.Div([html.Span("model"), html.Span(str(run.get("model", "")).upper())]),
+    ]
+    if summary.get("width"):
+        items.append(html.Div([html.Span("width"), html.Span(str(summary["width"]))]))
+    if summary.get("n_parameters") is not None:
+        items.append(html.Div([html.Span("parameters"), html.Span(f"{summary['n_parameters']:,}")]))
+    for key, label in (("train_loss", "train loss"), ("val_loss", "val loss")):
+        if summary.get(key) is not None:
+            items.append(html.Div([html.Span(label), html.Span(fmt_number(summary[key]))]))
+    if summary.get("val_metric") is not None:
+        items.append(
+            html.Div(
+                [
+                    html.Span(f"val {metric_name or 'metric'}"),
+                    html.Span(fmt_number(summary["val_metric"]), id="run-val-metric"),
+                ]
+            )
+        )
+    if summary.get("stopped_reason"):
+        items.append(html.Div([html.Span("stopped"), html.Span(summary["stopped_reason"])]))
+    items.append(html.Div([html.Span("dataset"), dcc.Link(str(run.get("dataset_id")), href="/")]))
+    if run.get("parent_run_id"):
+        parent = run["parent_run_id"]
+        items.append(
+            html.Div(
+                [html.Span("retrained from"), dcc.Link(f"run {parent}", href=f"/runs/{parent}")]
+            )
+        )
+    children: list[Any] = [html.H2(title), html.Div(items, className="kv")]
+    if run.get("status") in ("queued", "running"):
+        children.append(
+            html.Div(
+                className="actions",
+                children=[html.Button("Cancel run", id="run-cancel", className="danger")],
+            )
+        )
+    else:
+        children.append(html.Button(id="run-cancel", style={"display": "none"}))
+    if run.get("error"):
+        children.append(alert(run["error"], "danger"))
+    return children
+
+
+@callback(
+    Output("run-header", "children"),
+    Output("run-loss", "extendData"),
+    Output("run-metrics-state", "data"),
+    Output("run-interval", "disabled"),
+    Output("run-info", "data"),
+    Input("run-interval", "n_intervals"),
+    State("run-id", "data"),
+    State("run-metrics-state", "data"),
+    State("run-info", "data"),
+)
+def poll_run(_n, run_id, metrics_state, info):
+    try:
+        run = api_client.get_json(f"/runs/{run_id}")
+    except ApiError as exc:
+        stop = exc.status_code == 404
+        return error_alert(exc, f"Loading run {run_id}"), no_update, no_update, stop, no_update
+    last_step = (metrics_state or {}).get("last_step")
+    params = {} if last_step is None else {"after_step": last_step}
+    extend = no_update
+    metric_name = (info or {}).get("metric_name")
+    try:
+        metrics = api_client.get_json(f"/runs/{run_id}/metrics", params=params)
+    except ApiError:
+        metrics = None
+    if metrics:
+        metric_name = metrics.get("metric_name")
+        points = metrics.get("points") or []
+        if points:
+            data, indices = figures.loss_extension(points)
+            extend = (data, indices, 1_000_000)
+        if metrics.get("last_step") is not None:
+            last_step = metrics["last_step"]
+    done = run.get("status") in TERMINAL_STATUSES
+    new_info = {
+        "status": run.get("status"),
+        "model": run.get("model"),
+        "has_model": bool(run.get("has_model")),
+        "metric_name": metric_name,
+    }
+    return (
+        header(run, metric_name),
+        extend,
+        {"last_step": last_step},
+        done,
+        new_info if new_info != info else no_update,
+    )
+
+
+@callback(
+    Output("run-action-alert", "children", allow_duplicate=True),
+    Output("run-interval", "disabled", allow_duplicate=True),
+    Input("run-cancel", "n_clicks"),
+    State("run-id", "data"),
+    prevent_initial_call=True,
+)
+def cancel_run(clicks, run_id):
+    if not clicks:
+        return no_update, no_update
+    try:
+        api_client.post_json(f"/runs/{run_id}/cancel")
+    except ApiError as exc:
+        return error_alert(exc, "Cancelling"), no_update
+    return alert("Cancel requested.", "info", role="status"), False
+
+
+# ── network diagram and edge inspection ───────────────────────────────────────────────────
+
+
+def inspectable(info: dict | None) -> bool:
+    return bool(
+        info
+        and info.get("status") == "succeeded"
+        and info.get("has_model")
+        and info.get("model") == "kan"
+    )
+
+
+@callback(
+    Output("run-network", "figure"),
+    Output("run-diagram", "data"),
+    Output("run-network-alert", "children"),
+    Input("run-info", "data"),
+    Input("run-version", "data"),
+    State("run-selected-edge", "data"),
+    State("run-id", "data"),
+)
+def load_network(info, _version, selected, run_id):
+    if not info:
+        return no_update, no_update, no_update
+    if not inspectable(info):
+        status = info.get("status")
+        if info.get("model") != "kan" and status == "succeeded":
+            text = f"{str(info.get('model')).upper()} runs have no edges to draw; see metrics."
+        elif status in ("queued", "running"):
+            text = "The network is drawn when training has finished."
+        else:
+            text = f"No trained model (run {status})."
+        return figures.message_figure(text), None, None
+    try:
+        network = api_client.get_json(f"/runs/{run_id}/network")
+    except ApiError as exc:
+        return (
+            figures.message_figure("Network unavailable."),
+            None,
+            error_alert(exc, "Loading the network"),
+        )
+    fig = figures.network_figure(network, selected=selected, uirevision=f"run-{run_id}")
+    diagram = {
+        "width": figures.network_width(network),
+        "selection_index": len(fig.data) - 1,
+        "inputs": network.get("input_names") or [],
+    }
+    return fig, diagram, None
+
+
+def clicked_edge(click_data: dict | None) -> list[int] | None:
+    for point in (click_data or {}).get("points") or []:
+        address = point.get("customdata")
+        if isinstance(address, list) and len(address) == 3:
+            return [int(v) for v in address]
+    return None
+
+
+@callback(
+    Output("run-edge", "figure"),
+    Output("run-edge-data", "data"),
+    Output("run-selected-edge", "data"),
+    Output("run-network", "figure", allow_duplicate=True),
+    Output("run-edge-alert", "children"),
+    Input("run-network", "clickData"),
+    Input("run-version", "data"),
+    State("run-selected-edge", "data"),
+    State("run-diagram", "data"),
+    State("run-id", "data"),
+    prevent_initial_call=True,
+)
+def show_edge(click_data, _version, selected, diagram, run_id):
+    if ctx.triggered_id == "run-network":
+        edge_address = clicked_edge(click_data)
+        if edge_address is None:  # a click on a node or empty space
+            return no_update, no_update, no_update, no_update, no_update
+    else:
+        edge_address = selected
+    if not edge_address:
+        return no_update, no_update, no_update, no_update, no_update
+    layer, i, j = edge_address
+    try:
+        edge = api_client.get_json(f"/runs/{run_id}/edges/{layer}/{i}/{j}")
+    except ApiError as exc:
+        return no_update, None, edge_address, no_update, error_alert(exc, "Loading the edge")
+    highlight = no_update
+    if diagram and diagram.get("selection_index") is not None:
+        xs, ys = figures.selection_outline(diagram["width"], edge_address)
+        highlight = Patch()
+        highlight["data"][diagram["selection_index"]]["x"] = xs
+        highlight["data"][diagram["selection_index"]]["y"] = ys
+    fig = figures.edge_figure(edge, input_name=edge.get("input_name"))
+    return fig, edge, edge_address, highlight, None
+
+
+@callback(
+    Output("run-candidates", "data"),
+    Output("run-candidates", "selected_rows"),
+    Output("run-suggestions", "data"),
+    Output("run-edge-alert", "children", allow_duplicate=True),
+    Input("run-edge-data", "data"),
+    State("run-id", "data"),
+    prevent_initial_call=True,
+)
+def load_suggestions(edge, run_id):
+    if not edge:
+        return [], [], None, no_update
+    path = f"/runs/{run_id}/edges/{edge['layer']}/{edge['i']}/{edge['j']}/suggestions"
+    try:
+        result = api_client.get_json(path)
+    except ApiError as exc:
+        return [], [], None, error_alert(exc, "Fitting symbolic candidates")
+    suggestions = result.get("suggestions", []) if isinstance(result, dict) else result
+    rows = [
+        {
+            "name": s.get("name"),
+            "r2": fmt_number(s.get("r2"), 4),
+            "complexity": s.get("complexity"),
+            "params": ", ".join(fmt_number(p, 3) for p in (s.get("params") or [])),
+        }
+        for s in suggestions
+    ]
+    return rows, [], suggestions, None
+
+
+@callback(
+    Output("run-edge", "figure", allow_duplicate=True),
+    Input("run-candidates", "selected_rows"),
+    State("run-suggestions", "data"),
+    State("run-edge-data", "data"),
+    prevent_initial_call=True,
+)
+def preview_candidate(selected_rows, suggestions, edge):
+    if not edge:
+        return no_update
+    candidate = None
+    if selected_rows and suggestions and selected_rows[0] < len(suggestions):
+        candidate = figures.candidate_preview(edge, suggestions[selected_rows[0]])
+    return figures.edge_figure(edge, input_name=edge.get("input_name"), candidate=candidate)
+
+
+@callback(
+    Output("run-version", "data", allow_duplicate=True),
+    Output("run-edge-alert", "children", allow_duplicate=True),
+    Input("run-fix", "n_clicks"),
+    Input("run-unfix", "n_clicks"),
+    State("run-candidates", "selected_rows"),
+    State("run-suggestions", "data"),
+    State("run-selected-edge", "data"),
+    State("run-version", "data"),
+    State("run-id", "data"),
+    prevent_initial_call=True,
+    running=[(Output("run-fix", "disabled"), True, False)],
+)
+def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version, run_id):
+    if not edge_address:
+        return no_update, alert("Click an edge in the network first.", "warning")
+    layer, i, j = edge_address
+    path = f"/runs/{run_id}/edges/{layer}/{i}/{j}/fix"
+    if ctx.triggered_id == "run-unfix":
+        try:
+            api_client.delete(path)
+        except ApiError as exc:
+            return no_update, error_alert(exc, "Unfixing the edge")
+        return (version or 0) + 1, alert("Edge is a spline again.", "success", role="status")
+    if not suggestions:
+        return no_update, alert("No candidates for this edge yet.", "warning")
+    index = selected_rows[0] if selected_rows else 0
+    name = suggestions[index]["name"]
+    try:
+        api_client.post_json(path, {"name": name})
+    except ApiError as exc:
+        return no_update, error_alert(exc, f"Fixing the edge to {name}")
+    note = "" if selected_rows else " (the best candidate; select a row to choose another)"
+    return (version or 0) + 1, alert(f"Fixed to {name}{note}.", "success", role="status")
+
+
+# ── whole-model actions ───────────────────────────────────────────────────────────────────
+
+
+@callback(
+    Output("run-version", "data", allow_duplicate=True),
+    Output("run-action-alert", "children", allow_duplicate=True),
+    Output("nav-location", "href", allow_duplicate=True),
+    Input("run-auto", "n_clicks"),
+    Input("run-prune", "n_clicks"),
+    Input("run-retrain", "n_clicks"),
+    State("run-auto-threshold", "value"),
+    State("run-prune-threshold", "value"),
+    State("run-retrain-steps", "value"),
+    State("run-version", "data"),
+    State("run-id", "data"),
+    State("run-info", "data"),
+    prevent_initial_call=True,
+    running=[
+        (Output("run-auto", "disabled"), True, False),
+        (Output("run-prune", "disabled"), True, False),
+        (Output("run-retrain", "disabled"), True, False),
+    ],
+)
+def model_action(_auto, _prune, _retrain, threshold, prune_threshold, steps, version, run_id, info):
+    if not inspectable(info):
+        return (
+            no_update,
+            alert("Wait until a KAN run has finished training.", "warning"),
+            (no_update),
+        )
+    bumped = (version or 0) + 1
+    action = ctx.triggered_id
+    try:
+        if action == "run-auto":
+            if threshold is None:
+                return (
+                    no_update,
+                    alert("Enter an R² threshold between 0 and 1.", "warning"),
+                    (no_update),
+                )
+            result = api_client.post_json(
+                f"/runs/{run_id}/auto-symbolic", {"r2_threshold": float(threshold)}
+            )
+            kept = result["n_edges"] - result["n_fixed"]
+            text = f"Auto-symbolic fixed {result['n_fixed']} of {result['n_edges']} edges"
+            text += f"; {kept} stayed splines (best R² below {threshold})." if kept else "."
+            return bumped, alert(text, "success", role="status"), no_update
+        if action == "run-prune":
+            if prune_threshold is None:
+                return no_update, alert("Enter a prune threshold ≥ 0.", "warning"), no_update
+            result = api_client.post_json(
+                f"/runs/{run_id}/prune", {"threshold": float(prune_threshold)}
+            )
+            kept_inputs = result.get("kept_inputs") or []
+            text = f"Pruned {result['pruned']} edges; inputs kept: {', '.join(kept_inputs)}."
+            return bumped, alert(text, "success", role="status"), no_update
+        body = {"steps": int(steps)} if steps else {}
+        child = api_client.post_json(f"/runs/{run_id}/retrain", body)
+        return no_update, alert(f"Run {child['id']} started.", "success"), f"/runs/{child['id']}"
+    except ApiError as exc:
+        label = {"run-auto": "Auto-symbolic", "run-prune": "Pruning"}.get(action, "Retraining")
+        return no_update, error_alert(exc, label), no_update
+
+
+# ── formula, predictions and exports ──────────────────────────────────────────────────────
+
+
+def formula_block(formula: dict[str, Any]) -> list[Any]:
+    children: list[Any] = []
+    network_r2 = formula.get("network_r2")
+    for output in formula.get("outputs") or []:
+        children.append(
+            dcc.Markdown(
+                figures.formula_markdown(output.get("latex", ""), f"**{output.get('name')}** ="),
+                mathjax=True,
+                className="formula-math",
+            )
+        )
+        children.append(
+            html.Div(
+                className="kv",
+                children=[
+                    html.Div(
+                        [
+                            html.Span("formula R²"),
+                            html.Span(fmt_number(output.get("r2")), className="formula-r2"),
+                        ]
+                    ),
+                    html.Div([html.Span("network R²"), html.Span(fmt_number(network_r2))]),
+                    html.Div(
+                        [html.Span("formula RMSE"), html.Span(fmt_number(output.get("rmse")))]
+                    ),
+                ],
+            )
+        )
+    n_sym, n_edges = formula.get("n_symbolic_edges"), formula.get("n_edges")
+    if not formula.get("complete"):
+        children.append(
+            alert(
+                f"{n_sym} of {n_edges} edges are symbolic; the remaining splines are "
+                "approximated in this formula. Run auto-symbolic (or fix edges) for an exact one.",
+                "info",
+            )
+        )
+    return children
+
+
+@callback(
+    Output("run-formula", "children"),
+    Output("run-predictions", "figure"),
+    Input("run-info", "data"),
+    Input("run-version", "data"),
+    State("run-id", "data"),
+)
+def load_formula(info, _version, run_id):
+    if not info or info.get("status") != "succeeded" or not info.get("has_model"):
+        return html.Div("The formula appears when training has finished.", className="muted"), (
+            no_update
+        )
+    predictions_fig = no_update
+    try:
+        predictions = api_client.get_json(f"/runs/{run_id}/predictions")
+        y_true, y_pred = predictions.get("y_true") or [], predictions.get("y_pred") or []
+        if y_true and isinstance(y_true[0], list):
+            y_true, y_pred = [r[0] for r in y_true], [r[0] for r in y_pred]
+        title = (
+            f"validation: {predictions.get('metric_name')} {fmt_number(predictions.get('metric'))}"
+        )
+        if y_true and not isinstance(y_true[0], str):
+            predictions_fig = figures.predictions_figure(y_true, y_pred, title=title)
+        else:
+            predictions_fig = figures.message_figure(title)
+    except ApiError as exc:
+        predictions_fig = figures.message_figure(f"Predictions unavailable: {exc}")
+    if info.get("model") != "kan":
+        return html.Div("Formulas come from KAN runs.", className="muted"), predictions_fig
+    try:
+        formula = api_client.get_json(f"/runs/{run_id}/formula")
+    except ApiError as exc:
+        return alert(f"No formula yet: {exc}", "info"), predictions_fig
+    return formula_block(formula), predictions_fig
+
+
+@callback(
+    Output("run-download", "data"),
+    Output("run-export-alert", "children"),
+    *[Input(f"run-export-{kind}", "n_clicks") for kind, _ in EXPORTS],
+    State("run-id", "data"),
+    prevent_initial_call=True,
+)
+def export(*args):
+    run_id = args[-1]
+    if not ctx.triggered_id or not any(args[:-1]):
+        return no_update, no_update
+    kind = str(ctx.triggered_id).removeprefix("run-export-")
+    try:
+        content, filename = api_client.get_bytes(f"/runs/{run_id}/export/{kind}")
+    except ApiError as exc:
+        return no_update, error_alert(exc, f"Exporting {kind}")
+    filename = filename or f"run{run_id}_{EXPORT_FALLBACK_NAMES[kind]}"
+    return dcc.send_bytes(content, filename), None

@@ -1,6 +1,516 @@
+"""Train: a KAN or MLP form with defaults and tooltips, then live loss curves while it trains."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
 import dash
-from dash import html
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from app.dashboard import api_client, figures
+from app.dashboard.api_client import ApiError
+from app.dashboard.components import (
+    TERMINAL_STATUSES,
+    alert,
+    error_alert,
+    field,
+    fmt_number,
+    status_badge,
+)
 
 dash.register_page(__name__, path="/train", name="Train", title="Train · kanscope")
 
-layout = html.Div([html.H2("Train")])
+POLL_MS = 1000
+BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational"]
+
+HELP = {
+    "model": "KAN: learnable functions on edges, readable as formulas. MLP: a baseline network.",
+    "hidden": "Hidden layer widths, comma-separated (e.g. '5' or '8, 4'). The full width is "
+    "[number of features, hidden…, number of outputs]. Leave empty for one layer.",
+    "grid": "Grid intervals per edge function: more = finer functions, more parameters.",
+    "k": "Spline order (3 = cubic).",
+    "basis": "Edge function family: B-spline (pykan), Gaussian RBF (FastKAN), Chebyshev, "
+    "ReLU-KAN, rational (KAT).",
+    "activation": "MLP activation function.",
+    "steps": "Optimiser steps (full passes over the batch).",
+    "lr": "Learning rate. 0.01 suits Adam; LBFGS often wants 1.",
+    "optimizer": "Adam is robust; LBFGS converges fast on small full-batch problems.",
+    "batch_size": "Mini-batch size; empty = full batch.",
+    "lamb": "Sparsity regularisation (L1 + entropy on edges). 0 = off; try 1e-3 before pruning.",
+    "update_grid_every": "Refit spline grids to the data every n steps (0 = never).",
+    "val_fraction": "Share of rows held out for validation (0–0.9).",
+    "seed": "Random seed: the same seed and data give the same run.",
+    "patience": "Stop when validation loss has not improved for this many steps (empty = off).",
+    "name": "Optional run name shown in the runs table.",
+}
+
+
+def number_input(element_id: str, value: Any, **kwargs: Any) -> dcc.Input:
+    return dcc.Input(id=element_id, type="number", value=value, debounce=True, **kwargs)
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            html.H2("Train a model"),
+            dcc.Store(id="tr-run", data=None),  # {"id": int, "last_step": int | None}
+            dcc.Interval(id="tr-interval", interval=POLL_MS, disabled=True),
+            html.Div(id="tr-selection", className="card"),
+            html.Div(
+                className="card",
+                children=[
+                    html.Div(
+                        className="row",
+                        children=[
+                            field(
+                                "Model",
+                                dcc.RadioItems(
+                                    id="tr-model",
+                                    options=[
+                                        {"label": " KAN", "value": "kan"},
+                                        {"label": " MLP", "value": "mlp"},
+                                    ],
+                                    value="kan",
+                                    inline=True,
+                                ),
+                                HELP["model"],
+                            ),
+                            field(
+                                "Hidden layers",
+                                dcc.Input(id="tr-hidden", type="text", value="5", debounce=True),
+                                HELP["hidden"],
+                            ),
+                            field(
+                                "Run name",
+                                dcc.Input(id="tr-name", type="text", value="", debounce=True),
+                                HELP["name"],
+                            ),
+                            html.Div(id="tr-shape", className="kv"),
+                        ],
+                    ),
+                    html.Div(
+                        id="tr-kan-options",
+                        className="form-grid",
+                        children=[
+                            field("Grid", number_input("tr-grid", 5, min=1, max=200), HELP["grid"]),
+                            field(
+                                "Spline order k", number_input("tr-k", 3, min=1, max=5), HELP["k"]
+                            ),
+                            field(
+                                "Basis",
+                                dcc.Dropdown(
+                                    id="tr-basis",
+                                    options=BASES,
+                                    value="bspline",
+                                    clearable=False,
+                                ),
+                                HELP["basis"],
+                            ),
+                            field(
+                                "Grid update every",
+                                number_input("tr-update-grid", 0, min=0),
+                                HELP["update_grid_every"],
+                            ),
+                        ],
+                    ),
+                    html.Div(
+                        id="tr-mlp-options",
+                        className="form-grid",
+                        style={"display": "none"},
+                        children=[
+                            field(
+                                "Activation",
+                                dcc.Dropdown(
+                                    id="tr-activation",
+                                    options=["silu", "relu", "tanh", "gelu"],
+                                    value="silu",
+                                    clearable=False,
+                                ),
+                                HELP["activation"],
+                            ),
+                        ],
+                    ),
+                    html.Div(
+                        className="form-grid",
+                        children=[
+                            field("Steps", number_input("tr-steps", 200, min=1), HELP["steps"]),
+                            field(
+                                "Learning rate",
+                                number_input("tr-lr", 0.01, min=0, step="any"),
+                                HELP["lr"],
+                            ),
+                            field(
+                                "Optimiser",
+                                dcc.Dropdown(
+                                    id="tr-optimizer",
+                                    options=["adam", "lbfgs"],
+                                    value="adam",
+                                    clearable=False,
+                                ),
+                                HELP["optimizer"],
+                            ),
+                            field(
+                                "Batch size",
+                                number_input("tr-batch", None, min=1, placeholder="full batch"),
+                                HELP["batch_size"],
+                            ),
+                            field(
+                                "Regularisation λ",
+                                number_input("tr-lamb", 0.0, min=0, step="any"),
+                                HELP["lamb"],
+                            ),
+                            field(
+                                "Validation fraction",
+                                number_input("tr-val", 0.2, min=0, max=0.9, step=0.05),
+                                HELP["val_fraction"],
+                            ),
+                            field(
+                                "Early-stopping patience",
+                                number_input("tr-patience", None, min=1, placeholder="off"),
+                                HELP["patience"],
+                            ),
+                            field("Seed", number_input("tr-seed", 0, min=0), HELP["seed"]),
+                        ],
+                    ),
+                    html.Div(
+                        className="actions",
+                        children=[
+                            html.Button("Start training", id="tr-start"),
+                            html.Button(
+                                "Cancel run", id="tr-cancel", className="danger", disabled=True
+                            ),
+                            html.Span(id="tr-open-link"),
+                        ],
+                    ),
+                    html.Div(id="tr-alert"),
+                ],
+            ),
+            html.Div(
+                className="card",
+                children=[
+                    html.Div(
+                        className="row",
+                        children=[
+                            html.H3("Training progress", className="col"),
+                            html.Div(id="tr-status", className="col kv"),
+                        ],
+                    ),
+                    dcc.Graph(
+                        id="tr-loss",
+                        figure=figures.loss_figure([], uirevision="train"),
+                        config={"displaylogo": False},
+                    ),
+                ],
+            ),
+        ]
+    )
+
+
+def parse_hidden(text: str | None) -> list[int]:
+    """``"8, 4"`` → ``[8, 4]``; raises ValueError with a message that says what to fix."""
+    text = (text or "").strip().strip("[]")
+    if not text:
+        return []
+    widths = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(
+                f"Hidden layers: {part!r} is not a positive whole number. Write widths like '5' "
+                "or '8, 4'."
+            )
+        widths.append(int(part))
+    return widths
+
+
+def estimate_parameters(model: str, width: list[int], grid: int, k: int) -> int:
+    """Rough count before the run exists (B-spline KAN: grid+k coefficients + a base weight)."""
+    pairs = list(zip(width, width[1:], strict=False))
+    if model == "mlp":
+        return sum(a * b + b for a, b in pairs)
+    return sum(a * b * (grid + k + 1) + b for a, b in pairs)
+
+
+@callback(
+    Output("tr-selection", "children"),
+    Input("selection-store", "data"),
+)
+def show_selection(selection: dict | None):
+    if not selection or not selection.get("dataset_id"):
+        return alert(
+            ["No dataset chosen yet. ", dcc.Link("Choose a dataset and target first →", href="/")],
+            "info",
+        )
+    features = selection.get("features") or []
+    return html.Div(
+        className="kv",
+        children=[
+            html.Div([html.Span("dataset"), html.Span(selection.get("dataset_label") or "")]),
+            html.Div([html.Span("target"), html.Span(selection.get("target") or "")]),
+            html.Div(
+                [html.Span("features"), html.Span(f"{len(features)}", title=", ".join(features))]
+            ),
+            html.Div([html.Span("task"), html.Span(selection.get("task") or "")]),
+            html.Div([html.Span(""), dcc.Link("change", href="/")]),
+        ],
+    )
+
+
+@callback(
+    Output("tr-kan-options", "style"),
+    Output("tr-mlp-options", "style"),
+    Output("tr-shape", "children"),
+    Input("tr-model", "value"),
+    Input("tr-hidden", "value"),
+    Input("tr-grid", "value"),
+    Input("tr-k", "value"),
+    Input("selection-store", "data"),
+)
+def show_shape(model, hidden, grid, k, selection):
+    kan_style = {} if model == "kan" else {"display": "none"}
+    mlp_style = {} if model == "mlp" else {"display": "none"}
+    selection = selection or {}
+    n_in = len(selection.get("features") or [])
+    try:
+        widths = parse_hidden(hidden)
+    except ValueError as exc:
+        return kan_style, mlp_style, html.Span(str(exc), className="alert-danger")
+    if not n_in:
+        return kan_style, mlp_style, ""
+    n_out = 1  # one regression target or one label column; the API reports the real width
+    width = [n_in, *widths, n_out]
+    count = estimate_parameters(model, width, int(grid or 5), int(k or 3))
+    return (
+        kan_style,
+        mlp_style,
+        [
+            html.Div([html.Span("width"), html.Span(str(width))]),
+            html.Div([html.Span("parameters"), html.Span(f"≈ {count:,}", id="tr-param-estimate")]),
+        ],
+    )
+
+
+def build_payload(selection: dict, values: dict[str, Any]) -> dict[str, Any]:
+    """The ``RunCreate`` body; raises ValueError with a readable message."""
+    payload: dict[str, Any] = {
+        "dataset_id": selection["dataset_id"],
+        "target_columns": [selection["target"]],
+        "feature_columns": selection.get("features") or None,
+        "task": selection.get("task") or "regression",
+        "model": values["model"],
+        "hidden": parse_hidden(values["hidden"]),
+        "optimizer": values["optimizer"] or "adam",
+    }
+    required = {"steps": "Steps", "lr": "Learning rate", "seed": "Seed", "val": "Validation"}
+    for key, label in required.items():
+        if values.get(key) is None:
+            raise ValueError(f"{label} is empty or out of range: enter a valid number.")
+    payload.update(
+        steps=int(values["steps"]),
+        lr=float(values["lr"]),
+        seed=int(values["seed"]),
+        val_fraction=float(values["val"]),
+        lamb=float(values["lamb"] or 0.0),
+    )
+    if values.get("batch"):
+        payload["batch_size"] = int(values["batch"])
+    if values.get("patience"):
+        payload["early_stopping_patience"] = int(values["patience"])
+    if values["model"] == "kan":
+        if values.get("grid") is None or values.get("k") is None:
+            raise ValueError("Grid and spline order must be whole numbers (grid ≥ 1, 1 ≤ k ≤ 5).")
+        payload.update(
+            grid=int(values["grid"]),
+            k=int(values["k"]),
+            basis=values["basis"] or "bspline",
+            update_grid_every=int(values.get("update_grid") or 0),
+        )
+    else:
+        payload["activation"] = values["activation"] or "silu"
+    if values.get("name"):
+        payload["name"] = str(values["name"])[:200]
+    return payload
+
+
+@callback(
+    Output("tr-run", "data"),
+    Output("tr-alert", "children"),
+    Output("tr-interval", "disabled"),
+    Output("tr-loss", "figure"),
+    Output("tr-open-link", "children"),
+    Input("tr-start", "n_clicks"),
+    State("selection-store", "data"),
+    State("tr-model", "value"),
+    State("tr-hidden", "value"),
+    State("tr-name", "value"),
+    State("tr-grid", "value"),
+    State("tr-k", "value"),
+    State("tr-basis", "value"),
+    State("tr-update-grid", "value"),
+    State("tr-activation", "value"),
+    State("tr-steps", "value"),
+    State("tr-lr", "value"),
+    State("tr-optimizer", "value"),
+    State("tr-batch", "value"),
+    State("tr-lamb", "value"),
+    State("tr-val", "value"),
+    State("tr-patience", "value"),
+    State("tr-seed", "value"),
+    prevent_initial_call=True,
+    running=[(Output("tr-start", "disabled"), True, False)],
+)
+def start_training(
+    _clicks,
+    selection,
+    model,
+    hidden,
+    name,
+    grid,
+    k,
+    basis,
+    update_grid,
+    activation,
+    steps,
+    lr,
+    optimizer,
+    batch,
+    lamb,
+    val,
+    patience,
+    seed,
+):
+    nothing = (no_update,) * 5
+    if not selection or not selection.get("dataset_id"):
+        return (
+            no_update,
+            alert("Choose a dataset and target on the Datasets page first.", "warning"),
+            *nothing[2:],
+        )
+    values = dict(
+        model=model,
+        hidden=hidden,
+        name=name,
+        grid=grid,
+        k=k,
+        basis=basis,
+        update_grid=update_grid,
+        activation=activation,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        batch=batch,
+        lamb=lamb,
+        val=val,
+        patience=patience,
+        seed=seed,
+    )
+    try:
+        payload = build_payload(selection, values)
+    except ValueError as exc:
+        return no_update, alert(str(exc), "warning"), *nothing[2:]
+    # One key per click (the button is disabled while the request runs): a retried request
+    # starts one run.
+    try:
+        run = api_client.post_json("/runs", payload, headers={"Idempotency-Key": str(uuid.uuid4())})
+    except ApiError as exc:
+        return no_update, error_alert(exc, "Starting the run"), *nothing[2:]
+    link = dcc.Link(
+        f"Open run {run['id']} →", href=f"/runs/{run['id']}", className="button secondary"
+    )
+    return (
+        {"id": run["id"], "last_step": None},
+        alert(f"Run {run['id']} queued.", "success", role="status"),
+        False,
+        figures.loss_figure([], uirevision=f"run-{run['id']}"),
+        link,
+    )
+
+
+@callback(
+    Output("tr-loss", "extendData"),
+    Output("tr-run", "data", allow_duplicate=True),
+    Output("tr-status", "children"),
+    Output("tr-interval", "disabled", allow_duplicate=True),
+    Output("tr-cancel", "disabled"),
+    Input("tr-interval", "n_intervals"),
+    State("tr-run", "data"),
+    prevent_initial_call=True,
+)
+def poll_training(_n, run_state):
+    if not run_state:
+        return no_update, no_update, no_update, True, True
+    run_id = run_state["id"]
+    params = {}
+    if run_state.get("last_step") is not None:
+        params["after_step"] = run_state["last_step"]
+    try:
+        metrics = api_client.get_json(f"/runs/{run_id}/metrics", params=params)
+        run = api_client.get_json(f"/runs/{run_id}")
+    except ApiError as exc:
+        return no_update, no_update, error_alert(exc, "Reading progress"), no_update, no_update
+    points = metrics.get("points") or []
+    extend = no_update
+    if points:
+        data, indices = figures.loss_extension(points)
+        extend = (data, indices, 100_000)
+    last_step = metrics.get("last_step")
+    if last_step is None:
+        last_step = run_state.get("last_step")
+    status = run.get("status")
+    done = status in TERMINAL_STATUSES
+    return (
+        extend,
+        {"id": run_id, "last_step": last_step},
+        run_status_items(run, last_step, metrics.get("metric_name")),
+        done,
+        done or bool(run.get("cancel_requested")),
+    )
+
+
+def run_status_items(run: dict, last_step: int | None, metric_name: str | None) -> list:
+    summary = run.get("summary") or {}
+    config = run.get("config") or {}
+    items = [
+        html.Div([html.Span("run"), html.Span(str(run.get("id")))]),
+        html.Div([html.Span("status"), status_badge(run.get("status"), "tr-status-badge")]),
+        html.Div(
+            [
+                html.Span("step"),
+                html.Span(f"{last_step or 0} / {config.get('steps', '?')}", id="tr-step"),
+            ]
+        ),
+    ]
+    if summary.get("n_parameters") is not None:
+        items.append(html.Div([html.Span("parameters"), html.Span(f"{summary['n_parameters']:,}")]))
+    for key, label in (("train_loss", "train loss"), ("val_loss", "val loss")):
+        if summary.get(key) is not None:
+            items.append(html.Div([html.Span(label), html.Span(fmt_number(summary[key]))]))
+    if summary.get("val_metric") is not None:
+        items.append(
+            html.Div(
+                [html.Span(metric_name or "metric"), html.Span(fmt_number(summary["val_metric"]))]
+            )
+        )
+    if run.get("error"):
+        items.append(html.Div(alert(run["error"], "danger"), style={"flexBasis": "100%"}))
+    return items
+
+
+@callback(
+    Output("tr-alert", "children", allow_duplicate=True),
+    Output("tr-cancel", "disabled", allow_duplicate=True),
+    Input("tr-cancel", "n_clicks"),
+    State("tr-run", "data"),
+    prevent_initial_call=True,
+)
+def cancel_training(_clicks, run_state):
+    if not run_state:
+        return no_update, True
+    try:
+        api_client.post_json(f"/runs/{run_state['id']}/cancel")
+    except ApiError as exc:
+        return error_alert(exc, "Cancelling"), no_update
+    return alert(f"Cancel requested for run {run_state['id']}.", "info", role="status"), True

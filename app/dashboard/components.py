@@ -1,0 +1,55 @@
+"""Small layout pieces shared by the pages (alerts, badges, labelled fields)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import html
+
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def alert(message: Any, kind: str = "danger", *, role: str = "alert") -> html.Div:
+    """A readable message box; ``kind`` is danger | warning | success | info."""
+    return html.Div(message, className=f"alert alert-{kind}", role=role)
+
+
+def error_alert(error: Exception, action: str) -> html.Div:
+    return alert([html.Strong(f"{action} failed: "), str(error)], "danger")
+
+
+def status_badge(status: str | None, element_id: str | None = None) -> html.Span:
+    status = status or "unknown"
+    props: dict[str, Any] = {"className": f"badge badge-{status}"}
+    if element_id:
+        props["id"] = element_id
+    return html.Span(status, **props)
+
+
+def field(label: str, control: Any, help_text: str | None = None) -> html.Div:
+    """A form row: label (with a hover tooltip when ``help_text``) above its control."""
+    children: list[Any] = [label]
+    if help_text:
+        children.append(html.Span("?", className="help", title=help_text))
+    return html.Div(
+        [html.Label(children, title=help_text or None), control],
+        className="field",
+    )
+
+
+def fmt_number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if number != number:  # NaN
+        return "–"
+    if number != 0 and (abs(number) >= 1e5 or abs(number) < 1e-3):
+        return f"{number:.{digits - 1}e}"
+    return f"{number:.{digits}g}"
