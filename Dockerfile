@@ -26,7 +26,6 @@ RUN mkdir -p kan_core app && touch kan_core/__init__.py app/__init__.py \
 
 COPY kan_core ./kan_core
 COPY app ./app
-COPY migrations ./migrations
 RUN pip install --no-deps .
 
 # Never run as root; /data holds the SQLite file when no database URL is given.

@@ -95,7 +95,7 @@ def worker_owner_id(hostname: str | None, task_id: str | None) -> str:
 )
 def train_run(self: Any, run_id: int) -> str:
     """Train run ``run_id`` unless another delivery already claimed it; returns the outcome."""
-    from app.worker.training import run_training
+    from app.services.training import run_training
 
     owner = worker_owner_id(self.request.hostname, self.request.id)
     outcome = run_training(int(run_id), owner)
