@@ -13,18 +13,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kombu.exceptions import KombuError, OperationalError
 
+from app.services.errors import ExecutorUnavailableError
 from app.worker.celery_app import GPU_QUEUE, PUBLISH_RETRY_POLICY, celery_app, train_run
 
-try:  # the typed base the API maps to 503, when the executor module defines one
-    from app.worker.executor import ExecutorUnavailableError as _UnavailableBase
-except ImportError:  # pragma: no cover - only before app.worker.executor exists
-    _UnavailableBase = RuntimeError  # type: ignore[misc,assignment]
 
-
-class QueueUnavailableError(_UnavailableBase):  # type: ignore[valid-type,misc]
-    """The task queue (Redis) cannot be reached; the run is kept as ``queued``."""
-
-    status_code = 503
+class QueueUnavailableError(ExecutorUnavailableError):
+    """The task queue (Redis) cannot be reached; the run is kept as ``queued`` (HTTP 503)."""
 
     def __init__(self, run_id: int, broker: str, reason: str) -> None:
         self.run_id = run_id
