@@ -204,3 +204,83 @@ def test_formula_markdown_puts_dollars_on_their_own_lines():
     text = figures.formula_markdown(r"0.5 x^{2}", label="HV")
     assert text.splitlines() == ["HV", "", "$$", r"0.5 x^{2}", "$$"]
     assert figures.formula_markdown("  ") == ""
+
+
+# ── pure form helpers (app/dashboard/forms.py) ──────────────────────────────────────────────
+
+
+def test_parse_hidden_accepts_lists_and_says_what_to_fix():
+    from app.dashboard.forms import parse_hidden
+
+    assert parse_hidden("5") == [5]
+    assert parse_hidden(" [8, 4] ") == [8, 4]
+    assert parse_hidden("") == []
+    for bad in ("0", "-3", "2.5", "five", "²"):
+        with pytest.raises(ValueError, match="positive whole number"):
+            parse_hidden(bad)
+
+
+def test_build_payload_matches_the_run_schema():
+    from app.api.schemas import RunCreate
+    from app.dashboard.forms import build_payload
+
+    selection = {
+        "dataset_id": 3,
+        "target": "HV",
+        "features": ["VEC", "Delta"],
+        "task": "regression",
+    }
+    values = dict(
+        model="kan",
+        hidden="4, 2",
+        name="",
+        grid=5,
+        k=3,
+        basis="rbf",
+        update_grid=0,
+        activation="silu",
+        steps=50,
+        lr=0.01,
+        optimizer="adam",
+        batch=None,
+        lamb=0.001,
+        val=0.2,
+        patience=None,
+        seed=1,
+    )
+    payload = build_payload(selection, values)
+    parsed = RunCreate.model_validate(payload)  # the API's own schema accepts it
+    assert parsed.hidden == [4, 2] and parsed.basis == "rbf" and parsed.target_columns == ["HV"]
+    mlp = build_payload(selection, {**values, "model": "mlp", "activation": "tanh"})
+    assert RunCreate.model_validate(mlp).activation == "tanh" and "grid" not in mlp
+    with pytest.raises(ValueError, match="Steps"):
+        build_payload(selection, {**values, "steps": None})
+
+
+def test_estimate_parameters():
+    from app.dashboard.forms import estimate_parameters
+
+    assert estimate_parameters("mlp", [3, 4, 1], 5, 3) == 3 * 4 + 4 + 4 * 1 + 1
+    assert estimate_parameters("kan", [2, 1], 5, 3) == 2 * 9 + 1
+
+
+def test_upload_warnings_name_the_problem():
+    from app.dashboard.forms import upload_warnings
+
+    semicolons = {"columns": [{"name": "x1;x2;y", "kind": "categorical", "top_values": ["1;2;3"]}]}
+    assert any("semicolons" in w for w in upload_warnings(semicolons))
+    mixed = {
+        "columns": [
+            {"name": "x2", "kind": "categorical", "top_values": ["2", "5", "five"]},
+            {"name": "y", "kind": "numeric"},
+        ]
+    }
+    (warning,) = upload_warnings(mixed)
+    assert "“x2” mixes numbers and text" in warning and "five" in warning
+    clean = {
+        "columns": [
+            {"name": "Phases", "kind": "categorical", "top_values": ["BCC", "FCC"]},
+            {"name": "HV", "kind": "numeric"},
+        ]
+    }
+    assert upload_warnings(clean) == []

@@ -7,11 +7,12 @@ import binascii
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, fmt_number
+from app.dashboard.forms import default_target, upload_warnings
 
 dash.register_page(__name__, path="/", name="Datasets", title="Datasets · kanscope")
 
@@ -113,7 +114,26 @@ def layout(**_: Any) -> html.Div:
                     ),
                     field(
                         "Feature columns",
-                        dcc.Checklist(id="ds-features", className="checklist"),
+                        html.Div(
+                            [
+                                html.Div(
+                                    className="actions",
+                                    children=[
+                                        html.Button(
+                                            "All numeric",
+                                            id="ds-features-all",
+                                            className="secondary small",
+                                        ),
+                                        html.Button(
+                                            "None",
+                                            id="ds-features-none",
+                                            className="secondary small",
+                                        ),
+                                    ],
+                                ),
+                                dcc.Checklist(id="ds-features", className="checklist"),
+                            ]
+                        ),
                         "Inputs of the model. Non-numeric columns cannot be features.",
                     ),
                     html.Div(id="ds-role-alert"),
@@ -174,8 +194,13 @@ def upload_dataset(contents: str | None, filename: str | None, version: int):
     except ApiError as exc:
         return error_alert(exc, f"Uploading {filename}"), no_update, no_update
     message = (
-        f"Stored {dataset['name']}: {dataset['n_rows']:,} rows × {dataset['n_columns']} columns."
+        f"Stored {filename} as “{dataset['name']}”: {dataset['n_rows']:,} rows × "
+        f"{dataset['n_columns']} columns."
     )
+    warnings = upload_warnings(dataset)
+    if warnings:
+        body = html.Div([html.Div(message), html.Ul([html.Li(w) for w in warnings])])
+        return alert(body, "warning"), (version or 0) + 1, dataset["id"]
     return alert(message, "success", role="status"), (version or 0) + 1, dataset["id"]
 
 
@@ -318,15 +343,6 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
     )
 
 
-def default_target(stats: list[dict[str, Any]]) -> str | None:
-    """The last numeric column (CSV convention), unless a column is called like a target."""
-    numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
-    for s in stats:
-        if s["name"].lower() in ("target", "y", "label", "hv"):
-            return s["name"]
-    return numeric[-1] if numeric else (stats[-1]["name"] if stats else None)
-
-
 @callback(
     Output("ds-features", "options", allow_duplicate=True),
     Output("ds-features", "value", allow_duplicate=True),
@@ -341,6 +357,19 @@ def exclude_target_from_features(target: str | None, options: list[dict], value:
     new_options = [{**o, "disabled": o["value"] == target} for o in options]
     new_value = [v for v in (value or []) if v != target]
     return new_options, new_value
+
+
+@callback(
+    Output("ds-features", "value", allow_duplicate=True),
+    Input("ds-features-all", "n_clicks"),
+    Input("ds-features-none", "n_clicks"),
+    State("ds-features", "options"),
+    prevent_initial_call=True,
+)
+def select_all_or_no_features(_all, _none, options):
+    if ctx.triggered_id == "ds-features-none":
+        return []
+    return [o["value"] for o in options or [] if not o.get("disabled")]
 
 
 @callback(

@@ -18,6 +18,7 @@ from app.dashboard.components import (
     fmt_number,
     status_badge,
 )
+from app.dashboard.forms import build_payload, estimate_parameters, parse_hidden
 
 dash.register_page(__name__, path="/train", name="Train", title="Train · kanscope")
 
@@ -207,33 +208,6 @@ def layout(**_: Any) -> html.Div:
     )
 
 
-def parse_hidden(text: str | None) -> list[int]:
-    """``"8, 4"`` → ``[8, 4]``; raises ValueError with a message that says what to fix."""
-    text = (text or "").strip().strip("[]")
-    if not text:
-        return []
-    widths = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit() or int(part) < 1:
-            raise ValueError(
-                f"Hidden layers: {part!r} is not a positive whole number. Write widths like '5' "
-                "or '8, 4'."
-            )
-        widths.append(int(part))
-    return widths
-
-
-def estimate_parameters(model: str, width: list[int], grid: int, k: int) -> int:
-    """Rough count before the run exists (B-spline KAN: grid+k coefficients + a base weight)."""
-    pairs = list(zip(width, width[1:], strict=False))
-    if model == "mlp":
-        return sum(a * b + b for a, b in pairs)
-    return sum(a * b * (grid + k + 1) + b for a, b in pairs)
-
-
 @callback(
     Output("tr-selection", "children"),
     Input("selection-store", "data"),
@@ -291,48 +265,6 @@ def show_shape(model, hidden, grid, k, selection):
             html.Div([html.Span("parameters"), html.Span(f"≈ {count:,}", id="tr-param-estimate")]),
         ],
     )
-
-
-def build_payload(selection: dict, values: dict[str, Any]) -> dict[str, Any]:
-    """The ``RunCreate`` body; raises ValueError with a readable message."""
-    payload: dict[str, Any] = {
-        "dataset_id": selection["dataset_id"],
-        "target_columns": [selection["target"]],
-        "feature_columns": selection.get("features") or None,
-        "task": selection.get("task") or "regression",
-        "model": values["model"],
-        "hidden": parse_hidden(values["hidden"]),
-        "optimizer": values["optimizer"] or "adam",
-    }
-    required = {"steps": "Steps", "lr": "Learning rate", "seed": "Seed", "val": "Validation"}
-    for key, label in required.items():
-        if values.get(key) is None:
-            raise ValueError(f"{label} is empty or out of range: enter a valid number.")
-    payload.update(
-        steps=int(values["steps"]),
-        lr=float(values["lr"]),
-        seed=int(values["seed"]),
-        val_fraction=float(values["val"]),
-        lamb=float(values["lamb"] or 0.0),
-    )
-    if values.get("batch"):
-        payload["batch_size"] = int(values["batch"])
-    if values.get("patience"):
-        payload["early_stopping_patience"] = int(values["patience"])
-    if values["model"] == "kan":
-        if values.get("grid") is None or values.get("k") is None:
-            raise ValueError("Grid and spline order must be whole numbers (grid ≥ 1, 1 ≤ k ≤ 5).")
-        payload.update(
-            grid=int(values["grid"]),
-            k=int(values["k"]),
-            basis=values["basis"] or "bspline",
-            update_grid_every=int(values.get("update_grid") or 0),
-        )
-    else:
-        payload["activation"] = values["activation"] or "silu"
-    if values.get("name"):
-        payload["name"] = str(values["name"])[:200]
-    return payload
 
 
 @callback(

@@ -1,0 +1,245 @@
+"""The dashboard in a real browser against a real ``kanscope serve``.
+
+Upload the demo CSV → train a small KAN → the loss curve grows → open an edge → candidates →
+auto-symbolic → rendered formula → download the Python export and check that it evaluates to the
+formula the API reports. A broken CSV gives a readable error. Screenshots of every page go to
+``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_CSV
+from plotly_helpers import click_edge, layout_title, trace_length, wait_for_trace
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FEATURES = ["VEC", "Delta", "Electronegativity"]
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \".*\", line \d+")
+
+
+def no_traceback(page) -> None:
+    text = page.inner_text("body")
+    assert not TRACEBACK.search(text), text[:2000]
+
+
+def set_number(page, selector: str, value) -> None:
+    page.fill(selector, str(value))
+    page.press(selector, "Tab")  # debounce=True inputs commit on blur
+
+
+def upload(page, path: Path) -> None:
+    page.set_input_files("#ds-upload input[type=file]", str(path))
+
+
+@pytest.mark.timeout(300)
+def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screenshot_dir, tmp_path):
+    base = kanscope_server.url
+    page.goto(base + "/")
+    page.wait_for_selector("#ds-upload")
+
+    # ── Datasets: upload the demo CSV, choose target and three features ──
+    upload(page, DEMO_CSV)
+    page.wait_for_selector("#ds-upload-alert .alert-success", timeout=30_000)
+    assert "366 rows" in page.inner_text("#ds-upload-alert")
+    page.wait_for_selector("#ds-preview-table")
+    page.wait_for_selector("#ds-stats-table")
+    page.click("#ds-features-none")
+    for name in FEATURES:
+        exact = re.compile(rf"^\s*{re.escape(name)}\s*$")
+        page.locator("#ds-features label", has_text=exact).click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ds-features input:checked').length === 3"
+    )
+    assert "HV" in page.inner_text("#ds-detail")
+    page.screenshot(path=screenshot_dir / "01_datasets.png", full_page=True)
+    page.click("#ds-to-train")
+    page.wait_for_url(re.compile(r"/train$"))
+
+    # ── Train: a small KAN, watching the loss curve grow ──
+    page.wait_for_selector("#tr-selection .kv")
+    assert "HV" in page.inner_text("#tr-selection")
+    page.fill("#tr-hidden", "2")
+    page.press("#tr-hidden", "Tab")
+    set_number(page, "#tr-steps", 400)
+    page.wait_for_selector("#tr-param-estimate")
+    page.click("#tr-start")
+    page.wait_for_selector("#tr-open-link a", timeout=30_000)
+    lengths = []
+    deadline = time.monotonic() + 120
+    status = ""
+    while time.monotonic() < deadline:
+        lengths.append(trace_length(page, "tr-loss", "train loss"))
+        badge = page.query_selector("#tr-status-badge")
+        status = badge.inner_text() if badge else ""
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+    lengths.append(trace_length(page, "tr-loss", "train loss"))
+    assert status == "succeeded", page.inner_text("#tr-status")
+    growth = sorted({n for n in lengths if n > 0})
+    assert len(growth) >= 2, f"loss curve never grew while training: {lengths}"
+    assert growth[-1] >= 300  # ~all 400 logged steps arrived
+    page.screenshot(path=screenshot_dir / "02_train.png", full_page=True)
+
+    # ── Run page: the network diagram, an edge and its candidates ──
+    page.click("#tr-open-link a")
+    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    wait_for_trace(page, "run-network", "edges")
+    assert trace_length(page, "run-network", "edges") == 3 * 2 + 2 * 1
+    address = click_edge(page, "run-network", 0)
+    label = "φ[{}] {}→{}".format(*address)
+    page.wait_for_function(
+        """(label) => {
+          const gd = document.querySelector('#run-edge .js-plotly-plot');
+          return !!(gd && gd.layout && gd.layout.title && gd.layout.title.text.includes(label));
+        }""",
+        arg=label,
+    )
+    assert trace_length(page, "run-edge", "data (pre-activations)") > 10
+    page.wait_for_selector("#run-candidates tbody tr td[data-dash-column=name]")
+    candidates = page.locator("#run-candidates td[data-dash-column=name]").all_inner_texts()
+    assert len(candidates) >= 3, candidates
+    # selecting a candidate overlays its curve on the edge plot
+    page.locator("#run-candidates input[type=radio]").first.check()
+    page.wait_for_function(
+        """() => {
+          const gd = document.querySelector('#run-edge .js-plotly-plot');
+          return gd.data.some(t => (t.name || '').startsWith('candidate:'));
+        }"""
+    )
+    page.screenshot(path=screenshot_dir / "03_run_edge.png", full_page=True)
+
+    # ── Auto-symbolic with a threshold, then the rendered formula ──
+    set_number(page, "#run-auto-threshold", 0)
+    page.click("#run-auto")
+    page.wait_for_selector("#run-action-alert .alert-success", timeout=90_000)
+    assert "Auto-symbolic fixed 8 of 8 edges" in page.inner_text("#run-action-alert")
+    page.wait_for_selector("#run-formula mjx-container", timeout=90_000)
+    formula_r2 = float(page.inner_text("#run-formula .formula-r2"))
+    assert layout_title(page, "run-network") == ""  # the diagram has no title, just content
+    symbolic_traces = page.evaluate(
+        """() => document.querySelector('#run-network .js-plotly-plot').data
+                 .filter(t => (t.name || '').startsWith('symbolic-')).length"""
+    )
+    assert symbolic_traces > 0, "symbolic edges are not drawn in the symbolic colour"
+    no_traceback(page)
+    page.screenshot(path=screenshot_dir / "04_run_formula.png", full_page=True)
+
+    # ── Python export: download it and evaluate it with NumPy on the validation rows ──
+    with page.expect_download() as download_info:
+        page.click("#run-export-python")
+    source_path = tmp_path / "formula.py"
+    download_info.value.save_as(source_path)
+    predictions = kanscope_server.api.get(f"/runs/{run_id}/predictions").json()
+    formula = kanscope_server.api.get(f"/runs/{run_id}/formula").json()
+    check = subprocess.run(
+        [sys.executable, "-c", EVALUATE_EXPORT, str(source_path), str(DEMO_CSV)],
+        input=json.dumps({"rows": predictions["rows"]}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    result = json.loads(check.stdout)
+    assert result["inputs"] == FEATURES
+    assert result["finite"]
+    api_r2 = formula["outputs"][0]["r2"]
+    assert result["r2"] == pytest.approx(api_r2, abs=1e-3)
+    assert formula_r2 == pytest.approx(api_r2, abs=1e-3)
+
+    # ── Runs and Compare pages (retrain gives a second run to compare) ──
+    set_number(page, "#run-retrain-steps", 20)
+    page.click("#run-retrain")
+    page.wait_for_url(re.compile(rf"/runs/(?!{run_id}$)\d+$"), timeout=30_000)
+    child_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    page.wait_for_selector("#run-status")
+    page.goto(f"{base}/runs")
+    page.wait_for_selector(f"#runs-table a[href='/runs/{child_id}']")
+    page.screenshot(path=screenshot_dir / "05_runs.png", full_page=True)
+    page.goto(f"{base}/compare?runs={run_id},{child_id}")
+    page.wait_for_selector("#cmp-table")
+    table_text = page.inner_text("#cmp-table")
+    assert f"run {run_id}" in table_text and f"run {child_id}" in table_text
+    page.screenshot(path=screenshot_dir / "06_compare.png", full_page=True)
+    no_traceback(page)
+    assert not page.js_errors, page.js_errors
+
+
+EVALUATE_EXPORT = r"""
+import importlib.util, json, sys
+import numpy as np
+import pandas as pd
+spec = importlib.util.spec_from_file_location("exported_formula", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+frame = pd.read_csv(sys.argv[2])
+rows = json.load(sys.stdin)["rows"]
+X = frame[module.INPUT_COLUMNS].to_numpy(dtype=float)
+y = frame[module.OUTPUT_COLUMNS[0]].to_numpy(dtype=float)
+pred = module.predict(X)[:, 0]
+sel = np.asarray(rows, dtype=int)
+y_true, y_pred = y[sel], pred[sel]
+r2 = 1 - np.sum((y_true - y_pred) ** 2) / np.sum((y_true - y_true.mean()) ** 2)
+print(json.dumps({"inputs": module.INPUT_COLUMNS, "r2": float(r2),
+                  "finite": bool(np.isfinite(pred[sel]).all())}))
+"""
+
+
+BAD_INPUTS = Path(__file__).resolve().parents[1] / "app" / "bad_inputs"
+
+
+@pytest.mark.timeout(120)
+def test_broken_csv_shows_a_readable_error(page, kanscope_server, screenshot_dir, tmp_path):
+    page.goto(kanscope_server.url + "/")
+    page.wait_for_selector("#ds-upload")
+
+    # rows with the wrong number of fields: the API refuses it and says where
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("x1,x2,y\n1,2,3\n6,7,8,9,10\n1,1,1\n")
+    upload(page, ragged)
+    page.wait_for_selector("#ds-upload-alert .alert-danger", timeout=30_000)
+    message = page.inner_text("#ds-upload-alert")
+    assert message.startswith("Uploading ragged.csv failed:"), message
+    assert "line 3" in message, message  # the parser's own reason reaches the user
+    no_traceback(page)
+    page.screenshot(path=screenshot_dir / "07_datasets_error.png", full_page=True)
+
+    # semicolons instead of commas: stored as one column, so the page says what went wrong
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("x1;x2;y\n1;2;3\n4;5;6\n7;8;9\n")
+    upload(page, semicolons)
+    page.wait_for_function(
+        "() => document.querySelector('#ds-upload-alert').innerText.includes('semicolons.csv')"
+    )
+    warning = page.inner_text("#ds-upload-alert .alert-warning")
+    assert "seems to use semicolons between values" in warning
+
+    # text in a numeric column: named, with an example value
+    text_column = tmp_path / "text.csv"
+    text_column.write_text("x1,x2,y\n1,2,3\n4,five,6\n7,8,9\n2,3,5\n")
+    upload(page, text_column)
+    page.wait_for_function(
+        "() => document.querySelector('#ds-upload-alert').innerText.includes('text.csv')"
+    )
+    warning = page.inner_text("#ds-upload-alert .alert-warning")
+    assert "“x2” mixes numbers and text (e.g. “five”)" in warning
+
+    # not UTF-8 text
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("größe,y\n1,2\n".encode("latin-1"))
+    upload(page, latin1)
+    page.wait_for_function(
+        "() => document.querySelector('#ds-upload-alert').innerText.includes('latin1.csv failed')"
+    )
+    assert "UTF-8" in page.inner_text("#ds-upload-alert")
+    no_traceback(page)
+    assert not page.js_errors, page.js_errors
