@@ -110,5 +110,11 @@ def worker_argv(extra: list[str] | None = None) -> list[str]:
 
 
 def run_worker(extra: list[str] | None = None) -> None:
-    """Entry point of ``kanscope worker``: blocks until the worker stops."""
+    """Entry point of ``kanscope worker``: blocks until the worker stops.
+
+    The training stack (torch, kan_core, services) is imported here, before the pool forks, so
+    each pool child starts training at once instead of importing torch per child.
+    """
+    import app.services.training  # noqa: F401  (preload for the pool children)
+
     celery_app.worker_main(worker_argv(extra))

@@ -20,8 +20,10 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -264,3 +266,134 @@ def private_redis() -> Iterator[PrivateRedis]:
         pytest.skip(str(exc))
     with server:
         yield server
+
+
+# ── kanscope processes (API server, Celery worker) ────────────────────────────────────────────
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def kanscope_env(
+    database_url: str, data_dir: Path, redis_url: str | None = None, **settings: object
+) -> dict[str, str]:
+    """Environment for a kanscope subprocess: ``KANSCOPE_*`` from keyword arguments."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KANSCOPE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["KANSCOPE_DATABASE_URL"] = database_url
+    env["KANSCOPE_DATA_DIR"] = str(data_dir)
+    env["KANSCOPE_LOAD_DEMO"] = "false"
+    if redis_url is not None:
+        env["KANSCOPE_REDIS_URL"] = redis_url
+    for key, value in settings.items():
+        env[f"KANSCOPE_{key.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+class KanscopeProcess:
+    """``python -m app.cli <args>`` in its own process group, output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_file: Path) -> None:
+        self.args, self.env, self.log_file = args, env, log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app.cli", *self.args]
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: kill() reaches its children
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the whole process group (the server and its children)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; always reaps the process group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        self.kill(signal.SIGKILL)  # stragglers in the group (pool children, local trainers)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if not self.alive:
+                raise RuntimeError(f"{self.args[0]} exited:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{text!r} not in the {self.args[0]} log:\n{self.log()[-3000:]}")
+
+
+class CeleryWorker(KanscopeProcess):
+    """``kanscope worker`` on the gpu queue (prefork pool, one child)."""
+
+    def __init__(self, env: dict[str, str], log_file: Path, extra: list[str] | None = None):
+        super().__init__(["worker", *(extra or [])], env, log_file)
+
+    def start(self, timeout: float = 40.0) -> None:
+        super().start()
+        self.wait_for_log("ready.", timeout)
+
+    def child_pids(self) -> list[int]:
+        """Pool child processes (the ones that run tasks)."""
+        assert self.proc is not None
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+class ApiServer(KanscopeProcess):
+    """``kanscope serve`` on a free port; ``url`` is the API base (…/api)."""
+
+    def __init__(self, env: dict[str, str], log_file: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        super().__init__(["serve", "--host", "127.0.0.1", "--port", str(self.port)], env, log_file)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"serve exited:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"API not healthy within {timeout:.0f}s:\n{self.log()[-3000:]}")
