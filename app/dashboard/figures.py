@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 # rest are drawn as lines (a 1-pixel-wide thumbnail shows nothing and costs render time).
 MINI_PLOT_EDGE_LIMIT = 100
 TOP_K_MINI_PLOTS = 64
+SMALL_LAYER_EDGES = 24  # a layer this small always shows every thumbnail
 MINI_PLOT_POINTS = 16
 OPACITY_LEVELS = 8
 SLOT_BOTTOM, SLOT_TOP = 0.32, 0.68  # slot box within the gap between node rows (gap = 1)
@@ -147,6 +148,28 @@ def edge_label(layer: int, i: int, j: int, input_name: str | None = None) -> str
     return f"φ[{layer}] {i}→{j}{source}"
 
 
+def mini_plot_edges(
+    edges: Sequence[Edge], limit: int = MINI_PLOT_EDGE_LIMIT, top_k: int = TOP_K_MINI_PLOTS
+) -> set[tuple[int, int, int]]:
+    """Which edges get a thumbnail: all of them in a small network; in a large one, every edge
+    of a small layer (their slots are wide enough to read) plus the ``top_k`` others by score."""
+    if len(edges) <= limit:
+        return {(e.layer, e.i, e.j) for e in edges}
+    per_layer: dict[int, list[Edge]] = {}
+    for e in edges:
+        per_layer.setdefault(e.layer, []).append(e)
+    chosen = set()
+    rest: list[Edge] = []
+    for layer_edges in per_layer.values():
+        if len(layer_edges) <= SMALL_LAYER_EDGES:
+            chosen.update((e.layer, e.i, e.j) for e in layer_edges)
+        else:
+            rest.extend(layer_edges)
+    rest.sort(key=lambda e: e.score, reverse=True)
+    chosen.update((e.layer, e.i, e.j) for e in rest[:top_k])
+    return chosen
+
+
 def network_figure(
     network: dict[str, Any],
     *,
@@ -165,11 +188,7 @@ def network_figure(
         network.get("output_names") or [f"y{k}" for k in range(width[-1] if width else 0)]
     )
 
-    if len(edges) > mini_plot_limit:
-        ranked = sorted(edges, key=lambda e: e.score, reverse=True)[:top_k]
-        with_curve = {(e.layer, e.i, e.j) for e in ranked}
-    else:
-        with_curve = {(e.layer, e.i, e.j) for e in edges}
+    with_curve = mini_plot_edges(edges, mini_plot_limit, top_k)
 
     # style bucket (symbolic?, opacity level) -> (line xs, line ys, curve xs, curve ys)
     buckets: dict[tuple[bool, int], tuple[list, list, list, list]] = {}

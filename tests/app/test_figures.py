@@ -75,7 +75,13 @@ def test_large_network_draws_mini_plots_only_for_the_top_edges():
     curve_points = sum(
         sum(v is None for v in t.x) for t in fig.data if t.name and "-curves-" in t.name
     )
-    assert curve_points == figures.TOP_K_MINI_PLOTS  # one None terminator per mini-plot
+    # one None terminator per mini-plot: the top-k of the two big layers + all 16 of the last
+    assert curve_points == figures.TOP_K_MINI_PLOTS + 16
+    chosen = figures.mini_plot_edges(figures.iter_edges(net))
+    big = [e for e in figures.iter_edges(net) if e.layer < 2]
+    weakest_chosen = min(e.score for e in big if (e.layer, e.i, e.j) in chosen)
+    strongest_left = max(e.score for e in big if (e.layer, e.i, e.j) not in chosen)
+    assert weakest_chosen >= strongest_left
     small = figures.network_figure(make_network([3, 2, 1]))
     small_curves = sum(
         sum(v is None for v in t.x) for t in small.data if t.name and "-curves-" in t.name

@@ -1,0 +1,183 @@
+"""Dashboard speed: network-diagram render time and click-to-edge-detail latency.
+
+Starts a real ``kanscope serve`` (temp SQLite), uploads the demo CSV, trains a [10, 16, 16, 1] KAN
+for a few steps, then in headless Debian chromium at 1280×800:
+
+1. **diagram render**: the run's ``/network`` JSON → :func:`app.dashboard.figures.network_figure`
+   → ``Plotly.newPlot`` on a blank page, until the next animation frame (first render; median).
+2. **diagram in the app**: from opening ``/runs/<id>`` to the diagram's edges being drawn.
+3. **click → edge detail**: from the mouse-down on an edge to the animation frame after the
+   edge plot shows that edge (median and p90 over many edges). Everything real: Dash callback →
+   pooled httpx → API → model inspection.
+
+Usage: ``python benchmarks/bench_dashboard.py [--clicks 21] [--renders 9] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+import plotly  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS, DEMO_CSV, VIEWPORT, ServerProcess  # noqa: E402
+from plotly_helpers import edge_position, hover_edge, wait_for_trace  # noqa: E402
+
+from app.dashboard import figures  # noqa: E402
+
+DESCRIPTORS = [
+    "Delta",
+    "Gamma",
+    "Enthalpy of Mixing",
+    "Electronegativity",
+    "VEC",
+    "Configurational Entropy",
+    "Weighted Melting Temperature",
+    "Yang Parameter",
+    "Asymmetry",
+    "e/a",
+]
+
+RENDER_JS = """([figure, plotlySrc]) => new Promise((resolve) => {
+  const fallback = setTimeout(() => resolve(-1), 20000);
+  const div = document.createElement('div');
+  div.style.width = '1200px'; div.style.height = figure.layout.height + 'px';
+  document.body.innerHTML = ''; document.body.appendChild(div);
+  const t0 = performance.now();
+  Plotly.newPlot(div, figure.data, figure.layout, {displaylogo: false}).then(() => {
+    requestAnimationFrame(() => { clearTimeout(fallback); resolve(performance.now() - t0); });
+  });
+})"""
+
+ARM_CLICK_JS = """(label) => {
+  window.__latency = undefined;
+  const start = () => {
+    const t0 = performance.now();
+    const check = () => {
+      const gd = document.querySelector('#run-edge .js-plotly-plot');
+      const title = gd && gd.layout && gd.layout.title ? (gd.layout.title.text || '') : '';
+      if (title.includes(label)) {
+        requestAnimationFrame(() => { window.__latency = performance.now() - t0; });
+      } else if (performance.now() - t0 > 10000) {
+        window.__latency = -1;
+      } else {
+        requestAnimationFrame(check);
+      }
+    };
+    requestAnimationFrame(check);
+  };
+  document.addEventListener('mousedown', start, {capture: true, once: true});
+}"""
+
+
+def train_run(server: ServerProcess) -> int:
+    with open(DEMO_CSV, "rb") as f:
+        response = server.api.post("/datasets", files={"file": ("demo.csv", f, "text/csv")})
+    response.raise_for_status()
+    dataset_id = response.json()["id"]
+    body = {
+        "dataset_id": dataset_id,
+        "target_columns": ["HV"],
+        "feature_columns": DESCRIPTORS,
+        "model": "kan",
+        "hidden": [16, 16],
+        "steps": 10,
+        "seed": 0,
+    }
+    response = server.api.post("/runs", json=body)
+    response.raise_for_status()
+    run_id = response.json()["id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        run = server.api.get(f"/runs/{run_id}").json()
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            if run["status"] != "succeeded":
+                raise RuntimeError(f"training failed: {run.get('error')}")
+            return run_id
+        time.sleep(0.5)
+    raise TimeoutError("training did not finish")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clicks", type=int, default=21)
+    parser.add_argument("--renders", type=int, default=9)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="kanscope-bench-") as tmp:
+        server = ServerProcess(Path(tmp))
+        try:
+            server.wait_healthy()
+            run_id = train_run(server)
+            t0 = time.perf_counter()
+            network = server.api.get(f"/runs/{run_id}/network").json()
+            results["api_network_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+            width = figures.network_width(network)
+            n_edges = sum(a * b for a, b in zip(width, width[1:], strict=False))
+            results["width"] = width
+            results["edges"] = n_edges
+            t0 = time.perf_counter()
+            fig = figures.network_figure(network)
+            results["python_build_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+            figure_json = json.loads(fig.to_json())
+            results["traces"] = len(figure_json["data"])
+            results["figure_json_kb"] = round(len(fig.to_json()) / 1024, 1)
+
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport=VIEWPORT)
+                plotly_js = Path(plotly.__file__).parent / "package_data"
+                page.set_content("<html><body></body></html>")
+                page.add_script_tag(path=str(plotly_js / "plotly.min.js"))
+                renders = [
+                    page.evaluate(RENDER_JS, [figure_json, None]) for _ in range(args.renders)
+                ]
+                results["render_first_ms"] = round(renders[0], 1)
+                results["render_median_ms"] = round(statistics.median(renders), 1)
+                results["render_all_ms"] = [round(r, 1) for r in renders]
+
+                page = browser.new_page(viewport=VIEWPORT)
+                t0 = time.perf_counter()
+                page.goto(f"{server.url}/runs/{run_id}")
+                wait_for_trace(page, "run-network", "edges", timeout_ms=60_000)
+                results["app_open_to_diagram_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+
+                count = edge_position(page, "run-network", 0)["count"]
+                step = max(1, count // args.clicks)
+                latencies = []
+                for k in range(args.clicks):
+                    index = (k * step + 7) % count
+                    pos = hover_edge(page, "run-network", index)
+                    layer, i, j = pos["address"]
+                    page.evaluate(ARM_CLICK_JS, f"φ[{layer}] {i}→{j}")
+                    page.mouse.click(pos["x"], pos["y"])
+                    page.wait_for_function("() => window.__latency !== undefined", timeout=15_000)
+                    latencies.append(page.evaluate("() => window.__latency"))
+                    page.wait_for_timeout(350)  # two clicks < 300 ms apart are a double-click
+                ok = [v for v in latencies if v >= 0]
+                results["click_to_edge_median_ms"] = round(statistics.median(ok), 1)
+                results["click_to_edge_p90_ms"] = round(sorted(ok)[int(0.9 * (len(ok) - 1))], 1)
+                results["click_to_edge_all_ms"] = [round(v, 1) for v in latencies]
+                browser.close()
+        finally:
+            server.stop()
+
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
