@@ -71,13 +71,15 @@ def test_submit_with_redis_down_raises_a_clear_typed_error_quickly() -> None:
 
 
 def test_submit_after_redis_comes_back(private_redis: PrivateRedis) -> None:  # noqa: F811
-    executor = CeleryExecutor(private_redis.url)
+    executor = CeleryExecutor(private_redis.url, retry_interval_s=3600)  # no background resend
     private_redis.stop()
     with pytest.raises(QueueUnavailableError):
         executor.submit(1)
     private_redis.start()
     executor.submit(1)  # the same executor recovers: no cached broken connection
     assert redis.Redis.from_url(private_redis.url).llen(GPU_QUEUE) == 1
+    assert executor.unsent == []
+    executor.shutdown()
 
 
 def test_redact_url() -> None:
@@ -114,3 +116,20 @@ def test_dockerfile_runs_unprivileged_with_cpu_torch_by_default() -> None:
     assert "HEALTHCHECK" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".env"} <= set(ignored)
+
+
+def test_ids_refused_by_redis_are_sent_when_it_comes_back(private_redis: PrivateRedis) -> None:  # noqa: F811
+    executor = CeleryExecutor(private_redis.url, retry_interval_s=0.2)
+    private_redis.stop()
+    for run_id in (3, 4):
+        with pytest.raises(QueueUnavailableError):
+            executor.submit(run_id)
+    assert executor.unsent == [3, 4]
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url)
+    deadline = time.monotonic() + 10
+    while client.llen(GPU_QUEUE) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.llen(GPU_QUEUE) == 2
+    assert executor.unsent == []
+    executor.shutdown()
