@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="cpu", description="Default torch device: cpu, cuda, auto.")
     load_demo: bool = True
+    migrate_on_start: bool = Field(
+        default=True, description="Run Alembic migrations when the app starts."
+    )
+    api_base_url: str = Field(
+        default="http://127.0.0.1:8050/api",
+        description="Where the dashboard reaches the API (kanscope serve sets it from host/port).",
+    )
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
 
     @property

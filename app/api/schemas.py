@@ -339,7 +339,13 @@ class AutoSymbolicIn(BaseModel):
     library: list[str] | None = Field(
         default=None, max_length=64, description="Function names to try; null = all."
     )
-    weight_simple: float = Field(default=0.8, ge=0.0, le=1.0, allow_inf_nan=False)
+    complexity_weight: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=10.0,
+        allow_inf_nan=False,
+        description="How much simpler functions are preferred over a higher R².",
+    )
 
 
 class PruneIn(BaseModel):
@@ -368,8 +374,9 @@ class EdgeStateOut(BaseModel):
 
 class AutoSymbolicOut(BaseModel):
     run_id: int
-    fixed: list[EdgeStateOut]
+    fixed: list[EdgeStateOut] = Field(description="Edges fixed by this call.")
     n_fixed: int
+    n_numeric: int = Field(description="Live edges left numeric (best R² below threshold).")
     n_edges: int
 
 
@@ -383,8 +390,12 @@ class FormulaOutput(BaseModel):
     name: str
     text: str = Field(description="sympy str() of the expression in original units.")
     latex: str
-    r2: MaybeFloat = Field(description="R² of the formula on the validation data.")
+    r2: MaybeFloat = Field(
+        description="R² of the formula on the training data (its constants are refitted there); "
+        "for classification, against the network's class scores."
+    )
     rmse: MaybeFloat = None
+    network_r2: MaybeFloat = None
 
 
 class FormulaOut(BaseModel):

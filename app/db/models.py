@@ -70,7 +70,9 @@ class Dataset(Base):
     content: Mapped[bytes] = deferred(mapped_column(LargeBinary))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow())
 
-    runs: Mapped[list[Run]] = relationship(back_populates="dataset", lazy="raise")
+    runs: Mapped[list[Run]] = relationship(
+        back_populates="dataset", lazy="raise", passive_deletes="all"
+    )
 
 
 class Run(Base):
@@ -138,4 +140,5 @@ class ModelArtifact(Base):
     current_weights: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     predictions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow(), onupdate=utcnow())

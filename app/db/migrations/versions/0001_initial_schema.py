@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 13:20:50.866517
+Create Date: 2026-11-25 13:25:39.294889
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def upgrade() -> None:
         sa.Column("current_weights", sa.LargeBinary(), nullable=True),
         sa.Column("meta", sa.JSON(), nullable=False),
         sa.Column("predictions", sa.JSON(), nullable=True),
+        sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_model_artifacts_run_id_runs"), ondelete="CASCADE"

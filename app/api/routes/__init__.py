@@ -1,0 +1,9 @@
+"""One router per resource; ``api_router`` collects them under /api."""
+
+from fastapi import APIRouter
+
+from app.api.routes import datasets, exports, health, inspection, runs, symbolic
+
+api_router = APIRouter(prefix="/api")
+for _module in (health, datasets, runs, inspection, symbolic, exports):
+    api_router.include_router(_module.router)

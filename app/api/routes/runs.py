@@ -1,0 +1,126 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from app.api.deps import ExecutorDep, SessionDep, SettingsDep
+from app.api.schemas import (
+    ErrorOut,
+    MetricPoint,
+    MetricsOut,
+    ModelKindOut,
+    RunCreate,
+    RunListOut,
+    RunOut,
+    RunStatus,
+)
+from app.services import runs as svc
+from app.services.training import available_models
+
+router = APIRouter(tags=["runs"])
+ERRORS = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+    503: {"model": ErrorOut},
+}
+
+
+@router.get("/models", response_model=list[ModelKindOut])
+def list_models() -> list[ModelKindOut]:
+    """Model kinds a run can use."""
+    return [
+        ModelKindOut(
+            name=s.name, tasks=list(s.tasks), inspectable=s.inspectable, description=s.description
+        )
+        for s in available_models().values()
+    ]
+
+
+@router.post(
+    "/runs",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=ERRORS
+    | {200: {"model": RunOut, "description": "Existing run for this Idempotency-Key"}},
+)
+def create_run(
+    body: RunCreate,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    executor: ExecutorDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Same key → same run; it is started once."),
+    ] = None,
+) -> RunOut:
+    """Queue a training run. 201 when created, 200 when the Idempotency-Key already made it."""
+    run, created = svc.create_run(
+        session, body.model_dump(), settings.max_parameters, idempotency_key=idempotency_key
+    )
+    session.commit()
+    if created:
+        executor.submit(run.id)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return RunOut.model_validate(run)
+
+
+@router.get("/runs", response_model=RunListOut)
+def list_runs(
+    session: SessionDep,
+    dataset_id: int | None = None,
+    status_: Annotated[RunStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> RunListOut:
+    runs = svc.list_runs(session, dataset_id=dataset_id, status=status_, limit=limit)
+    return RunListOut(runs=[RunOut.model_validate(r) for r in runs])
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, responses=ERRORS)
+def get_run(run_id: int, session: SessionDep) -> RunOut:
+    return RunOut.model_validate(svc.get_run(session, run_id))
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=ERRORS)
+def cancel_run(run_id: int, session: SessionDep, executor: ExecutorDep) -> RunOut:
+    """Queued: cancelled now. Running: stops within a training step (status turns
+    ``cancelled``). Finished: 409."""
+    run = svc.cancel_run(session, run_id)
+    session.commit()
+    executor.cancel(run_id)
+    return RunOut.model_validate(run)
+
+
+@router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+def delete_run(run_id: int, session: SessionDep) -> None:
+    """Deletes the run with its metrics and model (409 while it is running)."""
+    svc.delete_run(session, run_id)
+    session.commit()
+
+
+@router.get("/runs/{run_id}/metrics", response_model=MetricsOut, responses=ERRORS)
+def get_metrics(
+    run_id: int,
+    session: SessionDep,
+    after_step: Annotated[int | None, Query(description="Only points with step > this.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 5000,
+) -> MetricsOut:
+    run = svc.get_run(session, run_id)
+    points = svc.get_metrics(session, run_id, after_step, limit)
+    return MetricsOut(
+        run_id=run_id,
+        status=run.status,  # type: ignore[arg-type]
+        metric_name="accuracy" if run.task == "classification" else "r2",
+        points=[
+            MetricPoint(
+                step=p.step,
+                train_loss=p.train_loss,
+                val_loss=p.val_loss,
+                val_metric=p.val_metric,
+                elapsed_s=p.elapsed_s,
+            )
+            for p in points
+        ],
+        last_step=points[-1].step if points else after_step,
+    )

@@ -1,0 +1,115 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.api.deps import ExecutorDep, SessionDep, SettingsDep
+from app.api.schemas import (
+    AutoSymbolicIn,
+    AutoSymbolicOut,
+    EdgeStateOut,
+    ErrorOut,
+    FixEdgeIn,
+    FormulaOut,
+    PruneIn,
+    PruneOut,
+    RetrainIn,
+    RunOut,
+    SuggestionsOut,
+)
+from app.services import symbolic as svc
+
+router = APIRouter(tags=["symbolic"])
+ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+EDGE = "/runs/{run_id}/edges/{layer}/{i}/{j}"
+
+
+@router.get(EDGE + "/suggestions", response_model=SuggestionsOut, responses=ERRORS)
+def get_suggestions(
+    run_id: int,
+    layer: int,
+    i: int,
+    j: int,
+    session: SessionDep,
+    top: Annotated[int, Query(ge=1, le=50)] = 8,
+    library: Annotated[list[str] | None, Query(max_length=64)] = None,
+) -> SuggestionsOut:
+    """Candidate functions for the edge, ranked by R² and simplicity."""
+    return SuggestionsOut.model_validate(
+        svc.suggestions(session, run_id, layer, i, j, top=top, library=library)
+    )
+
+
+@router.post(EDGE + "/fix", response_model=EdgeStateOut, responses=ERRORS)
+def fix_edge(
+    run_id: int, layer: int, i: int, j: int, body: FixEdgeIn, session: SessionDep
+) -> EdgeStateOut:
+    """Fix the edge to a library function (affine parameters fitted to the edge)."""
+    out = svc.fix_edge(session, run_id, layer, i, j, body.name)
+    session.commit()
+    return EdgeStateOut.model_validate(out)
+
+
+@router.delete(EDGE + "/fix", response_model=EdgeStateOut, responses=ERRORS)
+def unfix_edge(run_id: int, layer: int, i: int, j: int, session: SessionDep) -> EdgeStateOut:
+    """Make the edge numeric (spline) again."""
+    out = svc.unfix_edge(session, run_id, layer, i, j)
+    session.commit()
+    return EdgeStateOut.model_validate(out)
+
+
+@router.post("/runs/{run_id}/auto-symbolic", response_model=AutoSymbolicOut, responses=ERRORS)
+def auto_symbolic(
+    run_id: int, session: SessionDep, body: AutoSymbolicIn | None = None
+) -> AutoSymbolicOut:
+    """Fix every numeric edge whose best candidate reaches ``r2_threshold``."""
+    body = body or AutoSymbolicIn()
+    out = svc.auto_symbolic(
+        session, run_id, body.r2_threshold, body.library, body.complexity_weight
+    )
+    session.commit()
+    return AutoSymbolicOut.model_validate(out)
+
+
+@router.post("/runs/{run_id}/prune", response_model=PruneOut, responses=ERRORS)
+def prune(run_id: int, session: SessionDep, body: PruneIn | None = None) -> PruneOut:
+    """Switch off edges whose attribution score is below ``threshold``."""
+    out = svc.prune(session, run_id, (body or PruneIn()).threshold)
+    session.commit()
+    return PruneOut.model_validate(out)
+
+
+@router.post("/runs/{run_id}/reset-edits", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+def reset_edits(run_id: int, session: SessionDep) -> None:
+    """Back to the model as trained (drops symbolic fixes and pruning)."""
+    svc.reset_edits(session, run_id)
+    session.commit()
+
+
+@router.post(
+    "/runs/{run_id}/retrain",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=ERRORS,
+)
+def retrain(
+    run_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    executor: ExecutorDep,
+    body: RetrainIn | None = None,
+) -> RunOut:
+    """A new child run (``parent_run_id``) that continues from this run's current model,
+    symbolic edges included."""
+    body = body or RetrainIn()
+    overrides = body.model_dump(exclude={"name"}, exclude_none=True)
+    run = svc.retrain(session, run_id, overrides, settings.max_parameters, name=body.name)
+    session.commit()
+    executor.submit(run.id)
+    return RunOut.model_validate(run)
+
+
+@router.get("/runs/{run_id}/formula", response_model=FormulaOut, responses=ERRORS)
+def get_formula(run_id: int, session: SessionDep) -> FormulaOut:
+    """The symbolic formula per output in original units, with its R². 422 while some active
+    edges are still numeric (fix them, auto-symbolic, or prune)."""
+    return FormulaOut.model_validate(svc.formula_out(session, run_id))

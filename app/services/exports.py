@@ -1,0 +1,88 @@
+"""Exports of a run: formula as LaTeX / Python (NumPy) / sympy srepr, the model file
+(safetensors + JSON metadata), predictions as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app.services.errors import ConflictError, InvalidInputError
+from app.services.inspection import model_bytes, predictions, require_model
+from app.services.symbolic import formula_result
+
+EXPORT_KINDS = ("latex", "python", "sympy", "model", "predictions")
+
+
+@dataclass
+class ExportFile:
+    content: bytes
+    media_type: str
+    filename: str
+
+
+def export(session: Session, run_id: int, kind: str) -> ExportFile:
+    if kind not in EXPORT_KINDS:
+        raise InvalidInputError(f"Unknown export {kind!r}. Available: {list(EXPORT_KINDS)}")
+    if kind == "model":
+        require_model(session, run_id)
+        return ExportFile(
+            model_bytes(session, run_id), "application/octet-stream", f"run-{run_id}.safetensors"
+        )
+    if kind == "predictions":
+        return _predictions_csv(session, run_id)
+    from kan_core.export import to_latex, to_python_source, to_sympy_srepr
+
+    _, res = formula_result(session, run_id)
+    if kind == "latex":
+        body = "\n".join(to_latex(f.expr, f.symbol.name) for f in res.formulas) + "\n"
+        return ExportFile(body.encode(), "text/x-tex; charset=utf-8", f"run-{run_id}-formula.tex")
+    if kind == "python":
+        src = to_python_source(res.exprs(), res.inputs)
+        return ExportFile(src.encode(), "text/x-python; charset=utf-8", f"run_{run_id}_formula.py")
+    lines = [f"# {f.output}\n{to_sympy_srepr(f.expr)}" for f in res.formulas]
+    return ExportFile(
+        ("\n".join(lines) + "\n").encode(),
+        "text/plain; charset=utf-8",
+        f"run-{run_id}-formula.srepr.txt",
+    )
+
+
+def _predictions_csv(session: Session, run_id: int) -> ExportFile:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    header_written = False
+    for split in ("train", "validation"):
+        try:
+            p = predictions(session, run_id, split)
+        except ConflictError:
+            if split == "train":  # baselines keep validation predictions only
+                continue
+            raise
+        names = p["output_names"]
+        if not header_written:
+            if p["metric_name"] == "accuracy":
+                w.writerow(["row", "split", f"{names[0]}_true", f"{names[0]}_pred"])
+            else:
+                w.writerow(
+                    ["row", "split", *[f"{n}_true" for n in names], *[f"{n}_pred" for n in names]]
+                )
+            header_written = True
+        for k, row in enumerate(p["rows"]):
+            t, q = p["y_true"][k], p["y_pred"][k]
+            if isinstance(t, list):
+                w.writerow(
+                    [
+                        row,
+                        split,
+                        *["" if v is None else v for v in t],
+                        *["" if v is None else v for v in q],
+                    ]
+                )
+            else:
+                w.writerow([row, split, t, q])
+    return ExportFile(
+        buf.getvalue().encode(), "text/csv; charset=utf-8", f"run-{run_id}-predictions.csv"
+    )

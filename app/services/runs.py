@@ -1,0 +1,194 @@
+"""Runs: create (validated against the dataset, idempotent), list, get, cancel, delete, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.clock import utcnow
+from app.db.models import FINISHED_STATUSES, ModelArtifact, Run, RunMetric, RunStatus
+from app.services.datasets import get_dataset
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.services.training import get_model_spec, resolve_columns
+
+CONFIG_EXCLUDE = {"dataset_id", "name"}
+
+
+def validate_config(
+    session: Session, dataset_id: int, config: dict[str, Any], max_parameters: int
+) -> dict[str, Any]:
+    """Check a run config against its dataset; returns it with feature columns resolved."""
+    ds = get_dataset(session, dataset_id)
+    spec = get_model_spec(config.get("model", "kan"))
+    task = config.get("task", "regression")
+    if task not in spec.tasks:
+        raise InvalidInputError(
+            f"Model {spec.name!r} does not support task {task!r}; it supports {list(spec.tasks)}."
+        )
+    features, targets = resolve_columns(ds.columns, config)
+    for key in ("train_rows", "val_rows"):
+        rows = config.get(key)
+        if rows is not None and rows and max(rows) >= ds.n_rows:
+            raise InvalidInputError(
+                f"{key} has row index {max(rows)}, but dataset {ds.id} has {ds.n_rows} rows "
+                f"(indices 0..{ds.n_rows - 1})."
+            )
+    if task == "classification":
+        col = next(c for c in ds.columns if c["name"] == targets[0])
+        n_out = int(col["n_unique"])
+        if n_out > 1000:
+            raise InvalidInputError(
+                f"Target {targets[0]!r} has {n_out} distinct values; classification supports "
+                "at most 1000 classes. Did you mean task 'regression'?"
+            )
+    else:
+        n_out = len(targets)
+    if spec.estimate_parameters is not None:
+        n_params = spec.estimate_parameters(config, len(features), n_out)
+        if n_params > max_parameters:
+            raise InvalidInputError(
+                f"This model would have about {n_params:,} parameters, more than the limit of "
+                f"{max_parameters:,}. Use fewer or narrower hidden layers or a smaller grid."
+            )
+    return config | {"feature_columns": features, "target_columns": targets}
+
+
+def create_run(
+    session: Session,
+    payload: dict[str, Any],
+    max_parameters: int,
+    idempotency_key: str | None = None,
+    parent_run_id: int | None = None,
+    init_weights: bytes | None = None,
+) -> tuple[Run, bool]:
+    """Insert a queued run (caller commits, then submits). Returns (run, created).
+
+    With an ``idempotency_key`` the same key returns the run created first (if the config is the
+    same; a different config under the same key is a 409).
+    """
+    config = {k: v for k, v in payload.items() if k not in CONFIG_EXCLUDE}
+    dataset_id = int(payload["dataset_id"])
+    if idempotency_key:
+        existing = _by_key(session, idempotency_key)
+        if existing is not None:
+            return _same_or_conflict(existing, dataset_id, config), False
+    config = validate_config(session, dataset_id, config, max_parameters)
+    run = Run(
+        name=payload.get("name"),
+        dataset_id=dataset_id,
+        parent_run_id=parent_run_id,
+        model=config["model"],
+        task=config.get("task", "regression"),
+        config=config,
+        status=RunStatus.QUEUED.value,
+        idempotency_key=idempotency_key,
+        summary={},
+    )
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        existing = _by_key(session, idempotency_key)
+        if existing is None:
+            raise
+        return _same_or_conflict(existing, dataset_id, config), False
+    if init_weights is not None:
+        session.add(ModelArtifact(run_id=run.id, init_weights=init_weights, meta={}))
+        session.flush()
+    return run, True
+
+
+def _by_key(session: Session, key: str) -> Run | None:
+    return session.scalars(select(Run).where(Run.idempotency_key == key)).one_or_none()
+
+
+def _same_or_conflict(existing: Run, dataset_id: int, config: dict[str, Any]) -> Run:
+    stored = {k: v for k, v in existing.config.items() if k != "feature_columns"}
+    given = {k: v for k, v in config.items() if k != "feature_columns"}
+    same_features = config.get("feature_columns") in (None, existing.config.get("feature_columns"))
+    if existing.dataset_id != dataset_id or not same_features or _differs(stored, given):
+        raise ConflictError(
+            f"Idempotency-Key was already used for run {existing.id} with a different "
+            "configuration. Use a new key for a new run."
+        )
+    return existing
+
+
+def _differs(stored: dict[str, Any], given: dict[str, Any]) -> bool:
+    keys = set(stored) | set(given)
+    return any(stored.get(k) != given.get(k) for k in keys if k in given)
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"Run {run_id} does not exist.")
+    return run
+
+
+def list_runs(
+    session: Session,
+    dataset_id: int | None = None,
+    status: str | None = None,
+    limit: int = 500,
+) -> list[Run]:
+    stmt = select(Run).order_by(Run.id.desc()).limit(limit)
+    if dataset_id is not None:
+        stmt = stmt.where(Run.dataset_id == dataset_id)
+    if status is not None:
+        stmt = stmt.where(Run.status == status)
+    return list(session.scalars(stmt))
+
+
+def cancel_run(session: Session, run_id: int) -> Run:
+    """Queued: cancelled at once. Running: ``cancel_requested`` (the trainer stops within a
+    step). Finished: 409."""
+    run = get_run(session, run_id)
+    if run.status in FINISHED_STATUSES:
+        raise ConflictError(f"Run {run_id} already finished ({run.status}); nothing to cancel.")
+    res = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
+        .values(
+            status=RunStatus.CANCELLED.value,
+            cancel_requested=True,
+            finished_at=utcnow(),
+            error="Cancelled before it started.",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount == 0:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.RUNNING.value)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    session.flush()
+    session.refresh(run)
+    return run
+
+
+def delete_run(session: Session, run_id: int) -> None:
+    run = get_run(session, run_id)
+    if run.status == RunStatus.RUNNING.value:
+        raise ConflictError(
+            f"Run {run_id} is running. Cancel it first (POST /api/runs/{run_id}/cancel)."
+        )
+    session.delete(run)
+    session.flush()
+
+
+def get_metrics(
+    session: Session, run_id: int, after_step: int | None = None, limit: int = 5000
+) -> list[RunMetric]:
+    stmt = select(RunMetric).where(RunMetric.run_id == run_id).order_by(RunMetric.step)
+    if after_step is not None:
+        stmt = stmt.where(RunMetric.step > after_step)
+    return list(session.scalars(stmt.limit(limit)))

@@ -1,0 +1,785 @@
+"""Training: data preparation, the model registry and :func:`run_training`, the one function
+both executors call (local process per run, Celery task).
+
+Executor contract (see ARCHITECTURE.md): the run row is ``queued`` in the database; the trainer
+claims it with a conditional update (``queued → running`` only if still queued), writes metrics
+in batches and a heartbeat from the database clock, checks ``cancel_requested`` and that it still
+owns the run, then stores the weights and the final status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, undefer
+
+from app.db.clock import utcnow, utcnow_minus
+from app.db.models import Dataset, ModelArtifact, Run, RunMetric, RunStatus
+from app.db.session import Database, get_database
+from app.services.datasets import frame_from_bytes
+from app.services.errors import InvalidInputError
+from kan_core.errors import KanCoreError
+from kan_core.scaling import Standardizer
+from kan_core.train import FitProgress
+
+log = logging.getLogger("kanscope.training")
+
+# ── prepared data ───────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class PreparedData:
+    """Standardised inputs (and targets for regression), split into train / validation.
+
+    ``x_*`` are float32 (n, n_features) in standardised units; ``y_*`` are float32
+    (n, n_targets) standardised (regression) or int64 (n,) class indices (classification).
+    ``*_rows`` are the dataset row indices. Scalers map back to the original units.
+    """
+
+    task: str
+    feature_names: list[str]
+    target_names: list[str]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    x_scaler: Standardizer
+    y_scaler: Standardizer | None
+    classes: list[str] | None
+    n_rows_dropped: int
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.classes is not None else len(self.target_names)
+
+    def metadata(self) -> dict[str, Any]:
+        """What travels with the model file (JSON): names, scalers, class labels."""
+        return {
+            "task": self.task,
+            "feature_names": self.feature_names,
+            "target_names": self.target_names,
+            "classes": self.classes,
+            "x_scaler": self.x_scaler.to_dict(),
+            "y_scaler": self.y_scaler.to_dict() if self.y_scaler is not None else None,
+        }
+
+
+def resolve_columns(
+    columns: list[dict[str, Any]], config: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """(features, targets) after checking they exist and have usable types."""
+    by_name = {c["name"]: c for c in columns}
+    targets = list(config["target_columns"])
+    missing = [t for t in targets if t not in by_name]
+    if missing:
+        raise InvalidInputError(
+            f"Target column(s) {missing} are not in the dataset. Columns: {list(by_name)}"
+        )
+    if config.get("feature_columns") is None:
+        features = [
+            c["name"] for c in columns if c["kind"] == "numeric" and c["name"] not in targets
+        ]
+    else:
+        features = list(config["feature_columns"])
+        missing = [f for f in features if f not in by_name]
+        if missing:
+            raise InvalidInputError(
+                f"Feature column(s) {missing} are not in the dataset. Columns: {list(by_name)}"
+            )
+        text = [f for f in features if by_name[f]["kind"] != "numeric"]
+        if text:
+            raise InvalidInputError(
+                f"Feature column(s) {text} are not numeric; choose numeric columns "
+                "(or featurise compositions first)."
+            )
+    if not features:
+        raise InvalidInputError("No numeric feature columns: choose at least one feature.")
+    if config.get("task", "regression") == "regression":
+        text = [t for t in targets if by_name[t]["kind"] != "numeric"]
+        if text:
+            raise InvalidInputError(
+                f"Target column(s) {text} are not numeric; use task 'classification' for labels."
+            )
+    return features, targets
+
+
+def prepare_data(
+    frame: pd.DataFrame, columns: list[dict[str, Any]], config: dict[str, Any]
+) -> PreparedData:
+    """Select columns, drop incomplete rows (counted), split, standardise."""
+    features, targets = resolve_columns(columns, config)
+    task = config.get("task", "regression")
+    x_all = frame[features].apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
+    complete = np.isfinite(x_all).all(axis=1)
+    if task == "regression":
+        y_all = frame[targets].apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
+        complete &= np.isfinite(y_all).all(axis=1)
+    else:
+        labels = frame[targets[0]]
+        complete &= labels.notna().to_numpy()
+    rows_all = np.arange(len(frame))
+    n_dropped = int((~complete).sum())
+    val_rows_cfg, train_rows_cfg = config.get("val_rows"), config.get("train_rows")
+    if val_rows_cfg is not None:
+        bad = [r for r in list(val_rows_cfg) + list(train_rows_cfg or []) if r >= len(frame)]
+        if bad:
+            raise InvalidInputError(
+                f"Row indices {bad[:5]} are out of range: the dataset has {len(frame)} rows."
+            )
+        val_set = set(val_rows_cfg)
+        val_rows = np.array([r for r in sorted(val_set) if complete[r]], dtype=np.int64)
+        if train_rows_cfg is not None:
+            train_rows = np.array(
+                [r for r in sorted(set(train_rows_cfg)) if complete[r]], dtype=np.int64
+            )
+        else:
+            train_rows = np.array(
+                [r for r in rows_all if complete[r] and r not in val_set], dtype=np.int64
+            )
+    else:
+        usable = rows_all[complete]
+        n_val = int(round(len(usable) * float(config.get("val_fraction", 0.2))))
+        if len(usable) - n_val < 1:
+            n_val = 0
+        perm = np.random.default_rng(int(config.get("seed", 0))).permutation(len(usable))
+        val_rows = np.sort(usable[perm[:n_val]])
+        train_rows = np.sort(usable[perm[n_val:]])
+    if len(train_rows) < 2:
+        raise InvalidInputError(
+            f"Only {len(train_rows)} complete training row(s) remain after dropping "
+            f"{n_dropped} row(s) with missing values; at least 2 are needed."
+        )
+
+    x_train_raw = torch.tensor(x_all[train_rows], dtype=torch.float32)
+    x_scaler = Standardizer.fit(x_train_raw)
+    x_train = x_scaler.transform(x_train_raw)
+    x_val = (
+        x_scaler.transform(torch.tensor(x_all[val_rows], dtype=torch.float32))
+        if len(val_rows)
+        else None
+    )
+    classes: list[str] | None = None
+    y_scaler: Standardizer | None = None
+    if task == "regression":
+        y_train_raw = torch.tensor(y_all[train_rows], dtype=torch.float32)
+        y_scaler = Standardizer.fit(y_train_raw)
+        y_train = y_scaler.transform(y_train_raw)
+        y_val = (
+            y_scaler.transform(torch.tensor(y_all[val_rows], dtype=torch.float32))
+            if len(val_rows)
+            else None
+        )
+    else:
+        labels = frame[targets[0]].astype(str)
+        classes = sorted(labels[complete].unique().tolist())
+        if len(classes) < 2:
+            raise InvalidInputError(
+                f"Classification needs at least 2 classes in {targets[0]!r}; found {classes}."
+            )
+        index = {c: n for n, c in enumerate(classes)}
+        codes = labels.map(index).fillna(-1).astype("int64").to_numpy()
+        y_train = torch.tensor(codes[train_rows], dtype=torch.long)
+        y_val = torch.tensor(codes[val_rows], dtype=torch.long) if len(val_rows) else None
+    return PreparedData(
+        task=task,
+        feature_names=features,
+        target_names=targets,
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        x_scaler=x_scaler,
+        y_scaler=y_scaler,
+        classes=classes,
+        n_rows_dropped=n_dropped,
+    )
+
+
+# ── model registry ──────────────────────────────────────────────────────────────────────────
+
+#: progress reporter handed to a trainer; returns False when training must stop
+Reporter = Callable[[FitProgress], bool]
+
+
+@dataclass
+class TrainingJob:
+    run_id: int
+    config: dict[str, Any]
+    data: PreparedData
+    report: Reporter
+    device: str
+    init_weights: bytes | None = None
+
+
+@dataclass
+class TrainOutcome:
+    """What a trainer returns. ``weights``: kan_core.io bytes (None for models kept as
+    predictions only). ``val_predictions``: regression (n_val, n_out) in standardised units,
+    classification (n_val,) class indices — stored so the predictions endpoint works for
+    models without weights."""
+
+    stopped_reason: str
+    train_loss: float | None
+    val_loss: float | None
+    val_metric: float | None
+    n_parameters: int
+    weights: bytes | None = None
+    val_predictions: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One trainable model kind. ``estimate_parameters(config, n_in, n_out)`` guards memory."""
+
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    train: Callable[[TrainingJob], TrainOutcome]
+    inspectable: bool = False
+    estimate_parameters: Callable[[dict[str, Any], int, int], int] | None = None
+
+
+MODEL_REGISTRY: dict[str, ModelSpec] = {}
+_extensions_loaded = False
+
+
+def register_model(spec: ModelSpec) -> None:
+    """Add a model kind (e.g. the scikit-learn baselines in app.services.baselines)."""
+    MODEL_REGISTRY[spec.name] = spec
+
+
+def _load_extensions() -> None:
+    """Import modules that register more model kinds, once."""
+    global _extensions_loaded
+    if _extensions_loaded:
+        return
+    _extensions_loaded = True
+    import importlib
+
+    for module in ("app.services.baselines",):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # pragma: no cover - optional extension
+            log.debug("model extension %s not loaded: %s", module, exc)
+
+
+def available_models() -> dict[str, ModelSpec]:
+    _load_extensions()
+    return dict(MODEL_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    models = available_models()
+    if name not in models:
+        raise InvalidInputError(f"Unknown model {name!r}. Available models: {sorted(models)}")
+    return models[name]
+
+
+def model_width(config: dict[str, Any], n_in: int, n_out: int) -> list[int]:
+    return [n_in, *[int(h) for h in config.get("hidden", [])], n_out]
+
+
+def estimate_kan_parameters(config: dict[str, Any], n_in: int, n_out: int) -> int:
+    width = model_width(config, n_in, n_out)
+    edges = sum(a * b for a, b in zip(width[:-1], width[1:], strict=False))
+    # spline coefficients (grid + k) + base weight + spline scale + symbolic affine (4) + masks
+    per_edge = int(config.get("grid", 5)) + int(config.get("k", 3)) + 8
+    return edges * per_edge + sum(width[1:])
+
+
+def estimate_mlp_parameters(config: dict[str, Any], n_in: int, n_out: int) -> int:
+    width = model_width(config, n_in, n_out)
+    return sum(a * b + b for a, b in zip(width[:-1], width[1:], strict=False))
+
+
+def fit_config_from(config: dict[str, Any]) -> Any:
+    from kan_core.train import FitConfig
+
+    return FitConfig(
+        steps=int(config.get("steps", 200)),
+        optimizer=config.get("optimizer", "adam"),
+        lr=float(config.get("lr", 1e-2)),
+        batch_size=config.get("batch_size"),
+        task=config.get("task", "regression"),
+        lamb=float(config.get("lamb", 0.0)),
+        lamb_l1=float(config.get("lamb_l1", 1.0)),
+        lamb_entropy=float(config.get("lamb_entropy", 2.0)),
+        update_grid_every=int(config.get("update_grid_every", 0)),
+        update_grid_until=config.get("update_grid_until"),
+        grid_eps=float(config.get("grid_eps", 1.0)),
+        early_stopping_patience=config.get("early_stopping_patience"),
+        seed=int(config.get("seed", 0)),
+        log_every=int(config.get("log_every", 1)),
+    )
+
+
+def build_torch_model(job: TrainingJob) -> torch.nn.Module:
+    from kan_core.io import model_from_bytes
+    from kan_core.model import KAN, MLP
+
+    cfg, data = job.config, job.data
+    if job.init_weights is not None:
+        model, _ = model_from_bytes(job.init_weights, device=job.device)
+        if list(model.width) != [len(data.feature_names), *model.width[1:-1], data.n_outputs]:
+            raise InvalidInputError("The parent model's inputs/outputs do not match this data.")
+        model.train()
+        return model
+    width = model_width(cfg, len(data.feature_names), data.n_outputs)
+    if cfg.get("model", "kan") == "kan":
+        return KAN(
+            width,
+            grid=int(cfg.get("grid", 5)),
+            k=int(cfg.get("k", 3)),
+            basis=cfg.get("basis", "bspline"),
+            seed=int(cfg.get("seed", 0)),
+            device=job.device,
+        )
+    return MLP(
+        width,
+        activation=cfg.get("activation", "silu"),
+        seed=int(cfg.get("seed", 0)),
+        device=job.device,
+    )
+
+
+def train_torch(job: TrainingJob) -> TrainOutcome:
+    from kan_core.io import model_to_bytes
+    from kan_core.train import TrainData, fit
+
+    data = job.data
+    model = build_torch_model(job)
+    result = fit(
+        model,
+        TrainData(data.x_train, data.y_train, data.x_val, data.y_val),
+        fit_config_from(job.config),
+        callback=job.report,
+    )
+    model.eval()
+    preds = None
+    if data.x_val is not None:
+        with torch.no_grad():
+            out = model(data.x_val.to(next(model.parameters()).device)).cpu()
+        preds = out.argmax(-1).numpy() if data.task == "classification" else out.numpy()
+    meta = data.metadata() | {"run_id": job.run_id}
+    return TrainOutcome(
+        stopped_reason=result.stopped_reason,
+        train_loss=result.train_loss,
+        val_loss=result.val_loss,
+        val_metric=result.val_metric,
+        n_parameters=int(model.num_parameters()),
+        weights=model_to_bytes(model.cpu(), meta),
+        val_predictions=preds,
+        extra={"best_step": result.best_step, "width": list(model.width)},
+    )
+
+
+register_model(
+    ModelSpec(
+        "kan",
+        "Kolmogorov–Arnold Network (learnable edge functions)",
+        ("regression", "classification"),
+        train_torch,
+        inspectable=True,
+        estimate_parameters=estimate_kan_parameters,
+    )
+)
+register_model(
+    ModelSpec(
+        "mlp",
+        "Multi-layer perceptron baseline (same training loop)",
+        ("regression", "classification"),
+        train_torch,
+        estimate_parameters=estimate_mlp_parameters,
+    )
+)
+
+
+# ── claiming, heartbeat, reaping ────────────────────────────────────────────────────────────
+
+
+def claim_run(session: Session, run_id: int, owner: str, device: str | None = None) -> bool:
+    """``queued → running`` only if still queued and not cancelled; True if this owner won."""
+    res = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
+        .values(
+            status=RunStatus.RUNNING.value,
+            owner=owner,
+            started_at=utcnow(),
+            heartbeat_at=utcnow(),
+            attempts=Run.attempts + 1,
+            device=device,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1
+
+
+def reap_stale_runs(
+    db: Database, lease_s: float, requeue: bool = False
+) -> list[tuple[int, str]]:
+    """Runs ``running`` whose heartbeat is older than ``lease_s`` (database clock): failed
+    with a reason, or requeued once when ``requeue`` and this was their first attempt.
+    Returns (run id, new status) pairs."""
+    reaped: list[tuple[int, str]] = []
+    with db.write() as s:
+        stale = s.execute(
+            select(Run.id, Run.attempts, Run.owner).where(
+                Run.status == RunStatus.RUNNING.value,
+                (Run.heartbeat_at.is_(None)) | (Run.heartbeat_at < utcnow_minus(lease_s)),
+            )
+        ).all()
+        for run_id, attempts, owner in stale:
+            guard = (
+                Run.id == run_id,
+                Run.status == RunStatus.RUNNING.value,
+                (Run.heartbeat_at.is_(None)) | (Run.heartbeat_at < utcnow_minus(lease_s)),
+            )
+            if requeue and attempts <= 1:
+                values: dict[str, Any] = {"status": RunStatus.QUEUED.value, "owner": None}
+            else:
+                values = {
+                    "status": RunStatus.FAILED.value,
+                    "finished_at": utcnow(),
+                    "error": f"The worker stopped sending heartbeats for more than {lease_s:g} s "
+                    f"(owner {owner}); it probably died. Start the run again.",
+                }
+            res = s.execute(
+                update(Run)
+                .where(*guard)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount:
+                reaped.append((int(run_id), values["status"]))
+    if reaped:
+        log.warning("reaped stale runs %s", reaped)
+    return reaped
+
+
+def fail_runs_of_owner_prefix(db: Database, prefix: str, reason: str) -> list[int]:
+    """Start-up repair: runs left ``running`` by a previous process tree on this host."""
+    with db.write() as s:
+        ids = list(
+            s.scalars(
+                select(Run.id).where(
+                    Run.status == RunStatus.RUNNING.value, Run.owner.startswith(prefix)
+                )
+            )
+        )
+        if ids:
+            s.execute(
+                update(Run)
+                .where(Run.id.in_(ids), Run.status == RunStatus.RUNNING.value)
+                .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
+                .execution_options(synchronize_session=False)
+            )
+    return ids
+
+
+def mark_failed_if_owned(db: Database, run_id: int, owner: str | None, reason: str) -> bool:
+    """Set ``failed`` if the run is still running (under ``owner`` when given) or queued."""
+    with db.write() as s:
+        cond = [Run.id == run_id, Run.status.in_([RunStatus.RUNNING.value])]
+        if owner is not None:
+            cond.append(Run.owner == owner)
+        res = s.execute(
+            update(Run)
+            .where(*cond)
+            .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
+            .execution_options(synchronize_session=False)
+        )
+        return res.rowcount == 1
+
+
+def fail_if_still_queued(db: Database, run_id: int, reason: str) -> bool:
+    """A training process that died before claiming its run: fail the run, don't strand it."""
+    with db.write() as s:
+        res = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
+            .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
+            .execution_options(synchronize_session=False)
+        )
+        return res.rowcount == 1
+
+
+def _finite(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class _RunSink:
+    """Buffers metrics and writes them in batches; a heartbeat thread keeps the lease and
+    reads ``cancel_requested`` and ownership from the row."""
+
+    def __init__(
+        self, db: Database, run_id: int, owner: str, heartbeat_s: float, flush_s: float = 0.5
+    ) -> None:
+        self.db, self.run_id, self.owner = db, run_id, owner
+        self.heartbeat_s, self.flush_s = heartbeat_s, flush_s
+        self.buffer: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _check(self, s: Session) -> None:
+        res = s.execute(
+            update(Run)
+            .where(
+                Run.id == self.run_id,
+                Run.owner == self.owner,
+                Run.status == RunStatus.RUNNING.value,
+            )
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            self.lost.set()
+            return
+        if s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)):
+            self.cancel.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                with self._lock, self.db.write() as s:
+                    self._check(s)
+            except (OperationalError, DBAPIError) as exc:  # database away: keep training
+                log.warning("run %s: heartbeat failed (%s); will retry", self.run_id, exc)
+
+    def add(self, p: FitProgress) -> bool:
+        self.buffer.append(
+            {
+                "run_id": self.run_id,
+                "step": int(p.step),
+                "train_loss": _finite(p.train_loss),
+                "val_loss": _finite(p.val_loss),
+                "val_metric": _finite(p.val_metric),
+                "elapsed_s": _finite(p.elapsed_s),
+            }
+        )
+        if time.monotonic() - self.last_flush >= self.flush_s or len(self.buffer) >= 500:
+            self.flush()
+        return not (self.cancel.is_set() or self.lost.is_set())
+
+    def flush(self, session: Session | None = None) -> None:
+        if not self.buffer:
+            return
+        try:
+            if session is not None:
+                self._write(session)
+            else:
+                with self._lock, self.db.write() as s:
+                    self._write(s)
+                    self._check(s)
+        except (OperationalError, DBAPIError) as exc:  # keep the buffer; retry next time
+            log.warning("run %s: metrics write failed (%s); will retry", self.run_id, exc)
+        self.last_flush = time.monotonic()
+
+    def _write(self, s: Session) -> None:
+        rows, self.buffer = self.buffer, []
+        try:
+            s.execute(RunMetric.__table__.insert(), rows)
+        except Exception:
+            self.buffer = rows + self.buffer
+            raise
+
+
+def _resolve_device(requested: str | None) -> str:
+    requested = requested or "cpu"
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInputError(
+            "The run asks for device 'cuda' but this worker has no CUDA GPU. Use device 'cpu' or "
+            "'auto', or run it on a GPU worker (KANSCOPE_EXECUTOR=celery)."
+        )
+    return requested
+
+
+def _retry(fn: Callable[[], Any], what: str, total_s: float = 60.0) -> Any:
+    """Retry a database write while the database is away (bounded), so a result isn't lost."""
+    deadline, delay = time.monotonic() + total_s, 0.5
+    while True:
+        try:
+            return fn()
+        except (OperationalError, DBAPIError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def run_training(run_id: int, owner: str, db: Database | None = None) -> str:
+    """Claim and train run ``run_id``. Returns the outcome: a final status, or ``"skipped"``
+    when another worker has it / it is no longer queued (a duplicate delivery)."""
+    from app.config import get_settings
+
+    settings = get_settings()
+    db = db or get_database()
+    with db.write() as s:
+        run = s.get(Run, run_id)
+        if run is None or run.status != RunStatus.QUEUED.value:
+            return "skipped"
+        requested_device = run.config.get("device", settings.device)
+        if not claim_run(s, run_id, owner, device=requested_device):
+            return "skipped"
+    log.info("run %s claimed by %s", run_id, owner)
+    sink = _RunSink(db, run_id, owner, settings.heartbeat_interval_s)
+    sink.start()
+    try:
+        outcome, data = _train_claimed(db, run_id, sink)
+    except (KanCoreError, InvalidInputError) as exc:
+        sink.stop()
+        reason = str(exc)
+        _retry(
+            lambda: _finish(db, run_id, owner, sink, RunStatus.FAILED, error=reason),
+            "storing the failure",
+        )
+        return RunStatus.FAILED.value
+    except Exception as exc:  # a bug or resource error: the run must not stay "running"
+        log.exception("run %s crashed", run_id)
+        sink.stop()
+        msg = f"Training crashed: {type(exc).__name__}: {exc}"
+        _retry(
+            lambda: _finish(db, run_id, owner, sink, RunStatus.FAILED, error=msg),
+            "storing the failure",
+        )
+        return RunStatus.FAILED.value
+    sink.stop()
+    if sink.lost.is_set():
+        log.warning("run %s: lost ownership; result discarded", run_id)
+        return "lost"
+    status = RunStatus.CANCELLED if outcome.stopped_reason == "cancelled" else RunStatus.SUCCEEDED
+    stored = _retry(
+        lambda: _finish(db, run_id, owner, sink, status, outcome=outcome, data=data),
+        "storing the result",
+    )
+    return status.value if stored else "lost"
+
+
+def _train_claimed(db: Database, run_id: int, sink: _RunSink) -> tuple[TrainOutcome, PreparedData]:
+    with db.read() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        config = dict(run.config) | {"model": run.model, "task": run.task}
+        ds = s.scalars(
+            select(Dataset).where(Dataset.id == run.dataset_id).options(undefer(Dataset.content))
+        ).one()
+        columns, content = ds.columns, ds.content
+        init = s.scalars(
+            select(ModelArtifact.init_weights).where(ModelArtifact.run_id == run_id)
+        ).one_or_none()
+    spec = get_model_spec(config["model"])
+    device = _resolve_device(config.get("device"))
+    data = prepare_data(frame_from_bytes(content), columns, config)
+    job = TrainingJob(run_id, config, data, sink.add, device, init_weights=init)
+    torch.manual_seed(int(config.get("seed", 0)))
+    return spec.train(job), data
+
+
+def _finish(
+    db: Database,
+    run_id: int,
+    owner: str,
+    sink: _RunSink,
+    status: RunStatus,
+    error: str | None = None,
+    outcome: TrainOutcome | None = None,
+    data: PreparedData | None = None,
+) -> bool:
+    with db.write() as s:
+        sink.flush(session=s)
+        summary: dict[str, Any] = {}
+        if outcome is not None and data is not None:
+            summary = {
+                "stopped_reason": outcome.stopped_reason,
+                "train_loss": _finite(outcome.train_loss),
+                "val_loss": _finite(outcome.val_loss),
+                "val_metric": _finite(outcome.val_metric),
+                "metric_name": "r2" if data.task == "regression" else "accuracy",
+                "n_parameters": outcome.n_parameters,
+                "n_rows_used": int(len(data.train_rows) + len(data.val_rows)),
+                "n_rows_train": int(len(data.train_rows)),
+                "n_rows_val": int(len(data.val_rows)),
+                "n_rows_dropped": data.n_rows_dropped,
+                "inputs": data.feature_names,
+                "outputs": data.target_names,
+                "classes": data.classes,
+                **outcome.extra,
+            }
+        res = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.owner == owner, Run.status == RunStatus.RUNNING.value)
+            .values(
+                status=status.value,
+                finished_at=utcnow(),
+                heartbeat_at=utcnow(),
+                error=error,
+                summary=summary,
+                has_model=bool(outcome is not None and outcome.weights is not None),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            return False
+        if outcome is not None and data is not None:
+            preds = None
+            if outcome.val_predictions is not None:
+                preds = {
+                    "rows": data.val_rows.tolist(),
+                    "y_pred": np.asarray(outcome.val_predictions).tolist(),
+                }
+            art = s.get(ModelArtifact, run_id)
+            if art is None:
+                art = ModelArtifact(run_id=run_id)
+                s.add(art)
+            art.weights = outcome.weights
+            art.current_weights = None
+            art.meta = data.metadata()
+            art.predictions = _json_safe(preds)
+            art.revision = (art.revision or 0) + 1
+        return True
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj

@@ -1,0 +1,43 @@
+"""The ``Executor`` protocol and the factory that picks one from settings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from app.services.errors import ExecutorUnavailableError
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.db.session import Database
+
+__all__ = ["Executor", "ExecutorUnavailableError", "make_executor"]
+
+
+class Executor(Protocol):
+    """Runs training for run ids whose rows are committed as ``queued``.
+
+    ``submit`` may raise :class:`ExecutorUnavailableError` (the API answers 503; the run stays
+    queued). Cancellation is the ``cancel_requested`` flag in the row; ``cancel`` is a hint.
+    """
+
+    name: str
+
+    def submit(self, run_id: int) -> None: ...
+
+    def cancel(self, run_id: int) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def make_executor(settings: Settings, db: Database) -> Executor:
+    if settings.executor == "celery":
+        from app.worker.celery_executor import CeleryExecutor
+
+        return CeleryExecutor(settings.redis_url)
+    from app.worker.local import LocalExecutor
+
+    return LocalExecutor(
+        db,
+        max_concurrent=settings.max_concurrent_runs,
+        database_url=settings.effective_database_url,
+    )

@@ -1,0 +1,249 @@
+"""``LocalExecutor``: one ``spawn`` process per run, bounded concurrency, a monitor thread.
+
+Why not a shared ``ProcessPoolExecutor``: once one of its children dies, the pool is broken and
+every pending run fails. Here each run has its own process; a monitor notices a dead process
+and marks its run ``failed`` with the exit code (never left ``running``). The child watches its
+parent and exits if the server dies, so no orphan keeps training.
+
+Owners look like ``local@<host>:<server pid>:pid<child pid>``; start-up repair fails runs left
+``running`` by a local process on this host that is no longer alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from sqlalchemy import select
+
+from app.db.models import Run, RunStatus
+from app.db.session import Database
+from app.services.training import (
+    fail_if_still_queued,
+    fail_runs_of_owner_prefix,
+    mark_failed_if_owned,
+)
+
+log = logging.getLogger("kanscope.local_executor")
+
+HOST = socket.gethostname()
+
+
+def owner_prefix(server_pid: int | None = None) -> str:
+    return f"local@{HOST}:{server_pid if server_pid is not None else os.getpid()}:"
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "The training process disappeared."
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"The training process was killed ({name}, exit code {code})."
+    return f"The training process exited with code {code} before finishing the run."
+
+
+def _child_main(run_id: int, prefix: str, database_url: str, parent_pid: int, threads: int) -> None:
+    """Entry point of a training process (spawned: a fresh interpreter)."""
+    os.environ["KANSCOPE_DATABASE_URL"] = database_url
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+    def watch_parent() -> None:
+        import time
+
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(3)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    from app.db.session import Database
+    from app.services.training import run_training
+
+    db = Database(database_url)
+    try:
+        run_training(run_id, f"{prefix}pid{os.getpid()}", db=db)
+    finally:
+        db.dispose()
+
+
+@dataclass
+class _Job:
+    run_id: int
+    process: BaseProcess
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(
+        self,
+        db: Database,
+        max_concurrent: int = 2,
+        database_url: str | None = None,
+        poll_s: float = 0.25,
+    ) -> None:
+        self.db = db
+        self.database_url = database_url or db.url
+        self.max_concurrent = max(1, int(max_concurrent))
+        self.prefix = owner_prefix()
+        self._ctx = mp.get_context("spawn")
+        self._pending: deque[int] = deque()
+        self._jobs: dict[int, _Job] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._poll_s = poll_s
+        self._threads_per_run = max(1, (os.cpu_count() or 1) // self.max_concurrent)
+        self._monitor = threading.Thread(
+            target=self._loop, name="kanscope-local-executor", daemon=True
+        )
+        self._monitor.start()
+
+    # ── public ──
+    def submit(self, run_id: int) -> None:
+        with self._lock:
+            if run_id in self._jobs or run_id in self._pending:
+                return
+            self._pending.append(int(run_id))
+        self._wake.set()
+
+    def cancel(self, run_id: int) -> None:
+        """The trainer polls ``cancel_requested``; a pending run is skipped when claimed."""
+        self._wake.set()
+
+    def pid_of(self, run_id: int) -> int | None:
+        with self._lock:
+            job = self._jobs.get(run_id)
+            return job.process.pid if job else None
+
+    def active(self) -> list[int]:
+        with self._lock:
+            return list(self._jobs)
+
+    def resubmit_queued(self) -> list[int]:
+        """After a restart: hand every ``queued`` run in the database to this executor."""
+        with self.db.read() as s:
+            ids = list(
+                s.scalars(
+                    select(Run.id).where(Run.status == RunStatus.QUEUED.value).order_by(Run.id)
+                )
+            )
+        for run_id in ids:
+            self.submit(run_id)
+        return ids
+
+    def repair_dead_local_runs(self) -> list[int]:
+        """Fail runs left ``running`` by local training processes on this host that are gone."""
+        prefix = f"local@{HOST}:"
+        with self.db.read() as s:
+            rows = s.execute(
+                select(Run.id, Run.owner).where(
+                    Run.status == RunStatus.RUNNING.value, Run.owner.startswith(prefix)
+                )
+            ).all()
+        repaired = []
+        for run_id, owner in rows:
+            pid = _pid_from_owner(owner)
+            if pid is not None and _alive(pid) and run_id in self.active():
+                continue
+            if pid is not None and _alive(pid) and not owner.startswith(self.prefix):
+                continue  # another live server on this host owns it
+            reason = "The server stopped while this run was training (found at start-up)."
+            if mark_failed_if_owned(self.db, run_id, owner, reason):
+                repaired.append(run_id)
+        return repaired
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._monitor.join(timeout=timeout)
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+            self._pending.clear()
+        for job in jobs:
+            if job.process.is_alive():
+                job.process.terminate()
+        for job in jobs:
+            job.process.join(timeout=timeout)
+            if job.process.is_alive():
+                job.process.kill()
+                job.process.join(timeout=1)
+        fail_runs_of_owner_prefix(
+            self.db, self.prefix, "The server stopped while this run was training."
+        )
+
+    # ── internals ──
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+            try:
+                self._reap_finished()
+                self._start_pending()
+            except Exception:  # keep monitoring through database hiccups
+                log.exception("local executor loop failed")
+
+    def _start_pending(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if len(self._jobs) >= self.max_concurrent or not self._pending:
+                    return
+                run_id = self._pending.popleft()
+            proc = self._ctx.Process(
+                target=_child_main,
+                args=(run_id, self.prefix, self.database_url, os.getpid(), self._threads_per_run),
+                name=f"kanscope-run-{run_id}",
+                daemon=False,
+            )
+            proc.start()
+            with self._lock:
+                self._jobs[run_id] = _Job(run_id, proc)
+            log.info("run %s started in process %s", run_id, proc.pid)
+
+    def _reap_finished(self) -> None:
+        with self._lock:
+            done = [j for j in self._jobs.values() if not j.process.is_alive()]
+        for job in done:
+            job.process.join(timeout=1)
+            code = job.process.exitcode
+            owner = f"{self.prefix}pid{job.process.pid}"
+            reason = _exit_reason(code)
+            if mark_failed_if_owned(self.db, job.run_id, owner, reason) or (
+                code != 0 and fail_if_still_queued(self.db, job.run_id, reason)
+            ):
+                log.warning("run %s: process %s died (%s)", job.run_id, job.process.pid, code)
+            with self._lock:
+                self._jobs.pop(job.run_id, None)
+            self._wake.set()
+
+
+def _pid_from_owner(owner: str | None) -> int | None:
+    if not owner or ":pid" not in owner:
+        return None
+    try:
+        return int(owner.rsplit(":pid", 1)[1])
+    except ValueError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
