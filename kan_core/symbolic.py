@@ -19,14 +19,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import sympy
 import torch
 
 from kan_core.errors import ConfigError, KanCoreError
+from kan_core.export import CompiledExpression, compile_expression
 from kan_core.functions import SymbolicFunction, get_function, resolve_library
 from kan_core.model import KAN
+from kan_core.naming import SymbolMap, make_symbols
 
 # Functions whose affine inner parameters are redundant: fitted with a = 1, b = 0.
 _AFFINE_FREE = frozenset({"0", "x"})
@@ -103,7 +106,8 @@ class CandidateFits:
     ) -> list[CandidateFit]:
         """Valid candidates of one edge, best first (ties keep the library order)."""
         s = self.scores(complexity_weight, r2_floor)[edge]
-        order = sorted(range(len(self.names)), key=lambda f: (float(s[f]), f))
+        # scores within 0.05 decades count as equal: the library order (simpler first) decides
+        order = sorted(range(len(self.names)), key=lambda f: (round(float(s[f]) / 0.05), f))
         out = []
         for f in order:
             if not math.isfinite(float(s[f])):
@@ -416,3 +420,540 @@ def _resolve(library: Iterable[str] | Sequence[SymbolicFunction] | None) -> list
     if any(not isinstance(f, str) for f in items):
         raise ConfigError("library must be function names (strings) from kan_core.functions")
     return resolve_library(dict.fromkeys(items))  # de-duplicated, order kept
+
+
+# ------------------------------------------------------------------------------------------
+# Model level: suggest / fix / unfix / auto_symbolic
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgeChoice:
+    """The function fixed on edge (layer, i → j)."""
+
+    layer: int
+    i: int
+    j: int
+    fit: CandidateFit
+
+
+@dataclass(frozen=True)
+class NumericEdge:
+    """An edge left numeric by auto_symbolic: its best candidate (if any) missed the threshold."""
+
+    layer: int
+    i: int
+    j: int
+    best_name: str | None
+    best_r2: float | None
+
+
+@dataclass(frozen=True)
+class AutoSymbolicReport:
+    fixed: list[EdgeChoice]
+    numeric: list[NumericEdge]
+    already_symbolic: int  # live edges that were symbolic before the call (left unchanged)
+    inactive: int  # pruned edges and edges into nodes that reach no output
+    elapsed_s: float
+
+
+def _sample_rows(x: torch.Tensor, max_points: int | None) -> torch.Tensor:
+    if max_points is None or x.shape[0] <= max_points:
+        return x
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]
+    return x[idx.sort().values.to(x.device)]
+
+
+def _model_input(model: KAN, x: torch.Tensor) -> torch.Tensor:
+    p = next(model.parameters())
+    if x.dim() != 2 or x.shape[1] != model.width[0]:
+        raise ConfigError(f"x must have shape (rows, {model.width[0]}), got {tuple(x.shape)}")
+    return x.to(device=p.device, dtype=p.dtype)
+
+
+def _check_edge(model: KAN, layer: int, i: int, j: int) -> None:
+    if not 0 <= layer < len(model.layers):
+        raise ConfigError(
+            f"layer {layer} does not exist: the model has layers 0..{len(model.layers) - 1}"
+        )
+    model.layers[layer]._check_edge(i, j)
+
+
+def live_edges(model: KAN) -> list[torch.Tensor]:
+    """Per layer, bool (out, in): edge not pruned and its output node reaches a model output."""
+    reach = torch.ones(model.width[-1], dtype=torch.bool, device=model.layers[-1].mask.device)
+    live: list[torch.Tensor] = []
+    for layer in reversed(model.layers):
+        m = (layer.mask > 0) & reach[:, None]
+        live.append(m)
+        reach = m.any(0)
+    return live[::-1]
+
+
+@torch.no_grad()
+def _layer_data(model: KAN, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre-activations (batch, in), post-activations (batch, out, in)) of one layer."""
+    _, traces = model.forward_with_activations(x)
+    return traces[layer].inputs, traces[layer].edge_values
+
+
+def suggest(
+    model: KAN,
+    x: torch.Tensor,
+    layer: int,
+    i: int,
+    j: int,
+    library: Iterable[str] | None = None,
+    top: int = 8,
+    complexity_weight: float = 0.3,
+    max_points: int | None = 512,
+) -> list[CandidateFit]:
+    """Ranked candidate functions for edge (layer, i → j), fitted on the edge's activations."""
+    _check_edge(model, layer, i, j)
+    xin = _sample_rows(_model_input(model, x), max_points)
+    pre, post = _layer_data(model, xin, layer)
+    fits = fit_edge_candidates(pre[:, i][None], post[:, j, i][None], library)
+    return fits.ranked(0, complexity_weight, top=top)
+
+
+def fix(
+    model: KAN, x: torch.Tensor, layer: int, i: int, j: int, name: str, max_points: int | None = 512
+) -> CandidateFit:
+    """Fit function `name` to edge (layer, i → j) and make the edge symbolic with it."""
+    _check_edge(model, layer, i, j)
+    xin = _sample_rows(_model_input(model, x), max_points)
+    pre, post = _layer_data(model, xin, layer)
+    fits = fit_edge_candidates(pre[:, i][None], post[:, j, i][None], [name])
+    ranked = fits.ranked(0)
+    if not ranked:
+        raise SymbolicFitError(
+            f"{name!r} gives non-finite values on the data of edge (layer {layer}, {i}→{j}) "
+            "for every tried a, b; choose another function"
+        )
+    fit = ranked[0]
+    model.layers[layer].set_symbolic(i, j, fit.name, fit.a, fit.b, fit.c, fit.d)
+    return fit
+
+
+def unfix(model: KAN, layer: int, i: int, j: int) -> None:
+    """Make edge (layer, i → j) numeric again (its spline weights were kept)."""
+    _check_edge(model, layer, i, j)
+    model.layers[layer].clear_symbolic(i, j)
+
+
+def auto_symbolic(
+    model: KAN,
+    x: torch.Tensor,
+    r2_threshold: float = 0.99,
+    complexity_weight: float = 0.3,
+    library: Iterable[str] | None = None,
+    max_points: int | None = 512,
+) -> AutoSymbolicReport:
+    """Fix every live numeric edge to its best candidate if that reaches `r2_threshold`.
+
+    Layer by layer: each layer is fitted on the inputs it sees once the layers before it are
+    symbolic. Edges whose best R² is below the threshold keep their spline and are reported.
+    """
+    if not (math.isfinite(r2_threshold) and r2_threshold <= 1.0):
+        raise ConfigError(f"r2_threshold must be a number ≤ 1, got {r2_threshold!r}")
+    if not (math.isfinite(complexity_weight) and complexity_weight >= 0):
+        raise ConfigError(f"complexity_weight must be a number ≥ 0, got {complexity_weight!r}")
+    funcs = _resolve(library)
+    t0 = time.perf_counter()
+    xin = _sample_rows(_model_input(model, x), max_points)
+    live = live_edges(model)
+    fixed: list[EdgeChoice] = []
+    numeric: list[NumericEdge] = []
+    already = inactive = 0
+    for l, layer in enumerate(model.layers):
+        todo = live[l] & (layer.sym_mask == 0)
+        already += int((live[l] & (layer.sym_mask > 0)).sum())
+        inactive += int((~live[l]).sum())
+        js, is_ = torch.nonzero(todo, as_tuple=True)
+        if len(js) == 0:
+            continue
+        pre, post = _layer_data(model, xin, l)
+        fits = fit_edge_candidates(pre[:, is_].T, post[:, js, is_].T, funcs)
+        for e in range(len(js)):
+            i, j = int(is_[e]), int(js[e])
+            ranked = fits.ranked(e, complexity_weight)
+            passing = [c for c in ranked if c.r2 >= r2_threshold]
+            if passing:
+                best = passing[0]
+                layer.set_symbolic(i, j, best.name, best.a, best.b, best.c, best.d)
+                fixed.append(EdgeChoice(l, i, j, best))
+            else:
+                top = max(ranked, key=lambda c: c.r2) if ranked else None
+                numeric.append(
+                    NumericEdge(l, i, j, top.name if top else None, top.r2 if top else None)
+                )
+    return AutoSymbolicReport(fixed, numeric, already, inactive, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------
+# Formula: compose, undo scaling, simplify, round, refit, Pareto list
+# ------------------------------------------------------------------------------------------
+
+
+class _Scaler(Protocol):
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FormulaCandidate:
+    expr: sympy.Expr
+    complexity: int  # nodes in the expression tree
+    r2: float
+    rmse: float
+
+
+@dataclass(frozen=True)
+class OutputFormula:
+    """One output's formula in the original units of the columns."""
+
+    output: str  # original output column name
+    symbol: sympy.Symbol  # safe symbol for the output
+    expr: sympy.Expr  # simplified, rounded, constants refitted
+    exact_expr: sympy.Expr  # composed from the edges as they are (before rounding and refit)
+    r2: float  # of `expr` on the data given
+    rmse: float
+    network_r2: float  # of the network on the same data
+    network_rmse: float
+    exact_max_abs_diff: float  # max |exact_expr − network| on the data (float tolerance)
+    pareto: list[FormulaCandidate]  # complexity ascending, error descending; includes `expr`
+
+
+@dataclass(frozen=True)
+class FormulaResult:
+    inputs: SymbolMap
+    outputs: SymbolMap
+    formulas: list[OutputFormula]
+
+    def exprs(self) -> dict[str, sympy.Expr]:
+        return {f.output: f.expr for f in self.formulas}
+
+
+def compose_expressions(model: KAN, inputs: Sequence[sympy.Expr]) -> list[sympy.Expr]:
+    """The model's outputs as sympy expressions of `inputs` (one per input node), exactly.
+
+    Every live edge must be symbolic, else FormulaIncompleteError lists the numeric ones.
+    """
+    live = live_edges(model)
+    missing = [
+        (l, int(i), int(j))
+        for l, layer in enumerate(model.layers)
+        for j, i in torch.nonzero(live[l] & (layer.sym_mask == 0)).tolist()
+    ]
+    if missing:
+        raise FormulaIncompleteError(missing)
+    nodes = list(inputs)
+    for l, layer in enumerate(model.layers):
+        names = layer.sym_names
+        affine = layer.sym_affine.detach().double().cpu().tolist()
+        mask = layer.mask.detach().double().cpu().tolist()
+        bias = layer.bias.detach().double().cpu().tolist()
+        out = []
+        for j in range(layer.out_dim):
+            terms: list[sympy.Expr] = [sympy.Float(bias[j])]
+            for i in range(layer.in_dim):
+                if not live[l][j, i]:
+                    continue
+                a, b, c, d = (sympy.Float(v) for v in affine[j][i])
+                f = get_function(names[j][i]).sympy_fn
+                term = c * f(a * nodes[i] + b) + d
+                if mask[j][i] != 1.0:
+                    term = sympy.Float(mask[j][i]) * term
+                terms.append(term)
+            out.append(sympy.Add(*terms))
+        nodes = out
+    return nodes
+
+
+def _tree_size(expr: sympy.Basic) -> int:
+    return sum(1 for _ in sympy.preorder_traversal(expr))
+
+
+def _simplify(expr: sympy.Expr) -> sympy.Expr:
+    """Distribute constants into sums and expand small polynomials; never blow the tree up."""
+    try:
+        expanded = sympy.expand(
+            expr,
+            deep=True,
+            mul=True,
+            multinomial=True,
+            power_exp=False,
+            power_base=False,
+            log=False,
+        )
+    except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
+        return expr
+    return expanded if _tree_size(expanded) <= 2 * _tree_size(expr) + 10 else expr
+
+
+def _metrics(pred: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(R², RMSE); NaN when the prediction is non-finite anywhere."""
+    if not bool(torch.isfinite(pred).all()):
+        return math.nan, math.nan
+    sse = float(((pred - y) ** 2).sum())
+    sst = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0)
+    return r2, math.sqrt(sse / max(1, y.numel()))
+
+
+def _mse(compiled: CompiledExpression, x: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> float:
+    with torch.no_grad():
+        v = float(((compiled(x, p) - y) ** 2).mean())
+    return v if math.isfinite(v) else math.inf
+
+
+def _refit_constants(
+    compiled: CompiledExpression,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    p0: torch.Tensor,
+    steps: int = 80,
+) -> torch.Tensor:
+    """LBFGS on the expression's Float constants (float64); keeps p0 unless the error drops."""
+    if p0.numel() == 0:
+        return p0
+    base = _mse(compiled, x, y, p0)
+    p = p0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [p], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-14, tolerance_change=1e-16,
+    )  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = ((compiled(x, p) - y) ** 2).mean()
+        if torch.isfinite(loss):
+            loss.backward()
+        return loss
+
+    try:
+        opt.step(closure)
+    except RuntimeError:  # pragma: no cover - singular line search
+        return p0
+    p = p.detach()
+    ok = bool(torch.isfinite(p).all()) and _mse(compiled, x, y, p) < base
+    return p if ok else p0
+
+
+def _round_sig(v: float, digits: int) -> float:
+    return float(f"{v:.{digits}g}") if math.isfinite(v) else v
+
+
+def _snap_candidates(v: float) -> list[tuple[float, sympy.Expr]]:
+    """Exact values a fitted constant may stand for: an integer, or a multiple of π/2."""
+    out: list[tuple[float, sympy.Expr]] = []
+    r = round(v)
+    if abs(v - r) <= 0.05 * max(1.0, abs(r)):
+        out.append((float(r), sympy.Integer(r)))
+    k = round(v / (math.pi / 2))
+    if k != 0 and k % 2 != 0 or (k != 0 and abs(k) <= 8 and r != v):
+        if abs(v - k * math.pi / 2) <= 0.01 * max(1.0, abs(v)):
+            out.append((k * math.pi / 2, sympy.pi * sympy.Rational(k, 2)))
+    return out
+
+
+def _finalise(
+    expr: sympy.Expr,
+    symbols: Sequence[sympy.Symbol],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    digits: int,
+    refit: bool,
+) -> sympy.Expr:
+    """Refit the constants (optional), round them to `digits` significant digits and replace
+    constants by integers or multiples of π/2 where that costs (almost) no accuracy."""
+    compiled = compile_expression(expr, symbols)
+    p = torch.tensor([float(c) for c in compiled.constants], dtype=torch.float64)
+    if refit:
+        p = _refit_constants(compiled, x, y, p)
+    p = torch.tensor([_round_sig(float(v), digits) for v in p], dtype=torch.float64)
+    budget = _mse(compiled, x, y, p) * 1.001 + 1e-7 * float(y.var()) + 1e-30
+    exact: dict[int, sympy.Expr] = {}
+    for k in range(p.numel()):
+        for value, symbolic in _snap_candidates(float(p[k])):
+            trial = p.clone()
+            trial[k] = value
+            if _mse(compiled, x, y, trial) <= budget:
+                p, exact[k] = trial, symbolic
+                break
+    repl: dict[sympy.Basic, sympy.Basic] = {
+        c: exact[k] if k in exact else sympy.Float(float(p[k]))
+        for k, c in enumerate(compiled.constants)
+    }
+    out = expr.xreplace(repl)
+    if refit and exact:  # the remaining constants adapt to the exact ones
+        compiled = compile_expression(out, symbols)
+        q = torch.tensor([float(c) for c in compiled.constants], dtype=torch.float64)
+        q = _refit_constants(compiled, x, y, q)
+        out = out.xreplace({c: sympy.Float(float(q[k])) for k, c in enumerate(compiled.constants)})
+    return _round_floats(out, digits)
+
+
+def _round_floats(expr: sympy.Expr, digits: int) -> sympy.Expr:
+    repl = {}
+    for c in expr.atoms(sympy.Float):
+        v = _round_sig(float(c), digits)
+        repl[c] = sympy.Integer(int(v)) if v == int(v) and abs(v) < 1e15 else sympy.Float(v, digits)
+    return expr.xreplace(repl)
+
+
+def _term_pool(expr: sympy.Expr) -> list[sympy.Expr]:
+    """Additive terms of `expr` expanded (and trig-expanded), without numeric factors."""
+    pool: dict[sympy.Expr, None] = {}
+    variants = [expr]
+    try:
+        trig = sympy.expand(sympy.expand_trig(expr), power_exp=False, log=False)
+        if _tree_size(trig) <= 4 * _tree_size(expr) + 20:
+            variants.append(trig)
+    except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
+        pass
+    for v in variants:
+        for t in sympy.Add.make_args(sympy.expand(v, power_exp=False, log=False)):
+            if t.is_number:
+                continue
+            _, rest = t.as_coeff_Mul()
+            pool[rest] = None
+    return list(pool)
+
+
+def _pareto(
+    expr: sympy.Expr,
+    symbols: Sequence[sympy.Symbol],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    digits: int,
+    refit: bool,
+    max_terms: int = 6,
+) -> list[FormulaCandidate]:
+    """`expr` and sparser alternatives: forward selection over its expanded additive terms
+    (linear least squares), each candidate refitted and rounded; the Pareto front of tree
+    size against RMSE, simplest first."""
+
+    def candidate(e: sympy.Expr) -> FormulaCandidate:
+        r2, rmse = _metrics(compile_expression(e, symbols)(x), y)
+        return FormulaCandidate(e, _tree_size(e), r2, rmse)
+
+    mean_y = _round_floats(sympy.Float(float(y.mean())), digits)
+    found = [candidate(expr), candidate(mean_y)]
+    pool = _term_pool(expr)
+    if len(pool) > 1:
+        cols, terms = [], []
+        for t in pool:
+            v = compile_expression(t, symbols)(x)
+            if bool(torch.isfinite(v).all()) and float(v.std()) > 0:
+                cols.append(v)
+                terms.append(t)
+        chosen: list[int] = []
+        ones = torch.ones_like(y)[:, None]
+        for _ in range(min(max_terms, len(terms))):
+            best: tuple[float, int, torch.Tensor] | None = None
+            for k in range(len(terms)):
+                if k in chosen:
+                    continue
+                a = torch.cat([ones] + [cols[m][:, None] for m in chosen + [k]], 1)
+                sol = torch.linalg.lstsq(a, y[:, None]).solution[:, 0]
+                err = float(((a @ sol - y) ** 2).mean())
+                if best is None or err < best[0]:
+                    best = (err, k, sol)
+            if best is None:
+                break
+            _, k, sol = best
+            chosen.append(k)
+            e = sympy.Float(float(sol[0])) + sympy.Add(
+                *[sympy.Float(float(sol[n + 1])) * terms[m] for n, m in enumerate(chosen)]
+            )
+            found.append(candidate(_finalise(e, symbols, x, y, digits, refit)))
+            if best[0] <= 1e-12 * float(y.var()):
+                break
+    front: list[FormulaCandidate] = []
+    ordered = sorted(found, key=lambda c: (c.complexity, _nan_last(c.rmse)))
+    for c in ordered:
+        if math.isfinite(c.rmse) and (not front or c.rmse < front[-1].rmse):
+            front.append(c)
+    return front
+
+
+def _nan_last(v: float) -> float:
+    return v if math.isfinite(v) else math.inf
+
+
+def formula(
+    model: KAN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    x_scaler: _Scaler | None = None,
+    y_scaler: _Scaler | None = None,
+    digits: int = 4,
+    refit: bool = True,
+    max_points: int | None = 4096,
+) -> FormulaResult:
+    """One formula per output, in the original units of the columns.
+
+    x (rows, n_in), y (rows, n_out) are the data in original units; the network sees
+    `x_scaler.transform(x)` and its outputs are mapped back with `y_scaler`. Every edge that
+    reaches an output must be symbolic (FormulaIncompleteError otherwise).
+    """
+    if not (isinstance(digits, int) and 1 <= digits <= 15):
+        raise ConfigError(f"digits must be an integer from 1 to 15, got {digits!r}")
+    n_in, n_out = model.width[0], model.width[-1]
+    input_names = (
+        list(input_names) if input_names is not None else [f"x{k + 1}" for k in range(n_in)]
+    )
+    if output_names is None:
+        output_names = ["y"] if n_out == 1 else [f"y{k + 1}" for k in range(n_out)]
+    output_names = list(output_names)
+    if len(input_names) != n_in or len(output_names) != n_out:
+        raise ConfigError(
+            f"the model has {n_in} inputs and {n_out} outputs; got {len(input_names)} input "
+            f"names and {len(output_names)} output names"
+        )
+    if y.dim() == 1:
+        y = y[:, None]
+    if x.dim() != 2 or x.shape[1] != n_in or y.shape != (x.shape[0], n_out):
+        raise ConfigError(
+            f"x must be (rows, {n_in}) and y (rows, {n_out}); got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    rows = _sample_rows(torch.arange(x.shape[0])[:, None], max_points)[:, 0]
+    x64, y64 = x[rows].detach().double().cpu(), y[rows].detach().double().cpu()
+    in_map = make_symbols(input_names)
+    out_map = make_symbols(output_names, taken=[s.name for s in in_map.symbols])
+    syms = list(in_map.symbols)
+    scaled_inputs: list[sympy.Expr] = list(syms)
+    if x_scaler is not None:
+        m, s = x_scaler.mean.double().tolist(), x_scaler.std.double().tolist()
+        scaled_inputs = [(v - sympy.Float(m[k])) / sympy.Float(s[k]) for k, v in enumerate(syms)]
+    raw = compose_expressions(model, scaled_inputs)
+    with torch.no_grad():
+        xin = x64 if x_scaler is None else (x64 - x_scaler.mean.double()) / x_scaler.std.double()
+        net = model(xin.to(next(model.parameters()))).double().cpu()
+    if y_scaler is not None:
+        ym, ys = y_scaler.mean.double().tolist(), y_scaler.std.double().tolist()
+        raw = [e * sympy.Float(ys[k]) + sympy.Float(ym[k]) for k, e in enumerate(raw)]
+        net = net * y_scaler.std.double() + y_scaler.mean.double()
+    formulas = []
+    for k, exact in enumerate(raw):
+        target = y64[:, k]
+        exact_pred = compile_expression(exact, syms)(x64)
+        diff = float((exact_pred - net[:, k]).abs().max()) if exact_pred.numel() else 0.0
+        full = _finalise(_simplify(exact), syms, x64, target, digits, refit)
+        front = _pareto(full, syms, x64, target, digits, refit)
+        # the reported formula: the simplest one as accurate as the full composition
+        _, full_rmse = _metrics(compile_expression(full, syms)(x64), target)
+        allowed = _nan_last(full_rmse) * 1.1 + 1e-3 * float(target.std())
+        final = next((c.expr for c in front if c.rmse <= allowed), full)
+        r2, rmse = _metrics(compile_expression(final, syms)(x64), target)
+        net_r2, net_rmse = _metrics(net[:, k], target)
+        formulas.append(
+            OutputFormula(
+                output_names[k], out_map.symbols[k], final, exact, r2, rmse,
+                net_r2, net_rmse, diff, front,
+            )
+        )  # fmt: skip
+    return FormulaResult(in_map, out_map, formulas)
