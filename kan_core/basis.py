@@ -127,6 +127,7 @@ class BSplineBasis(Basis):
 
     name = "bspline"
     has_range = True
+    knots: torch.Tensor
 
     def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
         super().__init__()
@@ -180,6 +181,8 @@ class RBFBasis(Basis):
 
     name = "rbf"
     has_range = True
+    lo: torch.Tensor
+    hi: torch.Tensor
 
     def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
         super().__init__()
@@ -206,6 +209,8 @@ class ReLUKANBasis(Basis):
 
     name = "relu_kan"
     has_range = True
+    lo: torch.Tensor
+    hi: torch.Tensor
 
     def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
         super().__init__()

@@ -21,3 +21,16 @@ class NonFiniteLossError(KanCoreError, FloatingPointError):
             "The model keeps its last finite weights. Lower the learning rate, "
             "standardise the inputs or reduce the regularisation."
         )
+
+
+class TrainingDivergedError(NonFiniteLossError):
+    """The loss exploded (grew by orders of magnitude); stopped before it overflows."""
+
+    def __init__(self, step: int, first: float, now: float) -> None:
+        self.step = step
+        FloatingPointError.__init__(
+            self,
+            f"Training diverged at step {step}: the loss grew from {first:.3g} to {now:.3g} "
+            "and is heading for NaN/inf. The model keeps its last finite weights. "
+            "Lower the learning rate (try 10× smaller) or standardise the inputs.",
+        )

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kan_core.basis import BSplineBasis, make_basis, uniform_knots
+from kan_core.basis import BSplineBasis, uniform_knots
 from kan_core.errors import ConfigError
 from kan_core.layers import KANLayer
+from kan_core.model import KAN
 
 
 def _lstsq_coefficients(
@@ -75,15 +76,15 @@ def update_grid_from_samples(layer: KANLayer, x: torch.Tensor, grid_eps: float =
 
 
 @torch.no_grad()
-def update_grid(model: nn.Module, x: torch.Tensor, grid_eps: float = 1.0) -> None:
+def update_grid(model: KAN, x: torch.Tensor, grid_eps: float = 1.0) -> None:
     """Update every layer's grid from the pre-activations that x produces."""
-    for layer in model.layers:  # type: ignore[union-attr]
+    for layer in model.layers:
         update_grid_from_samples(layer, x, grid_eps)
         x = layer(x)
 
 
 @torch.no_grad()
-def refine(model: nn.Module, new_grid: int, x: torch.Tensor) -> None:
+def refine(model: KAN, new_grid: int, x: torch.Tensor) -> None:
     """Grid extension (pykan's `refine`): switch every layer to `new_grid` intervals in place.
 
     The new coefficients are the least-squares fit of the old spline on the layer's inputs
@@ -92,15 +93,17 @@ def refine(model: nn.Module, new_grid: int, x: torch.Tensor) -> None:
     """
     if not (isinstance(new_grid, int) and new_grid >= 1):
         raise ConfigError(f"new_grid must be an integer ≥ 1, got {new_grid!r}")
-    for layer in model.layers:  # type: ignore[union-attr]
+    for layer in model.layers:
         old = layer.basis
         if not isinstance(old, BSplineBasis):
             raise ConfigError(f"refine needs the bspline basis, this layer uses {old.name!r}")
         lo, hi = old.knots[:, old.k], old.knots[:, -old.k - 1]  # inner grid range (in,)
+        lo = torch.minimum(lo, x.min(0).values.to(lo))  # cover the data as well
+        hi = torch.maximum(hi, x.max(0).values.to(hi))
         sweep = lo + (hi - lo) * torch.linspace(0, 1, 8 * new_grid + 1, device=lo.device)[:, None]
         samples = torch.cat([x, sweep.to(x.dtype)], dim=0)  # (n, in)
         before = layer.spline_values(samples)
-        new = make_basis("bspline", layer.in_dim, new_grid, old.k).to(old.knots)
+        new = BSplineBasis(layer.in_dim, new_grid, old.k, (-1.0, 1.0)).to(old.knots)
         if old._uniform:
             new.set_range(lo, hi)
         else:

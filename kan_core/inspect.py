@@ -136,7 +136,8 @@ def edge_curve(
     with torch.no_grad():
         device = next(model.parameters()).device
         h = x.to(device)
-        for lay in model.layers[:layer]:
+        for li in range(layer):
+            lay = model.layers[li]
             h = lay(h)
         lay = model.layers[layer]
         lo, hi = h[:, i].min(), h[:, i].max()

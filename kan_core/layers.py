@@ -25,6 +25,10 @@ from kan_core.functions import get_function
 
 
 class KANLayer(nn.Module):
+    mask: torch.Tensor  # (out, in) buffer, 0 = pruned edge
+    sym_mask: torch.Tensor  # (out, in) buffer, 1 = symbolic edge
+    basis: Basis
+
     def __init__(
         self,
         in_dim: int,
@@ -33,7 +37,7 @@ class KANLayer(nn.Module):
         k: int = 3,
         basis: str = "bspline",
         grid_range: tuple[float, float] = (-1.0, 1.0),
-        noise_scale: float = 0.1,
+        noise_scale: float = 0.3,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()

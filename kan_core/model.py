@@ -6,9 +6,9 @@ untouched) and the `width` list given is copied, never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,6 +33,18 @@ def _check_width(width: Sequence[int]) -> list[int]:
     return w
 
 
+class KANLayers(nn.ModuleList):
+    """A ModuleList of KANLayers (typed for the checker)."""
+
+    if TYPE_CHECKING:
+
+        def __getitem__(self, idx: int) -> KANLayer: ...  # type: ignore[override]
+
+        def __len__(self) -> int: ...
+
+        def __iter__(self) -> Iterator[KANLayer]: ...
+
+
 @dataclass
 class LayerTrace:
     """What one layer saw and produced on a batch (returned, never cached on the model)."""
@@ -55,7 +67,7 @@ class KAN(nn.Module):
         basis: str = "bspline",
         grid_range: tuple[float, float] = (-1.0, 1.0),
         seed: int = 0,
-        noise_scale: float = 0.1,
+        noise_scale: float = 0.3,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
@@ -65,7 +77,7 @@ class KAN(nn.Module):
         self.grid_range = (float(grid_range[0]), float(grid_range[1]))
         self.seed, self.noise_scale = seed, noise_scale
         g = torch.Generator().manual_seed(seed)
-        self.layers = nn.ModuleList(
+        self.layers = KANLayers(
             KANLayer(a, b, grid, k, basis, self.grid_range, noise_scale, generator=g)
             for a, b in zip(self.width[:-1], self.width[1:], strict=True)
         )
@@ -133,7 +145,7 @@ class MLP(nn.Module):
         g = torch.Generator().manual_seed(seed)
         mods: list[nn.Module] = []
         for n, (a, b) in enumerate(zip(self.width[:-1], self.width[1:], strict=True)):
-            lin = nn.Linear(a, b)
+            lin = torch.nn.utils.skip_init(nn.Linear, a, b)  # no global-RNG init
             bound = 1.0 / a**0.5  # PyTorch's default init, drawn from our own generator
             with torch.no_grad():
                 lin.weight.copy_((torch.rand(b, a, generator=g) * 2 - 1) * bound)
@@ -170,7 +182,7 @@ def build_model(config: dict[str, Any], device: str | torch.device | None = None
             basis=config["basis"],
             grid_range=tuple(config.get("grid_range", (-1.0, 1.0))),  # type: ignore[arg-type]
             seed=int(config.get("seed", 0)),
-            noise_scale=float(config.get("noise_scale", 0.1)),
+            noise_scale=float(config.get("noise_scale", 0.3)),
             device=device,
         )
         for layer, names in zip(model.layers, config.get("sym_names") or [], strict=False):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kan_core.errors import ConfigError, NonFiniteLossError
+from kan_core.errors import ConfigError, NonFiniteLossError, TrainingDivergedError
 from kan_core.grid import update_grid
 from kan_core.model import KAN
 
@@ -77,6 +77,8 @@ class FitConfig:
     update_grid_until: int | None = 50
     grid_eps: float = 1.0
     grid_sample_size: int = 4096
+    reset_lbfgs_on_grid_update: bool = False
+    divergence_factor: float | None = 1e8  # stop when the loss exceeds this × its first value
     early_stopping_patience: int | None = None
     seed: int = 0
     log_every: int = 1
@@ -213,9 +215,9 @@ def fit(
             and step < grid_until
         ):
             idx = torch.randperm(n, generator=gen)[: cfg.grid_sample_size]
-            update_grid(model, data.x_train[idx].to(device), cfg.grid_eps)
-            if cfg.optimizer == "lbfgs":  # curvature history is stale after the grid moved
-                opt.state.clear()
+            update_grid(model, data.x_train[idx].to(device), cfg.grid_eps)  # type: ignore[arg-type]
+            if cfg.optimizer == "lbfgs" and cfg.reset_lbfgs_on_grid_update:
+                opt.state.clear()  # curvature history predates the new grid
 
         if full_batch:
             xb, yb = xb_full, yb_full
@@ -226,7 +228,7 @@ def fit(
             cursor += batch
             xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
 
-        def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
+        def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:  # noqa: B023
             opt.zero_grad(set_to_none=True)
             if is_kan and cfg.lamb > 0:
                 pred, reg = regularization(model, xb, cfg.lamb_l1, cfg.lamb_entropy)  # type: ignore[arg-type]
@@ -239,7 +241,7 @@ def fit(
 
         if cfg.optimizer == "lbfgs":
             snapshot = [p.detach().clone() for p in params]
-            loss = opt.step(closure)  # type: ignore[assignment]
+            loss: torch.Tensor = opt.step(closure)  # type: ignore[arg-type, assignment]
             finite = bool(torch.isfinite(loss)) and all(
                 bool(torch.isfinite(p).all()) for p in params
             )
@@ -256,6 +258,10 @@ def fit(
                 raise NonFiniteLossError(step, "gradient")
             opt.step()
         train_loss = float(loss.detach())
+        if step == 0:
+            first_loss = max(train_loss, 1e-12)
+        elif cfg.divergence_factor is not None and train_loss > cfg.divergence_factor * first_loss:
+            raise TrainingDivergedError(step, first_loss, train_loss)
 
         last = step == cfg.steps - 1
         if step % cfg.log_every == 0 or last:

@@ -1,0 +1,39 @@
+# kanscope — `make run` starts the product, `make test` runs every check (what CI runs).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: 2.13.0 is a local CPU wheel here; a bare `torch` pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/kanscope serve
+
+lint: setup
+	$(BIN)/ruff check kan_core app tests benchmarks
+	$(BIN)/ruff format --check kan_core
+	$(BIN)/mypy kan_core
+
+test: setup lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not e2e"
+
+bench: setup
+	$(BIN)/python -m pip install -q "pykan==0.2.8" matplotlib pyyaml
+	$(BIN)/python benchmarks/bench_kan_core.py
+	$(BIN)/python benchmarks/bench_symbolic.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
