@@ -84,7 +84,9 @@ class CandidateFit:
 
 @dataclass(frozen=True)
 class CandidateFits:
-    """Every candidate on every edge. `params` (E, F, 4) = (a, b, c, d); `r2` (E, F), NaN = invalid."""
+    """Every candidate on every edge: `params` (E, F, 4) = (a, b, c, d), `r2` (E, F).
+
+    R² is NaN where the candidate is non-finite on the edge's data (never chosen)."""
 
     names: tuple[str, ...]
     complexity: torch.Tensor  # (F,)
@@ -107,11 +109,10 @@ class CandidateFits:
         """Valid candidates of one edge, best first (ties keep the library order)."""
         s = self.scores(complexity_weight, r2_floor)[edge]
         # scores within 0.05 decades count as equal: the library order (simpler first) decides
-        order = sorted(range(len(self.names)), key=lambda f: (round(float(s[f]) / 0.05), f))
+        valid = [f for f in range(len(self.names)) if math.isfinite(float(s[f]))]
+        order = sorted(valid, key=lambda f: (round(float(s[f]) / 0.05), f))
         out = []
         for f in order:
-            if not math.isfinite(float(s[f])):
-                continue
             a, b, c, d = (float(v) for v in self.params[edge, f])
             out.append(
                 CandidateFit(
@@ -254,7 +255,10 @@ def _levenberg_marquardt(
         with torch.enable_grad():
             u = (p[:, 0:1] * x + p[:, 1:2]).requires_grad_(True)
             fu = fn.torch_fn(u)
-            (g,) = torch.autograd.grad(fu.sum(), u, allow_unused=True)
+            if fu.requires_grad:  # a constant function has no graph
+                (g,) = torch.autograd.grad(fu.sum(), u, allow_unused=True)
+            else:
+                g = None
         fu = fu.detach()
         g = torch.zeros_like(u) if g is None else g.detach()
         c = p[:, 2:3]
@@ -751,9 +755,8 @@ def _snap_candidates(v: float) -> list[tuple[float, sympy.Expr]]:
     if abs(v - r) <= 0.05 * max(1.0, abs(r)):
         out.append((float(r), sympy.Integer(r)))
     k = round(v / (math.pi / 2))
-    if k != 0 and k % 2 != 0 or (k != 0 and abs(k) <= 8 and r != v):
-        if abs(v - k * math.pi / 2) <= 0.01 * max(1.0, abs(v)):
-            out.append((k * math.pi / 2, sympy.pi * sympy.Rational(k, 2)))
+    if 0 < abs(k) <= 8 and abs(v - k * math.pi / 2) <= 0.01 * max(1.0, abs(v)):
+        out.append((k * math.pi / 2, sympy.pi * sympy.Rational(k, 2)))
     return out
 
 
@@ -918,7 +921,8 @@ def formula(
         y = y[:, None]
     if x.dim() != 2 or x.shape[1] != n_in or y.shape != (x.shape[0], n_out):
         raise ConfigError(
-            f"x must be (rows, {n_in}) and y (rows, {n_out}); got {tuple(x.shape)} and {tuple(y.shape)}"
+            f"x must be (rows, {n_in}) and y (rows, {n_out}); "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     rows = _sample_rows(torch.arange(x.shape[0])[:, None], max_points)[:, 0]
     x64, y64 = x[rows].detach().double().cpu(), y[rows].detach().double().cpu()
