@@ -160,6 +160,13 @@ def to_latex(expr: sympy.Expr, output_name: str | None = None) -> str:
     return f"{latex_name(output_name)} = {body}"
 
 
+def to_text(expr: sympy.Expr) -> str:
+    """Plain text for display, floats without trailing zeros (`2.5*exp(x)`)."""
+    expr = _as_expr(expr)
+    _check_expression(expr)
+    return sympy.sstr(expr, full_prec=False)
+
+
 def to_sympy_srepr(expr: sympy.Expr) -> str:
     """sympy's exact tree representation (`sympy.srepr`)."""
     expr = _as_expr(expr)

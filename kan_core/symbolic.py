@@ -801,7 +801,8 @@ def _round_floats(expr: sympy.Expr, digits: int) -> sympy.Expr:
     repl = {}
     for c in expr.atoms(sympy.Float):
         v = _round_sig(float(c), digits)
-        repl[c] = sympy.Integer(int(v)) if v == int(v) and abs(v) < 1e15 else sympy.Float(v, digits)
+        # full binary precision of the rounded decimal: what is shown is what is evaluated
+        repl[c] = sympy.Integer(int(v)) if v == int(v) and abs(v) < 1e15 else sympy.Float(v)
     return expr.xreplace(repl)
 
 
