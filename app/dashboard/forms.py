@@ -43,13 +43,18 @@ def upload_warnings(dataset: dict[str, Any]) -> list[str]:
     return warnings
 
 
+TARGET_NAMES = ("target", "Target", "TARGET", "label", "Label", "y", "class", "HV", "hardness")
+
+
 def default_target(stats: list[dict[str, Any]]) -> str | None:
-    """The last numeric column (CSV convention), unless a column is called like a target."""
+    """A column named like a target (case-sensitive, so the element ``Y`` is not ``y``), else
+    the last numeric column (the CSV convention)."""
+    names = [s["name"] for s in stats]
+    for candidate in TARGET_NAMES:
+        if candidate in names:
+            return candidate
     numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
-    for s in stats:
-        if s["name"].lower() in ("target", "y", "label", "hv"):
-            return s["name"]
-    return numeric[-1] if numeric else (stats[-1]["name"] if stats else None)
+    return numeric[-1] if numeric else (names[-1] if names else None)
 
 
 def parse_hidden(text: str | None) -> list[int]:

@@ -290,3 +290,14 @@ def test_upload_warnings_name_the_problem():
         ]
     }
     assert upload_warnings(clean) == []
+
+
+def test_default_target_prefers_target_names_over_element_symbols():
+    from app.dashboard.forms import default_target
+
+    stats = [{"name": n, "kind": "numeric"} for n in ("Al", "Y", "HV", "VEC")]
+    assert default_target(stats) == "HV"
+    assert (
+        default_target([{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}]) == "b"
+    )
+    assert default_target([]) is None

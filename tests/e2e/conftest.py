@@ -102,8 +102,21 @@ class ServerProcess:
         self._log.close()
 
 
+class RunningServer:
+    """A server someone else started (``KANSCOPE_E2E_URL``), for debugging the tests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.api = httpx.Client(base_url=f"{self.url}/api", timeout=30.0)
+
+
 @pytest.fixture(scope="session")
-def kanscope_server() -> Iterator[ServerProcess]:
+def kanscope_server() -> Iterator[ServerProcess | RunningServer]:
+    if os.environ.get("KANSCOPE_E2E_URL"):
+        server = RunningServer(os.environ["KANSCOPE_E2E_URL"])
+        yield server
+        server.api.close()
+        return
     data_dir = Path(tempfile.mkdtemp(prefix="kanscope-e2e-"))
     server = ServerProcess(data_dir)
     try:

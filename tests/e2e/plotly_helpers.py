@@ -20,7 +20,12 @@ EDGE_POSITION_JS = """([graphId, index]) => {
   const gd = document.querySelector(`#${graphId} .js-plotly-plot`);
   const trace = gd.data.find(t => t.name === 'edges');
   const fl = gd._fullLayout;
-  const rect = gd.getBoundingClientRect();
+  let rect = gd.getBoundingClientRect();
+  const pointY = rect.top + fl.yaxis._offset + fl.yaxis.l2p(trace.y[index]);
+  if (pointY < 40 || pointY > window.innerHeight - 40) {  // bring the point into the viewport
+    window.scrollBy(0, pointY - window.innerHeight / 2);
+    rect = gd.getBoundingClientRect();
+  }
   return {
     x: rect.left + fl.xaxis._offset + fl.xaxis.l2p(trace.x[index]),
     y: rect.top + fl.yaxis._offset + fl.yaxis.l2p(trace.y[index]),

@@ -21,6 +21,8 @@ def parse_run_ids(text: str | None) -> list[int]:
 
 
 def layout(runs: str | None = None, **_: Any) -> html.Div:
+    options, error = run_options()
+    known = {o["value"] for o in options}
     return html.Div(
         [
             html.H2("Compare runs"),
@@ -30,9 +32,11 @@ def layout(runs: str | None = None, **_: Any) -> html.Div:
                     dcc.Dropdown(
                         id="cmp-runs",
                         multi=True,
-                        value=parse_run_ids(runs),
+                        options=options,
+                        value=[r for r in parse_run_ids(runs) if r in known],
                         placeholder="Choose two or more runs…",
                     ),
+                    alert(f"Could not list runs: {error}") if error else None,
                 ],
             ),
             dcc.Loading(html.Div(id="cmp-body")),
@@ -40,14 +44,15 @@ def layout(runs: str | None = None, **_: Any) -> html.Div:
     )
 
 
-@callback(Output("cmp-runs", "options"), Input("cmp-runs", "id"))
-def run_options(_):
+def run_options() -> tuple[list[dict[str, Any]], str | None]:
+    """Options for the run picker, built with the page (a value whose option is not there yet
+    would be dropped by the dropdown)."""
     try:
         result = api_client.get_json("/runs")
-    except ApiError:
-        return []
+    except ApiError as exc:
+        return [], str(exc)
     runs = result.get("runs", []) if isinstance(result, dict) else result
-    return [
+    options = [
         {
             "label": f"run {r['id']} · {r.get('model')} · {r.get('status')}"
             + (f" · {r['name']}" if r.get("name") else ""),
@@ -55,15 +60,20 @@ def run_options(_):
         }
         for r in runs
     ]
+    return options, None
 
 
-def metrics_table(runs: list[dict[str, Any]], formulas: dict[int, dict | None]) -> Any:
+def metrics_table(
+    runs: list[dict[str, Any]],
+    formulas: dict[int, dict | None],
+    dataset_names: dict[int, str],
+) -> Any:
     def summary(run: dict[str, Any], key: str) -> Any:
         return (run.get("summary") or {}).get(key)
 
     rows_spec = [
         ("status", lambda r: r.get("status")),
-        ("dataset", lambda r: r.get("dataset_id")),
+        ("dataset", lambda r: dataset_names.get(r.get("dataset_id"), r.get("dataset_id"))),
         ("model", lambda r: r.get("model")),
         ("width", lambda r: str(summary(r, "width") or "")),
         ("parameters", lambda r: fmt_number(summary(r, "n_parameters"))),
@@ -129,7 +139,11 @@ def compare(run_ids: list[int] | None):
         children.append(alert("; ".join(errors), "warning"))
     if not runs:
         return children
-    children.append(html.Div(metrics_table(runs, formulas), className="card scroll-x"))
+    try:
+        names = {d["id"]: d["name"] for d in api_client.get_json("/datasets")}
+    except ApiError:
+        names = {}
+    children.append(html.Div(metrics_table(runs, formulas, names), className="card scroll-x"))
     children.append(
         html.Div(
             dcc.Graph(figure=figures.compare_loss_figure(series), config={"displaylogo": False}),
@@ -144,9 +158,7 @@ def compare(run_ids: list[int] | None):
             for output in formula.get("outputs") or []:
                 body.append(
                     dcc.Markdown(
-                        figures.formula_markdown(
-                            output.get("latex", ""), f"**{output['name']}** ="
-                        ),
+                        figures.formula_markdown(output.get("latex", "")),
                         mathjax=True,
                     )
                 )

@@ -192,6 +192,13 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                                 "model (fixed symbols keep trainable constants).",
                             ),
                             html.Button("Retrain", id="run-retrain", className="secondary"),
+                            html.Button(
+                                "Reset edits",
+                                id="run-reset",
+                                className="secondary",
+                                title="Back to the model as trained: drops symbolic fixes and "
+                                "pruning.",
+                            ),
                         ],
                     ),
                     dcc.Loading(html.Div(id="run-action-alert"), type="dot"),
@@ -540,6 +547,7 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
     Input("run-auto", "n_clicks"),
     Input("run-prune", "n_clicks"),
     Input("run-retrain", "n_clicks"),
+    Input("run-reset", "n_clicks"),
     State("run-auto-threshold", "value"),
     State("run-prune-threshold", "value"),
     State("run-retrain-steps", "value"),
@@ -551,9 +559,12 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
         (Output("run-auto", "disabled"), True, False),
         (Output("run-prune", "disabled"), True, False),
         (Output("run-retrain", "disabled"), True, False),
+        (Output("run-reset", "disabled"), True, False),
     ],
 )
-def model_action(_auto, _prune, _retrain, threshold, prune_threshold, steps, version, run_id, info):
+def model_action(
+    _auto, _prune, _retrain, _reset, threshold, prune_threshold, steps, version, run_id, info
+):
     if not inspectable(info):
         return (
             no_update,
@@ -586,11 +597,22 @@ def model_action(_auto, _prune, _retrain, threshold, prune_threshold, steps, ver
             kept_inputs = result.get("kept_inputs") or []
             text = f"Pruned {result['pruned']} edges; inputs kept: {', '.join(kept_inputs)}."
             return bumped, alert(text, "success", role="status"), no_update
+        if action == "run-reset":
+            api_client.post_json(f"/runs/{run_id}/reset-edits")
+            return (
+                bumped,
+                alert("Back to the model as trained.", "success", role="status"),
+                (no_update),
+            )
         body = {"steps": int(steps)} if steps else {}
         child = api_client.post_json(f"/runs/{run_id}/retrain", body)
         return no_update, alert(f"Run {child['id']} started.", "success"), f"/runs/{child['id']}"
     except ApiError as exc:
-        label = {"run-auto": "Auto-symbolic", "run-prune": "Pruning"}.get(action, "Retraining")
+        label = {
+            "run-auto": "Auto-symbolic",
+            "run-prune": "Pruning",
+            "run-reset": "Resetting edits",
+        }.get(action, "Retraining")
         return no_update, error_alert(exc, label), no_update
 
 
@@ -603,7 +625,7 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
     for output in formula.get("outputs") or []:
         children.append(
             dcc.Markdown(
-                figures.formula_markdown(output.get("latex", ""), f"**{output.get('name')}** ="),
+                figures.formula_markdown(output.get("latex", "")),
                 mathjax=True,
                 className="formula-math",
             )
