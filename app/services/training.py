@@ -431,9 +431,7 @@ def claim_run(session: Session, run_id: int, owner: str, device: str | None = No
     return res.rowcount == 1
 
 
-def reap_stale_runs(
-    db: Database, lease_s: float, requeue: bool = False
-) -> list[tuple[int, str]]:
+def reap_stale_runs(db: Database, lease_s: float, requeue: bool = False) -> list[tuple[int, str]]:
     """Runs ``running`` whose heartbeat is older than ``lease_s`` (database clock): failed
     with a reason, or requeued once when ``requeue`` and this was their first attempt.
     Returns (run id, new status) pairs."""
@@ -535,8 +533,15 @@ class _RunSink:
     reads ``cancel_requested`` and ownership from the row."""
 
     def __init__(
-        self, db: Database, run_id: int, owner: str, heartbeat_s: float, flush_s: float = 0.5
+        self,
+        db: Database,
+        run_id: int,
+        owner: str,
+        heartbeat_s: float,
+        flush_s: float = 0.5,
+        on_progress: Callable[[FitProgress], None] | None = None,
     ) -> None:
+        self.on_progress = on_progress
         self.db, self.run_id, self.owner = db, run_id, owner
         self.heartbeat_s, self.flush_s = heartbeat_s, flush_s
         self.buffer: list[dict[str, Any]] = []
@@ -580,6 +585,8 @@ class _RunSink:
                 log.warning("run %s: heartbeat failed (%s); will retry", self.run_id, exc)
 
     def add(self, p: FitProgress) -> bool:
+        if self.on_progress is not None:
+            self.on_progress(p)
         self.buffer.append(
             {
                 "run_id": self.run_id,
@@ -643,9 +650,15 @@ def _retry(fn: Callable[[], Any], what: str, total_s: float = 60.0) -> Any:
             delay = min(delay * 2, 5.0)
 
 
-def run_training(run_id: int, owner: str, db: Database | None = None) -> str:
+def run_training(
+    run_id: int,
+    owner: str,
+    db: Database | None = None,
+    on_progress: Callable[[FitProgress], None] | None = None,
+) -> str:
     """Claim and train run ``run_id``. Returns the outcome: a final status, or ``"skipped"``
-    when another worker has it / it is no longer queued (a duplicate delivery)."""
+    when another worker has it / it is no longer queued (a duplicate delivery).
+    ``on_progress`` (e.g. a progress bar) sees every progress record."""
     from app.config import get_settings
 
     settings = get_settings()
@@ -658,7 +671,7 @@ def run_training(run_id: int, owner: str, db: Database | None = None) -> str:
         if not claim_run(s, run_id, owner, device=requested_device):
             return "skipped"
     log.info("run %s claimed by %s", run_id, owner)
-    sink = _RunSink(db, run_id, owner, settings.heartbeat_interval_s)
+    sink = _RunSink(db, run_id, owner, settings.heartbeat_interval_s, on_progress=on_progress)
     sink.start()
     try:
         outcome, data = _train_claimed(db, run_id, sink)

@@ -40,4 +40,14 @@ def make_executor(settings: Settings, db: Database) -> Executor:
         db,
         max_concurrent=settings.max_concurrent_runs,
         database_url=settings.effective_database_url,
+        child_env=settings_env(settings),
     )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as KANSCOPE_* variables, so a spawned trainer sees the same values."""
+    env = {}
+    for key, value in settings.model_dump().items():
+        if value is not None:
+            env[f"KANSCOPE_{key.upper()}"] = str(value)
+    return env

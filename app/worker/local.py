@@ -52,8 +52,16 @@ def _exit_reason(code: int | None) -> str:
     return f"The training process exited with code {code} before finishing the run."
 
 
-def _child_main(run_id: int, prefix: str, database_url: str, parent_pid: int, threads: int) -> None:
+def _child_main(
+    run_id: int,
+    prefix: str,
+    database_url: str,
+    parent_pid: int,
+    threads: int,
+    env: dict[str, str] | None = None,
+) -> None:
     """Entry point of a training process (spawned: a fresh interpreter)."""
+    os.environ.update(env or {})
     os.environ["KANSCOPE_DATABASE_URL"] = database_url
     import torch
 
@@ -93,8 +101,10 @@ class LocalExecutor:
         max_concurrent: int = 2,
         database_url: str | None = None,
         poll_s: float = 0.25,
+        child_env: dict[str, str] | None = None,
     ) -> None:
         self.db = db
+        self.child_env = dict(child_env or {})
         self.database_url = database_url or db.url
         self.max_concurrent = max(1, int(max_concurrent))
         self.prefix = owner_prefix()
@@ -204,7 +214,14 @@ class LocalExecutor:
                 run_id = self._pending.popleft()
             proc = self._ctx.Process(
                 target=_child_main,
-                args=(run_id, self.prefix, self.database_url, os.getpid(), self._threads_per_run),
+                args=(
+                    run_id,
+                    self.prefix,
+                    self.database_url,
+                    os.getpid(),
+                    self._threads_per_run,
+                    self.child_env,
+                ),
                 name=f"kanscope-run-{run_id}",
                 daemon=False,
             )
