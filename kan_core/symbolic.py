@@ -38,7 +38,9 @@ _SHIFT_FREE = frozenset({"exp"})
 
 DEFAULT_R2_FLOOR = 1e-6
 # f(a·u) = a^p·f(u) (integer p) or |a|^p·f(sign(a)·u): fitted a is folded into c for readability.
-_HOMOGENEOUS = {"x^2": 2, "x^3": 3, "x^4": 4, "1/x": -1, "1/x^2": -2}
+_HOMOGENEOUS = {
+    "x^2": 2, "x^3": 3, "x^4": 4, "x^5": 5, "1/x": -1, "1/x^2": -2, "1/x^3": -3, "1/x^4": -4,
+}  # fmt: skip
 _HOMOGENEOUS_POSITIVE = {"sqrt": 0.5, "x^1.5": 1.5, "1/sqrt": -0.5}
 
 
