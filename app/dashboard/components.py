@@ -7,6 +7,7 @@ from typing import Any
 from dash import html
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+METRIC_LABELS = {"r2": "R²", "accuracy": "accuracy"}
 
 
 def alert(message: Any, kind: str = "danger", *, role: str = "alert") -> html.Div:
@@ -53,3 +54,11 @@ def fmt_number(value: Any, digits: int = 4) -> str:
     if number != 0 and (abs(number) >= 1e5 or abs(number) < 1e-3):
         return f"{number:.{digits - 1}e}"
     return f"{number:.{digits}g}"
+
+
+def user_clicked() -> bool:
+    """True when a button really was clicked. Dash also runs a callback when a page inserts its
+    inputs (``n_clicks`` None), even with ``prevent_initial_call``."""
+    from dash import ctx
+
+    return any(t.get("value") for t in ctx.triggered)

@@ -11,7 +11,7 @@ from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert, error_alert, field, fmt_number
+from app.dashboard.components import alert, error_alert, field, fmt_number, user_clicked
 from app.dashboard.forms import default_target, upload_warnings
 
 dash.register_page(__name__, path="/", name="Datasets", title="Datasets · kanscope")
@@ -367,6 +367,8 @@ def exclude_target_from_features(target: str | None, options: list[dict], value:
     prevent_initial_call=True,
 )
 def select_all_or_no_features(_all, _none, options):
+    if not user_clicked():
+        return no_update
     if ctx.triggered_id == "ds-features-none":
         return []
     return [o["value"] for o in options or [] if not o.get("disabled")]
@@ -385,6 +387,8 @@ def select_all_or_no_features(_all, _none, options):
     prevent_initial_call=True,
 )
 def go_to_train(_clicks, dataset_id, target, features, task, options):
+    if not user_clicked():
+        return no_update, no_update, no_update
     if dataset_id is None or dataset_id == -1:
         return no_update, no_update, alert("Upload or choose a dataset first.", "warning")
     if not target:
@@ -413,6 +417,8 @@ def go_to_train(_clicks, dataset_id, target, features, task, options):
     prevent_initial_call=True,
 )
 def delete_dataset(_clicks, dataset_id, version):
+    if not user_clicked():
+        return no_update, no_update, no_update
     if dataset_id is None or dataset_id == -1:
         return alert("Choose a dataset to delete.", "warning"), no_update, no_update
     try:

@@ -21,12 +21,14 @@ from dash import (
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import (
+    METRIC_LABELS,
     TERMINAL_STATUSES,
     alert,
     error_alert,
     field,
     fmt_number,
     status_badge,
+    user_clicked,
 )
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Run · kanscope")
@@ -76,7 +78,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             dcc.Store(id="run-edge-data", data=None),
             dcc.Store(id="run-suggestions", data=None),
             dcc.Store(id="run-metrics-state", data={"last_step": None}),
-            dcc.Interval(id="run-interval", interval=POLL_MS, n_intervals=0),
+            dcc.Interval(id="run-interval", interval=POLL_MS, disabled=True),
             dcc.Download(id="run-download"),
             html.Div(id="run-header", className="card"),
             html.Details(
@@ -145,6 +147,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                                 row_selectable="single",
                                 selected_rows=[],
                                 page_size=8,
+                                style_table={"overflowX": "auto"},
                                 style_cell={"fontSize": 12, "padding": "3px 6px"},
                                 style_header={"fontWeight": 600},
                             ),
@@ -264,7 +267,7 @@ def header(run: dict[str, Any], metric_name: str | None) -> list[Any]:
         items.append(
             html.Div(
                 [
-                    html.Span(f"val {metric_name or 'metric'}"),
+                    html.Span(f"val {METRIC_LABELS.get(metric_name or '', 'metric')}"),
                     html.Span(fmt_number(summary["val_metric"]), id="run-val-metric"),
                 ]
             )
@@ -294,51 +297,84 @@ def header(run: dict[str, Any], metric_name: str | None) -> list[Any]:
     return children
 
 
-@callback(
-    Output("run-header", "children"),
-    Output("run-loss", "extendData"),
-    Output("run-metrics-state", "data"),
-    Output("run-interval", "disabled"),
-    Output("run-info", "data"),
-    Input("run-interval", "n_intervals"),
-    State("run-id", "data"),
-    State("run-metrics-state", "data"),
-    State("run-info", "data"),
-)
-def poll_run(_n, run_id, metrics_state, info):
-    try:
-        run = api_client.get_json(f"/runs/{run_id}")
-    except ApiError as exc:
-        stop = exc.status_code == 404
-        return error_alert(exc, f"Loading run {run_id}"), no_update, no_update, stop, no_update
-    last_step = (metrics_state or {}).get("last_step")
+def fetch_progress(run_id: int, last_step: int | None, info: dict | None):
+    """``(run, new metric points, last_step, run-info)`` for the header and the loss plot."""
+    run = api_client.get_json(f"/runs/{run_id}")
     params = {} if last_step is None else {"after_step": last_step}
-    extend = no_update
+    points: list[dict[str, Any]] = []
     metric_name = (info or {}).get("metric_name")
     try:
         metrics = api_client.get_json(f"/runs/{run_id}/metrics", params=params)
     except ApiError:
         metrics = None
     if metrics:
-        metric_name = metrics.get("metric_name")
+        metric_name = metrics.get("metric_name") or metric_name
         points = metrics.get("points") or []
-        if points:
-            data, indices = figures.loss_extension(points)
-            extend = (data, indices, 1_000_000)
         if metrics.get("last_step") is not None:
             last_step = metrics["last_step"]
-    done = run.get("status") in TERMINAL_STATUSES
     new_info = {
         "status": run.get("status"),
         "model": run.get("model"),
         "has_model": bool(run.get("has_model")),
         "metric_name": metric_name,
     }
+    return run, points, last_step, new_info
+
+
+@callback(
+    Output("run-header", "children"),
+    Output("run-loss", "figure"),
+    Output("run-metrics-state", "data"),
+    Output("run-interval", "disabled"),
+    Output("run-info", "data"),
+    Input("run-id", "data"),
+)
+def load_run(run_id):
+    """Everything at once when the page opens; the interval then only adds what is new."""
+    try:
+        run, points, last_step, info = fetch_progress(run_id, None, None)
+    except ApiError as exc:
+        return error_alert(exc, f"Loading run {run_id}"), no_update, no_update, True, no_update
+    done = run.get("status") in TERMINAL_STATUSES
     return (
-        header(run, metric_name),
-        extend,
+        header(run, info["metric_name"]),
+        figures.loss_figure(points, uirevision=f"run-{run_id}"),
         {"last_step": last_step},
         done,
+        info,
+    )
+
+
+@callback(
+    Output("run-header", "children", allow_duplicate=True),
+    Output("run-loss", "extendData"),
+    Output("run-metrics-state", "data", allow_duplicate=True),
+    Output("run-interval", "disabled", allow_duplicate=True),
+    Output("run-info", "data", allow_duplicate=True),
+    Input("run-interval", "n_intervals"),
+    State("run-id", "data"),
+    State("run-metrics-state", "data"),
+    State("run-info", "data"),
+    prevent_initial_call=True,
+)
+def poll_run(n_intervals, run_id, metrics_state, info):
+    if not n_intervals or not info:
+        return no_update, no_update, no_update, no_update, no_update
+    try:
+        run, points, last_step, new_info = fetch_progress(
+            run_id, (metrics_state or {}).get("last_step"), info
+        )
+    except ApiError as exc:
+        return error_alert(exc, f"Loading run {run_id}"), no_update, no_update, False, no_update
+    extend = no_update
+    if points:
+        data, indices = figures.loss_extension(points)
+        extend = (data, indices, 1_000_000)
+    return (
+        header(run, new_info["metric_name"]),
+        extend,
+        {"last_step": last_step},
+        run.get("status") in TERMINAL_STATUSES,
         new_info if new_info != info else no_update,
     )
 
@@ -351,7 +387,7 @@ def poll_run(_n, run_id, metrics_state, info):
     prevent_initial_call=True,
 )
 def cancel_run(clicks, run_id):
-    if not clicks:
+    if not clicks or not user_clicked():
         return no_update, no_update
     try:
         api_client.post_json(f"/runs/{run_id}/cancel")
@@ -515,6 +551,8 @@ def preview_candidate(selected_rows, suggestions, edge):
     running=[(Output("run-fix", "disabled"), True, False)],
 )
 def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version, run_id):
+    if not user_clicked():
+        return no_update, no_update
     if not edge_address:
         return no_update, alert("Click an edge in the network first.", "warning")
     layer, i, j = edge_address
@@ -565,6 +603,8 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
 def model_action(
     _auto, _prune, _retrain, _reset, threshold, prune_threshold, steps, version, run_id, info
 ):
+    if not user_clicked():
+        return no_update, no_update, no_update
     if not inspectable(info):
         return (
             no_update,

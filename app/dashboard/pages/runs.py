@@ -9,7 +9,7 @@ from dash import Input, Output, State, callback, dash_table, dcc, html, no_updat
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import TERMINAL_STATUSES, alert, error_alert, fmt_number
+from app.dashboard.components import TERMINAL_STATUSES, alert, error_alert, fmt_number, user_clicked
 
 dash.register_page(__name__, path="/runs", name="Runs", title="Runs · kanscope")
 
@@ -155,6 +155,8 @@ def refresh_runs(_n):
     prevent_initial_call=True,
 )
 def compare_selected(_clicks, selected):
+    if not user_clicked():
+        return no_update, no_update
     selected = sorted(selected or [])
     if len(selected) < 2:
         return no_update, alert("Tick at least two runs to compare.", "warning")
@@ -171,6 +173,8 @@ def compare_selected(_clicks, selected):
     prevent_initial_call=True,
 )
 def delete_selected(_clicks, selected):
+    if not user_clicked():
+        return no_update, no_update, no_update, no_update
     if not selected:
         return alert("Tick the runs to delete.", "warning"), no_update, no_update, no_update
     failures = []

@@ -11,12 +11,14 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import (
+    METRIC_LABELS,
     TERMINAL_STATUSES,
     alert,
     error_alert,
     field,
     fmt_number,
     status_badge,
+    user_clicked,
 )
 from app.dashboard.forms import build_payload, estimate_parameters, parse_hidden
 
@@ -315,6 +317,8 @@ def start_training(
     seed,
 ):
     nothing = (no_update,) * 5
+    if not user_clicked():
+        return nothing
     if not selection or not selection.get("dataset_id"):
         return (
             no_update,
@@ -423,7 +427,10 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
     if summary.get("val_metric") is not None:
         items.append(
             html.Div(
-                [html.Span(metric_name or "metric"), html.Span(fmt_number(summary["val_metric"]))]
+                [
+                    html.Span(f"val {METRIC_LABELS.get(metric_name or '', 'metric')}"),
+                    html.Span(fmt_number(summary["val_metric"])),
+                ]
             )
         )
     if run.get("error"):
@@ -439,6 +446,8 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
     prevent_initial_call=True,
 )
 def cancel_training(_clicks, run_state):
+    if not user_clicked():
+        return no_update, no_update
     if not run_state:
         return no_update, True
     try:
