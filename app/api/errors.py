@@ -61,7 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
-        if exc.status_code == 413:
+        if exc.status_code == 413 and detail == "Content Too Large":  # Starlette's own limit
             detail = "The request body is too large."
         return json_error(exc.status_code, detail, getattr(exc, "headers", None))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 from typing import Any
@@ -52,16 +53,21 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
     if "\x00" in text:
         raise InvalidInputError("The file contains NUL bytes; it does not look like a CSV file.")
     try:
-        header = pd.read_csv(io.StringIO(text), nrows=0)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as exc:
         raise InvalidInputError(f"Could not read the CSV header: {exc}") from None
-    names = [str(c).strip() for c in header.columns]
+    names = [str(c).strip() for c in header]
     if len(names) > max_columns:
         raise InvalidInputError(
             f"The file has {len(names)} columns; at most {max_columns} are allowed."
         )
-    if any(not n or n.startswith("Unnamed: ") for n in names):
+    if not names:
+        raise InvalidInputError("The file has no header row. Upload a CSV file with a header.")
+    if any(not n for n in names):
         raise InvalidInputError("Every column needs a name in the header row; some are empty.")
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidInputError(f"Column names must be unique; repeated: {dupes}.")
     try:
         df = pd.read_csv(
             io.StringIO(text),
@@ -73,9 +79,6 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
         )
     except (pd.errors.ParserError, ValueError) as exc:
         raise InvalidInputError(f"The CSV could not be parsed: {exc}") from None
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise InvalidInputError(f"Column names must be unique; repeated: {dupes}.")
     if len(df) > max_rows:
         raise InvalidInputError(f"The file has more than {max_rows} rows, the limit.")
     if len(df) == 0:
