@@ -1,0 +1,155 @@
+"""The executor contract at the service level, on SQLite and PostgreSQL: one claim wins, the
+reaper fails (or requeues once) runs whose heartbeat stopped, start-up repair, and SQLite
+writers that never see "database is locked"."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select, update
+
+from app.db.clock import utcnow, utcnow_minus
+from app.db.models import Dataset, Run, RunMetric
+from app.db.session import Database
+from app.services.training import claim_run, reap_stale_runs, run_training
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+def make_run(db: Database, status: str = "queued", **kw) -> int:
+    with db.write() as s:
+        ds = s.scalars(select(Dataset)).first()
+        if ds is None:
+            ds = Dataset(name="d", n_rows=0, n_columns=0, size_bytes=0, columns=[], content=b"")
+            s.add(ds)
+            s.flush()
+        run = Run(
+            dataset_id=ds.id,
+            model="kan",
+            task="regression",
+            status=status,
+            config={"target_columns": ["y"]},
+            summary={},
+            **kw,
+        )
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def test_only_one_claim_wins(db):
+    run_id = make_run(db)
+    wins: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def claim(k: int) -> None:
+        barrier.wait()
+        with db.write() as s:
+            wins.append(claim_run(s, run_id, f"worker-{k}"))
+
+    threads = [threading.Thread(target=claim, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 5 + [True]
+    with db.read() as s:
+        run = s.get(Run, run_id)
+        assert run.status == "running" and run.attempts == 1 and run.heartbeat_at is not None
+
+
+def test_duplicate_delivery_is_skipped(db):
+    run_id = make_run(db, status="running", owner="someone-else")
+    assert run_training(run_id, "late-duplicate", db=db) == "skipped"
+    assert run_training(999_999, "ghost", db=db) == "skipped"
+    with db.read() as s:
+        assert s.get(Run, run_id).owner == "someone-else"
+
+
+def test_reaper_fails_stale_runs_by_database_clock(db):
+    stale = make_run(db, status="running", owner="dead-worker", attempts=1)
+    fresh = make_run(db, status="running", owner="live-worker", attempts=1)
+    with db.write() as s:
+        s.execute(update(Run).where(Run.id == stale).values(heartbeat_at=utcnow_minus(600)))
+        s.execute(update(Run).where(Run.id == fresh).values(heartbeat_at=utcnow()))
+    assert reap_stale_runs(db, lease_s=60) == [(stale, "failed")]
+    with db.read() as s:
+        dead = s.get(Run, stale)
+        assert dead.status == "failed" and "heartbeats" in dead.error and dead.finished_at
+        assert s.get(Run, fresh).status == "running"
+    assert reap_stale_runs(db, lease_s=60) == []
+
+
+def test_reaper_requeues_once_then_fails(db):
+    run_id = make_run(db, status="running", owner="w1", attempts=1)
+    with db.write() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow_minus(600)))
+    assert reap_stale_runs(db, lease_s=60, requeue=True) == [(run_id, "queued")]
+    with db.write() as s:
+        assert claim_run(s, run_id, "w2")
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow_minus(600)))
+    assert reap_stale_runs(db, lease_s=60, requeue=True) == [(run_id, "failed")]
+
+
+def test_startup_repairs_runs_of_dead_local_processes(db, db_url, tmp_path):
+    from api_helpers import make_settings
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.worker.local import HOST
+
+    orphan = make_run(db, status="running", owner=f"local@{HOST}:1:pid999999", attempts=1)
+    with db.write() as s:
+        s.execute(update(Run).where(Run.id == orphan).values(heartbeat_at=utcnow()))
+    app = create_app(make_settings(db_url, tmp_path), mount_dashboard=False)
+    with TestClient(app) as c:
+        run = c.get(f"/api/runs/{orphan}").json()
+    assert run["status"] == "failed" and "server stopped" in run["error"]
+
+
+def test_concurrent_writers_never_see_database_locked(sqlite_url):
+    """Trainer-like metric batches and API-like run inserts from 8 threads at once."""
+    db = Database(sqlite_url, busy_timeout_ms=30_000)
+    run_id = make_run(db, status="running", owner="w")
+    errors: list[BaseException] = []
+
+    def metrics_writer(k: int) -> None:
+        try:
+            for b in range(25):
+                with db.write() as s:
+                    s.execute(
+                        RunMetric.__table__.insert(),
+                        [
+                            {"run_id": run_id, "step": k * 10_000 + b * 10 + n, "train_loss": 1.0}
+                            for n in range(10)
+                        ],
+                    )
+                    s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    def api_writer() -> None:
+        try:
+            for _ in range(25):
+                make_run(db)
+                with db.read() as s:
+                    s.scalars(select(RunMetric).where(RunMetric.run_id == run_id)).all()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=metrics_writer, args=(k,)) for k in range(6)]
+    threads += [threading.Thread(target=api_writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with db.read() as s:
+        assert len(s.scalars(select(RunMetric.id)).all()) == 6 * 25 * 10
+    db.dispose()
