@@ -1,0 +1,168 @@
+"""kan_core vs pykan 0.2.8 vs plain MLPs, side by side in one run.
+
+    .venv/bin/pip install pykan==0.2.8 matplotlib pyyaml   # once (make bench does it)
+    .venv/bin/python benchmarks/bench_kan_core.py [--quick] [--compile] [--device cuda]
+
+1. hello-KAN f(x, y) = exp(sin(πx) + y²), width [2, 5, 1], grid 5, k 3, 1000 train / 1000 test
+   points: pykan's `fit` (LBFGS 50 steps; Adam) against kan_core's `fit` with the same settings.
+   Wall time, test RMSE, ratio.
+2. 10-input regression, width [10, 32, 32, 1]: time per training step (forward + backward + Adam)
+   at batch 1024 and 8192 for pykan (`speed()` mode), kan_core (eager, and compiled with
+   --compile) and an MLP with the same parameter count. Median of repeated steps; ratios.
+
+Results go to stdout as markdown and to benchmarks/results/kan_core.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kan_core.model import KAN, MLP
+from kan_core.train import FitConfig, TrainData, fit
+
+
+def hello(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=g) * 2 - 1
+    return x, torch.exp(torch.sin(math.pi * x[:, 0]) + x[:, 1] ** 2)[:, None]
+
+
+def rmse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(((model(x) - y) ** 2).mean().sqrt())
+
+
+def bench_hello(opt: str, steps: int, lr: float, seeds: list[int]) -> list[dict]:
+    from kan import KAN as PyKAN  # pykan
+
+    rows = []
+    for seed in seeds:
+        x, y = hello(1000, seed)
+        xt, yt = hello(1000, seed + 100)
+        dataset = {"train_input": x, "train_label": y, "test_input": xt, "test_label": yt}
+        pk = PyKAN(width=[2, 5, 1], grid=5, k=3, seed=seed, auto_save=False, device="cpu")
+        t = time.perf_counter()
+        pk.fit(dataset, opt="LBFGS" if opt == "lbfgs" else "Adam", steps=steps, lr=lr, log=10**6)
+        t_pk = time.perf_counter() - t
+        r_pk = rmse(pk, xt, yt)
+
+        ours = KAN([2, 5, 1], grid=5, k=3, seed=seed)
+        t = time.perf_counter()
+        fit(ours, TrainData(x, y), FitConfig(steps=steps, optimizer=opt, lr=lr))  # type: ignore[arg-type]
+        t_ours = time.perf_counter() - t
+        rows.append(
+            {"opt": opt, "steps": steps, "seed": seed, "pykan_s": t_pk, "pykan_rmse": r_pk,
+             "ours_s": t_ours, "ours_rmse": rmse(ours, xt, yt)}
+        )
+    return rows
+
+
+def step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int, compile_: bool = False) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loss_fn() -> torch.Tensor:
+        return ((model(x) - y) ** 2).mean()
+
+    fwd = torch.compile(loss_fn) if compile_ else loss_fn
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        fwd().backward()
+        opt.step()
+
+    for _ in range(5 if not compile_ else 8):
+        step()
+    times = []
+    for _ in range(reps):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def equal_mlp_width(kan_params: int, n_in: int = 10) -> int:
+    # MLP [n_in, h, h, 1]: n_in*h + h + h*h + h + h + 1 params
+    return max(1, int((-(n_in + 3) + math.sqrt((n_in + 3) ** 2 + 4 * (kan_params - 1))) / 2))
+
+
+def bench_steps(batches: list[int], reps: int, compile_: bool, device: str, with_pykan: bool) -> list[dict]:
+    rows = []
+    for batch in batches:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 10, generator=g).to(device)
+        y = (torch.sin(x[:, :1]) + x[:, 1:2] ** 2 + x[:, 2:3] * x[:, 3:4]).to(device)
+        kan = KAN([10, 32, 32, 1], grid=5, k=3, device=device)
+        h = equal_mlp_width(kan.num_parameters())
+        mlp = MLP([10, h, h, 1], device=device)
+        row = {"batch": batch, "kan_params": kan.num_parameters(), "mlp_params": mlp.num_parameters(),
+               "kan_ms": step_time(kan, x, y, reps) * 1e3, "mlp_ms": step_time(mlp, x, y, reps) * 1e3}
+        if compile_:
+            row["kan_compiled_ms"] = step_time(KAN([10, 32, 32, 1], device=device), x, y, reps, True) * 1e3
+            row["mlp_compiled_ms"] = step_time(MLP([10, h, h, 1], device=device), x, y, reps, True) * 1e3
+        if with_pykan:
+            from kan import KAN as PyKAN
+
+            pk = PyKAN(width=[10, 32, 32, 1], grid=5, k=3, seed=0, auto_save=False, device=device)
+            pk.speed()
+            row["pykan_ms"] = step_time(pk, x, y, max(3, reps // 5)) * 1e3
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="one seed, fewer repetitions")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd steps")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-pykan", action="store_true")
+    args = ap.parse_args()
+    seeds = [0] if args.quick else [0, 1, 2]
+    reps = 10 if args.quick else 30
+    lines = [f"# kan_core benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+             f"device {args.device})", ""]
+
+    if not args.no_pykan:
+        lines += ["## hello-KAN [2,5,1], exp(sin(πx)+y²), 1000 train / 1000 test points", "",
+                  "| optimiser | steps | seed | pykan s | pykan RMSE | kan_core s | kan_core RMSE | speed-up |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for opt, steps, lr in (("lbfgs", 50, 1.0), ("adam", 500, 1e-2)):
+            for r in bench_hello(opt, steps, lr, seeds):
+                lines.append(
+                    f"| {r['opt']} | {r['steps']} | {r['seed']} | {r['pykan_s']:.2f} | {r['pykan_rmse']:.2e} "
+                    f"| {r['ours_s']:.2f} | {r['ours_rmse']:.2e} | {r['pykan_s'] / r['ours_s']:.1f}× |"
+                )
+                print(lines[-1], flush=True)
+        lines.append("")
+
+    lines += ["## [10,32,32,1] training step (forward + backward + Adam), median ms", "",
+              "| batch | KAN params | MLP params | pykan | kan_core | MLP | kan_core / MLP | pykan / kan_core |"
+              + (" kan_core compiled | MLP compiled | compiled ratio |" if args.compile else ""),
+              "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if args.compile else "")]
+    for r in bench_steps([1024, 8192], reps, args.compile, args.device, not args.no_pykan):
+        pk = r.get("pykan_ms", float("nan"))
+        line = (f"| {r['batch']} | {r['kan_params']} | {r['mlp_params']} | {pk:.1f} | {r['kan_ms']:.2f} "
+                f"| {r['mlp_ms']:.2f} | {r['kan_ms'] / r['mlp_ms']:.2f}× | {pk / r['kan_ms']:.1f}× |")
+        if args.compile:
+            line += (f" {r['kan_compiled_ms']:.2f} | {r['mlp_compiled_ms']:.2f} "
+                     f"| {r['kan_compiled_ms'] / r['mlp_compiled_ms']:.2f}× |")
+        lines.append(line)
+        print(line, flush=True)
+
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "kan_core.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
