@@ -376,7 +376,9 @@ class ApiServer(KanscopeProcess):
 
     def __init__(self, env: dict[str, str], log_file: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        super().__init__(["serve", "--host", "127.0.0.1", "--port", str(self.port)], env, log_file)
+        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard",
+                "--no-demo", "--log-level", "warning"]  # fmt: skip
+        super().__init__(args, env, log_file)
 
     @property
     def url(self) -> str:
