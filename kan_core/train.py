@@ -79,6 +79,10 @@ class FitConfig:
     grid_sample_size: int = 4096
     reset_lbfgs_on_grid_update: bool = False
     divergence_factor: float | None = 1e8  # stop when the loss exceeds this × its first value
+    # torch.compile the forward pass: ~2× faster steps on big jobs, but compiling takes tens of
+    # seconds on a CPU, so "auto" compiles only when the job is large enough to repay it.
+    compile: bool | Literal["auto"] = False
+    compile_auto_threshold: float = 5e11  # steps × batch × (edges or weights) × features
     early_stopping_patience: int | None = None
     seed: int = 0
     log_every: int = 1
@@ -164,6 +168,24 @@ def evaluate(
     return loss, 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
 
 
+def _job_size(model: nn.Module, cfg: FitConfig, n_rows: int) -> float:
+    batch = n_rows if cfg.batch_size is None else min(cfg.batch_size, n_rows)
+    per_row = sum(p.numel() for p in model.parameters())
+    return float(cfg.steps) * batch * per_row * (20 if cfg.optimizer == "lbfgs" else 1)
+
+
+def _maybe_compiled(
+    model: nn.Module, cfg: FitConfig, n_rows: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's forward, compiled when asked to (or when "auto" finds the job big enough)."""
+    wanted = cfg.compile is True or (
+        cfg.compile == "auto" and _job_size(model, cfg, n_rows) >= cfg.compile_auto_threshold
+    )
+    if not wanted:
+        return model
+    return torch.compile(model, dynamic=False)  # type: ignore[return-value]
+
+
 def _grads_finite(params: list[nn.Parameter]) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -182,6 +204,7 @@ def fit(
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     is_kan = isinstance(model, KAN)
+    forward = _maybe_compiled(model, cfg, data.x_train.shape[0])
     gen = torch.Generator().manual_seed(cfg.seed)
     n = data.x_train.shape[0]
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
@@ -235,7 +258,7 @@ def fit(
                 loss = _loss(pred, yb, cfg.task)
                 (loss + cfg.lamb * reg).backward()
             else:
-                loss = _loss(model(xb), yb, cfg.task)
+                loss = _loss(forward(xb), yb, cfg.task)
                 loss.backward()
             return loss
 

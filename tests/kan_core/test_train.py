@@ -168,3 +168,14 @@ def test_multi_output_regression():
     model = KAN([2, 5, 2], seed=0)
     fit(model, TrainData(x, y2), FitConfig(steps=40, optimizer="lbfgs", lr=1.0))
     assert rmse(model, x, y2) < 0.05
+
+
+def test_compile_auto_leaves_small_interactive_jobs_eager():
+    from kan_core.train import _maybe_compiled
+
+    small = KAN([2, 5, 1])
+    assert _maybe_compiled(small, FitConfig(steps=50, compile="auto"), 1000) is small
+    big = KAN([10, 32, 32, 1])
+    compiled = _maybe_compiled(big, FitConfig(steps=20_000, batch_size=8192, compile="auto"), 100_000)
+    assert compiled is not big
+    assert _maybe_compiled(big, FitConfig(compile=False), 100_000) is big
