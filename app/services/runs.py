@@ -187,8 +187,18 @@ def delete_run(session: Session, run_id: int) -> None:
 
 def get_metrics(
     session: Session, run_id: int, after_step: int | None = None, limit: int = 5000
-) -> list[RunMetric]:
-    stmt = select(RunMetric).where(RunMetric.run_id == run_id).order_by(RunMetric.step)
+) -> tuple[str, str, list[Any]]:
+    """(status, task, metric rows with step > after_step); plain rows, no ORM objects, since
+    this is the endpoint every open dashboard polls."""
+    head = session.execute(select(Run.status, Run.task).where(Run.id == run_id)).one_or_none()
+    if head is None:
+        raise NotFoundError(f"Run {run_id} does not exist.")
+    m = RunMetric
+    stmt = (
+        select(m.step, m.train_loss, m.val_loss, m.val_metric, m.elapsed_s)
+        .where(m.run_id == run_id)
+        .order_by(m.step)
+    )
     if after_step is not None:
-        stmt = stmt.where(RunMetric.step > after_step)
-    return list(session.scalars(stmt.limit(limit)))
+        stmt = stmt.where(m.step > after_step)
+    return head.status, head.task, list(session.execute(stmt.limit(limit)))

@@ -106,21 +106,20 @@ def get_metrics(
     after_step: Annotated[int | None, Query(description="Only points with step > this.")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 5000,
 ) -> MetricsOut:
-    run = svc.get_run(session, run_id)
-    points = svc.get_metrics(session, run_id, after_step, limit)
+    run_status, task, rows = svc.get_metrics(session, run_id, after_step, limit)
     return MetricsOut(
         run_id=run_id,
-        status=run.status,  # type: ignore[arg-type]
-        metric_name="accuracy" if run.task == "classification" else "r2",
+        status=run_status,  # type: ignore[arg-type]
+        metric_name="accuracy" if task == "classification" else "r2",
         points=[
             MetricPoint(
-                step=p.step,
-                train_loss=p.train_loss,
-                val_loss=p.val_loss,
-                val_metric=p.val_metric,
-                elapsed_s=p.elapsed_s,
+                step=r.step,
+                train_loss=r.train_loss,
+                val_loss=r.val_loss,
+                val_metric=r.val_metric,
+                elapsed_s=r.elapsed_s,
             )
-            for p in points
+            for r in rows
         ],
-        last_step=points[-1].step if points else after_step,
+        last_step=rows[-1].step if rows else after_step,
     )
