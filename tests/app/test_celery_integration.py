@@ -35,7 +35,7 @@ from app.worker.celery_executor import CeleryExecutor
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 LEASE_S = 4.0
-STARTED: dict[str, CeleryWorker] = {}  # the latest worker, so the fixture stops it
+STARTED: dict[str, Any] = {}  # the latest worker / API process, so the fixture stops them
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -136,8 +136,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 assert up.status_code == 201, up.text
                 yield Stack(pg, redis, api, worker, env, tmp, http, up.json()["id"])
         finally:
-            holder = STARTED.get("worker", worker)
-            for proc in (holder, worker, api):
+            for proc in (STARTED.get("worker", worker), worker, STARTED.get("api", api), api):
                 proc.stop()
 
 
@@ -218,6 +217,34 @@ def test_redis_unavailable_answers_503_and_nothing_is_lost(stack: Stack) -> None
         stack.redis.start()  # same port; the worker reconnects
     done = stack.wait(run_id, timeout=120)  # sent by the API once Redis answers again
     assert done["status"] == "succeeded", (done, stack.logs())
+
+
+def test_postgres_restarted_mid_run_loses_no_metric_and_the_run_finishes(stack: Stack) -> None:
+    run = stack.submit(steps=120)
+    stack.wait(run["id"], until=("running",))
+    stack.wait_for_steps(run["id"], 3)
+    retries = stack.worker.log().count("will retry")
+    stack.pg.restart(mode="fast", down_for=1.0)  # every connection is cut
+    done = stack.wait(run["id"], timeout=120)
+    assert done["status"] == "succeeded", (done, stack.logs())
+    assert stack.worker.log().count("will retry") > retries  # the trainer did feel the outage
+    assert stack.steps(run["id"]) == list(range(1, 121))  # buffered through the outage
+    assert stack.db_row(run["id"])["attempts"] == 1  # the lease held: no requeue
+
+
+def test_api_restarted_while_runs_train_loses_nothing(stack: Stack) -> None:
+    first, second = stack.submit(steps=80), stack.submit(steps=20)  # one trains, one waits
+    stack.wait(first["id"], until=("running",))
+    stack.wait_for_steps(first["id"], 3)
+    stack.api.kill(signal.SIGKILL)  # no graceful shutdown
+    stack.api.proc.wait(10)  # type: ignore[union-attr]
+    stack.api = STARTED["api"] = ApiServer(stack.env, stack.tmp / "api2.log", port=stack.api.port)
+    stack.api.start()
+    for run, n in ((first, 80), (second, 20)):
+        done = stack.wait(run["id"], timeout=120)
+        assert done["status"] == "succeeded", (done, stack.logs())
+        assert stack.steps(run["id"]) == list(range(1, n + 1))
+        assert stack.db_row(run["id"])["attempts"] == 1
 
 
 REQUEUE_BUG = (
