@@ -57,13 +57,22 @@ def bench_hello(opt: str, steps: int, lr: float, seeds: list[int]) -> list[dict]
         fit(ours, TrainData(x, y), FitConfig(steps=steps, optimizer=opt, lr=lr))  # type: ignore[arg-type]
         t_ours = time.perf_counter() - t
         rows.append(
-            {"opt": opt, "steps": steps, "seed": seed, "pykan_s": t_pk, "pykan_rmse": r_pk,
-             "ours_s": t_ours, "ours_rmse": rmse(ours, xt, yt)}
+            {
+                "opt": opt,
+                "steps": steps,
+                "seed": seed,
+                "pykan_s": t_pk,
+                "pykan_rmse": r_pk,
+                "ours_s": t_ours,
+                "ours_rmse": rmse(ours, xt, yt),
+            }
         )
     return rows
 
 
-def step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int, compile_: bool = False) -> float:
+def step_time(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int, compile_: bool = False
+) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def loss_fn() -> torch.Tensor:
@@ -95,7 +104,9 @@ def equal_mlp_width(kan_params: int, n_in: int = 10) -> int:
     return max(1, int((-(n_in + 3) + math.sqrt((n_in + 3) ** 2 + 4 * (kan_params - 1))) / 2))
 
 
-def bench_steps(batches: list[int], reps: int, compile_: bool, device: str, with_pykan: bool) -> list[dict]:
+def bench_steps(
+    batches: list[int], reps: int, compile_: bool, device: str, with_pykan: bool
+) -> list[dict]:
     rows = []
     for batch in batches:
         g = torch.Generator().manual_seed(0)
@@ -104,11 +115,20 @@ def bench_steps(batches: list[int], reps: int, compile_: bool, device: str, with
         kan = KAN([10, 32, 32, 1], grid=5, k=3, device=device)
         h = equal_mlp_width(kan.num_parameters())
         mlp = MLP([10, h, h, 1], device=device)
-        row = {"batch": batch, "kan_params": kan.num_parameters(), "mlp_params": mlp.num_parameters(),
-               "kan_ms": step_time(kan, x, y, reps) * 1e3, "mlp_ms": step_time(mlp, x, y, reps) * 1e3}
+        row = {
+            "batch": batch,
+            "kan_params": kan.num_parameters(),
+            "mlp_params": mlp.num_parameters(),
+            "kan_ms": step_time(kan, x, y, reps) * 1e3,
+            "mlp_ms": step_time(mlp, x, y, reps) * 1e3,
+        }
         if compile_:
-            row["kan_compiled_ms"] = step_time(KAN([10, 32, 32, 1], device=device), x, y, reps, True) * 1e3
-            row["mlp_compiled_ms"] = step_time(MLP([10, h, h, 1], device=device), x, y, reps, True) * 1e3
+            row["kan_compiled_ms"] = (
+                step_time(KAN([10, 32, 32, 1], device=device), x, y, reps, True) * 1e3
+            )
+            row["mlp_compiled_ms"] = (
+                step_time(MLP([10, h, h, 1], device=device), x, y, reps, True) * 1e3
+            )
         if with_pykan:
             from kan import KAN as PyKAN
 
@@ -128,13 +148,19 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [0] if args.quick else [0, 1, 2]
     reps = 10 if args.quick else 30
-    lines = [f"# kan_core benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads, "
-             f"device {args.device})", ""]
+    lines = [
+        f"# kan_core benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {args.device})",
+        "",
+    ]
 
     if not args.no_pykan:
-        lines += ["## hello-KAN [2,5,1], exp(sin(πx)+y²), 1000 train / 1000 test points", "",
-                  "| optimiser | steps | seed | pykan s | pykan RMSE | kan_core s | kan_core RMSE | speed-up |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## hello-KAN [2,5,1], exp(sin(πx)+y²), 1000 train / 1000 test points",
+            "",
+            "| optimiser | steps | seed | pykan s | pykan RMSE | kan_core s | kan_core RMSE | speed-up |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for opt, steps, lr in (("lbfgs", 50, 1.0), ("adam", 500, 1e-2)):
             for r in bench_hello(opt, steps, lr, seeds):
                 lines.append(
@@ -144,17 +170,24 @@ def main() -> None:
                 print(lines[-1], flush=True)
         lines.append("")
 
-    lines += ["## [10,32,32,1] training step (forward + backward + Adam), median ms", "",
-              "| batch | KAN params | MLP params | pykan | kan_core | MLP | kan_core / MLP | pykan / kan_core |"
-              + (" kan_core compiled | MLP compiled | compiled ratio |" if args.compile else ""),
-              "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if args.compile else "")]
+    lines += [
+        "## [10,32,32,1] training step (forward + backward + Adam), median ms",
+        "",
+        "| batch | KAN params | MLP params | pykan | kan_core | MLP | kan_core / MLP | pykan / kan_core |"
+        + (" kan_core compiled | MLP compiled | compiled ratio |" if args.compile else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if args.compile else ""),
+    ]
     for r in bench_steps([1024, 8192], reps, args.compile, args.device, not args.no_pykan):
         pk = r.get("pykan_ms", float("nan"))
-        line = (f"| {r['batch']} | {r['kan_params']} | {r['mlp_params']} | {pk:.1f} | {r['kan_ms']:.2f} "
-                f"| {r['mlp_ms']:.2f} | {r['kan_ms'] / r['mlp_ms']:.2f}× | {pk / r['kan_ms']:.1f}× |")
+        line = (
+            f"| {r['batch']} | {r['kan_params']} | {r['mlp_params']} | {pk:.1f} | {r['kan_ms']:.2f} "
+            f"| {r['mlp_ms']:.2f} | {r['kan_ms'] / r['mlp_ms']:.2f}× | {pk / r['kan_ms']:.1f}× |"
+        )
         if args.compile:
-            line += (f" {r['kan_compiled_ms']:.2f} | {r['mlp_compiled_ms']:.2f} "
-                     f"| {r['kan_compiled_ms'] / r['mlp_compiled_ms']:.2f}× |")
+            line += (
+                f" {r['kan_compiled_ms']:.2f} | {r['mlp_compiled_ms']:.2f} "
+                f"| {r['kan_compiled_ms'] / r['mlp_compiled_ms']:.2f}× |"
+            )
         lines.append(line)
         print(line, flush=True)
 

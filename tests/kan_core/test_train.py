@@ -176,6 +176,8 @@ def test_compile_auto_leaves_small_interactive_jobs_eager():
     small = KAN([2, 5, 1])
     assert _maybe_compiled(small, FitConfig(steps=50, compile="auto"), 1000) is small
     big = KAN([10, 32, 32, 1])
-    compiled = _maybe_compiled(big, FitConfig(steps=20_000, batch_size=8192, compile="auto"), 100_000)
+    compiled = _maybe_compiled(
+        big, FitConfig(steps=20_000, batch_size=8192, compile="auto"), 100_000
+    )
     assert compiled is not big
     assert _maybe_compiled(big, FitConfig(compile=False), 100_000) is big
