@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -33,6 +33,12 @@ def get_session(request: Request) -> Iterator[Session]:
 def get_executor(request: Request) -> Executor:
     return request.app.state.executor
 
+
+#: database ids fit a signed 64-bit integer; anything larger is a 422, not an overflow
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+#: layer / node indices of an edge
+IndexPath = Annotated[int, Path(ge=0, le=1_000_000)]
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_db)]

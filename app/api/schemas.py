@@ -143,10 +143,10 @@ class RunConfig(BaseModel):
         allow_inf_nan=False,
         description="Random validation split (ignored if val_rows given).",
     )
-    train_rows: list[Annotated[int, Field(ge=0)]] | None = Field(
+    train_rows: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
         default=None, description="Explicit training row indices (0-based, into the dataset)."
     )
-    val_rows: list[Annotated[int, Field(ge=0)]] | None = Field(
+    val_rows: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
         default=None, description="Explicit validation row indices; train = train_rows or the rest."
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -183,7 +183,7 @@ class RunConfig(BaseModel):
 
 
 class RunCreate(RunConfig):
-    dataset_id: int
+    dataset_id: int = Field(ge=1, le=2**63 - 1)
     name: str | None = Field(default=None, max_length=200)
 
 

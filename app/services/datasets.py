@@ -52,8 +52,9 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
         ) from None
     if "\x00" in text:
         raise InvalidInputError("The file contains NUL bytes; it does not look like a CSV file.")
+    sep = detect_separator(text)
     try:
-        header = next(csv.reader(io.StringIO(text)), [])
+        header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
     except csv.Error as exc:
         raise InvalidInputError(f"Could not read the CSV header: {exc}") from None
     names = [str(c).strip() for c in header]
@@ -73,6 +74,8 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
             io.StringIO(text),
             header=0,
             names=names,
+            sep=sep,
+            decimal="," if sep == ";" else ".",
             nrows=max_rows + 1,
             low_memory=False,
             skipinitialspace=True,
@@ -84,6 +87,16 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
     if len(df) == 0:
         raise InvalidInputError("The file has a header but no data rows.")
     return type_frame(df)
+
+
+def detect_separator(text: str) -> str:
+    """Comma, unless the header row has no comma but splits on ';', tab or '|'."""
+    first = text.split("\n", 1)[0]
+    if "," in first:
+        return ","
+    counts = {sep: first.count(sep) for sep in (";", "\t", "|")}
+    best = max(counts, key=lambda k: counts[k])
+    return best if counts[best] > 0 else ","
 
 
 def type_frame(df: pd.DataFrame) -> pd.DataFrame:

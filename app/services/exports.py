@@ -50,6 +50,16 @@ def export(session: Session, run_id: int, kind: str) -> ExportFile:
     )
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """Text that a spreadsheet would run as a formula gets a leading apostrophe."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START):
+        return "'" + cell
+    return cell
+
+
 def _predictions_csv(session: Session, run_id: int) -> ExportFile:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -64,10 +74,21 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
         names = p["output_names"]
         if not header_written:
             if p["metric_name"] == "accuracy":
-                w.writerow(["row", "split", f"{names[0]}_true", f"{names[0]}_pred"])
+                w.writerow(
+                    [
+                        "row",
+                        "split",
+                        *(spreadsheet_safe(f"{names[0]}_{s}") for s in ("true", "pred")),
+                    ]
+                )
             else:
                 w.writerow(
-                    ["row", "split", *[f"{n}_true" for n in names], *[f"{n}_pred" for n in names]]
+                    [
+                        "row",
+                        "split",
+                        *[spreadsheet_safe(f"{n}_true") for n in names],
+                        *[spreadsheet_safe(f"{n}_pred") for n in names],
+                    ]
                 )
             header_written = True
         for k, row in enumerate(p["rows"]):
@@ -82,7 +103,7 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
                     ]
                 )
             else:
-                w.writerow([row, split, t, q])
+                w.writerow([row, split, spreadsheet_safe(t), spreadsheet_safe(q)])
     return ExportFile(
         buf.getvalue().encode(), "text/csv; charset=utf-8", f"run-{run_id}-predictions.csv"
     )

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, undefer
 
@@ -670,6 +670,8 @@ def run_training(
         requested_device = run.config.get("device", settings.device)
         if not claim_run(s, run_id, owner, device=requested_device):
             return "skipped"
+        if run.attempts >= 1:  # a requeued run starts again: drop the dead attempt's metrics
+            s.execute(delete(RunMetric).where(RunMetric.run_id == run_id))
     log.info("run %s claimed by %s", run_id, owner)
     sink = _RunSink(db, run_id, owner, settings.heartbeat_interval_s, on_progress=on_progress)
     sink.start()

@@ -182,22 +182,12 @@ def test_malformed_csv_is_refused(
     assert_refused(api.upload((CORPUS / name).read_bytes(), name), before, api, status, *words)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: pandas renames the repeated header to 'x.1' before the uniqueness "
-    "check runs, so the file is stored with an invented column name",
-)
 def test_duplicate_headers_are_refused(api: Api, base: dict) -> None:
     before = api.inventory()
     data = (CORPUS / "duplicate_headers.csv").read_bytes()
     assert_refused(api.upload(data, "dup.csv"), before, api, 422, "unique")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: a semicolon-separated file is stored as one text column "
-    "'x1;x2;y' instead of being split or refused with a hint about the separator",
-)
 def test_semicolon_separated_file_is_split_or_refused(api: Api, base: dict) -> None:
     before = api.inventory()
     resp = api.upload((CORPUS / "semicolons.csv").read_bytes(), "semi.csv")
@@ -391,18 +381,11 @@ def test_malformed_json_is_refused(api: Api, base: dict) -> None:
     assert_refused(resp, before, api, 422, "json")
 
 
-HUGE_ID_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: an id beyond 64 bits reaches SQLite and raises OverflowError (500); "
-    "path ids need a bound (e.g. Path(ge=1, le=2**63 - 1))",
-)
-
-
 @pytest.mark.parametrize(
     "path",
     [
         "/api/runs/abc",
-        pytest.param("/api/runs/99999999999999999999999999", marks=HUGE_ID_BUG),
+        "/api/runs/99999999999999999999999999",
         "/api/runs/-1",
         "/api/datasets/1e3",
     ],
@@ -556,11 +539,6 @@ def test_api_token_is_enforced(tmp_path: Path) -> None:
         assert ok.status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: the predictions CSV writes labels such as '=1+1' unescaped, so a "
-    "spreadsheet evaluates them (CSV/formula injection)",
-)
 @pytest.mark.slow
 def test_predictions_export_is_safe_for_spreadsheets(api: Api, base: dict) -> None:
     ds = api.upload((CORPUS / "formula_injection.csv").read_bytes(), "inj.csv").json()

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import IdPath, SessionDep, SettingsDep
 from app.api.schemas import DatasetOut, DatasetPreviewOut, ErrorOut
 from app.services import datasets as svc
 from app.services.errors import PayloadTooLargeError
@@ -54,20 +54,20 @@ def list_datasets(session: SessionDep) -> list[DatasetOut]:
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut, responses=ERRORS)
-def get_dataset(dataset_id: int, session: SessionDep) -> DatasetOut:
+def get_dataset(dataset_id: IdPath, session: SessionDep) -> DatasetOut:
     return DatasetOut.model_validate(svc.get_dataset(session, dataset_id))
 
 
 @router.get("/datasets/{dataset_id}/preview", response_model=DatasetPreviewOut, responses=ERRORS)
 def preview_dataset(
-    dataset_id: int, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20
+    dataset_id: IdPath, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> DatasetPreviewOut:
     return DatasetPreviewOut.model_validate(svc.preview(session, dataset_id, limit))
 
 
 @router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
 def delete_dataset(
-    dataset_id: int,
+    dataset_id: IdPath,
     session: SessionDep,
     cascade: Annotated[
         bool, Query(description="Also delete this dataset's finished runs.")

@@ -2,7 +2,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import SessionDep
+from app.api.deps import IdPath, SessionDep
 from app.api.schemas import ErrorOut
 from app.services import exports as svc
 
@@ -26,7 +26,7 @@ ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": Err
     },
 )
 def export(
-    run_id: int,
+    run_id: IdPath,
     kind: Literal["latex", "python", "sympy", "model", "predictions"],
     session: SessionDep,
 ) -> Response:

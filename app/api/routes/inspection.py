@@ -2,7 +2,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import SessionDep
+from app.api.deps import IdPath, IndexPath, SessionDep
 from app.api.schemas import EdgeDetailOut, ErrorOut, NetworkOut, PredictionsOut
 from app.services import inspection as svc
 
@@ -12,7 +12,7 @@ ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": Err
 
 @router.get("/runs/{run_id}/network", response_model=NetworkOut, responses=ERRORS)
 def get_network(
-    run_id: int, session: SessionDep, n_points: Annotated[int, Query(ge=2, le=256)] = 32
+    run_id: IdPath, session: SessionDep, n_points: Annotated[int, Query(ge=2, le=256)] = 32
 ) -> NetworkOut:
     """Structure for the diagram: every edge's sampled curve, score, symbolic name; node scores.
     409 while the run has no model, or for a model that is not a KAN."""
@@ -20,14 +20,16 @@ def get_network(
 
 
 @router.get("/runs/{run_id}/edges/{layer}/{i}/{j}", response_model=EdgeDetailOut, responses=ERRORS)
-def get_edge(run_id: int, layer: int, i: int, j: int, session: SessionDep) -> EdgeDetailOut:
+def get_edge(
+    run_id: IdPath, layer: IndexPath, i: IndexPath, j: IndexPath, session: SessionDep
+) -> EdgeDetailOut:
     """One edge in detail: a fine curve plus the data's actual pre-activations."""
     return EdgeDetailOut.model_validate(svc.edge_detail(session, run_id, layer, i, j))
 
 
 @router.get("/runs/{run_id}/predictions", response_model=PredictionsOut, responses=ERRORS)
 def get_predictions(
-    run_id: int, session: SessionDep, split: Literal["validation", "train"] = "validation"
+    run_id: IdPath, session: SessionDep, split: Literal["validation", "train"] = "validation"
 ) -> PredictionsOut:
     """Predictions vs truth in original units (labels for classification)."""
     return PredictionsOut.model_validate(svc.predictions(session, run_id, split))

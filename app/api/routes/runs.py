@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from app.api.deps import ExecutorDep, SessionDep, SettingsDep
+from app.api.deps import ExecutorDep, IdPath, SessionDep, SettingsDep
 from app.api.schemas import (
     ErrorOut,
     MetricPoint,
@@ -69,7 +69,7 @@ def create_run(
 @router.get("/runs", response_model=RunListOut)
 def list_runs(
     session: SessionDep,
-    dataset_id: int | None = None,
+    dataset_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> RunListOut:
@@ -78,12 +78,12 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=ERRORS)
-def get_run(run_id: int, session: SessionDep) -> RunOut:
+def get_run(run_id: IdPath, session: SessionDep) -> RunOut:
     return RunOut.model_validate(svc.get_run(session, run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=ERRORS)
-def cancel_run(run_id: int, session: SessionDep, executor: ExecutorDep) -> RunOut:
+def cancel_run(run_id: IdPath, session: SessionDep, executor: ExecutorDep) -> RunOut:
     """Queued: cancelled now. Running: stops within a training step (status turns
     ``cancelled``). Finished: 409."""
     run = svc.cancel_run(session, run_id)
@@ -93,7 +93,7 @@ def cancel_run(run_id: int, session: SessionDep, executor: ExecutorDep) -> RunOu
 
 
 @router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
-def delete_run(run_id: int, session: SessionDep) -> None:
+def delete_run(run_id: IdPath, session: SessionDep) -> None:
     """Deletes the run with its metrics and model (409 while it is running)."""
     svc.delete_run(session, run_id)
     session.commit()
@@ -101,9 +101,11 @@ def delete_run(run_id: int, session: SessionDep) -> None:
 
 @router.get("/runs/{run_id}/metrics", response_model=MetricsOut, responses=ERRORS)
 def get_metrics(
-    run_id: int,
+    run_id: IdPath,
     session: SessionDep,
-    after_step: Annotated[int | None, Query(description="Only points with step > this.")] = None,
+    after_step: Annotated[
+        int | None, Query(ge=-1, le=2**31 - 1, description="Only points with step > this.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 5000,
 ) -> MetricsOut:
     run_status, task, rows = svc.get_metrics(session, run_id, after_step, limit)

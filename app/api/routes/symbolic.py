@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import ExecutorDep, SessionDep, SettingsDep
+from app.api.deps import ExecutorDep, IdPath, IndexPath, SessionDep, SettingsDep
 from app.api.schemas import (
     AutoSymbolicIn,
     AutoSymbolicOut,
@@ -25,10 +25,10 @@ EDGE = "/runs/{run_id}/edges/{layer}/{i}/{j}"
 
 @router.get(EDGE + "/suggestions", response_model=SuggestionsOut, responses=ERRORS)
 def get_suggestions(
-    run_id: int,
-    layer: int,
-    i: int,
-    j: int,
+    run_id: IdPath,
+    layer: IndexPath,
+    i: IndexPath,
+    j: IndexPath,
     session: SessionDep,
     top: Annotated[int, Query(ge=1, le=50)] = 8,
     library: Annotated[list[str] | None, Query(max_length=64)] = None,
@@ -41,7 +41,12 @@ def get_suggestions(
 
 @router.post(EDGE + "/fix", response_model=EdgeStateOut, responses=ERRORS)
 def fix_edge(
-    run_id: int, layer: int, i: int, j: int, body: FixEdgeIn, session: SessionDep
+    run_id: IdPath,
+    layer: IndexPath,
+    i: IndexPath,
+    j: IndexPath,
+    body: FixEdgeIn,
+    session: SessionDep,
 ) -> EdgeStateOut:
     """Fix the edge to a library function (affine parameters fitted to the edge)."""
     out = svc.fix_edge(session, run_id, layer, i, j, body.name)
@@ -50,7 +55,9 @@ def fix_edge(
 
 
 @router.delete(EDGE + "/fix", response_model=EdgeStateOut, responses=ERRORS)
-def unfix_edge(run_id: int, layer: int, i: int, j: int, session: SessionDep) -> EdgeStateOut:
+def unfix_edge(
+    run_id: IdPath, layer: IndexPath, i: IndexPath, j: IndexPath, session: SessionDep
+) -> EdgeStateOut:
     """Make the edge numeric (spline) again."""
     out = svc.unfix_edge(session, run_id, layer, i, j)
     session.commit()
@@ -59,7 +66,7 @@ def unfix_edge(run_id: int, layer: int, i: int, j: int, session: SessionDep) -> 
 
 @router.post("/runs/{run_id}/auto-symbolic", response_model=AutoSymbolicOut, responses=ERRORS)
 def auto_symbolic(
-    run_id: int, session: SessionDep, body: AutoSymbolicIn | None = None
+    run_id: IdPath, session: SessionDep, body: AutoSymbolicIn | None = None
 ) -> AutoSymbolicOut:
     """Fix every numeric edge whose best candidate reaches ``r2_threshold``."""
     body = body or AutoSymbolicIn()
@@ -71,7 +78,7 @@ def auto_symbolic(
 
 
 @router.post("/runs/{run_id}/prune", response_model=PruneOut, responses=ERRORS)
-def prune(run_id: int, session: SessionDep, body: PruneIn | None = None) -> PruneOut:
+def prune(run_id: IdPath, session: SessionDep, body: PruneIn | None = None) -> PruneOut:
     """Switch off edges whose attribution score is below ``threshold``."""
     out = svc.prune(session, run_id, (body or PruneIn()).threshold)
     session.commit()
@@ -79,7 +86,7 @@ def prune(run_id: int, session: SessionDep, body: PruneIn | None = None) -> Prun
 
 
 @router.post("/runs/{run_id}/reset-edits", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
-def reset_edits(run_id: int, session: SessionDep) -> None:
+def reset_edits(run_id: IdPath, session: SessionDep) -> None:
     """Back to the model as trained (drops symbolic fixes and pruning)."""
     svc.reset_edits(session, run_id)
     session.commit()
@@ -92,7 +99,7 @@ def reset_edits(run_id: int, session: SessionDep) -> None:
     responses=ERRORS,
 )
 def retrain(
-    run_id: int,
+    run_id: IdPath,
     session: SessionDep,
     settings: SettingsDep,
     executor: ExecutorDep,
@@ -109,7 +116,7 @@ def retrain(
 
 
 @router.get("/runs/{run_id}/formula", response_model=FormulaOut, responses=ERRORS)
-def get_formula(run_id: int, session: SessionDep) -> FormulaOut:
+def get_formula(run_id: IdPath, session: SessionDep) -> FormulaOut:
     """The symbolic formula per output in original units, with its R². 422 while some active
     edges are still numeric (fix them, auto-symbolic, or prune)."""
     return FormulaOut.model_validate(svc.formula_out(session, run_id))
