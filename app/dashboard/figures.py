@@ -34,6 +34,14 @@ CANDIDATE_COLOR = "#c0392b"
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 SELECTED_TRACE_NAME = "selected-edge"
+# Plotly hovers the nearest point within ``hoverdistance`` (20 px), after subtracting the marker
+# radius: markers wider than the slot spacing would tie and hover a neighbour. Small markers keep
+# "nearest" exact while the 20 px reach keeps them easy to hit.
+HIT_MARKER_SIZE = 4
+ASSUMED_PLOT_WIDTH_PX = 700  # the diagram's card at 1280 px; wider screens only help
+MIN_HIT_SPACING_PX = 6.5
+MAX_STAGGER_LEVELS = 12
+STAGGER_SPAN = 0.3  # of the gap between node rows, inside the slot box
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,22 @@ def level_alpha(level: int) -> float:
 
 def node_positions(count: int) -> list[float]:
     return [(k + 0.5) / count for k in range(count)]
+
+
+def hit_offset(layer_in: int, layer_out: int, i: int, j: int) -> float:
+    """Vertical offset of an edge's hit marker inside its slot.
+
+    Plotly's "closest" hover treats every marker within 3 px of the mouse as equally close, so
+    slots narrower than that (a 16×16 layer is ~3 px per slot at 760 px) would hover a neighbour.
+    Dense layers stagger their markers over a few heights so that neighbours are ≥ 6 px apart.
+    """
+    slots = layer_in * layer_out
+    spacing_px = ASSUMED_PLOT_WIDTH_PX / slots
+    levels = min(MAX_STAGGER_LEVELS, max(1, math.ceil(MIN_HIT_SPACING_PX / spacing_px)))
+    if levels == 1:
+        return 0.0
+    level = (i * layer_out + j) % levels
+    return (level - (levels - 1) / 2) * (STAGGER_SPAN / (levels - 1))
 
 
 def slot_geometry(layer_in: int, layer_out: int, i: int, j: int) -> tuple[float, float]:
@@ -234,7 +258,7 @@ def network_figure(
             lx.extend([x_from, cx, cx, x_to, None])
             ly.extend([y0, bottom, top, y0 + 1.0, None])
         hit_x.append(cx)
-        hit_y.append(y0 + 0.5)
+        hit_y.append(y0 + 0.5 + hit_offset(n_in, n_out, e.i, e.j))
         hit_data.append([e.layer, e.i, e.j])
         source = input_names[e.i] if e.layer == 0 and e.i < len(input_names) else None
         kind = f"symbolic: {e.symbolic}" if e.symbolic else "spline"
@@ -320,7 +344,6 @@ def network_figure(
             name="nodes",
         )
     )
-    slot_px = 1100 / max(1, max((a * b for a, b in zip(width, width[1:], strict=False)), default=1))
     traces.append(
         go.Scatter(
             x=hit_x,
@@ -333,7 +356,7 @@ def network_figure(
             name="edges",
             marker={
                 "symbol": "square",
-                "size": max(8.0, min(26.0, slot_px)),
+                "size": HIT_MARKER_SIZE,
                 "color": "rgba(0,0,0,0)",
             },
         )
@@ -602,6 +625,20 @@ def formula_markdown(latex: str, label: str | None = None) -> str:
         return ""
     prefix = f"{label}\n\n" if label else ""
     return f"{prefix}$$\n{latex}\n$$"
+
+
+def edge_curves_for_client(network: dict[str, Any]) -> dict[str, Any]:
+    """``{"edges": {"l-i-j": [xs, ys, symbolic]}, "inputs": [...]}`` for the browser's instant
+    preview of a clicked edge (``frontend_assets/kanscope.js``)."""
+    edges = {}
+    for e in iter_edges(network):
+        xs, ys = _downsample(e.x, e.y, 64)
+        edges[f"{e.layer}-{e.i}-{e.j}"] = [
+            [round(v, 5) for v in xs],
+            [round(v, 5) for v in ys],
+            e.symbolic,
+        ]
+    return {"edges": edges, "inputs": list(network.get("input_names") or [])}
 
 
 def message_figure(text: str, height: int = 260) -> go.Figure:

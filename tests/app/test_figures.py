@@ -301,3 +301,25 @@ def test_default_target_prefers_target_names_over_element_symbols():
         default_target([{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}]) == "b"
     )
     assert default_target([]) is None
+
+
+def test_hit_markers_of_dense_layers_are_never_within_plotlys_tie_distance():
+    """Plotly's closest-hover clamps distances under 3 px to zero: neighbours would tie."""
+    net = make_network([10, 16, 16, 1])
+    fig = figures.network_figure(net)
+    hits = trace(fig, "edges")
+    width_px = figures.ASSUMED_PLOT_WIDTH_PX
+    y_lo, y_hi = fig.layout.yaxis.range
+    px_per_y = (fig.layout.height - 30) / (y_hi - y_lo)
+    points = sorted(zip(hits.x, hits.y, strict=True))
+    closest = min(
+        math.hypot((x2 - x1) * width_px, (y2 - y1) * px_per_y)
+        for (x1, y1), (x2, y2) in (
+            (points[a], points[b])
+            for a in range(len(points))
+            for b in range(a + 1, min(a + 40, len(points)))
+        )
+    )
+    assert closest >= 5.0, closest
+    small = trace(figures.network_figure(make_network([3, 2, 1])), "edges")
+    assert {round(y - math.floor(y), 6) for y in small.y} == {0.5}  # sparse: no staggering

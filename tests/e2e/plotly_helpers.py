@@ -68,20 +68,37 @@ def edge_position(page: Any, graph_id: str, index: int) -> dict[str, Any]:
 
 
 def hover_edge(page: Any, graph_id: str, index: int) -> dict[str, Any]:
-    """Move the mouse onto edge ``index``'s hit marker and wait for its hover label."""
+    """Move the mouse onto edge ``index``'s hit marker and wait for its hover label.
+
+    In a dense layer the slots are ~3 px apart and the browser reports whole-pixel mouse
+    positions, so the nearest point can be a neighbour: nudge by a pixel until the label names
+    the edge (a user sees the same label before clicking)."""
     pos = edge_position(page, graph_id, index)
     layer, i, j = pos["address"]
+    label = f"φ[{layer}] {i}→{j}"
     page.mouse.move(pos["x"] - 3, pos["y"] - 3)
-    page.mouse.move(pos["x"], pos["y"])
-    page.wait_for_function(
-        """([graphId, label]) => {
+    for dx in (0, 1, -1, 2, -2):
+        page.mouse.move(pos["x"] + dx, pos["y"])
+        try:
+            page.wait_for_function(
+                """([graphId, label]) => {
+                  const el = document.querySelector(`#${graphId} .hoverlayer .hovertext`);
+                  return !!(el && el.textContent.includes(label));
+                }""",
+                arg=[graph_id, label],
+                timeout=1_500 if dx == 0 else 600,
+            )
+        except Exception:
+            continue
+        return {**pos, "x": pos["x"] + dx}
+    shown = page.evaluate(
+        """(graphId) => {
           const el = document.querySelector(`#${graphId} .hoverlayer .hovertext`);
-          return !!(el && el.textContent.includes(label));
+          return el ? el.textContent : null;
         }""",
-        arg=[graph_id, f"φ[{layer}] {i}→{j}"],
-        timeout=5_000,
+        graph_id,
     )
-    return pos
+    raise AssertionError(f"hovering {label} at {pos} shows {shown!r}")
 
 
 def click_edge(page: Any, graph_id: str, index: int) -> list[int]:

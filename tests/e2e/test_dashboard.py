@@ -100,10 +100,12 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     assert trace_length(page, "run-network", "edges") == 3 * 2 + 2 * 1
     address = click_edge(page, "run-network", 0)
     label = "φ[{}] {}→{}".format(*address)
+    # the curve is drawn at once in the browser, then the server adds the data's pre-activations
     page.wait_for_function(
         """(label) => {
           const gd = document.querySelector('#run-edge .js-plotly-plot');
-          return !!(gd && gd.layout && gd.layout.title && gd.layout.title.text.includes(label));
+          return !!(gd && gd.layout && gd.layout.title && gd.layout.title.text.includes(label)
+                    && gd.data.some(t => t.name === 'data (pre-activations)'));
         }""",
         arg=label,
     )

@@ -6,11 +6,13 @@ from typing import Any
 
 import dash
 from dash import (
+    ClientsideFunction,
     Input,
     Output,
     Patch,
     State,
     callback,
+    clientside_callback,
     ctx,
     dash_table,
     dcc,
@@ -73,6 +75,8 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             dcc.Store(id="run-id", data=run_number),
             dcc.Store(id="run-info", data=None),  # {"status", "model", "has_model"}
             dcc.Store(id="run-diagram", data=None),  # {"width", "selection_index", "inputs"}
+            # Every edge's curve for the instant client-side preview on click (browser only).
+            dcc.Store(id="run-curves", data=None),
             dcc.Store(id="run-version", data=0),  # bumped after every change to the model
             dcc.Store(id="run-selected-edge", data=None),  # [layer, i, j]
             dcc.Store(id="run-edge-data", data=None),
@@ -411,6 +415,7 @@ def inspectable(info: dict | None) -> bool:
 @callback(
     Output("run-network", "figure"),
     Output("run-diagram", "data"),
+    Output("run-curves", "data"),
     Output("run-network-alert", "children"),
     Input("run-info", "data"),
     Input("run-version", "data"),
@@ -419,7 +424,7 @@ def inspectable(info: dict | None) -> bool:
 )
 def load_network(info, _version, selected, run_id):
     if not info:
-        return no_update, no_update, no_update
+        return no_update, no_update, no_update, no_update
     if not inspectable(info):
         status = info.get("status")
         if info.get("model") != "kan" and status == "succeeded":
@@ -428,12 +433,13 @@ def load_network(info, _version, selected, run_id):
             text = "The network is drawn when training has finished."
         else:
             text = f"No trained model (run {status})."
-        return figures.message_figure(text), None, None
+        return figures.message_figure(text), None, None, None
     try:
         network = api_client.get_json(f"/runs/{run_id}/network")
     except ApiError as exc:
         return (
             figures.message_figure("Network unavailable."),
+            None,
             None,
             error_alert(exc, "Loading the network"),
         )
@@ -443,7 +449,16 @@ def load_network(info, _version, selected, run_id):
         "selection_index": len(fig.data) - 1,
         "inputs": network.get("input_names") or [],
     }
-    return fig, diagram, None
+    return fig, diagram, figures.edge_curves_for_client(network), None
+
+
+clientside_callback(
+    ClientsideFunction(namespace="kanscope", function_name="edgePreview"),
+    Output("run-edge", "figure", allow_duplicate=True),
+    Input("run-network", "clickData"),
+    State("run-curves", "data"),
+    prevent_initial_call=True,
+)
 
 
 def clicked_edge(click_data: dict | None) -> list[int] | None:
@@ -717,9 +732,8 @@ def load_formula(info, _version, run_id):
         y_true, y_pred = predictions.get("y_true") or [], predictions.get("y_pred") or []
         if y_true and isinstance(y_true[0], list):
             y_true, y_pred = [r[0] for r in y_true], [r[0] for r in y_pred]
-        title = (
-            f"validation: {predictions.get('metric_name')} {fmt_number(predictions.get('metric'))}"
-        )
+        metric = METRIC_LABELS.get(predictions.get("metric_name") or "", "metric")
+        title = f"validation {metric} {fmt_number(predictions.get('metric'))}"
         if y_true and not isinstance(y_true[0], str):
             predictions_fig = figures.predictions_figure(y_true, y_pred, title=title)
         else:
@@ -731,7 +745,8 @@ def load_formula(info, _version, run_id):
     try:
         formula = api_client.get_json(f"/runs/{run_id}/formula")
     except ApiError as exc:
-        return alert(f"No formula yet: {exc}", "info"), predictions_fig
+        detail = str(exc) if len(str(exc)) <= 240 else str(exc)[:240] + "…"
+        return alert(f"No formula yet. {detail}", "info"), predictions_fig
     return formula_block(formula), predictions_fig
 
 
