@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
@@ -76,12 +78,28 @@ def celery_config(redis_url: str, settings: Any = None) -> dict[str, Any]:
     }
 
 
-@celery_app.on_configure.connect
-def _configure_from_settings(sender: Celery, **_: Any) -> None:
-    from app.config import get_settings
+class SettingsConfig(Mapping[str, Any]):
+    """Celery configuration computed from :func:`app.config.get_settings` the first time Celery
+    reads it (``config_from_object`` is lazy), so importing this module reads no settings."""
 
-    settings = get_settings()
-    sender.conf.update(celery_config(settings.redis_url, settings))
+    @cached_property
+    def _values(self) -> dict[str, Any]:
+        from app.config import get_settings
+
+        settings = get_settings()
+        return celery_config(settings.redis_url, settings)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+celery_app.config_from_object(SettingsConfig())
 
 
 def worker_owner_id(hostname: str | None, task_id: str | None) -> str:

@@ -133,3 +133,13 @@ def test_ids_refused_by_redis_are_sent_when_it_comes_back(private_redis: Private
     assert client.llen(GPU_QUEUE) == 2
     assert executor.unsent == []
     executor.shutdown()
+
+
+def test_the_celery_app_reads_its_configuration_from_settings() -> None:
+    from app.worker.celery_app import celery_app
+
+    conf = celery_app.conf  # loaded lazily, on first access, from app.config.get_settings()
+    assert conf.task_acks_late is True and conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1 and conf.task_default_queue == GPU_QUEUE
+    assert conf.accept_content == ["json"]
+    assert str(conf.broker_url).startswith("redis://")
