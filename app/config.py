@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="cpu", description="Default torch device: cpu, cuda, auto.")
     load_demo: bool = True
+    model_plugins: str = Field(
+        default="",
+        description="Comma-separated modules that register more model kinds "
+        "(app.services.training.register_model); imported by the API and every trainer.",
+    )
     migrate_on_start: bool = Field(
         default=True, description="Run Alembic migrations when the app starts."
     )

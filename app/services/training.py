@@ -265,18 +265,22 @@ def register_model(spec: ModelSpec) -> None:
 
 
 def _load_extensions() -> None:
-    """Import modules that register more model kinds, once."""
+    """Import the modules that register more model kinds, once per process: the baselines and
+    ``KANSCOPE_MODEL_PLUGINS`` (so a spawned or remote trainer knows the same kinds)."""
     global _extensions_loaded
     if _extensions_loaded:
         return
     _extensions_loaded = True
     import importlib
 
-    for module in ("app.services.baselines",):
+    from app.config import get_settings
+
+    plugins = [m.strip() for m in get_settings().model_plugins.split(",") if m.strip()]
+    for module in ("app.services.baselines", *plugins):
         try:
             importlib.import_module(module)
-        except ImportError as exc:  # pragma: no cover - optional extension
-            log.debug("model extension %s not loaded: %s", module, exc)
+        except ImportError as exc:
+            log.warning("model plugin %s not loaded: %s", module, exc)
 
 
 def available_models() -> dict[str, ModelSpec]:

@@ -1,0 +1,157 @@
+"""Wiring: the dashboard mounted at "/" next to the JSON API, the model registry, the local
+executor's handling of a trainer that dies before claiming, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from api_helpers import make_settings, upload, wait_for
+from fastapi.testclient import TestClient
+
+from app.db.models import Run
+from app.db.session import Database
+from app.main import create_app
+from app.services.training import MODEL_REGISTRY, available_models
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dashboard_mounted_at_root_and_api_stays_json(sqlite_url, tmp_path):
+    pytest.importorskip("app.dashboard")
+    app = create_app(make_settings(sqlite_url, tmp_path), start_executor=False)
+    with TestClient(app) as c:
+        home = c.get("/")
+        assert home.status_code == 200 and "text/html" in home.headers["content-type"]
+        assert c.get("/api/health").json()["status"] == "ok"
+        missing = c.get("/api/nothing-here")
+        assert missing.status_code == 404 and missing.headers["content-type"].startswith(
+            "application/json"
+        )
+
+
+@pytest.fixture
+def plugin_client(db_url, tmp_path, monkeypatch):
+    import app.services.training as training
+    from app.config import get_settings
+
+    monkeypatch.setenv("KANSCOPE_MODEL_PLUGINS", "mean_baseline_plugin")
+    monkeypatch.setenv("KANSCOPE_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    monkeypatch.setattr(training, "_extensions_loaded", False)
+    monkeypatch.delitem(sys.modules, "mean_baseline_plugin", raising=False)
+    settings = make_settings(db_url, tmp_path, model_plugins="mean_baseline_plugin")
+    with TestClient(create_app(settings, mount_dashboard=False)) as c:
+        yield c
+    MODEL_REGISTRY.pop("mean_baseline", None)
+    get_settings.cache_clear()
+
+
+def test_plugin_model_kind_trains_through_the_api(plugin_client, demo_csv):
+    """Registered in the API process and, through KANSCOPE_MODEL_PLUGINS, in the trainer."""
+    client = plugin_client
+    assert "mean_baseline" in [m["name"] for m in client.get("/api/models").json()]
+    ds = upload(client, demo_csv)
+    body = {"dataset_id": ds["id"], "target_columns": ["HV"], "model": "mean_baseline"}
+    r = client.post("/api/runs", json=body)
+    assert r.status_code == 201, r.text
+    run = wait_for(client, r.json()["id"])
+    assert run["status"] == "succeeded" and not run["has_model"], run
+    pred = client.get(f"/api/runs/{run['id']}/predictions").json()
+    assert len({round(p[0], 6) for p in pred["y_pred"]}) == 1  # the mean, in original units
+    assert 100 < pred["y_pred"][0][0] < 1000
+    assert client.get(f"/api/runs/{run['id']}/network").status_code == 409
+    csv = client.get(f"/api/runs/{run['id']}/export/predictions")
+    assert csv.status_code == 200 and csv.text.count("\n") == len(pred["rows"]) + 1
+    bad = client.post(
+        "/api/runs", json=body | {"target_columns": ["Phases"], "task": "classification"}
+    )
+    assert bad.status_code == 422 and "does not support task" in bad.json()["detail"]
+    assert "kan" in available_models() and "mlp" in available_models()
+
+
+def test_trainer_dying_before_its_claim_fails_the_run(sqlite_url, tmp_path):
+    from app.worker.local import LocalExecutor
+
+    db = Database(sqlite_url)
+    with db.write() as s:
+        from app.db.models import Dataset
+
+        ds = Dataset(name="d", n_rows=0, n_columns=0, size_bytes=0, columns=[], content=b"")
+        s.add(ds)
+        s.flush()
+        run = Run(dataset_id=ds.id, model="kan", task="regression", config={}, summary={})
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    # the trainer gets a database it cannot open, so it exits before claiming
+    executor = LocalExecutor(db, max_concurrent=1, database_url="sqlite:////proc/nonexistent/x.db")
+    try:
+        executor.submit(run_id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with db.read() as s:
+                status, error = s.query(Run.status, Run.error).filter(Run.id == run_id).one()
+            if status != "queued":
+                break
+            time.sleep(0.2)
+        assert status == "failed" and "exited with code 1" in error
+        assert executor.active() == []
+    finally:
+        executor.shutdown()
+        db.dispose()
+
+
+@pytest.mark.slow
+def test_cli_migrate_and_train(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KANSCOPE_")}
+    env["KANSCOPE_DATA_DIR"] = str(tmp_path)
+    mig = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert mig.returncode == 0 and "latest schema" in mig.stdout, mig.stderr
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "train",
+            "--csv",
+            str(REPO / "app/demo_data/Gorsse2018ML_Data_RawHV.csv"),
+            "--target",
+            "HV",
+            "--features",
+            "Al",
+            "Ni",
+            "--hidden",
+            "2",
+            "--steps",
+            "5",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert '"status": "succeeded"' in train.stdout
+    assert "5/5" in train.stderr  # the tqdm bar reached the end
+    bad = subprocess.run(
+        [sys.executable, "-m", "app.cli", "train", "--dataset-id", "1", "--target", "nope"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "not in the dataset" in bad.stderr
