@@ -70,6 +70,8 @@ def create_run(
     same; a different config under the same key is a 409).
     """
     config = {k: v for k, v in payload.items() if k not in CONFIG_EXCLUDE}
+    config.setdefault("model", "kan")
+    config.setdefault("task", "regression")
     dataset_id = int(payload["dataset_id"])
     if idempotency_key:
         existing = _by_key(session, idempotency_key)

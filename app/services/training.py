@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import delete, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, undefer
 
@@ -544,8 +544,10 @@ class _RunSink:
         heartbeat_s: float,
         flush_s: float = 0.5,
         on_progress: Callable[[FitProgress], None] | None = None,
+        step_offset: int = 0,
     ) -> None:
         self.on_progress = on_progress
+        self.step_offset = step_offset
         self.db, self.run_id, self.owner = db, run_id, owner
         self.heartbeat_s, self.flush_s = heartbeat_s, flush_s
         self.buffer: list[dict[str, Any]] = []
@@ -594,7 +596,7 @@ class _RunSink:
         self.buffer.append(
             {
                 "run_id": self.run_id,
-                "step": int(p.step),
+                "step": int(p.step) + self.step_offset,
                 "train_loss": _finite(p.train_loss),
                 "val_loss": _finite(p.val_loss),
                 "val_metric": _finite(p.val_metric),
@@ -674,10 +676,21 @@ def run_training(
         requested_device = run.config.get("device", settings.device)
         if not claim_run(s, run_id, owner, device=requested_device):
             return "skipped"
-        if run.attempts >= 1:  # a requeued run starts again: drop the dead attempt's metrics
-            s.execute(delete(RunMetric).where(RunMetric.run_id == run_id))
+        step_offset = 0
+        if run.attempts >= 1:  # requeued: training restarts, its metrics continue after the
+            # dead attempt's last step, so that history is kept and steps stay unique
+            step_offset = int(
+                s.scalar(select(func.max(RunMetric.step)).where(RunMetric.run_id == run_id)) or 0
+            )
     log.info("run %s claimed by %s", run_id, owner)
-    sink = _RunSink(db, run_id, owner, settings.heartbeat_interval_s, on_progress=on_progress)
+    sink = _RunSink(
+        db,
+        run_id,
+        owner,
+        settings.heartbeat_interval_s,
+        on_progress=on_progress,
+        step_offset=step_offset,
+    )
     sink.start()
     try:
         outcome, data = _train_claimed(db, run_id, sink)
@@ -760,6 +773,8 @@ def _finish(
                 "classes": data.classes,
                 **outcome.extra,
             }
+            if sink.step_offset:
+                summary["restarted_after_step"] = sink.step_offset
         res = s.execute(
             update(Run)
             .where(Run.id == run_id, Run.owner == owner, Run.status == RunStatus.RUNNING.value)

@@ -153,3 +153,43 @@ def test_concurrent_writers_never_see_database_locked(sqlite_url):
     with db.read() as s:
         assert len(s.scalars(select(RunMetric.id)).all()) == 6 * 25 * 10
     db.dispose()
+
+
+def test_requeued_run_trains_again_and_keeps_the_first_attempts_metrics(db, demo_csv):
+    from app.services.datasets import ingest_csv
+    from app.services.runs import create_run
+
+    with db.write() as s:
+        ds = ingest_csv(s, demo_csv, "demo.csv", None, 10_000, 100)
+        run, _ = create_run(
+            s,
+            {
+                "dataset_id": ds.id,
+                "target_columns": ["HV"],
+                "feature_columns": ["Al", "Ni"],
+                "hidden": [2],
+                "steps": 3,
+                "update_grid_every": 0,
+            },
+            10**6,
+        )
+        run_id = run.id
+    with db.write() as s:  # attempt 1 claims, writes two steps, then its worker dies
+        assert claim_run(s, run_id, "dead-worker")
+        s.execute(
+            RunMetric.__table__.insert(),
+            [{"run_id": run_id, "step": k, "train_loss": 9.0} for k in (1, 2)],
+        )
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow_minus(600)))
+    assert reap_stale_runs(db, lease_s=60, requeue=True) == [(run_id, "queued")]
+    assert run_training(run_id, "second-worker", db=db) == "succeeded"
+    with db.read() as s:
+        steps = list(
+            s.scalars(
+                select(RunMetric.step).where(RunMetric.run_id == run_id).order_by(RunMetric.step)
+            )
+        )
+        run = s.get(Run, run_id)
+    assert steps == [1, 2, 3, 4, 5]
+    assert run.attempts == 2 and run.owner == "second-worker"
+    assert run.summary["restarted_after_step"] == 2 and run.has_model
