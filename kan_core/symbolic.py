@@ -718,31 +718,62 @@ def _refit_constants(
     x: torch.Tensor,
     y: torch.Tensor,
     p0: torch.Tensor,
-    steps: int = 80,
+    steps: int = 60,
+    frozen: Iterable[int] = (),
+    must_improve: bool = True,
 ) -> torch.Tensor:
-    """LBFGS on the expression's Float constants (float64); keeps p0 unless the error drops."""
-    if p0.numel() == 0:
+    """Levenberg–Marquardt on the expression's Float constants (float64), `frozen` ones held.
+
+    The Jacobian comes from forward-mode autodiff (one pass per free constant). Returns p0 when
+    the fit fails or (with `must_improve`) does not lower the error."""
+    held = set(frozen)
+    free = torch.tensor([k for k in range(p0.numel()) if k not in held], dtype=torch.long)
+    if free.numel() == 0:
         return p0
+    p0 = p0.detach()
+
+    def residual(q: torch.Tensor) -> torch.Tensor:
+        return compiled(x, p0.index_put((free,), q)) - y
+
+    q = p0[free].clone()
     base = _mse(compiled, x, y, p0)
-    p = p0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [p], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-14, tolerance_change=1e-16,
-    )  # fmt: skip
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = ((compiled(x, p) - y) ** 2).mean()
-        if torch.isfinite(loss):
-            loss.backward()
-        return loss
-
-    try:
-        opt.step(closure)
-    except RuntimeError:  # pragma: no cover - singular line search
-        return p0
-    p = p.detach()
-    ok = bool(torch.isfinite(p).all()) and _mse(compiled, x, y, p) < base
+    loss, lam = base, 1e-3
+    eye = torch.eye(free.numel(), dtype=q.dtype)
+    for _ in range(steps):
+        try:
+            jac = torch.func.jacfwd(residual)(q)  # (n, F)
+        except RuntimeError:  # pragma: no cover - an op without forward-mode support
+            return p0
+        r = residual(q).detach()
+        if not (bool(torch.isfinite(jac).all()) and bool(torch.isfinite(r).all())):
+            break
+        jtj, jtr = jac.T @ jac, jac.T @ r
+        improved = False
+        for _ in range(8):
+            a = (
+                jtj
+                + lam * torch.diag(torch.diagonal(jtj))
+                + 1e-12 * (1 + jtj.diagonal().max()) * eye
+            )
+            try:
+                step = torch.linalg.solve(a, -jtr)
+            except RuntimeError:  # pragma: no cover - singular even with damping
+                lam *= 10.0
+                continue
+            trial = q + step
+            err = _mse(compiled, x, y, p0.index_put((free,), trial))
+            if err < loss:
+                q, lam, improved = trial, max(lam / 3.0, 1e-12), True
+                converged = loss - err <= 1e-12 * loss
+                loss = err
+                break
+            lam *= 10.0
+        if not improved or converged:
+            break
+    p = p0.index_put((free,), q)
+    ok = bool(torch.isfinite(p).all()) and math.isfinite(loss)
+    if must_improve:
+        ok = ok and loss < base
     return p if ok else p0
 
 
@@ -769,34 +800,52 @@ def _finalise(
     y: torch.Tensor,
     digits: int,
     refit: bool,
+    snap_tolerance: float = 0.05,
 ) -> sympy.Expr:
-    """Refit the constants (optional), round them to `digits` significant digits and replace
-    constants by integers or multiples of π/2 where that costs (almost) no accuracy."""
+    """Refit the constants (optional), then replace constants by integers or multiples of π/2
+    one at a time — the others refitted each time — where the error grows by at most
+    `snap_tolerance` (relative); finally round the rest to `digits` significant digits."""
     compiled = compile_expression(expr, symbols)
     p = torch.tensor([float(c) for c in compiled.constants], dtype=torch.float64)
     if refit:
         p = _refit_constants(compiled, x, y, p)
-    p = torch.tensor([_round_sig(float(v), digits) for v in p], dtype=torch.float64)
-    budget = _mse(compiled, x, y, p) * 1.001 + 1e-7 * float(y.var()) + 1e-30
+    ref = _mse(compiled, x, y, p)
+    budget = ref * (1 + snap_tolerance) + 1e-12 * float(y.var()) + 1e-30
     exact: dict[int, sympy.Expr] = {}
-    for k in range(p.numel()):
-        for value, symbolic in _snap_candidates(float(p[k])):
-            trial = p.clone()
-            trial[k] = value
-            if _mse(compiled, x, y, trial) <= budget:
-                p, exact[k] = trial, symbolic
-                break
+    for _ in range(3):  # a snap can make another one possible: repeat while anything changes
+        changed = False
+        order = sorted(range(p.numel()), key=lambda k: abs(float(p[k]) - round(float(p[k]))))
+        for k in (k for k in order if k not in exact):
+            for value, symbolic in _snap_candidates(float(p[k])):
+                trial = p.clone()
+                trial[k] = value
+                if refit and _mse(compiled, x, y, trial) > budget:
+                    trial = _refit_constants(
+                        compiled, x, y, trial, steps=20, frozen=[*exact, k], must_improve=False
+                    )
+                if _mse(compiled, x, y, trial) <= budget:
+                    p, exact[k], changed = trial, symbolic, True
+                    break
+        if not changed:
+            break
+    rounded = torch.tensor([_round_sig(float(v), digits) for v in p], dtype=torch.float64)
     repl: dict[sympy.Basic, sympy.Basic] = {
-        c: exact[k] if k in exact else sympy.Float(float(p[k]))
+        c: exact[k] if k in exact else sympy.Float(float(rounded[k]))
         for k, c in enumerate(compiled.constants)
     }
-    out = expr.xreplace(repl)
-    if refit and exact:  # the remaining constants adapt to the exact ones
-        compiled = compile_expression(out, symbols)
-        q = torch.tensor([float(c) for c in compiled.constants], dtype=torch.float64)
-        q = _refit_constants(compiled, x, y, q)
-        out = out.xreplace({c: sympy.Float(float(q[k])) for k, c in enumerate(compiled.constants)})
-    return _round_floats(out, digits)
+    return _round_floats(_tidy(expr.xreplace(repl)), digits)
+
+
+def _tidy(expr: sympy.Expr) -> sympy.Expr:
+    """Exact rewrites that shorten the tree: exp(a + log x) → e^a·x, products of powers."""
+    best = expr
+    try:
+        for cand in (sympy.powsimp(sympy.expand_power_exp(expr)), sympy.expand(expr)):
+            if _tree_size(cand) < _tree_size(best):
+                best = cand
+    except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
+        pass
+    return best
 
 
 def _round_floats(expr: sympy.Expr, digits: int) -> sympy.Expr:
