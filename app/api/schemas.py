@@ -249,7 +249,10 @@ class EdgeOut(BaseModel):
     score: MaybeFloat = Field(description="Attribution score (higher = more important).")
     symbolic: str | None = Field(description="Fixed symbolic function name, or null.")
     active: bool = Field(default=True, description="False when the edge was pruned.")
-    x: list[MaybeFloat] = Field(description="Sample points of the edge input (standardised).")
+    x: list[MaybeFloat] = Field(
+        description="Sample points of the edge input (standardised). Fewer points on wide "
+        "models (≤ 1e6 samples in all); empty for edges beyond the 5000 highest-scoring ones."
+    )
     y: list[MaybeFloat] = Field(description="phi(x) at those points.")
 
 

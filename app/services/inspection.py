@@ -25,6 +25,10 @@ from app.services.runs import get_run
 from app.services.training import PreparedData, get_model_spec, prepare_data
 
 MAX_INSPECT_ROWS = 2048
+#: the network response carries at most this many curve samples; wider models get fewer
+#: points per edge, and beyond MAX_DRAWN_EDGES only the highest-scoring edges carry curves
+MAX_CURVE_VALUES = 1_000_000
+MAX_DRAWN_EDGES = 5_000
 
 
 @dataclass
@@ -179,29 +183,45 @@ def _network(loaded: LoadedModel, n_points: int) -> dict[str, Any]:
     from kan_core.inspect import edge_curves, node_scores
 
     model, x = loaded.model, loaded.x_inspect
+    n_edges = sum(int(layer.in_dim * layer.out_dim) for layer in model.layers)
+    n_points = max(2, min(n_points, MAX_CURVE_VALUES // max(1, n_edges)))
     curves = edge_curves(model, x, n_points=n_points, max_data_points=1)
     nodes = node_scores(model, x)
+    drawn: set[tuple[int, int, int]] | None = None
+    if n_edges > MAX_DRAWN_EDGES:
+        ranked = sorted(
+            (
+                (c.score if math.isfinite(c.score) else -1.0, c.layer, c.i, c.j)
+                for layer_curves in curves
+                for c in layer_curves
+            ),
+            reverse=True,
+        )
+        drawn = {(li, i, j) for _, li, i, j in ranked[:MAX_DRAWN_EDGES]}
     layers = []
     for li, layer_curves in enumerate(curves):
         layer = model.layers[li]
         mask = layer.mask.detach().cpu().numpy()
+        edges = []
+        for c in layer_curves:
+            show = drawn is None or (li, c.i, c.j) in drawn
+            edges.append(
+                {
+                    "i": c.i,
+                    "j": c.j,
+                    "score": c.score,
+                    "symbolic": c.symbolic,
+                    "active": bool(mask[c.j, c.i] > 0),
+                    "x": _floats(c.x) if show else [],
+                    "y": _floats(c.y) if show else [],
+                }
+            )
         layers.append(
             {
                 "index": li,
                 "in_dim": int(layer.in_dim),
                 "out_dim": int(layer.out_dim),
-                "edges": [
-                    {
-                        "i": c.i,
-                        "j": c.j,
-                        "score": c.score,
-                        "symbolic": c.symbolic,
-                        "active": bool(mask[c.j, c.i] > 0),
-                        "x": _floats(c.x),
-                        "y": _floats(c.y),
-                    }
-                    for c in layer_curves
-                ],
+                "edges": edges,
             }
         )
     return {

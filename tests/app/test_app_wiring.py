@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from api_helpers import make_settings, upload, wait_for
 from fastapi.testclient import TestClient
@@ -155,3 +156,45 @@ def test_cli_migrate_and_train(tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "not in the dataset" in bad.stderr
+
+
+def test_network_of_a_wide_model_stays_bounded(sqlite_url, tmp_path):
+    """8000 edges: every edge is listed with its score, curves only for the top 5000."""
+    import pandas as pd
+
+    from app.db.models import ModelArtifact
+    from app.services.datasets import create_dataset_from_frame, load_frame
+    from app.services.runs import create_run
+    from app.services.training import prepare_data
+    from kan_core.io import model_to_bytes
+    from kan_core.model import KAN
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(50, 4)), columns=["a", "b", "c", "y"])
+    db = Database(sqlite_url)
+    with db.write() as s:
+        ds = create_dataset_from_frame(s, frame, "wide")
+        run, _ = create_run(
+            s, {"dataset_id": ds.id, "target_columns": ["y"], "hidden": [2000]}, 10**6
+        )
+        data = prepare_data(load_frame(s, ds.id), ds.columns, run.config)
+        model = KAN([3, 2000, 1], grid=3)
+        s.add(
+            ModelArtifact(
+                run_id=run.id, weights=model_to_bytes(model, data.metadata()), meta=data.metadata()
+            )
+        )
+        run.status, run.has_model = "succeeded", True
+        run_id = run.id
+    db.dispose()
+    app = create_app(
+        make_settings(sqlite_url, tmp_path), start_executor=False, mount_dashboard=False
+    )
+    with TestClient(app) as c:
+        net = c.get(f"/api/runs/{run_id}/network").json()
+    edges = [e for layer in net["layers"] for e in layer["edges"]]
+    assert len(edges) == 8000 and net["width"] == [3, 2000, 1]
+    drawn = [e for e in edges if e["x"]]
+    assert len(drawn) == 5000 and all(len(e["x"]) == 32 for e in drawn)
+    cutoff = min(e["score"] for e in drawn)
+    assert all(e["score"] <= cutoff for e in edges if not e["x"])
