@@ -247,6 +247,34 @@ def test_api_restarted_while_runs_train_loses_nothing(stack: Stack) -> None:
         assert stack.db_row(run["id"])["attempts"] == 1
 
 
+def test_api_answers_503_while_postgres_is_down_and_recovers_with_everything(
+    stack: Stack,
+) -> None:
+    before = stack.http.get("/runs").json()["runs"]
+    datasets = stack.http.get("/datasets").json()
+    stack.pg.stop()
+    try:
+        for resp in (
+            stack.http.get("/runs"),
+            stack.http.post("/datasets", files={"file": ("x.csv", dataset_csv(5), "text/csv")}),
+        ):
+            assert resp.status_code == 503, resp.text
+            assert "database is unavailable" in resp.json()["detail"], resp.text
+            assert "Nothing was lost" in resp.json()["detail"]
+    finally:
+        stack.pg.start()
+    deadline = time.monotonic() + 30
+    resp = stack.http.get("/runs")
+    while resp.status_code != 200 and time.monotonic() < deadline:  # pool reconnects
+        time.sleep(0.2)
+        resp = stack.http.get("/runs")
+    assert resp.status_code == 200
+    assert {r["id"]: r["status"] for r in resp.json()["runs"]} == {
+        r["id"]: r["status"] for r in before
+    }
+    assert stack.http.get("/datasets").json() == datasets
+
+
 def finish_second_attempt(stack: Stack, run_id: int, before: list[int]) -> None:
     """Wait until the requeued run is claimed again, stop it, check nothing is stuck.
 
