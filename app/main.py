@@ -34,7 +34,9 @@ def _start_background(app: FastAPI, settings: Settings, db: Database) -> None:
         repaired = executor.repair_dead_local_runs()  # type: ignore[attr-defined]
         if repaired:
             log.warning("marked runs %s failed: their training process is gone", repaired)
-        executor.resubmit_queued()  # type: ignore[attr-defined]
+    # queued runs whose message may be gone (Redis was down, or the server stopped) are sent
+    # again; a duplicate delivery is skipped by the workers' claim
+    executor.resubmit_queued()  # type: ignore[attr-defined]
     reaper = Reaper(
         db,
         settings.lease_s,

@@ -33,7 +33,7 @@ def make_executor(settings: Settings, db: Database) -> Executor:
     if settings.executor == "celery":
         from app.worker.celery_executor import CeleryExecutor
 
-        return CeleryExecutor(settings.redis_url)
+        return CeleryExecutor(settings.redis_url, db=db)
     from app.worker.local import LocalExecutor
 
     return LocalExecutor(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_submit_puts_only_the_run_id_on_the_gpu_queue(private_redis: PrivateRedi
     message = json.loads(client.lindex(GPU_QUEUE, 0))
     assert message["headers"]["task"] == TRAIN_TASK
     assert message["content-type"] == "application/json"
-    body = json.loads(__import__("base64").b64decode(message["body"]))
+    body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == [42] and body[1] == {}
 
 
@@ -143,3 +144,32 @@ def test_the_celery_app_reads_its_configuration_from_settings() -> None:
     assert conf.worker_prefetch_multiplier == 1 and conf.task_default_queue == GPU_QUEUE
     assert conf.accept_content == ["json"]
     assert str(conf.broker_url).startswith("redis://")
+
+
+def test_resubmit_queued_sends_every_queued_run_once(
+    private_redis: PrivateRedis,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from app.db.migrate import upgrade
+    from app.db.models import Dataset, Run
+    from app.db.session import Database
+
+    url = f"sqlite:///{tmp_path / 'k.sqlite3'}"
+    upgrade(url)
+    db = Database(url)
+    try:
+        with db.write() as s:
+            ds = Dataset(name="d", n_rows=1, n_columns=1, size_bytes=1, columns=[], content=b"x")
+            s.add(ds)
+            s.flush()
+            for status in ("queued", "running", "queued", "succeeded", "failed"):
+                s.add(Run(dataset_id=ds.id, model="kan", task="regression", config={},
+                          status=status, summary={}))  # fmt: skip
+        executor = CeleryExecutor(private_redis.url, db=db)
+        assert executor.resubmit_queued() == [1, 3]
+        client = redis.Redis.from_url(private_redis.url)
+        bodies = [json.loads(client.lindex(GPU_QUEUE, k)) for k in range(client.llen(GPU_QUEUE))]
+        sent = sorted(json.loads(base64.b64decode(m["body"]))[0][0] for m in bodies)
+        assert sent == [1, 3]
+    finally:
+        db.dispose()
