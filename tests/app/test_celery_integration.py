@@ -9,6 +9,7 @@ reaper and finished, never stuck. Leases are short (4 s) so the reaper acts with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -328,3 +329,52 @@ def test_pool_child_killed_mid_run_is_requeued_and_the_worker_survives(stack: St
     finally:
         assert stack.worker.alive, stack.worker.log()[-3000:]
         assert "WorkerLostError" in stack.worker.log(), stack.worker.log()[-3000:]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: _RunSink.flush inserts the buffered metrics *before* checking that it "
+    "still owns the run (and _finish flushes before its owner-guarded UPDATE), so a stale worker "
+    "that wakes up writes rows into the new attempt's series; the rightful attempt then hits "
+    "unique(run_id, step), cannot store its result and the reaper fails the run. Fix: check "
+    "ownership first in the same transaction and write only while owner (ON CONFLICT DO NOTHING "
+    "for safety)",
+)
+def test_worker_whose_heartbeat_lapses_loses_its_claim_and_stops_writing(stack: Stack) -> None:
+    run = stack.submit(steps=3000)
+    stack.wait(run["id"], until=("running",))
+    stack.wait_for_steps(run["id"], 3)
+    frozen = stack.worker.child_pids()
+    assert frozen
+    for pid in frozen:  # a stalled worker: alive, but no heartbeat (GC pause, swapped out …)
+        os.kill(pid, signal.SIGSTOP)
+    second = CeleryWorker(stack.env, stack.tmp / "worker_second.log")
+    try:
+        # after the lease the reaper requeues the run; the API re-sends it; the second worker
+        # (the first one's only pool child is frozen) claims it
+        second.start()
+        deadline = time.monotonic() + LEASE_S + 60
+        row = stack.db_row(run["id"])
+        while not (row["attempts"] == 2 and row["status"] == "running"):
+            assert time.monotonic() < deadline, (row, second.log()[-2000:])
+            time.sleep(0.2)
+            row = stack.db_row(run["id"])
+        stack.wait_for_steps(run["id"], 3)
+        for pid in frozen:  # the stale worker wakes up, still believing it owns the run
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while "lost ownership" not in stack.worker.log():
+            assert time.monotonic() < deadline, stack.worker.log()[-3000:]
+            time.sleep(0.2)
+        stack.http.post(f"/runs/{run['id']}/cancel")
+        done = stack.wait(run["id"], timeout=60)
+        assert done["status"] == "cancelled", (done, second.log()[-2000:])
+        assert done["owner"] == stack.db_row(run["id"])["owner"] and "pid" in done["owner"]
+        assert str(frozen[0]) not in done["owner"]  # the second worker's claim stood
+        steps = stack.steps(run["id"])
+        assert steps == list(range(1, len(steps) + 1)), steps  # the stale worker wrote nothing
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        second.stop()
