@@ -37,6 +37,8 @@ import hea_bench
 import numpy as np
 import pandas as pd
 
+from app.services.errors import InvalidInputError
+
 __all__ = [
     "DESCRIPTORS",
     "CompositionError",
@@ -75,8 +77,8 @@ _DETECT_MIN_SHARE = 0.8
 _DETECT_MIN_SHARE_NAMED = 0.5  # a column called 'formula' may hold more bad rows
 
 
-class CompositionError(ValueError):
-    """The composition of a table cannot be used as asked (a user error, maps to HTTP 422)."""
+class CompositionError(InvalidInputError, ValueError):
+    """The composition of a table cannot be used as asked (a user error, HTTP 422)."""
 
 
 @dataclass(frozen=True)
@@ -422,3 +424,79 @@ def composition_keys(df: pd.DataFrame, source: CompositionSource | None = None) 
         except ValueError:
             keys.append("?" + repr(tuple(row.values())))
     return np.asarray(keys, dtype=object)
+
+
+# ── dataset level (database) ───────────────────────────────────────────────────────────────
+
+
+def composition_info(session: object, dataset_id: int) -> dict[str, object]:
+    """What the Featurise dialog shows first: the detected source (or why none was found) and
+    the candidates a user may pick instead (text columns, element-named numeric columns)."""
+    from app.services.datasets import load_frame
+
+    frame = load_frame(session, dataset_id)  # type: ignore[arg-type]
+    detected: dict[str, object] | None
+    problem = None
+    try:
+        detected = detect_composition_source(frame).to_dict()
+    except CompositionError as exc:
+        detected, problem = None, str(exc)
+    text_columns = [
+        str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
+    ]  # fmt: skip
+    return {
+        "dataset_id": dataset_id,
+        "detected": detected,
+        "problem": problem,
+        "text_columns": text_columns,
+        "element_columns": _element_columns(frame),
+        "descriptors": {
+            name: {"unit": unit, "label": label} for name, (_, unit, label) in DESCRIPTORS.items()
+        },
+    }
+
+
+def featurise_dataset(
+    session: object,
+    dataset_id: int,
+    *,
+    formula_column: str | None = None,
+    element_columns: Sequence[str] | None = None,
+    on_error: ErrorPolicy = "fail",
+    overwrite: bool = False,
+    name: str | None = None,
+    dry_run: bool = False,
+) -> tuple[object | None, dict[str, object]]:
+    """Featurise a stored dataset into a new dataset version (``parent_id`` = the original).
+
+    Returns (new dataset or None for ``dry_run``, report). The report lists every row that could
+    not be featurised; with ``on_error="fail"`` (the default) such rows stop the action with a
+    422 that lists them, ``drop`` leaves them out of the new version, ``keep`` keeps them with
+    empty descriptors. The caller commits."""
+    from app.services.datasets import create_dataset_from_frame, get_dataset, load_frame
+
+    parent = get_dataset(session, dataset_id)  # type: ignore[arg-type]
+    frame = load_frame(session, dataset_id)  # type: ignore[arg-type]
+    source = resolve_source(frame, formula_column, element_columns)
+    result = featurise(frame, source, overwrite=overwrite)
+    report = result.summary(max_errors=200) | {"on_error": on_error}
+    if dry_run:
+        return None, report
+    table = apply_error_policy(result, on_error)
+    report["rows_written"] = len(table)
+    new_name = (name or f"{parent.name} · featurised").strip()
+    description = (
+        f"{parent.name} featurised from {source.describe()} with hea-bench "
+        f"{hea_bench.__version__}: {len(result.fraction_columns)} element fractions + "
+        f"{', '.join(result.descriptor_columns)}; {len(result.errors)} row(s) with errors "
+        f"({on_error})."
+    )
+    dataset = create_dataset_from_frame(
+        session,  # type: ignore[arg-type]
+        table,
+        new_name,
+        filename=getattr(parent, "filename", None),
+        description=description,
+        parent_id=dataset_id,
+    )
+    return dataset, report

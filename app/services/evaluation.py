@@ -24,6 +24,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
 from app.services import alloys
+from app.services.errors import InvalidInputError
 
 __all__ = [
     "COMPOSITION",
@@ -43,8 +44,8 @@ COMPOSITION = "composition"
 _MISSING_GROUP = "\x00missing"
 
 
-class SplitError(ValueError):
-    """The requested split cannot be made on this data (a user error, maps to HTTP 422)."""
+class SplitError(InvalidInputError, ValueError):
+    """The requested split cannot be made on this data (a user error, HTTP 422)."""
 
 
 @dataclass(frozen=True)

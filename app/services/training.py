@@ -740,6 +740,10 @@ def _train_claimed(db: Database, run_id: int, sink: _RunSink) -> tuple[TrainOutc
     data = prepare_data(frame_from_bytes(content), columns, config)
     job = TrainingJob(run_id, config, data, sink.add, device, init_weights=init)
     torch.manual_seed(int(config.get("seed", 0)))
+    if config.get("cv"):  # grouped K-fold run of a leaderboard, any model kind
+        from app.services.leaderboard import train_cross_validated
+
+        return train_cross_validated(job), data
     return spec.train(job), data
 
 

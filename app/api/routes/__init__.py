@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.api.routes import datasets, exports, health, inspection, runs, symbolic
+from app.api.routes import alloys, datasets, exports, health, inspection, runs, symbolic
 
 api_router = APIRouter(prefix="/api")
-for _module in (health, datasets, runs, inspection, symbolic, exports):
+for _module in (health, datasets, runs, inspection, symbolic, exports, alloys):
     api_router.include_router(_module.router)

@@ -1,0 +1,636 @@
+"""Leaderboard: KAN, MLP and scikit-learn baselines cross-validated on the same grouped folds.
+
+This module holds the pure part (no database): a :class:`LeaderboardModel` names a model and its
+settings, :func:`train_fold` trains one spec on one fold (inputs standardised on the fitting
+rows, regression targets too; KAN/MLP stop early on a grouped inner validation split) and
+scores it on the fold's test rows, :func:`cross_validate` does every fold of a
+:class:`~app.services.evaluation.Split`, and :func:`leaderboard_rows` turns results into the
+table the API and the benchmark print (mean ± std over folds, train time, parameter count).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from app.services import baselines
+from app.services.errors import InvalidInputError
+from app.services.evaluation import (
+    Split,
+    SplitSpec,
+    classification_metrics,
+    group_labels,
+    inner_validation_split,
+    make_split,
+    regression_metrics,
+    summarise_folds,
+)
+from kan_core.model import KAN, MLP
+from kan_core.scaling import Standardizer
+from kan_core.train import FitConfig, FitProgress, TrainData, fit
+
+__all__ = [
+    "CVResult",
+    "FoldResult",
+    "LeaderboardModel",
+    "UnknownModelKindError",
+    "cross_validate",
+    "default_model_specs",
+    "leaderboard_rows",
+    "train_fold",
+]
+
+Task = Literal["regression", "classification"]
+NETWORK_KINDS = ("kan", "mlp")
+MODEL_KINDS = NETWORK_KINDS + baselines.BASELINE_KINDS
+
+# Training settings a spec may override (kan_core.train.FitConfig fields) and model settings.
+_FIT_KEYS = {
+    "steps",
+    "lr",
+    "optimizer",
+    "batch_size",
+    "lamb",
+    "lamb_l1",
+    "lamb_entropy",
+    "update_grid_every",
+    "update_grid_until",
+    "grid_eps",
+    "early_stopping_patience",
+}
+_KAN_KEYS = {"hidden", "grid", "k", "basis"}
+_MLP_KEYS = {"hidden", "activation"}
+_COMMON_KEYS = {"val_fraction"}
+
+
+class UnknownModelKindError(InvalidInputError, ValueError):
+    """A model kind or setting that does not exist (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class LeaderboardModel:
+    """One leaderboard entry. ``kind``: ``kan``, ``mlp`` or a baseline kind
+    (:data:`app.services.baselines.BASELINE_KINDS`); ``params``: its settings."""
+
+    name: str
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise UnknownModelKindError(
+                f"Unknown model kind {self.kind!r}. Available: {list(MODEL_KINDS)}."
+            )
+        if self.kind in NETWORK_KINDS:
+            allowed = _FIT_KEYS | _COMMON_KEYS | (_KAN_KEYS if self.kind == "kan" else _MLP_KEYS)
+            unknown = sorted(set(self.params) - allowed)
+            if unknown:
+                raise UnknownModelKindError(
+                    f"Unknown setting(s) {unknown} for {self.kind}; allowed: {sorted(allowed)}."
+                )
+        else:
+            baselines.make_estimator(self.kind, "regression", 0, self.params)  # validates keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "params": dict(self.params)}
+
+
+def default_model_specs(task: Task) -> list[LeaderboardModel]:
+    """The leaderboard's default line-up: a small regularised KAN, an MLP(64, 64) and the three
+    baselines. The KAN settings are the ones benchmarks/bench_hea.py reports."""
+    return [
+        LeaderboardModel("KAN", "kan", {"hidden": [4], "grid": 5, "lamb": 1e-4}),
+        LeaderboardModel("MLP", "mlp", {"hidden": [64, 64]}),
+        LeaderboardModel(baselines.baseline_label("linear", task).capitalize(), "linear"),
+        LeaderboardModel("Random forest", "random_forest"),
+        LeaderboardModel("Gradient boosting", "gradient_boosting"),
+    ]
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    metrics: dict[str, float]
+    train_time_s: float
+    n_parameters: int
+    test_rows: list[int]
+    predictions: list[Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CVResult:
+    spec: LeaderboardModel
+    task: Task
+    folds: list[FoldResult]
+
+    @property
+    def summary(self) -> dict[str, dict[str, float]]:
+        per_fold = [
+            {**f.metrics, "train_time_s": f.train_time_s, "n_parameters": float(f.n_parameters)}
+            for f in self.folds
+        ]
+        return summarise_folds(per_fold)
+
+    def predictions(self, n_rows: int) -> list[Any]:
+        """Out-of-fold prediction for every row (None where a row was in no test fold)."""
+        out: list[Any] = [None] * n_rows
+        for f in self.folds:
+            for row, p in zip(f.test_rows, f.predictions, strict=True):
+                out[row] = p
+        return out
+
+
+def network_defaults(kind: str) -> dict[str, Any]:
+    """Training settings a leaderboard KAN / MLP uses unless its params say otherwise."""
+    return {
+        "steps": 2000,
+        "lr": 1e-2 if kind == "kan" else 3e-3,
+        "early_stopping_patience": 100,
+        "update_grid_every": 10 if kind == "kan" else 0,
+        "update_grid_until": 100,
+    }
+
+
+def _fit_config(params: Mapping[str, Any], task: Task, seed: int, kind: str) -> FitConfig:
+    base: dict[str, Any] = {**network_defaults(kind), "task": task, "seed": seed}
+    base.update({k: v for k, v in params.items() if k in _FIT_KEYS})
+    if isinstance(base.get("update_grid_until"), float):
+        base["update_grid_until"] = int(base["update_grid_until"])
+    return FitConfig(**base)
+
+
+def _train_network(
+    spec: LeaderboardModel,
+    task: Task,
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_out: int,
+    seed: int,
+    callback: Callable[[FitProgress], bool | None] | None = None,
+) -> tuple[torch.nn.Module, Standardizer, Standardizer | None, dict[str, Any]]:
+    p = spec.params
+    xf = torch.as_tensor(x_fit, dtype=torch.float32)
+    x_scaler = Standardizer.fit(xf)
+    y_scaler = None
+    if task == "regression":
+        yf = torch.as_tensor(y_fit, dtype=torch.float32).reshape(-1, 1)
+        y_scaler = Standardizer.fit(yf)
+        yv = torch.as_tensor(y_val, dtype=torch.float32).reshape(-1, 1)
+        yf, yv = y_scaler.transform(yf), y_scaler.transform(yv)
+    else:
+        yf = torch.as_tensor(y_fit, dtype=torch.long)
+        yv = torch.as_tensor(y_val, dtype=torch.long)
+    xv = torch.as_tensor(x_val, dtype=torch.float32)
+    width = [x_fit.shape[1], *[int(h) for h in p.get("hidden", [4])], n_out]
+    if spec.kind == "kan":
+        model: torch.nn.Module = KAN(
+            width,
+            grid=int(p.get("grid", 5)),
+            k=int(p.get("k", 3)),
+            basis=str(p.get("basis", "bspline")),
+            seed=seed,
+        )
+    else:
+        model = MLP(width, activation=str(p.get("activation", "silu")), seed=seed)
+    has_val = len(x_val) > 0
+    data = TrainData(
+        x_scaler.transform(xf),
+        yf,
+        x_scaler.transform(xv) if has_val else None,
+        yv if has_val else None,
+    )
+    config = _fit_config(p, task, seed, spec.kind)
+    if not has_val:
+        config.early_stopping_patience = None
+    result = fit(model, data, config, callback=callback)
+    info = {
+        "best_step": result.best_step,
+        "stopped_reason": result.stopped_reason,
+        "steps_run": result.history[-1].step if result.history else 0,
+        "width": width,
+    }
+    return model, x_scaler, y_scaler, info
+
+
+def train_fold(
+    spec: LeaderboardModel,
+    task: Task,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    *,
+    fold: int = 0,
+    seed: int = 0,
+    classes: Sequence[Any] | None = None,
+    callback: Callable[[FitProgress], bool | None] | None = None,
+) -> FoldResult:
+    """Train ``spec`` on ``train_rows`` and score it on ``test_rows``.
+
+    Classification targets are class labels; ``classes`` (all labels of the dataset, sorted)
+    fixes the network's output order. KAN/MLP hold out a grouped ``val_fraction`` (default 0.2)
+    of the training rows for early stopping; baselines use all training rows.
+    """
+    spec.validate()
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y)
+    if task == "classification":
+        classes = list(classes) if classes is not None else sorted(set(y.tolist()))
+        y_codes = np.searchsorted(np.asarray(classes), y)
+    info: dict[str, Any] = {}
+    start = time.perf_counter()
+    if spec.kind in NETWORK_KINDS:
+        fit_rows, val_rows = inner_validation_split(
+            train_rows, groups, float(spec.params.get("val_fraction", 0.2)), seed
+        )
+        target = y.astype(float) if task == "regression" else y_codes
+        model, x_scaler, y_scaler, info = _train_network(
+            spec,
+            task,
+            x[fit_rows],
+            target[fit_rows],
+            x[val_rows],
+            target[val_rows],
+            1 if task == "regression" else len(classes or []),
+            seed,
+        )
+        elapsed = time.perf_counter() - start
+        with torch.no_grad():
+            out = model(x_scaler.transform(torch.as_tensor(x[test_rows], dtype=torch.float32)))
+        if task == "regression":
+            assert y_scaler is not None
+            pred: np.ndarray = y_scaler.inverse_transform(out).reshape(-1).numpy().astype(float)
+        else:
+            pred = np.asarray(classes)[out.argmax(-1).numpy()]
+        n_parameters = int(model.num_parameters())  # type: ignore[operator]
+        info["model"] = model
+        info["x_scaler"] = x_scaler
+        info["y_scaler"] = y_scaler
+    else:
+        target = y.astype(float) if task == "regression" else y
+        fitted = baselines.fit_baseline(
+            spec.kind, task, x[train_rows], target[train_rows], seed=seed, params=spec.params
+        )
+        elapsed = fitted.train_time_s
+        pred = fitted.predict(x[test_rows])
+        n_parameters = fitted.n_parameters
+    truth = y[test_rows]
+    metrics = (
+        regression_metrics(truth.astype(float), pred)
+        if task == "regression"
+        else classification_metrics(truth, pred)
+    )
+    return FoldResult(
+        fold=fold,
+        metrics=metrics,
+        train_time_s=elapsed,
+        n_parameters=n_parameters,
+        test_rows=[int(r) for r in test_rows],
+        predictions=[float(v) if task == "regression" else v for v in pred.tolist()],
+        info=info,
+    )
+
+
+def cross_validate(
+    spec: LeaderboardModel,
+    task: Task,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    split: Split,
+    *,
+    keep_models: bool = False,
+) -> CVResult:
+    """Every fold of ``split`` for one spec; fold k trains with seed ``split.spec.seed + k``."""
+    classes = sorted(set(np.asarray(y).tolist())) if task == "classification" else None
+    folds = []
+    for k, (train_rows, test_rows) in enumerate(split.folds()):
+        result = train_fold(
+            spec,
+            task,
+            x,
+            y,
+            groups,
+            train_rows,
+            test_rows,
+            fold=k,
+            seed=split.spec.seed + k,
+            classes=classes,
+        )
+        if not keep_models:
+            for key in ("model", "x_scaler", "y_scaler"):
+                result.info.pop(key, None)
+        folds.append(result)
+    return CVResult(spec=spec, task=task, folds=folds)
+
+
+def leaderboard_rows(results: Sequence[CVResult]) -> list[dict[str, Any]]:
+    """One row per model, best score first: score (R² or accuracy), MAE (regression) or macro F1
+    (classification) as mean ± std over folds, train time per fold, parameter count."""
+    rows = []
+    for r in results:
+        s = r.summary
+        score_key = "r2" if r.task == "regression" else "accuracy"
+        second_key = "mae" if r.task == "regression" else "f1_macro"
+        rows.append(
+            {
+                "name": r.spec.name,
+                "kind": r.spec.kind,
+                "score_name": score_key,
+                "score_mean": s[score_key]["mean"],
+                "score_std": s[score_key]["std"],
+                "second_name": second_key,
+                "second_mean": s[second_key]["mean"],
+                "second_std": s[second_key]["std"],
+                "train_time_s_mean": s["train_time_s"]["mean"],
+                "n_parameters": int(round(s["n_parameters"]["mean"])),
+                "n_folds": len(r.folds),
+            }
+        )
+    rows.sort(key=lambda row: -row["score_mean"] if math.isfinite(row["score_mean"]) else math.inf)
+    return rows
+
+
+# ── runs: a leaderboard is one cross-validated run per model, all on the same folds ────────
+
+NETWORK_RUN_KEYS = sorted(_FIT_KEYS | _COMMON_KEYS | _KAN_KEYS | _MLP_KEYS)
+
+
+def _entry_from_config(config: Mapping[str, Any]) -> LeaderboardModel:
+    entry = config["cv"]["entry"]
+    return LeaderboardModel(entry["name"], entry["kind"], dict(entry.get("params") or {}))
+
+
+def train_cross_validated(job: Any) -> Any:
+    """The trainer for a run whose config carries ``cv`` (see :func:`start_leaderboard`):
+    every fold of the stored split, trained as :func:`train_fold` does, with progress and
+    cancellation through the run's reporter. Returns a ``TrainOutcome`` whose ``extra["cv"]``
+    holds per-fold metrics, their summary and the out-of-fold predictions."""
+    from app.services.training import TrainOutcome
+
+    data, config = job.data, job.config
+    spec = _entry_from_config(config)
+    split = Split.from_dict(config["cv"]["split"])
+    groups = np.asarray(config["cv"]["groups"]).astype(str)
+    task: Task = data.task
+    rows = np.sort(np.concatenate([data.train_rows, data.val_rows]).astype(np.int64))
+    order = np.argsort(np.concatenate([data.train_rows, data.val_rows]))
+    x_std = torch.cat([data.x_train] + ([data.x_val] if data.x_val is not None else []))
+    x = data.x_scaler.inverse_transform(x_std).double().numpy()[order]
+    y_std = torch.cat([data.y_train] + ([data.y_val] if data.y_val is not None else []))
+    if task == "regression":
+        assert data.y_scaler is not None
+        y: np.ndarray = data.y_scaler.inverse_transform(y_std).double().numpy()[order, 0]
+    else:
+        y = np.asarray(data.classes, dtype=object)[y_std.numpy()[order]]
+    if split.n_rows <= int(rows.max(initial=0)):
+        raise InvalidInputError("The stored split does not cover this dataset's rows.")
+    fold_of = split.fold_of_row[rows]
+    step_offset = 0
+    cancelled = False
+    folds: list[FoldResult] = []
+    for k in range(split.spec.n_splits):
+        train_pos, test_pos = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+        if len(test_pos) == 0 or len(train_pos) < 2:
+            continue  # every row of this fold had missing values
+
+        def report(p: FitProgress, offset: int = step_offset) -> bool:
+            renumbered = FitProgress(
+                offset + p.step, p.total_steps, p.train_loss, p.val_loss, p.val_metric,
+                p.elapsed_s,
+            )  # fmt: skip
+            return bool(job.report(renumbered))
+
+        result = train_fold(
+            spec, task, x, y, groups[rows], train_pos, test_pos, fold=k,
+            seed=split.spec.seed + k, classes=data.classes, callback=report,
+        )  # fmt: skip
+        result.test_rows = [int(rows[i]) for i in result.test_rows]
+        stopped = result.info.get("stopped_reason")
+        for key in ("model", "x_scaler", "y_scaler"):
+            result.info.pop(key, None)
+        if spec.kind not in NETWORK_KINDS:
+            metric = result.metrics.get("r2", result.metrics.get("accuracy"))
+            if not report(FitProgress(1, 1, math.nan, None, metric, result.train_time_s)):
+                stopped = "cancelled"
+        step_offset += int(result.info.get("steps_run", 1)) + 1
+        folds.append(result)
+        if stopped == "cancelled":
+            cancelled = True
+            break
+    cv = CVResult(spec=spec, task=task, folds=folds)
+    summary = cv.summary
+    score = "r2" if task == "regression" else "accuracy"
+    oof_rows = [r for f in folds for r in f.test_rows]
+    oof_pred = [p for f in folds for p in f.predictions]
+    position = {int(r): n for n, r in enumerate(rows)}
+    extra_cv = {
+        "leaderboard_id": config["cv"].get("leaderboard_id"),
+        "entry": spec.to_dict(),
+        "split_fingerprint": split.fingerprint(),
+        "score_name": score,
+        "summary": summary,
+        "folds": [
+            {
+                "fold": f.fold,
+                "metrics": f.metrics,
+                "train_time_s": f.train_time_s,
+                "n_parameters": f.n_parameters,
+                "n_test": len(f.test_rows),
+                "best_step": f.info.get("best_step"),
+            }
+            for f in folds
+        ],
+        "predictions": {
+            "rows": oof_rows,
+            "y_true": [
+                float(y[position[r]]) if task == "regression" else str(y[position[r]])
+                for r in oof_rows
+            ],
+            "y_pred": [float(p) if task == "regression" else str(p) for p in oof_pred],
+        },
+    }
+    mean = summary.get(score, {}).get("mean")
+    n_params = summary.get("n_parameters", {}).get("mean", 0.0)
+    return TrainOutcome(
+        stopped_reason="cancelled" if cancelled else "completed",
+        train_loss=None,
+        val_loss=None,
+        val_metric=mean if mean is not None and math.isfinite(mean) else None,
+        n_parameters=int(round(n_params)) if math.isfinite(n_params) else 0,
+        weights=None,
+        val_predictions=None,
+        extra={"cv": extra_cv},
+    )
+
+
+def start_leaderboard(
+    session: Any,
+    dataset_id: int,
+    *,
+    target_columns: Sequence[str],
+    task: Task,
+    feature_columns: Sequence[str] | None = None,
+    split: SplitSpec | None = None,
+    models: Sequence[LeaderboardModel] | None = None,
+    max_parameters: int = 2_000_000,
+    device: str = "cpu",
+) -> tuple[str, list[Any]]:
+    """Create one queued cross-validated run per model, all on the same stored split (the
+    caller commits and submits the runs to the executor). Returns (leaderboard id, runs)."""
+    from app.services import runs as runs_svc
+    from app.services.datasets import load_frame
+
+    split = split or SplitSpec()
+    models = list(models) if models else default_model_specs(task)
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"Leaderboard model names must be unique; got {names}.")
+    for m in models:
+        m.validate()
+    frame = load_frame(session, dataset_id)
+    if split.stratify and task != "classification":
+        raise InvalidInputError("Stratified folds are for classification targets.")
+    made = make_split(frame, split, target=target_columns[0] if split.stratify else None)
+    _, codes = np.unique(group_labels(frame, split.group_by), return_inverse=True)
+    leaderboard_id = uuid.uuid4().hex[:12]
+    runs = []
+    for m in models:
+        if m.kind in NETWORK_KINDS:
+            params = {**network_defaults(m.kind), **dict(m.params)}
+            run_params = {k: v for k, v in params.items() if k not in _COMMON_KEYS}
+        else:
+            run_params = {"model_options": dict(m.params)}
+        payload = {
+            "dataset_id": dataset_id,
+            "name": f"{m.name} · {split.n_splits}-fold CV",
+            "model": m.kind,
+            "task": task,
+            "target_columns": list(target_columns),
+            "feature_columns": list(feature_columns) if feature_columns else None,
+            "val_fraction": 0.0,
+            "seed": split.seed,
+            "device": device,
+            **run_params,
+            "cv": {
+                "leaderboard_id": leaderboard_id,
+                "entry": {"name": m.name, "kind": m.kind, "params": dict(m.params)},
+                "split": made.to_dict(),
+                "groups": codes.astype(int).tolist(),
+            },
+        }
+        run, _ = runs_svc.create_run(session, payload, max_parameters)
+        runs.append(run)
+    return leaderboard_id, runs
+
+
+def _leaderboard_runs(session: Any, dataset_id: int) -> list[Any]:
+    from app.services import runs as runs_svc
+
+    return [
+        r for r in runs_svc.list_runs(session, dataset_id=dataset_id, limit=10_000)
+        if isinstance(r.config, dict) and isinstance(r.config.get("cv"), dict)
+    ]  # fmt: skip
+
+
+def list_leaderboards(session: Any, dataset_id: int) -> list[dict[str, Any]]:
+    """Leaderboards of a dataset, newest first: id, target, split, run ids and statuses."""
+    from app.services.datasets import get_dataset
+
+    get_dataset(session, dataset_id)
+    boards: dict[str, dict[str, Any]] = {}
+    for run in sorted(_leaderboard_runs(session, dataset_id), key=lambda r: r.id):
+        cv = run.config["cv"]
+        board = boards.setdefault(
+            cv["leaderboard_id"],
+            {
+                "id": cv["leaderboard_id"],
+                "dataset_id": dataset_id,
+                "task": run.task,
+                "target_columns": run.config.get("target_columns"),
+                "feature_columns": run.config.get("feature_columns"),
+                "split": cv["split"]["spec"],
+                "n_groups": cv["split"]["n_groups"],
+                "created_at": run.created_at,
+                "runs": [],
+            },
+        )
+        board["runs"].append({"run_id": run.id, "name": cv["entry"]["name"], "status": run.status})
+    return sorted(boards.values(), key=lambda b: -min(r["run_id"] for r in b["runs"]))
+
+
+def get_leaderboard(
+    session: Any, dataset_id: int, leaderboard_id: str, with_predictions: bool = True
+) -> dict[str, Any]:
+    """The table (one row per model, best score first, unfinished runs last) and, per model,
+    the out-of-fold predicted-vs-measured pairs."""
+    runs = [
+        r for r in _leaderboard_runs(session, dataset_id)
+        if r.config["cv"].get("leaderboard_id") == leaderboard_id
+    ]  # fmt: skip
+    if not runs:
+        from app.services.errors import NotFoundError
+
+        raise NotFoundError(f"Dataset {dataset_id} has no leaderboard {leaderboard_id!r}.")
+    runs.sort(key=lambda r: r.id)
+    task = runs[0].task
+    score = "r2" if task == "regression" else "accuracy"
+    second = "mae" if task == "regression" else "f1_macro"
+    rows, predictions = [], []
+    for run in runs:
+        cv = (run.summary or {}).get("cv") or {}
+        s = cv.get("summary") or {}
+        entry = run.config["cv"]["entry"]
+
+        def stat(name: str, key: str, s: dict[str, Any] = s) -> float | None:
+            v = (s.get(name) or {}).get(key)
+            return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+        n_params = stat("n_parameters", "mean")
+        rows.append(
+            {
+                "run_id": run.id,
+                "name": entry["name"],
+                "kind": entry["kind"],
+                "status": run.status,
+                "error": run.error,
+                "score_name": score,
+                "score_mean": stat(score, "mean"),
+                "score_std": stat(score, "std"),
+                "second_name": second,
+                "second_mean": stat(second, "mean"),
+                "second_std": stat(second, "std"),
+                "train_time_s_mean": stat("train_time_s", "mean"),
+                "n_parameters": int(round(n_params)) if n_params is not None else None,
+                "n_folds": len(cv.get("folds") or []),
+                "folds": cv.get("folds") or [],
+            }
+        )
+        if with_predictions and cv.get("predictions"):
+            predictions.append({"run_id": run.id, "name": entry["name"], **cv["predictions"]})
+    rows.sort(key=lambda r: (r["score_mean"] is None, -(r["score_mean"] or 0.0), r["run_id"]))
+    first = runs[0].config
+    return {
+        "id": leaderboard_id,
+        "dataset_id": dataset_id,
+        "task": task,
+        "target_columns": first.get("target_columns"),
+        "feature_columns": first.get("feature_columns"),
+        "split": first["cv"]["split"]["spec"],
+        "n_groups": first["cv"]["split"]["n_groups"],
+        "split_fingerprint": first["cv"]["split"]["fingerprint"],
+        "complete": all(r.status in ("succeeded", "failed", "cancelled") for r in runs),
+        "rows": rows,
+        "predictions": predictions,
+    }
