@@ -9,8 +9,8 @@ and its variables' sampling ranges (the table's uniform ranges; where we did not
 range exactly it is U(1, 5), the table's most common one). Nothing is downloaded.
 
 Pipeline per equation, from data alone (1000 training and 1000 fresh test rows):
-standardise x and y → KAN [d, 1, 1] (and, when its formula's validation R² < 0.999, also
-[d, 2, 1]; the width with the better validation R² is kept — never the ground truth) → LBFGS
+standardise x and y → KAN [d, 1], then [d, 1, 1], then [d, 2, 1] until a formula reaches validation R² ≥ 0.999
+(else the best validation R² is kept — the ground truth is never used to choose) → LBFGS
 training → `auto_symbolic` (full library) → `formula` in the original units.
 Noise: y + N(0, (level·RMS(y))²), SRBench's definition; fresh test points are noiseless.
 
@@ -470,8 +470,8 @@ def run_one(e: Equation, noise: float, steps: int, n_train: int) -> dict:
     xs, ys = Standardizer.fit(x), Standardizer.fit(y)
     best: dict | None = None
     t0 = time.perf_counter()
-    for hidden in (1, 2):
-        model = KAN([d, hidden, 1], seed=0)
+    for width in ([d, 1], [d, 1, 1], [d, 2, 1]):
+        model = KAN(width, seed=0)
         fit(
             model,
             TrainData(xs.transform(x), ys.transform(y)),
@@ -485,7 +485,7 @@ def run_one(e: Equation, noise: float, steps: int, n_train: int) -> dict:
         out = res.formulas[0]
         syms = res.inputs.symbols
         val_r2 = r2_of(compile_expression(out.expr, syms)(x_val.double()), y_val[:, 0].double())
-        cand = {"hidden": hidden, "expr": out.expr, "syms": syms, "val_r2": val_r2}
+        cand = {"width": width, "expr": out.expr, "syms": syms, "val_r2": val_r2}
         if best is None or _nan_low(val_r2) > _nan_low(best["val_r2"]):
             best = cand
         if _nan_low(val_r2) >= 0.999:
@@ -506,7 +506,7 @@ def run_one(e: Equation, noise: float, steps: int, n_train: int) -> dict:
     return {
         "eq": e.name,
         "noise": noise,
-        "hidden": best["hidden"],
+        "width": best["width"],
         "ok": ok,
         "acc": test_r2 > 0.999,
         "test_r2": test_r2,
@@ -560,7 +560,7 @@ def write_summary(rows: list[dict], noises: list[float], args: argparse.Namespac
     lines = [
         "# Feynman equations (1–4 variables): recovery by the kan_core pipeline",
         "",
-        f"{n_eq} of {len(EQUATIONS)} equations, 1000 training rows, KAN [d,1,1] then [d,2,1], LBFGS {args.steps}"
+        f"{n_eq} of {len(EQUATIONS)} equations, 1000 training rows, KAN [d,1] / [d,1,1] / [d,2,1], LBFGS {args.steps}"
         " steps, full library. Symbolic = sympy-confirmed formula; accuracy = test R² > 0.999.",
         "",
         "| noise | symbolic recovery | accuracy solution |",

@@ -801,6 +801,8 @@ def _finalise(
     digits: int,
     refit: bool,
     snap_tolerance: float = 0.05,
+    snap_refit: bool = True,
+    max_snap_refits: int = 40,
 ) -> sympy.Expr:
     """Refit the constants (optional), then replace constants by integers or multiples of π/2
     one at a time — the others refitted each time — where the error grows by at most
@@ -812,6 +814,7 @@ def _finalise(
     ref = _mse(compiled, x, y, p)
     budget = ref * (1 + snap_tolerance) + 1e-12 * float(y.var()) + 1e-30
     exact: dict[int, sympy.Expr] = {}
+    refits = 0
     for _ in range(3):  # a snap can make another one possible: repeat while anything changes
         changed = False
         order = sorted(range(p.numel()), key=lambda k: abs(float(p[k]) - round(float(p[k]))))
@@ -819,7 +822,13 @@ def _finalise(
             for value, symbolic in _snap_candidates(float(p[k])):
                 trial = p.clone()
                 trial[k] = value
-                if refit and _mse(compiled, x, y, trial) > budget:
+                if (
+                    snap_refit
+                    and refit
+                    and refits < max_snap_refits
+                    and (_mse(compiled, x, y, trial) > budget)
+                ):
+                    refits += 1
                     trial = _refit_constants(
                         compiled, x, y, trial, steps=20, frozen=[*exact, k], must_improve=False
                     )
@@ -922,7 +931,7 @@ def _pareto(
             e = sympy.Float(float(sol[0])) + sympy.Add(
                 *[sympy.Float(float(sol[n + 1])) * terms[m] for n, m in enumerate(chosen)]
             )
-            found.append(candidate(_finalise(e, symbols, x, y, digits, refit)))
+            found.append(candidate(_finalise(e, symbols, x, y, digits, refit, max_snap_refits=8)))
             if best[0] <= 1e-12 * float(y.var()):
                 break
     front: list[FormulaCandidate] = []
