@@ -308,8 +308,8 @@ def fit_edge_candidates(
     funcs = _resolve(library)
     if not funcs:
         raise ConfigError("the function library is empty; name at least one function")
-    x = x.detach().to(torch.float64)
-    y = y.detach().to(torch.float64)
+    x = x.detach().to("cpu", torch.float64)  # small problems: CPU float64 wherever the model is
+    y = y.detach().to("cpu", torch.float64)
     E, n = x.shape
     F = len(funcs)
     mx, sx = x.mean(-1, keepdim=True), x.std(-1, unbiased=False, keepdim=True)

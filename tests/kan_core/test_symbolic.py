@@ -320,3 +320,18 @@ def test_recovers_classic_formulas_from_data(case):
     assert structure(out.expr.subs({result.inputs.symbols[0]: X, result.inputs.symbols[1]: Y})), (
         out.expr
     )
+
+
+def test_fixed_edges_are_retrained_by_fit():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(400, 2, generator=g) * 2 - 1
+    y = (2 * torch.sin(1.5 * x[:, 0]) + x[:, 1] ** 2)[:, None]
+    model = KAN([2, 1], seed=0)
+    model.layers[0].set_symbolic(0, 0, "sin", 1.0, 0.0, 1.0, 0.0)  # wrong amplitude, frequency
+    model.layers[0].set_symbolic(1, 0, "x^2", 1.0, 0.0, 1.0, 0.0)
+    before = float(((model(x) - y) ** 2).mean())
+    fit(model, TrainData(x, y), FitConfig(steps=30, optimizer="lbfgs", lr=1.0, update_grid_every=0))
+    after = float(((model(x) - y) ** 2).mean())
+    a, _, c, _ = model.layers[0].sym_affine[0, 0].tolist()
+    assert after < 1e-6 < before
+    assert abs(a * c - 3.0) < 1e-2 and abs(abs(a) - 1.5) < 1e-2
