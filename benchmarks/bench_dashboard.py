@@ -63,6 +63,7 @@ ARM_CLICK_JS = """(label) => {
   window.__preview = undefined; window.__full = undefined;
   const start = () => {
     const t0 = performance.now();
+    window.__clickStart = t0;
     const check = () => {
       const gd = document.querySelector('#run-edge .js-plotly-plot');
       const title = gd && gd.layout && gd.layout.title ? (gd.layout.title.text || '') : '';
@@ -118,13 +119,21 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=21)
     parser.add_argument("--renders", type=int, default=9)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS for the server (default: torch's own choice)",
+    )
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
 
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="kanscope-bench-") as tmp:
-        server = ServerProcess(Path(tmp))
+        extra = {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else {}
+        server = ServerProcess(Path(tmp), extra)
+        results["server_torch_threads"] = args.torch_threads or "default"
         try:
             server.wait_healthy()
             run_id = train_run(server)
@@ -163,7 +172,7 @@ def main() -> None:
 
                 count = edge_position(page, "run-network", 0)["count"]
                 step = max(1, count // args.clicks)
-                previews, fulls = [], []
+                previews, fulls, candidates = [], [], []
                 for k in range(args.clicks):
                     index = (k * step + 7) % count
                     pos = hover_edge(page, "run-network", index)
@@ -173,8 +182,19 @@ def main() -> None:
                     page.wait_for_function("() => window.__full !== undefined", timeout=20_000)
                     previews.append(page.evaluate("() => window.__preview"))
                     fulls.append(page.evaluate("() => window.__full"))
+                    # a user reads the candidates before the next click: let them arrive
+                    page.wait_for_selector(
+                        "#run-candidates td[data-dash-column=name]", timeout=60_000
+                    )
+                    candidates.append(
+                        page.evaluate("() => performance.now() - window.__clickStart")
+                    )
                     page.wait_for_timeout(400)  # two clicks < 300 ms apart are a double-click
-                for key, values in (("click_to_curve", previews), ("click_to_full_detail", fulls)):
+                for key, values in (
+                    ("click_to_curve", previews),
+                    ("click_to_full_detail", fulls),
+                    ("click_to_candidates", candidates),
+                ):
                     ok = sorted(v for v in values if v is not None and v >= 0)
                     results[f"{key}_median_ms"] = round(statistics.median(ok), 1)
                     results[f"{key}_p90_ms"] = round(ok[int(0.9 * (len(ok) - 1))], 1)

@@ -1,6 +1,34 @@
 /* Clientside callbacks of the kanscope dashboard (loaded by Dash from the assets folder). */
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
   kanscope: {
+    /* Outline the clicked edge's slot on the diagram without a figure round trip. */
+    highlightEdge: function (clickData, diagram) {
+      const noUpdate = window.dash_clientside.no_update;
+      if (!clickData || !clickData.points || !diagram || !diagram.width) return noUpdate;
+      const point = clickData.points.find(
+        (p) => Array.isArray(p.customdata) && p.customdata.length === 3
+      );
+      if (!point) return noUpdate;
+      const [layer, i, j] = point.customdata;
+      const width = diagram.width;
+      const slots = width[layer] * width[layer + 1];
+      const cx = (i * width[layer + 1] + j + 0.5) / slots;
+      const style = diagram.shape;
+      const half = Math.max(style.slot_fill / slots / 2, style.min_half);
+      const gd = document.querySelector("#run-network .js-plotly-plot");
+      if (!gd || !window.Plotly) return noUpdate;
+      window.Plotly.relayout(gd, {
+        shapes: [
+          {
+            type: "rect", xref: "x", yref: "y", layer: "above", name: style.name,
+            x0: cx - half, x1: cx + half, y0: layer + style.bottom, y1: layer + style.top,
+            line: style.line,
+          },
+        ],
+      });
+      return [layer, i, j];
+    },
+
     /* Click on an edge → draw its curve at once from the curves the page already holds; the
        server callback then replaces the figure with the full detail (data points, candidates). */
     edgePreview: function (clickData, curves) {

@@ -65,8 +65,8 @@ def test_network_figure_uses_few_traces_even_for_a_large_network():
     n_edges = 10 * 16 + 16 * 16 + 16
     # the issue calls it "416 edges"; 10·16 + 16·16 + 16·1 is 432
     assert len(trace(fig, "edges").x) == n_edges
-    # slots + (numeric, symbolic) x 8 levels x (links, curves) + nodes + hits + selection
-    assert len(fig.data) <= 1 + 2 * figures.OPACITY_LEVELS * 2 + 3
+    # slots + (numeric, symbolic) x 8 levels x (links, curves) + nodes + hits
+    assert len(fig.data) <= 1 + 2 * figures.OPACITY_LEVELS * 2 + 2
 
 
 def test_large_network_draws_mini_plots_only_for_the_top_edges():
@@ -125,16 +125,18 @@ def test_pruned_edges_are_not_drawn_or_clickable():
     assert len(trace(fig, "edges").x) == 2
 
 
-def test_selection_outline_surrounds_the_slot_and_rejects_bad_addresses():
-    xs, ys = figures.selection_outline([3, 2, 1], [0, 2, 1])
+def test_selection_shape_surrounds_the_slot_and_rejects_bad_addresses():
+    (shape,) = figures.selection_shapes([3, 2, 1], [0, 2, 1])
     cx, w = figures.slot_geometry(3, 2, 2, 1)
-    assert min(xs) <= cx <= max(xs)
-    assert min(ys) < 0.5 < max(ys)
-    assert figures.selection_outline([3, 2, 1], [0, 3, 0]) == ([], [])
-    assert figures.selection_outline([3, 2, 1], [5, 0, 0]) == ([], [])
-    assert figures.selection_outline([3, 2, 1], None) == ([], [])
+    assert shape["x0"] <= cx - w / 2 and shape["x1"] >= cx + w / 2
+    assert shape["y0"] < figures.SLOT_BOTTOM and shape["y1"] > figures.SLOT_TOP
+    assert figures.selection_shapes([3, 2, 1], [0, 3, 0]) == []
+    assert figures.selection_shapes([3, 2, 1], [5, 0, 0]) == []
+    assert figures.selection_shapes([3, 2, 1], [0, -1, 0]) == []
+    assert figures.selection_shapes([3, 2, 1], None) == []
     fig = figures.network_figure(make_network([3, 2, 1]), selected=[1, 1, 0])
-    assert fig.data[-1].name == figures.SELECTED_TRACE_NAME and len(fig.data[-1].x) == 5
+    assert [s.name for s in fig.layout.shapes] == [figures.SELECTED_SHAPE_NAME]
+    assert not figures.network_figure(make_network([3, 2, 1])).layout.shapes
 
 
 def test_network_figure_survives_null_and_non_finite_samples():
@@ -323,3 +325,12 @@ def test_hit_markers_of_dense_layers_are_never_within_plotlys_tie_distance():
     assert closest >= 5.0, closest
     small = trace(figures.network_figure(make_network([3, 2, 1])), "edges")
     assert {round(y - math.floor(y), 6) for y in small.y} == {0.5}  # sparse: no staggering
+
+
+def test_edge_figure_thins_many_data_points_evenly():
+    n = 1000
+    edge = {"x": [0.0, 1.0], "y": [0.0, 1.0], "data_x": list(range(n)), "data_y": list(range(n))}
+    data = figures.edge_figure(edge).data[0]
+    assert len(data.x) == figures.MAX_EDGE_DATA_POINTS
+    assert data.x[0] == 0 and data.x[-1] >= n - n / figures.MAX_EDGE_DATA_POINTS - 1
+    assert list(data.x) == list(data.y)  # pairs stay together

@@ -9,7 +9,6 @@ from dash import (
     ClientsideFunction,
     Input,
     Output,
-    Patch,
     State,
     callback,
     clientside_callback,
@@ -74,7 +73,8 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
         [
             dcc.Store(id="run-id", data=run_number),
             dcc.Store(id="run-info", data=None),  # {"status", "model", "has_model"}
-            dcc.Store(id="run-diagram", data=None),  # {"width", "selection_index", "inputs"}
+            dcc.Store(id="run-diagram", data=None),  # {"width", "inputs", "slot"}
+            dcc.Store(id="run-highlight", data=None),  # written by the client-side outline
             # Every edge's curve for the instant client-side preview on click (browser only).
             dcc.Store(id="run-curves", data=None),
             dcc.Store(id="run-version", data=0),  # bumped after every change to the model
@@ -139,21 +139,24 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                                 "Symbolic candidates (select one to preview it)",
                                 className="muted small",
                             ),
-                            dash_table.DataTable(
-                                id="run-candidates",
-                                columns=[
-                                    {"name": "function", "id": "name"},
-                                    {"name": "R²", "id": "r2"},
-                                    {"name": "complexity", "id": "complexity"},
-                                    {"name": "c·f(a·x+b)+d", "id": "params"},
-                                ],
-                                data=[],
-                                row_selectable="single",
-                                selected_rows=[],
-                                page_size=8,
-                                style_table={"overflowX": "auto"},
-                                style_cell={"fontSize": 12, "padding": "3px 6px"},
-                                style_header={"fontWeight": 600},
+                            dcc.Loading(
+                                dash_table.DataTable(
+                                    id="run-candidates",
+                                    columns=[
+                                        {"name": "function", "id": "name"},
+                                        {"name": "R²", "id": "r2"},
+                                        {"name": "complexity", "id": "complexity"},
+                                        {"name": "c·f(a·x+b)+d", "id": "params"},
+                                    ],
+                                    data=[],
+                                    row_selectable="single",
+                                    selected_rows=[],
+                                    page_size=8,
+                                    style_table={"overflowX": "auto"},
+                                    style_cell={"fontSize": 12, "padding": "3px 6px"},
+                                    style_header={"fontWeight": 600},
+                                ),
+                                type="dot",
                             ),
                         ],
                     ),
@@ -446,11 +449,22 @@ def load_network(info, _version, selected, run_id):
     fig = figures.network_figure(network, selected=selected, uirevision=f"run-{run_id}")
     diagram = {
         "width": figures.network_width(network),
-        "selection_index": len(fig.data) - 1,
+        "shape": figures.selection_shape_style(),
         "inputs": network.get("input_names") or [],
     }
     return fig, diagram, figures.edge_curves_for_client(network), None
 
+
+# The selection outline is drawn in the browser with Plotly.relayout on the diagram itself: a
+# figure update through dcc.Graph (even a Patch of one shape) re-processes the whole 400-edge
+# figure and cost ~200 ms per click.
+clientside_callback(
+    ClientsideFunction(namespace="kanscope", function_name="highlightEdge"),
+    Output("run-highlight", "data"),
+    Input("run-network", "clickData"),
+    State("run-diagram", "data"),
+    prevent_initial_call=True,
+)
 
 clientside_callback(
     ClientsideFunction(namespace="kanscope", function_name="edgePreview"),
@@ -473,37 +487,40 @@ def clicked_edge(click_data: dict | None) -> list[int] | None:
     Output("run-edge", "figure"),
     Output("run-edge-data", "data"),
     Output("run-selected-edge", "data"),
-    Output("run-network", "figure", allow_duplicate=True),
     Output("run-edge-alert", "children"),
+    Output("run-candidates", "data", allow_duplicate=True),
+    Output("run-suggestions", "data", allow_duplicate=True),
     Input("run-network", "clickData"),
     Input("run-version", "data"),
     State("run-selected-edge", "data"),
-    State("run-diagram", "data"),
     State("run-id", "data"),
     prevent_initial_call=True,
 )
-def show_edge(click_data, _version, selected, diagram, run_id):
+def show_edge(click_data, _version, selected, run_id):
     if ctx.triggered_id == "run-network":
         edge_address = clicked_edge(click_data)
         if edge_address is None:  # a click on a node or empty space
-            return no_update, no_update, no_update, no_update, no_update
+            return (no_update,) * 6
     else:
         edge_address = selected
     if not edge_address:
-        return no_update, no_update, no_update, no_update, no_update
+        return (no_update,) * 6
     layer, i, j = edge_address
     try:
         edge = api_client.get_json(f"/runs/{run_id}/edges/{layer}/{i}/{j}")
     except ApiError as exc:
-        return no_update, None, edge_address, no_update, error_alert(exc, "Loading the edge")
-    highlight = no_update
-    if diagram and diagram.get("selection_index") is not None:
-        xs, ys = figures.selection_outline(diagram["width"], edge_address)
-        highlight = Patch()
-        highlight["data"][diagram["selection_index"]]["x"] = xs
-        highlight["data"][diagram["selection_index"]]["y"] = ys
+        return (
+            no_update,
+            None,
+            edge_address,
+            no_update,
+            error_alert(exc, "Loading the edge"),
+            [],
+            None,
+        )
     fig = figures.edge_figure(edge, input_name=edge.get("input_name"))
-    return fig, edge, edge_address, highlight, None
+    # stale candidates of the previous edge must not be shown (or fixed) next to this one
+    return fig, edge, edge_address, None, [], None
 
 
 @callback(
@@ -511,14 +528,16 @@ def show_edge(click_data, _version, selected, diagram, run_id):
     Output("run-candidates", "selected_rows"),
     Output("run-suggestions", "data"),
     Output("run-edge-alert", "children", allow_duplicate=True),
-    Input("run-edge-data", "data"),
+    Input("run-selected-edge", "data"),
+    Input("run-version", "data"),
     State("run-id", "data"),
     prevent_initial_call=True,
 )
-def load_suggestions(edge, run_id):
-    if not edge:
+def load_suggestions(edge_address, _version, run_id):
+    if not edge_address:
         return [], [], None, no_update
-    path = f"/runs/{run_id}/edges/{edge['layer']}/{edge['i']}/{edge['j']}/suggestions"
+    layer, i, j = edge_address
+    path = f"/runs/{run_id}/edges/{layer}/{i}/{j}/suggestions"
     try:
         result = api_client.get_json(path)
     except ApiError as exc:
@@ -544,7 +563,7 @@ def load_suggestions(edge, run_id):
     prevent_initial_call=True,
 )
 def preview_candidate(selected_rows, suggestions, edge):
-    if not edge:
+    if not edge or not selected_rows:  # cleared for a new edge: its plot is already right
         return no_update
     candidate = None
     if selected_rows and suggestions and selected_rows[0] < len(suggestions):
