@@ -11,7 +11,15 @@ The fitter is a pure tensor function, `fit_edge_candidates(x (E, n), y (E, n), l
 
 Model-level functions (`suggest`, `fix`, `unfix`, `auto_symbolic`) read pre-activations
 (the layer's inputs) and post-activations (`edge_values[:, j, i]`) from
-`model.forward_with_activations(x)`; `formula` composes the sympy expression through all layers.
+`model.forward_with_activations(x)`; `auto_symbolic` works layer by layer, so each layer is
+fitted on the inputs it sees once the layers before it are symbolic.
+
+`formula` composes the sympy expression through all layers exactly (the unrounded
+`exact_expr` equals the network in symbolic mode to float tolerance), undoes the input/output
+standardisation, expands, refits every constant against the data (Levenberg–Marquardt), snaps
+constants to integers / multiples of π/2 where the error does not grow (others refitted), rounds
+the rest to `digits` significant digits, and picks the simplest formula of a small Pareto list
+(forward selection over the expanded additive terms) that is as accurate as the full one.
 """
 
 from __future__ import annotations
