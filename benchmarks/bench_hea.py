@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -301,7 +302,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 folds, 150 steps: smoke run")
     parser.add_argument("--no-formula", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch / OpenMP threads (1: stable timings on a shared machine)",
+    )  # fmt: skip
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
     if args.quick:
         args.folds = 2
     wanted = args.sets.split(",")

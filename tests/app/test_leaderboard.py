@@ -5,10 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from app.services import baselines, leaderboard
 from app.services.evaluation import SplitSpec, make_split
 from app.services.leaderboard import LeaderboardModel, UnknownModelKindError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: threads only add spin-waiting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
