@@ -428,12 +428,14 @@ def _normalise(name: str, p: torch.Tensor) -> torch.Tensor:
 def _resolve(library: Iterable[str] | Sequence[SymbolicFunction] | None) -> list[SymbolicFunction]:
     if library is None:
         return resolve_library(None)
-    items = list(library)
-    if all(isinstance(f, SymbolicFunction) for f in items):
-        return items  # type: ignore[return-value]
-    if any(not isinstance(f, str) for f in items):
+    items: list[object] = list(library)
+    funcs = [f for f in items if isinstance(f, SymbolicFunction)]
+    if len(funcs) == len(items):
+        return funcs
+    names = [f for f in items if isinstance(f, str)]
+    if len(names) != len(items):
         raise ConfigError("library must be function names (strings) from kan_core.functions")
-    return resolve_library(dict.fromkeys(items))  # de-duplicated, order kept
+    return resolve_library(dict.fromkeys(names))  # de-duplicated, order kept
 
 
 # ------------------------------------------------------------------------------------------
