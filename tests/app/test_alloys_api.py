@@ -138,3 +138,31 @@ def test_leaderboard_input_errors(client, demo_csv):
     no_column = client.post(url, json={"target_columns": ["HV"], "split": {"group_by": "lab"}})
     assert no_column.status_code == 422 and "no such column" in no_column.json()["detail"]
     assert client.get(f"/api/runs?dataset_id={ds['id']}").json()["runs"] == []
+
+
+@pytest.mark.slow
+def test_classification_leaderboard_with_stratified_folds(client, demo_csv):
+    ds = upload(client, demo_csv, "gorsse.csv")
+    body = {
+        "target_columns": ["Phases"],
+        "task": "classification",
+        "feature_columns": ["VEC", "Delta", "Enthalpy of Mixing", "Electronegativity"],
+        "split": {"n_splits": 3, "group_by": "composition", "stratify": True},
+        "models": [
+            {"name": "KAN", "kind": "kan", "params": {"hidden": [2], "steps": 20}},
+            {"name": "Logistic", "kind": "linear"},
+        ],
+    }
+    created = client.post(f"/api/datasets/{ds['id']}/leaderboards", json=body)
+    assert created.status_code == 201, created.text
+    for run in created.json()["runs"]:
+        assert wait_for(client, run["id"], timeout=300)["status"] == "succeeded"
+    board = client.get(f"/api/datasets/{ds['id']}/leaderboards/{created.json()['id']}").json()
+    assert board["task"] == "classification" and board["split"]["stratify"]
+    for row in board["rows"]:
+        assert row["score_name"] == "accuracy" and 0.0 < row["score_mean"] <= 1.0
+        assert row["second_name"] == "f1_macro"
+    labels = {"BCC", "FCC", "FCC + BCC"}
+    for series in board["predictions"]:
+        assert labels <= set(series["y_true"])
+        assert len(series["y_pred"]) == len(series["rows"]) == 366
