@@ -455,13 +455,13 @@ def load_network(info, _version, selected, run_id):
     return fig, diagram, figures.edge_curves_for_client(network), None
 
 
-# The selection outline is drawn in the browser with Plotly.relayout on the diagram itself: a
-# figure update through dcc.Graph (even a Patch of one shape) re-processes the whole 400-edge
-# figure and cost ~200 ms per click.
+# The selection outline is drawn in the browser with Plotly.relayout on the diagram itself, when
+# the browser is idle: a figure update through dcc.Graph (even a Patch of one shape) re-processes
+# the whole 400-edge figure and cost ~200 ms per click.
 clientside_callback(
     ClientsideFunction(namespace="kanscope", function_name="highlightEdge"),
     Output("run-highlight", "data"),
-    Input("run-network", "clickData"),
+    Input("run-selected-edge", "data"),
     State("run-diagram", "data"),
     prevent_initial_call=True,
 )
