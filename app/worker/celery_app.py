@@ -66,13 +66,13 @@ def celery_config(redis_url: str, settings: Any = None) -> dict[str, Any]:
         "broker_transport_options": {
             "visibility_timeout": setting("visibility_timeout_s", DEFAULT_VISIBILITY_TIMEOUT_S),
         },
-        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         "broker_connection_timeout": 3.0,
         "broker_connection_retry_on_startup": True,
         "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
-        # A worker that loses Redis stops its tasks rather than training blind; the run's claim
-        # in the database decides what happens to it next.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A Redis blip must not throw away hours of GPU work: the running task keeps training
+        # and stores its result in the database; if Redis later redelivers its message, the
+        # duplicate finds the run finished and is skipped.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }

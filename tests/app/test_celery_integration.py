@@ -191,6 +191,8 @@ def test_a_task_delivered_three_times_trains_once(stack: Stack) -> None:
 
 
 def test_redis_unavailable_answers_503_and_nothing_is_lost(stack: Stack) -> None:
+    training = stack.submit(steps=60)  # in flight while Redis goes away
+    stack.wait(training["id"], until=("running",))
     before = {r["id"] for r in stack.http.get("/runs").json()["runs"]}
     stack.redis.stop()
     try:
@@ -215,9 +217,14 @@ def test_redis_unavailable_answers_503_and_nothing_is_lost(stack: Stack) -> None
         up = stack.http.post("/datasets", files={"file": ("e.csv", dataset_csv(10), "text/csv")})
         assert up.status_code == 201
     finally:
-        stack.redis.start()  # same port; the worker reconnects
+        stack.redis.start()  # same port, empty; the worker reconnects
     done = stack.wait(run_id, timeout=120)  # sent by the API once Redis answers again
     assert done["status"] == "succeeded", (done, stack.logs())
+    # the run that was training during the outage went on and finished, once
+    done = stack.wait(training["id"], timeout=60)
+    assert done["status"] == "succeeded", (done, stack.logs())
+    assert stack.db_row(training["id"])["attempts"] == 1
+    assert stack.steps(training["id"]) == list(range(1, 61))
 
 
 def test_postgres_restarted_mid_run_loses_no_metric_and_the_run_finishes(stack: Stack) -> None:
