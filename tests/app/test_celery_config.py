@@ -104,6 +104,8 @@ def test_compose_file_describes_the_distributed_stack() -> None:
         assert env["KANSCOPE_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["KANSCOPE_REDIS_URL"].startswith("redis://redis:")
     assert worker["environment"]["KANSCOPE_DEVICE"] == "cuda"
+    # the healthcheck pings the node name `kanscope worker` gives itself (kanscope@%h)
+    assert "kanscope@" in worker["healthcheck"]["test"][1] and "kanscope@%h" in worker_argv()
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
     assert {"pgdata", "redisdata"} <= set(compose["volumes"])
