@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import plotly  # noqa: E402
-from conftest import CHROMIUM, CHROMIUM_ARGS, DEMO_CSV, VIEWPORT, ServerProcess  # noqa: E402
 from plotly_helpers import edge_position, hover_edge, wait_for_trace  # noqa: E402
+from server_process import CHROMIUM, CHROMIUM_ARGS, DEMO_CSV, VIEWPORT, ServerProcess  # noqa: E402
 
 from app.dashboard import figures  # noqa: E402
 

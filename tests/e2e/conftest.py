@@ -1,113 +1,25 @@
 """Browser tests: a real ``kanscope serve`` process (SQLite in a temp dir) and Debian's chromium.
 
-The server fixture starts ``python -m app.cli serve`` on a free port in its own process group,
-waits for ``/api/health`` and kills the group afterwards (training runs in child processes).
 Screenshots go to ``test-artifacts/screenshots/`` (gitignored).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("KANSCOPE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-DEMO_CSV = REPO / "app" / "demo_data" / "Gorsse2018ML_Data_RawHV.csv"
-VIEWPORT = {"width": 1280, "height": 800}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """``kanscope serve`` in a temp data dir; ``url`` is its root, ``api`` an httpx client."""
-
-    def __init__(self, data_dir: Path, env_extra: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self.log_path = data_dir / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KANSCOPE_")}
-        env.update(
-            KANSCOPE_DATA_DIR=str(data_dir),
-            KANSCOPE_EXECUTOR="local",
-            KANSCOPE_LOAD_DEMO="false",
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(env_extra or {})
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() ends trainers too
-        )
-        self.api = httpx.Client(base_url=f"{self.url}/api", timeout=30.0)
-
-    def wait_healthy(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kanscope serve exited early:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if self.api.get("/health", timeout=2.0).status_code == 200:
-                    return
-            time.sleep(0.25)
-        raise TimeoutError(f"/api/health did not answer within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 60) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        self.api.close()
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
-
-
-class RunningServer:
-    """A server someone else started (``KANSCOPE_E2E_URL``), for debugging the tests."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-        self.api = httpx.Client(base_url=f"{self.url}/api", timeout=30.0)
+from server_process import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SCREENSHOTS,
+    VIEWPORT,
+    RunningServer,
+    ServerProcess,
+)
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +41,8 @@ def kanscope_server() -> Iterator[ServerProcess | RunningServer]:
 
 @pytest.fixture(scope="session")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    if not Path(CHROMIUM).exists():  # the project's rule: fail, never skip, when a part is missing
+        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CSV
 from plotly_helpers import click_edge, layout_title, trace_length, wait_for_trace
+from server_process import DEMO_CSV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -256,7 +256,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
 # ── header and live loss ──────────────────────────────────────────────────────────────────
 
 
-def header(run: dict[str, Any], metric_name: str | None) -> list[Any]:
+def header(
+    run: dict[str, Any], metric_name: str | None, dataset_name: str | None = None
+) -> list[Any]:
     summary = run.get("summary") or {}
     title = f"Run {run['id']}" + (f" — {run['name']}" if run.get("name") else "")
     items = [
@@ -281,7 +283,11 @@ def header(run: dict[str, Any], metric_name: str | None) -> list[Any]:
         )
     if summary.get("stopped_reason"):
         items.append(html.Div([html.Span("stopped"), html.Span(summary["stopped_reason"])]))
-    items.append(html.Div([html.Span("dataset"), dcc.Link(str(run.get("dataset_id")), href="/")]))
+    items.append(
+        html.Div(
+            [html.Span("dataset"), dcc.Link(dataset_name or str(run.get("dataset_id")), href="/")]
+        )
+    )
     if run.get("parent_run_id"):
         parent = run["parent_run_id"]
         items.append(
@@ -319,11 +325,18 @@ def fetch_progress(run_id: int, last_step: int | None, info: dict | None):
         points = metrics.get("points") or []
         if metrics.get("last_step") is not None:
             last_step = metrics["last_step"]
+    dataset_name = (info or {}).get("dataset_name")
+    if dataset_name is None:
+        try:
+            dataset_name = api_client.get_json(f"/datasets/{run['dataset_id']}")["name"]
+        except (ApiError, KeyError):
+            dataset_name = str(run.get("dataset_id"))
     new_info = {
         "status": run.get("status"),
         "model": run.get("model"),
         "has_model": bool(run.get("has_model")),
         "metric_name": metric_name,
+        "dataset_name": dataset_name,
     }
     return run, points, last_step, new_info
 
@@ -344,7 +357,7 @@ def load_run(run_id):
         return error_alert(exc, f"Loading run {run_id}"), no_update, no_update, True, no_update
     done = run.get("status") in TERMINAL_STATUSES
     return (
-        header(run, info["metric_name"]),
+        header(run, info["metric_name"], info["dataset_name"]),
         figures.loss_figure(points, uirevision=f"run-{run_id}"),
         {"last_step": last_step},
         done,
@@ -378,7 +391,7 @@ def poll_run(n_intervals, run_id, metrics_state, info):
         data, indices = figures.loss_extension(points)
         extend = (data, indices, 1_000_000)
     return (
-        header(run, new_info["metric_name"]),
+        header(run, new_info["metric_name"], new_info["dataset_name"]),
         extend,
         {"last_step": last_step},
         run.get("status") in TERMINAL_STATUSES,
