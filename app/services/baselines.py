@@ -75,6 +75,37 @@ def _check_kind(kind: str) -> None:
         )
 
 
+#: hyperparameter → (type, lowest, highest); bounds keep a fit's time and memory sane
+_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "alpha": (float, 0.0, 1e6),
+    "C": (float, 1e-6, 1e6),
+    "n_estimators": (int, 1, 2000),
+    "min_samples_leaf": (int, 1, 10_000),
+    "max_iter": (int, 1, 5000),
+    "learning_rate": (float, 1e-4, 1.0),
+    "max_leaf_nodes": (int, 2, 4096),
+    "l2_regularization": (float, 0.0, 1e6),
+}
+
+
+def _check_value(kind: str, key: str, value: Any) -> Any:
+    if key == "max_features":
+        if value is None or value in ("sqrt", "log2"):
+            return value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+        if not ok:
+            raise UnknownBaselineError(
+                f"{kind}: max_features must be null, 'sqrt', 'log2' or a fraction in (0, 1]."
+            )
+        return float(value)
+    cast, low, high = _BOUNDS[key]
+    number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number_ok or not (low <= value <= high) or (cast is int and value != int(value)):
+        what = "an integer" if cast is int else "a number"
+        raise UnknownBaselineError(f"{kind}: {key} must be {what} from {low:g} to {high:g}.")
+    return cast(value)
+
+
 def _params(kind: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     defaults = dict(_KINDS[kind][2])
     unknown = sorted(set(overrides or {}) - set(defaults))
@@ -82,7 +113,7 @@ def _params(kind: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         raise UnknownBaselineError(
             f"Unknown hyperparameter(s) {unknown} for {kind!r}; allowed: {sorted(defaults)}."
         )
-    defaults.update(overrides or {})
+    defaults.update({k: _check_value(kind, k, v) for k, v in (overrides or {}).items()})
     return defaults
 
 

@@ -137,6 +137,14 @@ def test_leaderboard_input_errors(client, demo_csv):
     assert unknown.status_code == 422 and "Available" in unknown.json()["detail"]
     no_column = client.post(url, json={"target_columns": ["HV"], "split": {"group_by": "lab"}})
     assert no_column.status_code == 422 and "no such column" in no_column.json()["detail"]
+    for model, message in [
+        ({"name": "k", "kind": "kan", "params": {"hidden": "abc"}}, "Model 'k': hidden"),
+        ({"name": "k", "kind": "kan", "params": {"steps": 10**9}}, "steps"),
+        ({"name": "r", "kind": "linear", "params": {"alpha": "x"}}, "alpha must be a number"),
+        ({"name": "f", "kind": "random_forest", "params": {"n_estimators": 10**9}}, "2000"),
+    ]:
+        r = client.post(url, json={"target_columns": ["HV"], "models": [model]})
+        assert r.status_code == 422 and message in r.json()["detail"], r.text
     assert client.get(f"/api/runs?dataset_id={ds['id']}").json()["runs"] == []
 
 

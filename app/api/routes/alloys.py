@@ -11,12 +11,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.api.deps import ExecutorDep, IdPath, SessionDep, SettingsDep
-from app.api.schemas import DatasetOut, ErrorOut, RunOut
+from app.api.errors import validation_message
+from app.api.schemas import DatasetOut, ErrorOut, RunConfig, RunOut
 from app.services import alloys as alloys_svc
 from app.services import leaderboard as lb_svc
+from app.services.errors import InvalidInputError
 from app.services.evaluation import COMPOSITION, SplitSpec
 
 router = APIRouter(tags=["alloys"])
@@ -207,6 +209,23 @@ class LeaderboardOut(BaseModel):
     )
 
 
+def _check_run_settings(model: lb_svc.LeaderboardModel, body: LeaderboardIn) -> None:
+    """A leaderboard network's settings obey the same bounds as POST /runs (RunConfig)."""
+    model.validate()
+    if model.kind not in lb_svc.NETWORK_KINDS:
+        return
+    try:
+        RunConfig.model_validate(
+            {"target_columns": body.target_columns, "task": body.task, "model": model.kind}
+            | dict(model.params)
+        )
+    except ValidationError as exc:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg")} for e in exc.errors()]
+        raise InvalidInputError(
+            f"Model {model.name!r}: " + validation_message(errors).removeprefix("Invalid request: ")
+        ) from None
+
+
 # ── routes ──────────────────────────────────────────────────────────────────────────────────
 
 
@@ -255,6 +274,8 @@ def create_leaderboard(
         if body.models
         else None
     )
+    for model in models or []:
+        _check_run_settings(model, body)
     board_id, runs = lb_svc.start_leaderboard(
         session,
         dataset_id,
