@@ -78,8 +78,12 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     lengths = []
     deadline = time.monotonic() + 120
     status = ""
+    zoomed = False
     while time.monotonic() < deadline:
         lengths.append(trace_length(page, "tr-loss", "train loss"))
+        if lengths[-1] > 0 and not zoomed:  # the user zooms while the curve is still growing
+            page.evaluate(ZOOM_LOSS_JS)
+            zoomed = True
         badge = page.query_selector("#tr-status-badge")
         status = badge.inner_text() if badge else ""
         if status in ("succeeded", "failed", "cancelled"):
@@ -90,6 +94,8 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     growth = sorted({n for n in lengths if n > 0})
     assert len(growth) >= 2, f"loss curve never grew while training: {lengths}"
     assert growth[-1] >= 300  # ~all 400 logged steps arrived
+    # live updates extend the curve without undoing the user's zoom
+    assert page.evaluate(LOSS_RANGE_JS) == [0, 50]
     page.screenshot(path=screenshot_dir / "02_train.png", full_page=True)
 
     # ── Run page: the network diagram, an edge and its candidates ──
@@ -183,6 +189,12 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     no_traceback(page)
     assert not page.js_errors, page.js_errors
 
+
+ZOOM_LOSS_JS = """() => {
+  const gd = document.querySelector('#tr-loss .js-plotly-plot');
+  return window.Plotly.relayout(gd, {'xaxis.range': [0, 50]}).then(() => true);
+}"""
+LOSS_RANGE_JS = """() => document.querySelector('#tr-loss .js-plotly-plot').layout.xaxis.range"""
 
 EVALUATE_EXPORT = r"""
 import importlib.util, json, sys
