@@ -320,16 +320,17 @@ def network_figure(
     node_text: list[str] = []
     labels: list[str] = []
     for layer_index, count in enumerate(width):
+        label_chars = max(4, min(14, 120 // max(count, 1)))  # crowded rows get shorter labels
         for k, x in enumerate(node_positions(count)):
             node_x.append(x)
             node_y.append(float(layer_index))
             if layer_index == 0:
                 name = input_names[k] if k < len(input_names) else f"x{k}"
-                labels.append(_short(name))
+                labels.append(_short(name, label_chars))
                 node_text.append(f"input {k}: {name}")
             elif layer_index == len(width) - 1:
                 name = output_names[k] if k < len(output_names) else f"y{k}"
-                labels.append(_short(name))
+                labels.append(_short(name, label_chars))
                 node_text.append(f"output {k}: {name}")
             else:
                 labels.append("")

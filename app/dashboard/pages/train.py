@@ -256,15 +256,20 @@ def show_shape(model, hidden, grid, k, selection):
         return kan_style, mlp_style, html.Span(str(exc), className="alert-danger")
     if not n_in:
         return kan_style, mlp_style, ""
-    n_out = 1  # one regression target or one label column; the API reports the real width
-    width = [n_in, *widths, n_out]
-    count = estimate_parameters(model, width, int(grid or 5), int(k or 3))
+    if selection.get("task") == "classification":
+        # one output per class: the API knows how many; the count appears once the run exists
+        shape = f"[{', '.join(str(w) for w in [n_in, *widths])}, classes]"
+        estimate = "after start"
+    else:
+        width = [n_in, *widths, 1]
+        shape = str(width)
+        estimate = f"≈ {estimate_parameters(model, width, int(grid or 5), int(k or 3)):,}"
     return (
         kan_style,
         mlp_style,
         [
-            html.Div([html.Span("width"), html.Span(str(width))]),
-            html.Div([html.Span("parameters"), html.Span(f"≈ {count:,}", id="tr-param-estimate")]),
+            html.Div([html.Span("width"), html.Span(shape)]),
+            html.Div([html.Span("parameters"), html.Span(estimate, id="tr-param-estimate")]),
         ],
     )
 
