@@ -38,6 +38,10 @@ _TORCH_FUNCS: dict[type, Callable[[torch.Tensor], torch.Tensor]] = {
     sympy.atanh: torch.arctanh,
     sympy.Abs: torch.abs,
     sympy.sign: torch.sign,
+    # sympy rewrites e.g. tan(x + pi/2) as -cot(x) once a phase is snapped to pi/2
+    sympy.cot: lambda v: 1.0 / torch.tan(v),
+    sympy.sec: lambda v: 1.0 / torch.cos(v),
+    sympy.csc: lambda v: 1.0 / torch.sin(v),
 }
 
 

@@ -34,7 +34,7 @@ import sympy
 import torch
 
 from kan_core.errors import ConfigError, KanCoreError
-from kan_core.export import CompiledExpression, compile_expression
+from kan_core.export import CompiledExpression, ExportError, compile_expression
 from kan_core.functions import SymbolicFunction, get_function, resolve_library
 from kan_core.model import KAN
 from kan_core.naming import SymbolMap, make_symbols
@@ -918,7 +918,10 @@ def _pareto(
     if len(pool) > 1:
         cols, terms = [], []
         for t in pool:
-            v = compile_expression(t, symbols)(x)
+            try:
+                v = compile_expression(t, symbols)(x)
+            except ExportError:  # a rewrite outside the evaluator's functions: not a candidate
+                continue
             if bool(torch.isfinite(v).all()) and float(v.std()) > 0:
                 cols.append(v)
                 terms.append(t)

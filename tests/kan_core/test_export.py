@@ -30,6 +30,7 @@ def _expr(symbols):
         - pi_ / 3
         + sympy.sign(e) * sympy.atan(inp)
         + sympy.log(1 + x**2) * sympy.cos(lam) ** 3
+        + sympy.tan(e + sympy.pi / 2)  # sympy writes -cot(e)
     )
 
 
