@@ -266,3 +266,43 @@ def test_broken_csv_shows_a_readable_error(page, kanscope_server, screenshot_dir
     assert "UTF-8" in page.inner_text("#ds-upload-alert")
     no_traceback(page)
     assert not page.js_errors, page.js_errors
+
+
+@pytest.mark.timeout(180)
+def test_cancel_a_running_training_from_the_train_page(page, kanscope_server, screenshot_dir):
+    with open(DEMO_CSV, "rb") as f:  # set-up through the API; the test is about the Train page
+        response = kanscope_server.api.post(
+            "/datasets", files={"file": ("cancel-me.csv", f, "text/csv")}
+        )
+    assert response.status_code == 201, response.text
+    page.goto(kanscope_server.url + "/")
+    page.wait_for_function(  # the newest dataset is chosen, its columns are loaded
+        """() => {
+          const select = document.querySelector('#ds-select');
+          const target = document.querySelector('#ds-target');
+          return !!(select && select.innerText.includes('cancel-me')
+                    && target && target.innerText.trim() === 'HV'
+                    && document.querySelectorAll('#ds-features input:checked').length > 0);
+        }"""
+    )
+    page.click("#ds-to-train")
+    page.wait_for_url(re.compile(r"/train$"))
+    set_number(page, "#tr-steps", 50_000)
+    page.click("#tr-start")
+    page.wait_for_function(
+        "() => (document.querySelector('#tr-status-badge') || {}).innerText === 'running'",
+        timeout=60_000,
+    )
+    page.wait_for_function("() => !document.querySelector('#tr-cancel').disabled")
+    page.click("#tr-cancel")
+    page.wait_for_selector("#tr-alert .alert-info")
+    assert "Cancel requested" in page.inner_text("#tr-alert")
+    page.wait_for_function(
+        "() => (document.querySelector('#tr-status-badge') || {}).innerText === 'cancelled'",
+        timeout=60_000,
+    )
+    run_id = int(page.inner_text("#tr-run-id"))
+    assert kanscope_server.api.get(f"/runs/{run_id}").json()["status"] == "cancelled"
+    assert page.is_disabled("#tr-cancel")
+    page.screenshot(path=screenshot_dir / "08_train_cancelled.png", full_page=True)
+    no_traceback(page)

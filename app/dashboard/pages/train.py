@@ -415,7 +415,7 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
     summary = run.get("summary") or {}
     config = run.get("config") or {}
     items = [
-        html.Div([html.Span("run"), html.Span(str(run.get("id")))]),
+        html.Div([html.Span("run"), html.Span(str(run.get("id")), id="tr-run-id")]),
         html.Div([html.Span("status"), status_badge(run.get("status"), "tr-status-badge")]),
         html.Div(
             [
