@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="cpu", description="Default torch device: cpu, cuda, auto.")
     load_demo: bool = True
+    formula_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time limit for simplifying a formula (sympy)."
+    )
     model_plugins: str = Field(
         default="",
         description="Comma-separated modules that register more model kinds "

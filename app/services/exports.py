@@ -23,7 +23,7 @@ class ExportFile:
     filename: str
 
 
-def export(session: Session, run_id: int, kind: str) -> ExportFile:
+def export(session: Session, run_id: int, kind: str, timeout_s: float = 60.0) -> ExportFile:
     if kind not in EXPORT_KINDS:
         raise InvalidInputError(f"Unknown export {kind!r}. Available: {list(EXPORT_KINDS)}")
     if kind == "model":
@@ -33,16 +33,15 @@ def export(session: Session, run_id: int, kind: str) -> ExportFile:
         )
     if kind == "predictions":
         return _predictions_csv(session, run_id)
-    from kan_core.export import to_latex, to_python_source, to_sympy_srepr
-
-    _, res = formula_result(session, run_id)
+    res = formula_result(session, run_id, timeout_s)
     if kind == "latex":
-        body = "\n".join(to_latex(f.expr, f.symbol.name) for f in res.formulas) + "\n"
+        body = "\n".join(o["latex"] for o in res["outputs"]) + "\n"
         return ExportFile(body.encode(), "text/x-tex; charset=utf-8", f"run-{run_id}-formula.tex")
     if kind == "python":
-        src = to_python_source(res.exprs(), res.inputs)
-        return ExportFile(src.encode(), "text/x-python; charset=utf-8", f"run_{run_id}_formula.py")
-    lines = [f"# {f.output}\n{to_sympy_srepr(f.expr)}" for f in res.formulas]
+        return ExportFile(
+            res["python"].encode(), "text/x-python; charset=utf-8", f"run_{run_id}_formula.py"
+        )
+    lines = [f"# {o['name']}\n{o['srepr']}" for o in res["outputs"]]
     return ExportFile(
         ("\n".join(lines) + "\n").encode(),
         "text/plain; charset=utf-8",

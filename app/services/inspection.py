@@ -289,7 +289,7 @@ def predictions(session: Session, run_id: int, split: str = "validation") -> dic
     art = session.get(ModelArtifact, run_id)
     if art is None:
         raise ConflictError(f"Run {run_id} has no results yet (status {run.status}).")
-    data = run_data(session, run)
+    data = load_model(session, run_id).data if run.has_model else run_data(session, run)
     rows = data.val_rows if split == "validation" else data.train_rows
     x = data.x_val if split == "validation" else data.x_train
     y = data.y_val if split == "validation" else data.y_train

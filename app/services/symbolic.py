@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from app.services.errors import ConflictError
+from app.services.errors import ConflictError, ServiceError
 from app.services.inspection import (
-    LoadedModel,
     _check_edge,
     cached_result,
     load_model,
@@ -175,57 +174,69 @@ def reset_edits(session: Session, run_id: int) -> None:
     session.flush()
 
 
-def formula_result(session: Session, run_id: int) -> tuple[LoadedModel, Any]:
-    """kan_core.symbolic.formula on the training data, in original units (cached)."""
-    from kan_core.symbolic import formula
+def formula_result(session: Session, run_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The formula per output in original units, rendered (text, LaTeX, srepr, Python).
+
+    Computed by kan_core.symbolic.formula on the training data in a child process with a time
+    limit (see formula_process); the result — or the failure — is cached per model version.
+    """
+    from app.services.formula_process import compute_formula
+    from kan_core.io import model_to_bytes
+    from kan_core.symbolic import FormulaIncompleteError, live_edges
 
     loaded = load_model(session, run_id)
     require_kan(loaded)
-    key = ("formula", str(session.get_bind().url), run_id, loaded.version)
+    model = loaded.model
+    numeric = [
+        (li, int(i), int(j))
+        for li, (layer, live) in enumerate(zip(model.layers, live_edges(model), strict=True))
+        for j, i in zip(*torch.nonzero(live & (layer.sym_mask == 0), as_tuple=True), strict=True)
+    ]
+    if numeric:
+        raise FormulaIncompleteError(numeric)
+    key = ("formula", str(session.get_bind().url), run_id, loaded.version, timeout_s)
 
-    def compute() -> Any:
+    def compute() -> tuple[str, Any]:
         d = loaded.data
-        x_std = d.x_train
-        x = d.x_scaler.inverse_transform(x_std)
+        x = d.x_scaler.inverse_transform(d.x_train)
         if d.task == "regression":
             assert d.y_scaler is not None
-            y, y_scaler = d.y_scaler.inverse_transform(d.y_train), d.y_scaler
+            y, y_scaler = d.y_scaler.inverse_transform(d.y_train), d.y_scaler.to_dict()
         else:  # logits: the formula reproduces the network's class scores
             with torch.no_grad():
-                y = loaded.model(x_std)
+                y = model(d.x_train)
             y_scaler = None
-        return formula(
-            loaded.model,
-            x,
-            y,
-            input_names=d.feature_names,
-            output_names=output_names(loaded),
-            x_scaler=d.x_scaler,
-            y_scaler=y_scaler,
-        )
+        payload = {
+            "model": model_to_bytes(model),
+            "x": x.numpy(),
+            "y": y.numpy(),
+            "input_names": d.feature_names,
+            "output_names": output_names(loaded),
+            "x_scaler": d.x_scaler.to_dict(),
+            "y_scaler": y_scaler,
+        }
+        try:
+            return "ok", compute_formula(payload, timeout_s)
+        except ServiceError as exc:  # remembered too: asking again gives the same answer now
+            return "error", exc
 
-    return loaded, cached_result(key, compute)
+    kind, value = cached_result(key, compute)
+    if kind == "error":
+        raise value
+    return value
 
 
-def formula_out(session: Session, run_id: int) -> dict[str, Any]:
-    from kan_core.export import to_latex
-
-    loaded, res = formula_result(session, run_id)
+def formula_out(session: Session, run_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    res = formula_result(session, run_id, timeout_s)
+    loaded = load_model(session, run_id)
     n_edges = n_sym = 0
     for layer in loaded.model.layers:
         active = layer.mask > 0
         n_edges += int(active.sum())
         n_sym += int(((layer.sym_mask > 0) & active).sum())
     outputs = [
-        {
-            "name": f.output,
-            "text": str(f.expr),
-            "latex": to_latex(f.expr, f.symbol.name),
-            "r2": _f(f.r2),
-            "rmse": _f(f.rmse),
-            "network_r2": _f(f.network_r2),
-        }
-        for f in res.formulas
+        {k: o[k] for k in ("name", "text", "latex", "r2", "rmse", "network_r2")}
+        for o in res["outputs"]
     ]
     net = [o["network_r2"] for o in outputs if o["network_r2"] is not None]
     return {

@@ -737,6 +737,14 @@ def _train_claimed(db: Database, run_id: int, sink: _RunSink) -> tuple[TrainOutc
         ).one_or_none()
     spec = get_model_spec(config["model"])
     device = _resolve_device(config.get("device"))
+    if device != config.get("device"):
+        with db.write() as s:
+            s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.owner == sink.owner)
+                .values(device=device)
+                .execution_options(synchronize_session=False)
+            )
     data = prepare_data(frame_from_bytes(content), columns, config)
     job = TrainingJob(run_id, config, data, sink.add, device, init_weights=init)
     torch.manual_seed(int(config.get("seed", 0)))

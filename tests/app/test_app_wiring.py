@@ -198,3 +198,64 @@ def test_network_of_a_wide_model_stays_bounded(sqlite_url, tmp_path):
     assert len(drawn) == 5000 and all(len(e["x"]) == 32 for e in drawn)
     cutoff = min(e["score"] for e in drawn)
     assert all(e["score"] <= cutoff for e in edges if not e["x"])
+
+
+def _symbolic_run(sqlite_url: str) -> int:
+    """A run whose stored KAN has every edge fixed (no training needed)."""
+    import pandas as pd
+
+    from app.db.models import ModelArtifact
+    from app.services.datasets import create_dataset_from_frame, load_frame
+    from app.services.runs import create_run
+    from app.services.training import prepare_data
+    from kan_core.io import model_to_bytes
+    from kan_core.model import KAN
+    from kan_core.symbolic import auto_symbolic
+    from kan_core.train import FitConfig, TrainData, fit
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(80, 3)), columns=["a", "b", "y"])
+    frame["y"] = frame["a"] ** 2 + 0.5 * frame["b"]
+    db = Database(sqlite_url)
+    with db.write() as s:
+        ds = create_dataset_from_frame(s, frame, "sym")
+        run, _ = create_run(s, {"dataset_id": ds.id, "target_columns": ["y"], "hidden": []}, 10**6)
+        data = prepare_data(load_frame(s, ds.id), ds.columns, run.config)
+        model = KAN([2, 1], grid=5)
+        fit(model, TrainData(data.x_train, data.y_train), FitConfig(steps=60, lr=0.05))
+        auto_symbolic(model, data.x_train, r2_threshold=0.0, library=["x", "x^2"])
+        assert all(bool((layer.sym_mask > 0).all()) for layer in model.layers)
+        s.add(
+            ModelArtifact(
+                run_id=run.id, weights=model_to_bytes(model, data.metadata()), meta=data.metadata()
+            )
+        )
+        run.status, run.has_model = "succeeded", True
+        run_id = run.id
+    db.dispose()
+    return run_id
+
+
+def test_formula_time_limit_gives_a_422_and_the_server_stays_usable(sqlite_url, tmp_path):
+    run_id = _symbolic_run(sqlite_url)
+    slow = create_app(
+        make_settings(sqlite_url, tmp_path, formula_timeout_s=0.001),
+        start_executor=False,
+        mount_dashboard=False,
+    )
+    with TestClient(slow) as c:
+        r = c.get(f"/api/runs/{run_id}/formula")
+        assert r.status_code == 422 and "took longer than 0.001 s" in r.json()["detail"]
+        assert c.get(f"/api/runs/{run_id}/export/latex").status_code == 422
+        assert c.get("/api/health").status_code == 200
+    ok = create_app(
+        make_settings(sqlite_url, tmp_path), start_executor=False, mount_dashboard=False
+    )
+    with TestClient(ok) as c:
+        f = c.get(f"/api/runs/{run_id}/formula")
+        assert f.status_code == 200, f.text
+        out = f.json()["outputs"][0]
+        assert out["name"] == "y" and {"a", "b"} <= set(out["text"].replace("*", " ").split())
+        assert f.json()["complete"]
+        src = c.get(f"/api/runs/{run_id}/export/python").text
+        assert "def predict(X):" in src and "INPUT_COLUMNS = ['a', 'b']" in src

@@ -2,7 +2,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import IdPath, SessionDep
+from app.api.deps import IdPath, SessionDep, SettingsDep
 from app.api.schemas import ErrorOut
 from app.services import exports as svc
 
@@ -29,10 +29,11 @@ def export(
     run_id: IdPath,
     kind: Literal["latex", "python", "sympy", "model", "predictions"],
     session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
     """Download: formula as LaTeX / Python (NumPy) / sympy srepr, the model file
     (safetensors + JSON, never pickle), or predictions as CSV."""
-    f = svc.export(session, run_id, kind)
+    f = svc.export(session, run_id, kind, settings.formula_timeout_s)
     return Response(
         f.content,
         media_type=f.media_type,

@@ -1,0 +1,128 @@
+"""Formula extraction in a separate process with a time limit.
+
+sympy simplification can take unbounded time on some compositions (e.g. expanding tanh of a
+large multiple), and a thread cannot be stopped. So ``kan_core.symbolic.formula`` runs in a
+child forked from a small fork server (started once, with torch/sympy/kan_core pre-imported,
+single-threaded so forking is safe); past the limit the child is killed and the user gets a
+422 saying what to simplify. The child returns plain strings (text, LaTeX, srepr, Python
+source), so nothing is parsed or evaluated in the server.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from typing import Any
+
+from app.services.errors import ServiceError
+
+PRELOAD = ["app.services.formula_process", "kan_core.symbolic", "kan_core.export", "kan_core.io"]
+
+
+class FormulaTimeoutError(ServiceError):
+    status_code = 422
+
+
+class FormulaFailedError(ServiceError):
+    status_code = 422
+
+
+def _context() -> Any:
+    if sys.platform.startswith("linux") or sys.platform == "darwin":
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return mp.get_context("spawn")  # pragma: no cover - Windows
+
+
+def _f(v: Any) -> float | None:
+    import math
+
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run kan_core's formula and render it; called in the child (or directly in tests)."""
+    import torch
+
+    from kan_core.export import to_latex, to_python_source, to_sympy_srepr
+    from kan_core.io import model_from_bytes
+    from kan_core.scaling import Standardizer
+    from kan_core.symbolic import formula
+
+    torch.set_num_threads(1)
+    model, _ = model_from_bytes(payload["model"])
+    y_scaler = payload["y_scaler"]
+    res = formula(
+        model,
+        torch.as_tensor(payload["x"]),
+        torch.as_tensor(payload["y"]),
+        input_names=payload["input_names"],
+        output_names=payload["output_names"],
+        x_scaler=Standardizer.from_dict(payload["x_scaler"]),
+        y_scaler=Standardizer.from_dict(y_scaler) if y_scaler is not None else None,
+    )
+    return {
+        "outputs": [
+            {
+                "name": f.output,
+                "text": str(f.expr),
+                "latex": to_latex(f.expr, f.symbol.name),
+                "srepr": to_sympy_srepr(f.expr),
+                "r2": _f(f.r2),
+                "rmse": _f(f.rmse),
+                "network_r2": _f(f.network_r2),
+            }
+            for f in res.formulas
+        ],
+        "python": to_python_source(res.exprs(), res.inputs),
+    }
+
+
+def _child(conn: Any, payload: dict[str, Any]) -> None:
+    from kan_core.errors import KanCoreError
+
+    try:
+        conn.send(("ok", formula_strings(payload)))
+    except KanCoreError as exc:
+        conn.send(("user", str(exc)))
+    except Exception as exc:  # reported to the caller, who turns it into a 422 with the reason
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def compute_formula(payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The formula strings, or FormulaTimeoutError / KanCoreError-like 422s."""
+    ctx = _context()
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(sender, payload), name="kanscope-formula", daemon=True)
+    proc.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            raise FormulaTimeoutError(
+                f"Simplifying the formula took longer than {timeout_s:g} s and was stopped. "
+                "Fix simpler functions on the complex edges (e.g. x, x^2, exp, sin) or prune "
+                "weak edges, then ask again."
+            )
+        try:
+            kind, value = receiver.recv()
+        except EOFError:
+            raise FormulaFailedError(
+                f"The formula process ended without an answer (exit code {proc.exitcode})."
+            ) from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(timeout=5)
+        receiver.close()
+    if kind == "ok":
+        return value
+    if kind == "user":
+        raise FormulaFailedError(value)
+    raise FormulaFailedError(f"The formula could not be computed: {value}")
