@@ -521,15 +521,7 @@ def show_edge(click_data, _version, selected, run_id):
     try:
         edge = api_client.get_json(f"/runs/{run_id}/edges/{layer}/{i}/{j}")
     except ApiError as exc:
-        return (
-            no_update,
-            None,
-            edge_address,
-            no_update,
-            error_alert(exc, "Loading the edge"),
-            [],
-            None,
-        )
+        return no_update, None, edge_address, error_alert(exc, "Loading the edge"), None
     fig = figures.edge_figure(edge, input_name=edge.get("input_name"))
     # the previous edge's candidates stay under the loading spinner until this edge's arrive,
     # but can no longer be fixed (re-rendering the table here cost the click ~50 ms)
