@@ -45,6 +45,9 @@ _AFFINE_FREE = frozenset({"0", "x"})
 _SHIFT_FREE = frozenset({"exp"})
 
 DEFAULT_R2_FLOOR = 1e-6
+# One decade of unexplained variance per unit of complexity: a spline edge is only accurate to
+# ~1e-5..1e-6, and a 4-parameter tan(a·x + b) near its pole mimics log(x) that closely.
+DEFAULT_COMPLEXITY_WEIGHT = 1.0
 # f(a·u) = a^p·f(u) (integer p) or |a|^p·f(sign(a)·u): fitted a is folded into c for readability.
 _HOMOGENEOUS = {
     "x^2": 2, "x^3": 3, "x^4": 4, "x^5": 5, "1/x": -1, "1/x^2": -2, "1/x^3": -3, "1/x^4": -4,
@@ -104,7 +107,9 @@ class CandidateFits:
     r2: torch.Tensor  # (E, F), float64; NaN where the candidate is non-finite on the data
 
     def scores(
-        self, complexity_weight: float = 0.3, r2_floor: float = DEFAULT_R2_FLOOR
+        self,
+        complexity_weight: float = DEFAULT_COMPLEXITY_WEIGHT,
+        r2_floor: float = DEFAULT_R2_FLOOR,
     ) -> torch.Tensor:
         """(E, F) ranking score, lower is better; +inf for invalid candidates."""
         return candidate_scores(self.r2, self.complexity, complexity_weight, r2_floor)
@@ -112,7 +117,7 @@ class CandidateFits:
     def ranked(
         self,
         edge: int,
-        complexity_weight: float = 0.3,
+        complexity_weight: float = DEFAULT_COMPLEXITY_WEIGHT,
         r2_floor: float = DEFAULT_R2_FLOOR,
         top: int | None = None,
     ) -> list[CandidateFit]:
@@ -139,7 +144,9 @@ class CandidateFits:
         return out[:top] if top is not None else out
 
     def best(
-        self, complexity_weight: float = 0.3, r2_floor: float = DEFAULT_R2_FLOOR
+        self,
+        complexity_weight: float = DEFAULT_COMPLEXITY_WEIGHT,
+        r2_floor: float = DEFAULT_R2_FLOOR,
     ) -> list[CandidateFit | None]:
         """The best valid candidate per edge (None when no candidate is valid)."""
         result: list[CandidateFit | None] = []
@@ -521,7 +528,7 @@ def suggest(
     j: int,
     library: Iterable[str] | None = None,
     top: int = 8,
-    complexity_weight: float = 0.3,
+    complexity_weight: float = DEFAULT_COMPLEXITY_WEIGHT,
     max_points: int | None = 512,
 ) -> list[CandidateFit]:
     """Ranked candidate functions for edge (layer, i → j), fitted on the edge's activations."""
@@ -561,7 +568,7 @@ def auto_symbolic(
     model: KAN,
     x: torch.Tensor,
     r2_threshold: float = 0.99,
-    complexity_weight: float = 0.3,
+    complexity_weight: float = DEFAULT_COMPLEXITY_WEIGHT,
     library: Iterable[str] | None = None,
     max_points: int | None = 512,
 ) -> AutoSymbolicReport:
