@@ -64,6 +64,7 @@ _FIT_KEYS = {
     "update_grid_until",
     "grid_eps",
     "early_stopping_patience",
+    "log_every",
 }
 _KAN_KEYS = {"hidden", "grid", "k", "basis"}
 _MLP_KEYS = {"hidden", "activation"}
