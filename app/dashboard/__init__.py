@@ -23,6 +23,7 @@ PAGE_MODULES = (
     "app.dashboard.pages.runs",
     "app.dashboard.pages.run",
     "app.dashboard.pages.compare",
+    "app.dashboard.pages.leaderboard",
 )
 
 

@@ -679,3 +679,123 @@ def message_figure(text: str, height: int = 260) -> go.Figure:
         plot_bgcolor="#ffffff",
     )
     return fig
+
+
+# ── leaderboard (alloy workflow) ───────────────────────────────────────────────────────────
+
+SCORE_LABELS = {"r2": "R²", "accuracy": "accuracy", "mae": "MAE", "f1_macro": "macro F1"}
+
+
+def _mean_std(mean: Any, std: Any, digits: int = 3) -> str:
+    """``0.812 ± 0.034`` (``–`` when the mean is missing; no ± with a single fold)."""
+    if mean is None or not math.isfinite(_as_float(mean, math.nan)):
+        return "–"
+    text = f"{float(mean):.{digits}g}"
+    if std is not None and math.isfinite(_as_float(std, math.nan)):
+        text += f" ± {float(std):.{max(digits - 1, 1)}g}"
+    return text
+
+
+def leaderboard_table(board: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Rows and columns for a ``dash_table.DataTable`` from ``GET …/leaderboards/{id}``: one row
+    per model (the API sorts best score first), score and second metric as mean ± std over
+    folds, training seconds per fold and parameter count."""
+    rows = board.get("rows") or []
+    score_name = rows[0]["score_name"] if rows else "r2"
+    second_name = rows[0]["second_name"] if rows else "mae"
+    score_label = SCORE_LABELS.get(score_name, score_name)
+    second_label = SCORE_LABELS.get(second_name, second_name)
+    columns = [
+        {"name": "rank", "id": "rank"},
+        {"name": "model", "id": "model"},
+        {"name": "status", "id": "status"},
+        {"name": f"{score_label} (mean ± std)", "id": "score"},
+        {"name": f"{second_label} (mean ± std)", "id": "second"},
+        {"name": "folds", "id": "folds"},
+        {"name": "train time / fold (s)", "id": "time"},
+        {"name": "parameters", "id": "parameters"},
+        {"name": "run", "id": "run"},
+    ]
+    data = []
+    rank = 0
+    for row in rows:
+        finished = row.get("score_mean") is not None
+        if finished:
+            rank += 1
+        time_s = row.get("train_time_s_mean")
+        n_params = row.get("n_parameters")
+        data.append(
+            {
+                "rank": rank if finished else "",
+                "model": row.get("name", ""),
+                "status": row.get("status", ""),
+                "score": _mean_std(row.get("score_mean"), row.get("score_std")),
+                "second": _mean_std(row.get("second_mean"), row.get("second_std")),
+                "folds": row.get("n_folds", 0),
+                "time": "–" if time_s is None else f"{float(time_s):.2g}",
+                "parameters": "–" if n_params is None else f"{int(n_params):,}",
+                "run": f"[{row['run_id']}](/runs/{row['run_id']})" if "run_id" in row else "",
+                "error": row.get("error") or "",
+            }
+        )
+    columns[-1]["presentation"] = "markdown"
+    return data, columns
+
+
+def leaderboard_progress(board: dict[str, Any]) -> tuple[int, int]:
+    """(finished runs, all runs) of a leaderboard."""
+    rows = board.get("rows") or []
+    done = sum(1 for r in rows if r.get("status") in ("succeeded", "failed", "cancelled"))
+    return done, len(rows)
+
+
+def _confusion_figure(y_true: Sequence[Any], y_pred: Sequence[Any], title: str) -> go.Figure:
+    labels = sorted({str(v) for v in [*y_true, *y_pred] if v is not None})
+    index = {label: n for n, label in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for a, b in zip(y_true, y_pred, strict=False):
+        if a is not None and b is not None:
+            counts[index[str(b)]][index[str(a)]] += 1
+    fig = go.Figure(
+        go.Heatmap(
+            z=counts,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            showscale=False,
+            text=counts,
+            texttemplate="%{text}",
+        )  # fmt: skip
+    )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        height=320,
+        margin={"l": 55, "r": 10, "t": 40, "b": 40},
+        xaxis_title="measured",
+        yaxis_title="predicted",
+    )
+    return fig
+
+
+def leaderboard_prediction_figures(
+    board: dict[str, Any], max_points: int = 2000
+) -> list[tuple[str, go.Figure]]:
+    """(model name, figure) per finished model, in table order: out-of-fold predicted vs
+    measured (regression) or a confusion matrix (classification)."""
+    order = {r.get("run_id"): n for n, r in enumerate(board.get("rows") or [])}
+    series = sorted(board.get("predictions") or [], key=lambda s: order.get(s.get("run_id"), 99))
+    scores = {r.get("run_id"): r for r in board.get("rows") or []}
+    out = []
+    for s in series:
+        row = scores.get(s.get("run_id")) or {}
+        label = SCORE_LABELS.get(row.get("score_name", ""), "score")
+        title = f"{s.get('name', '')} · {label} {_mean_std(row.get('score_mean'), None)}"
+        y_true, y_pred = list(s.get("y_true") or []), list(s.get("y_pred") or [])
+        if board.get("task") == "classification":
+            fig = _confusion_figure(y_true, y_pred, title)
+        else:
+            step = max(1, math.ceil(len(y_true) / max_points))
+            fig = predictions_figure(y_true[::step], y_pred[::step], title=title)
+            fig.update_traces(selector={"name": "validation"}, name="out-of-fold")
+        out.append((str(s.get("name", "")), fig))
+    return out

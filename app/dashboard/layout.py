@@ -16,6 +16,7 @@ NAV_LINKS = (
     ("Train", "/train"),
     ("Runs", "/runs"),
     ("Compare", "/compare"),
+    ("Leaderboard", "/leaderboard"),
 )
 
 

@@ -1,4 +1,5 @@
-"""Datasets: drag-and-drop CSV upload, preview, per-column stats, choose target/features/task."""
+"""Datasets: drag-and-drop CSV upload, preview, per-column stats, choose target/features/task,
+featurise an alloy composition column into a new dataset version."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def layout(**_: Any) -> html.Div:
                     ),
                 ],
             ),
+            featurise_card(),
             html.Div(
                 id="ds-detail",
                 className="card",
@@ -426,3 +428,177 @@ def delete_dataset(_clicks, dataset_id, version):
     except ApiError as exc:
         return error_alert(exc, "Deleting the dataset"), no_update, no_update
     return alert("Dataset deleted.", "success", role="status"), (version or 0) + 1, None
+
+
+# ── Featurise composition (alloy workflow) ─────────────────────────────────────────────────
+
+ELEMENTS = "__elements__"
+ERROR_POLICIES = [
+    {"label": " list them and create nothing", "value": "fail"},
+    {"label": " leave them out", "value": "drop"},
+    {"label": " keep them with empty descriptors", "value": "keep"},
+]
+
+
+def featurise_card() -> html.Div:
+    return html.Div(
+        id="fz-card",
+        className="card",
+        children=[
+            html.H3("Featurise composition"),
+            html.Div(
+                "Turn a column of alloy formulas (e.g. Al0.5CoCrFeNi) or element-amount columns "
+                "into normalised element fractions plus VEC, δ, ΔSmix, ΔHmix, Tm, Δχ and Ω, as "
+                "a new version of this dataset.",
+                className="muted small",
+            ),
+            dcc.Store(id="fz-info"),
+            html.Div(
+                className="row",
+                children=[
+                    html.Div(
+                        field(
+                            "Composition column",
+                            dcc.Dropdown(id="fz-column", clearable=False),
+                            "Detected automatically; choose another column if it is wrong.",
+                        ),
+                        className="col",
+                    ),
+                    html.Div(
+                        field(
+                            "Rows that cannot be featurised",
+                            dcc.RadioItems(id="fz-on-error", options=ERROR_POLICIES, value="fail"),
+                            "Nothing is dropped silently: by default such rows are listed and "
+                            "no dataset is created.",
+                        ),
+                        className="col",
+                    ),
+                    html.Div(
+                        html.Button("Featurise composition", id="fz-run"),
+                        className="col",
+                        style={"textAlign": "right", "paddingTop": "16px"},
+                    ),
+                ],
+            ),
+            html.Div(id="fz-detected", className="muted small"),
+            dcc.Loading(html.Div(id="fz-alert"), type="dot"),
+            html.Div(id="fz-errors", className="scroll-x"),
+        ],
+    )
+
+
+@callback(
+    Output("fz-column", "options"),
+    Output("fz-column", "value"),
+    Output("fz-detected", "children"),
+    Output("fz-info", "data"),
+    Input("ds-select", "value"),
+)
+def show_composition(dataset_id: int | None):
+    if dataset_id is None or dataset_id == -1:
+        return [], None, "", None
+    try:
+        info = api_client.get_json(f"/datasets/{dataset_id}/composition")
+    except ApiError as exc:
+        return [], None, error_alert(exc, "Looking for a composition column"), None
+    options = [{"label": c, "value": c} for c in info.get("text_columns") or []]
+    elements = info.get("element_columns") or {}
+    if elements:
+        label = (
+            f"element columns ({', '.join(list(elements)[:6])}{'…' if len(elements) > 6 else ''})"
+        )
+        options.append({"label": label, "value": ELEMENTS})
+    detected = info.get("detected")
+    if detected and detected.get("kind") == "formula":
+        value = detected.get("formula_column")
+        note = f"Detected formula column: “{value}”."
+    elif detected:
+        value = ELEMENTS
+        note = f"Detected {len(detected.get('element_columns') or {})} element-amount columns."
+    else:
+        value = options[0]["value"] if options else None
+        note = info.get("problem") or "No composition column was detected."
+    return options, value, note, {"element_columns": list(elements)}
+
+
+def row_errors_table(errors: list[dict[str, Any]]) -> dash_table.DataTable:
+    return dash_table.DataTable(
+        id="fz-errors-table",
+        data=[
+            {"row": e["row"], "line": e["line"], "value": e["value"], "reason": e["reason"]}
+            for e in errors
+        ],
+        columns=[
+            {"name": "row", "id": "row"},
+            {"name": "CSV line", "id": "line"},
+            {"name": "composition", "id": "value"},
+            {"name": "reason", "id": "reason"},
+        ],
+        page_size=10,
+        style_cell={"fontSize": 12, "padding": "3px 6px", "textAlign": "left"},
+        style_header={"fontWeight": 600},
+    )
+
+
+@callback(
+    Output("fz-alert", "children"),
+    Output("fz-errors", "children"),
+    Output("ds-version", "data", allow_duplicate=True),
+    Output("ds-select", "value", allow_duplicate=True),
+    Input("fz-run", "n_clicks"),
+    State("ds-select", "value"),
+    State("fz-column", "value"),
+    State("fz-on-error", "value"),
+    State("fz-info", "data"),
+    State("ds-version", "data"),
+    prevent_initial_call=True,
+    running=[(Output("fz-run", "disabled"), True, False)],
+)
+def featurise(_clicks, dataset_id, column, on_error, info, version):
+    if not user_clicked():
+        return no_update, no_update, no_update, no_update
+    if dataset_id is None or dataset_id == -1:
+        return alert("Upload or choose a dataset first.", "warning"), None, no_update, no_update
+    if not column:
+        message = "Choose the column that holds the compositions."
+        return alert(message, "warning"), None, no_update, no_update
+    body: dict[str, Any] = {"on_error": on_error or "fail"}
+    if column == ELEMENTS:
+        body["element_columns"] = (info or {}).get("element_columns") or []
+    else:
+        body["formula_column"] = column
+    path = f"/datasets/{dataset_id}/featurise"
+    try:
+        if body["on_error"] == "fail":  # list the bad rows first; create nothing if any
+            report = api_client.post_json(path, body | {"dry_run": True})["report"]
+            if report["n_errors"]:
+                message = [
+                    html.Strong(
+                        f"{report['n_errors']} of {report['rows']:,} rows cannot be featurised"
+                    ),
+                    " (listed below). Nothing was created: fix them in the file, or choose to "
+                    "leave them out or keep them with empty descriptors and click again.",
+                ]
+                return (
+                    alert(message, "warning"),
+                    row_errors_table(report["errors"]),
+                    *(
+                        no_update,
+                        no_update,
+                    ),
+                )
+        created = api_client.post_json(path, body)
+    except ApiError as exc:
+        return error_alert(exc, "Featurising"), None, no_update, no_update
+    dataset, report = created["dataset"], created["report"]
+    what = {"drop": "left out", "keep": "kept with empty descriptors"}.get(body["on_error"], "")
+    message = [
+        html.Strong(f"Created “{dataset['name']}”"),
+        f": {report.get('rows_written', report['rows']):,} rows, "
+        f"{len(report['fraction_columns'])} element fractions + "
+        f"{', '.join(report['descriptor_columns'])}.",
+    ]
+    if report["n_errors"]:
+        message.append(f" {report['n_errors']} row(s) with errors were {what} (listed below).")
+    table = row_errors_table(report["errors"]) if report["n_errors"] else None
+    return alert(message, "success", role="status"), table, (version or 0) + 1, dataset["id"]

@@ -1,0 +1,473 @@
+"""Leaderboard: KAN, MLP and scikit-learn baselines cross-validated on the same grouped folds.
+
+Per dataset: choose target, features, task, what to group folds by and how many folds; one
+"Run leaderboard" click queues one cross-validated run per model through the API
+(``POST /datasets/{id}/leaderboards``); the page polls the leaderboard until every run has
+finished, showing the table as it fills, then draws predicted vs measured per model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
+
+from app.dashboard import api_client, figures
+from app.dashboard.api_client import ApiError
+from app.dashboard.components import alert, error_alert, field, user_clicked
+from app.dashboard.forms import default_target
+
+dash.register_page(
+    __name__, path="/leaderboard", name="Leaderboard", title="Leaderboard · kanscope"
+)
+
+POLL_MS = 1000
+NO_GROUPS = "__none__"
+COMPOSITION = "composition"
+
+HELP = {
+    "group": "Rows with the same value stay in the same fold, so one alloy is never in both "
+    "training and test. 'composition' uses the detected formula or element columns.",
+    "folds": "K in K-fold cross-validation: every model is trained K times, each fold once "
+    "the test set.",
+    "steps": "Most optimiser steps per fold for the KAN and the MLP (they stop early when "
+    "their inner validation loss stalls). Fewer steps = a faster, rougher leaderboard.",
+    "seed": "The folds and the networks' initialisation follow this seed.",
+}
+
+
+def network_models(task: str, steps: int | None) -> list[dict[str, Any]]:
+    """The line-up the page asks for: the API's defaults, with the networks' step limit."""
+    limit = {"steps": int(steps)} if steps else {}
+    linear = "Ridge" if task == "regression" else "Logistic regression"
+    return [
+        {"name": "KAN", "kind": "kan", "params": {"hidden": [4], "grid": 5, "lamb": 1e-4, **limit}},
+        {"name": "MLP", "kind": "mlp", "params": {"hidden": [64, 64], **limit}},
+        {"name": linear, "kind": "linear", "params": {}},
+        {"name": "Random forest", "kind": "random_forest", "params": {}},
+        {"name": "Gradient boosting", "kind": "gradient_boosting", "params": {}},
+    ]
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            html.H2("Leaderboard"),
+            html.P(
+                "KAN, MLP and scikit-learn baselines trained on the same grouped folds: is the "
+                "KAN as good as the usual models before you trust its formula?",
+                className="muted",
+            ),
+            dcc.Store(id="lb-board", data=None),  # {"dataset_id": int, "id": str}
+            dcc.Interval(id="lb-interval", interval=POLL_MS, disabled=True),
+            html.Div(
+                className="card",
+                children=[
+                    html.Div(
+                        className="row",
+                        children=[
+                            html.Div(
+                                field(
+                                    "Dataset",
+                                    dcc.Dropdown(
+                                        id="lb-dataset",
+                                        placeholder="Choose a dataset…",
+                                        clearable=False,
+                                    ),
+                                ),
+                                className="col",
+                            ),
+                            html.Div(
+                                field(
+                                    "Earlier leaderboards",
+                                    dcc.Dropdown(id="lb-history", placeholder="none yet"),
+                                ),
+                                className="col",
+                            ),
+                        ],
+                    ),
+                    html.Div(
+                        className="form-grid",
+                        children=[
+                            field(
+                                "Target column",
+                                dcc.Dropdown(id="lb-target", clearable=False),
+                                "The column every model predicts.",
+                            ),
+                            field(
+                                "Task",
+                                dcc.RadioItems(
+                                    id="lb-task",
+                                    options=[
+                                        {"label": " regression", "value": "regression"},
+                                        {"label": " classification", "value": "classification"},
+                                    ],
+                                    value="regression",
+                                    inline=True,
+                                ),
+                            ),
+                            field(
+                                "Group folds by",
+                                dcc.Dropdown(id="lb-group", value=COMPOSITION, clearable=False),
+                                HELP["group"],
+                            ),
+                            field(
+                                "Folds (K)",
+                                dcc.Input(
+                                    id="lb-folds",
+                                    type="number",
+                                    value=5,
+                                    min=2,
+                                    max=20,
+                                    debounce=True,
+                                ),  # fmt: skip
+                                HELP["folds"],
+                            ),
+                            field(
+                                "Network steps",
+                                dcc.Input(
+                                    id="lb-steps",
+                                    type="number",
+                                    value=2000,
+                                    min=1,
+                                    max=100_000,
+                                    debounce=True,
+                                ),  # fmt: skip
+                                HELP["steps"],
+                            ),
+                            field(
+                                "Seed",
+                                dcc.Input(
+                                    id="lb-seed", type="number", value=0, min=0, debounce=True
+                                ),
+                                HELP["seed"],
+                            ),  # fmt: skip
+                        ],
+                    ),
+                    field(
+                        "Feature columns",
+                        html.Div(
+                            [
+                                html.Div(
+                                    className="actions",
+                                    children=[
+                                        html.Button(
+                                            "All numeric",
+                                            id="lb-features-all",
+                                            className="secondary small",
+                                        ),
+                                        html.Button(
+                                            "None",
+                                            id="lb-features-none",
+                                            className="secondary small",
+                                        ),
+                                    ],
+                                ),
+                                dcc.Checklist(id="lb-features", className="checklist"),
+                            ]
+                        ),
+                        "Inputs of every model. Non-numeric columns cannot be features.",
+                    ),
+                    html.Div(
+                        className="actions",
+                        children=[html.Button("Run leaderboard", id="lb-start")],
+                    ),
+                    html.Div(id="lb-alert"),
+                ],
+            ),
+            html.Div(
+                className="card",
+                children=[
+                    html.H3("Results"),
+                    html.Div(id="lb-progress"),
+                    html.Div(id="lb-table", className="scroll-x"),
+                    html.Div(
+                        id="lb-plots",
+                        style={
+                            "display": "grid",
+                            "gridTemplateColumns": "repeat(auto-fill, minmax(380px, 1fr))",
+                            "gap": "8px",
+                        },
+                    ),
+                ],
+            ),
+        ]
+    )
+
+
+@callback(
+    Output("lb-dataset", "options"),
+    Output("lb-dataset", "value"),
+    Input("lb-dataset", "id"),
+    State("selection-store", "data"),
+)
+def list_datasets(_id: str, selection: dict | None):
+    try:
+        datasets = api_client.get_json("/datasets")
+    except ApiError as exc:
+        return [{"label": f"(could not list datasets: {exc})", "value": -1, "disabled": True}], None
+    options = [
+        {"label": f"{d['name']} — {d['n_rows']:,} rows × {d['n_columns']} cols", "value": d["id"]}
+        for d in datasets
+    ]
+    ids = [d["id"] for d in datasets]
+    remembered = (selection or {}).get("dataset_id")
+    if remembered in ids:
+        return options, remembered
+    return options, (max(ids) if ids else None)
+
+
+@callback(
+    Output("lb-target", "options"),
+    Output("lb-target", "value"),
+    Output("lb-features", "options"),
+    Output("lb-features", "value"),
+    Output("lb-task", "value"),
+    Output("lb-group", "options"),
+    Output("lb-group", "value"),
+    Output("lb-history", "options"),
+    Output("lb-history", "value"),
+    Output("lb-alert", "children", allow_duplicate=True),
+    Input("lb-dataset", "value"),
+    State("selection-store", "data"),
+    prevent_initial_call="initial_duplicate",
+)
+def show_dataset(dataset_id: int | None, selection: dict | None):
+    if dataset_id is None or dataset_id == -1:
+        return [], None, [], [], no_update, [], COMPOSITION, [], None, None
+    try:
+        preview = api_client.get_json(f"/datasets/{dataset_id}/preview", params={"limit": 1})
+        composition = api_client.get_json(f"/datasets/{dataset_id}/composition")
+        boards = api_client.get_json(f"/datasets/{dataset_id}/leaderboards")
+    except ApiError as exc:
+        empty = ([], None, [], [], no_update, [], COMPOSITION, [], None)
+        return *empty, error_alert(exc, "Loading the dataset")
+    stats = preview.get("stats") or []
+    names = [s["name"] for s in stats]
+    numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
+    remembered = selection or {}
+    if remembered.get("dataset_id") == dataset_id and remembered.get("target") in names:
+        target = remembered["target"]
+        features = [f for f in remembered.get("features") or [] if f in numeric and f != target]
+        task = remembered.get("task", "regression")
+    else:
+        target = default_target(stats)
+        features = [n for n in numeric if n != target]
+        task = "regression" if target in numeric else "classification"
+    detected = composition.get("detected")
+    groups = []
+    if detected:
+        source = detected.get("formula_column") or "element columns"
+        groups.append({"label": f"composition ({source})", "value": COMPOSITION})
+    groups.append({"label": "none — plain K-fold", "value": NO_GROUPS})
+    groups += [{"label": n, "value": n} for n in names]
+    history = [
+        {
+            "label": f"{b['id']} · {', '.join(b.get('target_columns') or [])} · "
+            f"{b['split'].get('n_splits')} folds · {len(b['runs'])} models",
+            "value": b["id"],
+        }
+        for b in boards
+    ]
+    return (
+        [{"label": n, "value": n} for n in names],
+        target,
+        [{"label": f" {n}", "value": n, "disabled": n == target} for n in numeric],
+        features,
+        task,
+        groups,
+        COMPOSITION if detected else NO_GROUPS,
+        history,
+        None,
+        None,
+    )
+
+
+@callback(
+    Output("lb-features", "options", allow_duplicate=True),
+    Output("lb-features", "value", allow_duplicate=True),
+    Input("lb-target", "value"),
+    State("lb-features", "options"),
+    State("lb-features", "value"),
+    prevent_initial_call=True,
+)
+def exclude_target(target: str | None, options: list[dict], value: list[str]):
+    if not options:
+        return no_update, no_update
+    return (
+        [{**o, "disabled": o["value"] == target} for o in options],
+        [v for v in value or [] if v != target],
+    )
+
+
+@callback(
+    Output("lb-features", "value", allow_duplicate=True),
+    Input("lb-features-all", "n_clicks"),
+    Input("lb-features-none", "n_clicks"),
+    State("lb-features", "options"),
+    prevent_initial_call=True,
+)
+def all_or_no_features(_all, _none, options):
+    if not user_clicked():
+        return no_update
+    if ctx.triggered_id == "lb-features-none":
+        return []
+    return [o["value"] for o in options or [] if not o.get("disabled")]
+
+
+def build_request(
+    target: str | None,
+    features: list[str] | None,
+    task: str | None,
+    group: str | None,
+    folds: Any,
+    steps: Any,
+    seed: Any,
+) -> dict[str, Any]:
+    """The ``POST /datasets/{id}/leaderboards`` body; ValueError says what to fix."""
+    if not target:
+        raise ValueError("Choose the target column.")
+    features = [f for f in features or [] if f != target]
+    if not features:
+        raise ValueError("Choose at least one feature column.")
+    if folds is None or not 2 <= int(folds) <= 20:
+        raise ValueError("Folds must be a whole number from 2 to 20.")
+    if steps is not None and int(steps) < 1:
+        raise ValueError("Network steps must be at least 1 (or empty for the default).")
+    task = task or "regression"
+    return {
+        "target_columns": [target],
+        "feature_columns": features,
+        "task": task,
+        "split": {
+            "n_splits": int(folds),
+            "group_by": None if group in (None, NO_GROUPS) else group,
+            "seed": int(seed or 0),
+        },
+        "models": network_models(task, int(steps) if steps else None),
+    }
+
+
+@callback(
+    Output("lb-board", "data"),
+    Output("lb-alert", "children"),
+    Output("lb-interval", "disabled"),
+    Output("lb-table", "children", allow_duplicate=True),
+    Output("lb-plots", "children", allow_duplicate=True),
+    Input("lb-start", "n_clicks"),
+    State("lb-dataset", "value"),
+    State("lb-target", "value"),
+    State("lb-features", "value"),
+    State("lb-task", "value"),
+    State("lb-group", "value"),
+    State("lb-folds", "value"),
+    State("lb-steps", "value"),
+    State("lb-seed", "value"),
+    prevent_initial_call=True,
+    running=[(Output("lb-start", "disabled"), True, False)],
+)
+def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds, steps, seed):
+    nothing = (no_update,) * 5
+    if not user_clicked():
+        return nothing
+    if dataset_id is None or dataset_id == -1:
+        return no_update, alert("Upload or choose a dataset first.", "warning"), *nothing[2:]
+    try:
+        body = build_request(target, features, task, group, folds, steps, seed)
+    except (TypeError, ValueError) as exc:
+        return no_update, alert(str(exc), "warning"), *nothing[2:]
+    try:
+        created = api_client.post_json(f"/datasets/{dataset_id}/leaderboards", body)
+    except ApiError as exc:
+        return no_update, error_alert(exc, "Starting the leaderboard"), *nothing[2:]
+    n = len(created.get("runs") or [])
+    message = f"Leaderboard {created['id']} queued: {n} models × {body['split']['n_splits']} folds."
+    return (
+        {"dataset_id": dataset_id, "id": created["id"]},
+        alert(message, "success", role="status"),
+        False,
+        None,
+        None,
+    )
+
+
+@callback(
+    Output("lb-board", "data", allow_duplicate=True),
+    Output("lb-interval", "disabled", allow_duplicate=True),
+    Input("lb-history", "value"),
+    State("lb-dataset", "value"),
+    prevent_initial_call=True,
+)
+def open_earlier(board_id: str | None, dataset_id: int | None):
+    if not board_id or dataset_id is None:
+        return no_update, no_update
+    return {"dataset_id": dataset_id, "id": board_id}, False
+
+
+def results_table(board: dict[str, Any]) -> dash_table.DataTable:
+    data, columns = figures.leaderboard_table(board)
+    return dash_table.DataTable(
+        id="lb-results",
+        data=data,
+        columns=columns,
+        markdown_options={"link_target": "_self"},
+        tooltip_data=[{"status": r["error"]} if r["error"] else {} for r in data],
+        style_cell={"fontSize": 13, "padding": "4px 8px", "textAlign": "left"},
+        style_header={"fontWeight": 600},
+        style_data_conditional=[
+            {"if": {"filter_query": "{rank} = 1"}, "fontWeight": 600},
+            {"if": {"filter_query": '{status} = "failed"'}, "color": "#c0392b"},
+        ],
+    )
+
+
+def progress_box(board: dict[str, Any]) -> html.Div:
+    done, total = figures.leaderboard_progress(board)
+    split = board.get("split") or {}
+    group = split.get("group_by") or "nothing (plain K-fold)"
+    text = (
+        f"{done} of {total} models finished · {split.get('n_splits')} folds grouped by {group} "
+        f"({board.get('n_groups')} groups)"
+    )
+    children: list[Any] = [
+        html.Progress(value=str(done), max=str(max(total, 1)), id="lb-progress-bar"),
+        html.Span(text, id="lb-progress-text", className="muted", style={"marginLeft": "10px"}),
+    ]
+    failed = [r for r in board.get("rows") or [] if r.get("status") == "failed"]
+    for row in failed:
+        children.append(alert(f"{row['name']} failed: {row.get('error') or 'no reason given'}"))
+    return html.Div(children, className="lb-progress")
+
+
+@callback(
+    Output("lb-progress", "children"),
+    Output("lb-table", "children"),
+    Output("lb-plots", "children"),
+    Output("lb-interval", "disabled", allow_duplicate=True),
+    Input("lb-interval", "n_intervals"),
+    Input("lb-board", "data"),
+    prevent_initial_call=True,
+)
+def poll_leaderboard(_n, board_ref: dict | None):
+    if not board_ref:
+        return no_update, no_update, no_update, True
+    path = f"/datasets/{board_ref['dataset_id']}/leaderboards/{board_ref['id']}"
+    try:
+        board = api_client.get_json(path, params={"predictions": "false"})
+        if board.get("complete"):
+            board = api_client.get_json(path)
+    except ApiError as exc:
+        return error_alert(exc, "Reading the leaderboard"), no_update, no_update, True
+    complete = bool(board.get("complete"))
+    plots = no_update
+    if complete:
+        plots = [
+            html.Div(
+                dcc.Graph(figure=fig, config={"displaylogo": False}),
+                className="lb-plot",
+                **{"data-model": name},
+            )
+            for name, fig in figures.leaderboard_prediction_figures(board)
+        ]
+    return progress_box(board), results_table(board), plots, complete
