@@ -82,8 +82,11 @@ def cached_result(key: tuple[Any, ...], compute: Any) -> Any:
     return value
 
 
-def _version(art: ModelArtifact) -> str:
-    return str(art.revision)
+def _version(run: Run, art: ModelArtifact) -> str:
+    """Changes with every edit, and differs between runs that reuse an id (SQLite can reuse
+    the highest id after a delete)."""
+    created = run.created_at.isoformat() if run.created_at else ""
+    return f"{created}#{art.revision}"
 
 
 def require_model(session: Session, run_id: int) -> tuple[Run, ModelArtifact]:
@@ -123,12 +126,12 @@ def load_model(session: Session, run_id: int) -> LoadedModel:
     from kan_core.io import model_from_bytes
 
     run, art = require_model(session, run_id)
-    key = (str(session.get_bind().url), run_id, _version(art))
+    key = (str(session.get_bind().url), run_id, _version(run, art))
     hit = _models.get(key)
     if hit is not None:
         return hit
     model, meta = model_from_bytes(model_bytes(session, run_id), device="cpu")
-    loaded = LoadedModel(run_id, model, meta, run_data(session, run), _version(art))
+    loaded = LoadedModel(run_id, model, meta, run_data(session, run), _version(run, art))
     _models.put(key, loaded)
     return loaded
 

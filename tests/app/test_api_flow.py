@@ -86,13 +86,14 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
     assert bad.status_code == 422 and "Available functions" in bad.json()["detail"]
     incomplete = client.get(f"/api/runs/{kan_run['id']}/formula")
     assert incomplete.status_code == 422 and "numeric" in incomplete.json()["detail"]
-    simple = ["x", "x^2", "x^3", "exp", "sin", "sqrt", "log", "abs"]
+    simple = ["x", "x^2"]  # keeps the sympy simplification in kan_core quick
     auto = client.post(
         f"/api/runs/{kan_run['id']}/auto-symbolic", json={"r2_threshold": 0.0, "library": simple}
     )
     assert auto.status_code == 200, auto.text
     assert auto.json()["n_fixed"] == 11  # 12 edges, one fixed by hand already
     formula = client.get(f"/api/runs/{kan_run['id']}/formula").json()
+    assert "complete" in formula, formula
     assert formula["complete"] and formula["n_symbolic_edges"] == 12
     out = formula["outputs"][0]
     assert out["name"] == "HV" and out["latex"].startswith(r"\mathrm{HV} =")
