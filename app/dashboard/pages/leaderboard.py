@@ -14,6 +14,12 @@ import dash
 from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
 
 from app.dashboard import api_client, figures
+from app.dashboard.alloy_components import (
+    COMPOSITION,
+    NO_GROUPS,
+    build_request,
+    group_options,
+)
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, user_clicked
 from app.dashboard.forms import default_target
@@ -23,8 +29,6 @@ dash.register_page(
 )
 
 POLL_MS = 1000
-NO_GROUPS = "__none__"
-COMPOSITION = "composition"
 
 HELP = {
     "group": "Rows with the same value stay in the same fold, so one alloy is never in both "
@@ -35,19 +39,6 @@ HELP = {
     "their inner validation loss stalls). Fewer steps = a faster, rougher leaderboard.",
     "seed": "The folds and the networks' initialisation follow this seed.",
 }
-
-
-def network_models(task: str, steps: int | None) -> list[dict[str, Any]]:
-    """The line-up the page asks for: the API's defaults, with the networks' step limit."""
-    limit = {"steps": int(steps)} if steps else {}
-    linear = "Ridge" if task == "regression" else "Logistic regression"
-    return [
-        {"name": "KAN", "kind": "kan", "params": {"hidden": [4], "grid": 5, "lamb": 1e-4, **limit}},
-        {"name": "MLP", "kind": "mlp", "params": {"hidden": [64, 64], **limit}},
-        {"name": linear, "kind": "linear", "params": {}},
-        {"name": "Random forest", "kind": "random_forest", "params": {}},
-        {"name": "Gradient boosting", "kind": "gradient_boosting", "params": {}},
-    ]
 
 
 def layout(**_: Any) -> html.Div:
@@ -256,12 +247,8 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
         features = [n for n in numeric if n != target]
         task = "regression" if target in numeric else "classification"
     detected = composition.get("detected")
-    groups = []
-    if detected:
-        source = detected.get("formula_column") or "element columns"
-        groups.append({"label": f"composition ({source})", "value": COMPOSITION})
-    groups.append({"label": "none — plain K-fold", "value": NO_GROUPS})
-    groups += [{"label": n, "value": n} for n in names]
+    source = (detected.get("formula_column") or "element columns") if detected else None
+    groups = group_options(names, source)
     history = [
         {
             "label": f"{b['id']} · {', '.join(b.get('target_columns') or [])} · "
@@ -314,39 +301,6 @@ def all_or_no_features(_all, _none, options):
     if ctx.triggered_id == "lb-features-none":
         return []
     return [o["value"] for o in options or [] if not o.get("disabled")]
-
-
-def build_request(
-    target: str | None,
-    features: list[str] | None,
-    task: str | None,
-    group: str | None,
-    folds: Any,
-    steps: Any,
-    seed: Any,
-) -> dict[str, Any]:
-    """The ``POST /datasets/{id}/leaderboards`` body; ValueError says what to fix."""
-    if not target:
-        raise ValueError("Choose the target column.")
-    features = [f for f in features or [] if f != target]
-    if not features:
-        raise ValueError("Choose at least one feature column.")
-    if folds is None or not 2 <= int(folds) <= 20:
-        raise ValueError("Folds must be a whole number from 2 to 20.")
-    if steps is not None and int(steps) < 1:
-        raise ValueError("Network steps must be at least 1 (or empty for the default).")
-    task = task or "regression"
-    return {
-        "target_columns": [target],
-        "feature_columns": features,
-        "task": task,
-        "split": {
-            "n_splits": int(folds),
-            "group_by": None if group in (None, NO_GROUPS) else group,
-            "seed": int(seed or 0),
-        },
-        "models": network_models(task, int(steps) if steps else None),
-    }
 
 
 @callback(

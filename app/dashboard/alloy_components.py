@@ -1,0 +1,70 @@
+"""Pure helpers of the alloy workflow's pages (no Dash callbacks, importable anywhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: ``group_by`` values: the detected alloy composition, or none (plain shuffled K-fold).
+COMPOSITION = "composition"
+NO_GROUPS = "__none__"
+
+
+def group_options(column_names: list[str], composition_source: str | None) -> list[dict[str, str]]:
+    """Dropdown options for "group folds by": composition (when one was detected), none, or any
+    column."""
+    options = []
+    if composition_source:
+        options.append({"label": f"composition ({composition_source})", "value": COMPOSITION})
+    options.append({"label": "none — plain K-fold", "value": NO_GROUPS})
+    return options + [{"label": n, "value": n} for n in column_names]
+
+
+def split_body(group: str | None, folds: Any, seed: Any) -> dict[str, Any]:
+    """The API's ``split`` object; ValueError says what to fix."""
+    if folds is None or not 2 <= int(folds) <= 20:
+        raise ValueError("Folds must be a whole number from 2 to 20.")
+    return {
+        "n_splits": int(folds),
+        "group_by": None if group in (None, NO_GROUPS) else group,
+        "seed": int(seed or 0),
+    }
+
+
+def network_models(task: str, steps: int | None) -> list[dict[str, Any]]:
+    """The line-up the page asks for: the API's defaults, with the networks' step limit."""
+    limit = {"steps": int(steps)} if steps else {}
+    linear = "Ridge" if task == "regression" else "Logistic regression"
+    return [
+        {"name": "KAN", "kind": "kan", "params": {"hidden": [4], "grid": 5, "lamb": 1e-4, **limit}},
+        {"name": "MLP", "kind": "mlp", "params": {"hidden": [64, 64], **limit}},
+        {"name": linear, "kind": "linear", "params": {}},
+        {"name": "Random forest", "kind": "random_forest", "params": {}},
+        {"name": "Gradient boosting", "kind": "gradient_boosting", "params": {}},
+    ]
+
+
+def build_request(
+    target: str | None,
+    features: list[str] | None,
+    task: str | None,
+    group: str | None,
+    folds: Any,
+    steps: Any,
+    seed: Any,
+) -> dict[str, Any]:
+    """The ``POST /datasets/{id}/leaderboards`` body; ValueError says what to fix."""
+    if not target:
+        raise ValueError("Choose the target column.")
+    features = [f for f in features or [] if f != target]
+    if not features:
+        raise ValueError("Choose at least one feature column.")
+    if steps is not None and int(steps) < 1:
+        raise ValueError("Network steps must be at least 1 (or empty for the default).")
+    task = task or "regression"
+    return {
+        "target_columns": [target],
+        "feature_columns": features,
+        "task": task,
+        "split": split_body(group, folds, seed),
+        "models": network_models(task, int(steps) if steps else None),
+    }
