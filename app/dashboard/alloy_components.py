@@ -68,3 +68,32 @@ def build_request(
         "split": split_body(group, folds, seed),
         "models": network_models(task, int(steps) if steps else None),
     }
+
+
+_NETWORK_PARAM_KEYS = {
+    "kan": {"hidden", "grid", "k", "basis", "update_grid_every"},
+    "mlp": {"hidden", "activation"},
+}
+_FIT_PARAM_KEYS = {
+    "steps", "lr", "optimizer", "batch_size", "lamb", "early_stopping_patience", "val_fraction",
+}  # fmt: skip
+
+
+def cross_validated_run_request(
+    run_payload: dict[str, Any], split: dict[str, Any]
+) -> dict[str, Any]:
+    """A Train-page run (the ``POST /runs`` body) evaluated by K-fold cross-validation instead:
+    a one-model ``POST /datasets/{id}/leaderboards`` body with the same settings. Each fold
+    holds out ``val_fraction`` of its training rows (grouped too) for early stopping."""
+    kind = run_payload["model"]
+    keys = _FIT_PARAM_KEYS | _NETWORK_PARAM_KEYS.get(kind, set())
+    params = {k: v for k, v in run_payload.items() if k in keys and v is not None}
+    return {
+        "target_columns": run_payload["target_columns"],
+        "feature_columns": run_payload.get("feature_columns"),
+        "task": run_payload.get("task") or "regression",
+        "split": split,
+        "models": [
+            {"name": run_payload.get("name") or kind.upper(), "kind": kind, "params": params}
+        ],
+    }

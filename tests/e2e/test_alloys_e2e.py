@@ -142,3 +142,66 @@ def test_featurise_mpea_and_run_a_leaderboard(page, kanscope_server, screenshot_
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
     page.screenshot(path=screenshot_dir / "alloys_03_leaderboard.png", full_page=True)
     print(f"alloy e2e took {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.timeout(180)
+def test_train_page_grouped_k_fold_run(page, kanscope_server, screenshot_dir):
+    """Train page split options: a KAN evaluated by 3-fold CV grouped by composition (here the
+    Gorsse file's element columns); the folds are stored with the run."""
+    gorsse = REPO / "app" / "demo_data" / "Gorsse2018ML_Data_RawHV.csv"
+    response = kanscope_server.api.post(
+        "/datasets", files={"file": (gorsse.name, gorsse.read_bytes(), "text/csv")}
+    )
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+
+    page.goto(kanscope_server.url + "/")
+    page.wait_for_function(
+        f"() => document.querySelector('#ds-select')?.innerText?.includes('{gorsse.stem}')"
+    )
+    page.wait_for_selector("#ds-preview-table")
+    assert page.inner_text("#ds-target") == "HV"
+    page.click("#ds-features-none")
+    for name in ("VEC", "Delta"):
+        page.locator("#ds-features label", has_text=exact(name)).click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ds-features input:checked').length === 2"
+    )
+    page.click("#ds-to-train")
+    page.wait_for_url(re.compile(r"/train$"))
+    page.wait_for_selector("#tr-selection .kv")
+
+    assert not page.is_visible("#tr-folds")  # hold-out by default
+    page.locator("#tr-split label", has_text="grouped K-fold CV").click()
+    page.wait_for_selector("#tr-folds", state="visible")
+    page.wait_for_function(
+        "() => document.querySelector('#tr-group')?.innerText?.includes('composition')"
+    )
+    assert "element columns" in page.inner_text("#tr-group")
+    set_number(page, "#tr-folds", 3)
+    page.fill("#tr-hidden", "2")
+    page.press("#tr-hidden", "Tab")
+    set_number(page, "#tr-steps", 30)
+    page.click("#tr-start")
+    page.wait_for_selector("#tr-open-link a", timeout=30_000)
+    page.wait_for_function(
+        "() => ['succeeded', 'failed'].includes("
+        "document.querySelector('#tr-status-badge')?.innerText)",
+        timeout=90_000,
+    )
+    assert page.inner_text("#tr-status-badge") == "succeeded", page.inner_text("#tr-status")
+    page.screenshot(path=screenshot_dir / "alloys_04_train_kfold.png", full_page=True)
+
+    run_id = int(page.inner_text("#tr-run-id"))
+    run = kanscope_server.api.get(f"/runs/{run_id}").json()
+    assert run["dataset_id"] == dataset_id and run["model"] == "kan"
+    cv = run["config"]["cv"]
+    assert cv["split"]["spec"] == {
+        "n_splits": 3,
+        "group_by": "composition",
+        "seed": 0,
+        "stratify": False,
+    }
+    assert cv["entry"]["params"]["steps"] == 30 and cv["entry"]["params"]["hidden"] == [2]
+    assert len(run["summary"]["cv"]["folds"]) == 3
+    assert not TRACEBACK.search(page.inner_text("body"))

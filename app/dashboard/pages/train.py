@@ -9,6 +9,13 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from app.dashboard import api_client, figures
+from app.dashboard.alloy_components import (
+    COMPOSITION,
+    NO_GROUPS,
+    cross_validated_run_request,
+    group_options,
+    split_body,
+)
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import (
     METRIC_LABELS,
@@ -46,6 +53,12 @@ HELP = {
     "seed": "Random seed: the same seed and data give the same run.",
     "patience": "Stop when validation loss has not improved for this many steps (empty = off).",
     "name": "Optional run name shown in the runs table.",
+    "split": "Random hold-out: one validation share. Grouped K-fold: the model is trained K times "
+    "and each fold is the test set once; rows of one group (e.g. the same alloy) never sit in both "
+    "training and test. The folds are stored with the run and follow the seed.",
+    "folds": "K in K-fold cross-validation (2–20).",
+    "group": "Rows with the same value stay in one fold. 'composition' uses the detected formula "
+    "or element columns.",
 }
 
 
@@ -177,6 +190,42 @@ def layout(**_: Any) -> html.Div:
                         ],
                     ),
                     html.Div(
+                        className="form-grid",
+                        children=[
+                            field(
+                                "Validation",
+                                dcc.RadioItems(
+                                    id="tr-split",
+                                    options=[
+                                        {"label": " random hold-out", "value": "holdout"},
+                                        {"label": " grouped K-fold CV", "value": "kfold"},
+                                    ],
+                                    value="holdout",
+                                ),
+                                HELP["split"],
+                            ),
+                            html.Div(
+                                id="tr-cv-options",
+                                style={"display": "none"},
+                                className="form-grid",
+                                children=[
+                                    field(
+                                        "Folds (K)",
+                                        number_input("tr-folds", 5, min=2, max=20),
+                                        HELP["folds"],
+                                    ),
+                                    field(
+                                        "Group folds by",
+                                        dcc.Dropdown(
+                                            id="tr-group", value=COMPOSITION, clearable=False
+                                        ),
+                                        HELP["group"],
+                                    ),
+                                ],
+                            ),
+                        ],
+                    ),
+                    html.Div(
                         className="actions",
                         children=[
                             html.Button("Start training", id="tr-start"),
@@ -298,6 +347,9 @@ def show_shape(model, hidden, grid, k, selection):
     State("tr-val", "value"),
     State("tr-patience", "value"),
     State("tr-seed", "value"),
+    State("tr-split", "value"),
+    State("tr-folds", "value"),
+    State("tr-group", "value"),
     prevent_initial_call=True,
     running=[(Output("tr-start", "disabled"), True, False)],
 )
@@ -320,6 +372,9 @@ def start_training(
     val,
     patience,
     seed,
+    split_kind="holdout",
+    folds=None,
+    group=None,
 ):
     nothing = (no_update,) * 5
     if not user_clicked():
@@ -354,10 +409,25 @@ def start_training(
         return no_update, alert(str(exc), "warning"), *nothing[2:]
     # One key per click (the button is disabled while the request runs): a retried request
     # starts one run.
-    try:
-        run = api_client.post_json("/runs", payload, headers={"Idempotency-Key": str(uuid.uuid4())})
-    except ApiError as exc:
-        return no_update, error_alert(exc, "Starting the run"), *nothing[2:]
+    if split_kind == "kfold":
+        try:
+            body = cross_validated_run_request(payload, split_body(group, folds, payload["seed"]))
+        except (TypeError, ValueError) as exc:
+            return no_update, alert(str(exc), "warning"), *nothing[2:]
+        try:
+            created = api_client.post_json(
+                f"/datasets/{selection['dataset_id']}/leaderboards", body
+            )
+        except ApiError as exc:
+            return no_update, error_alert(exc, "Starting the cross-validated run"), *nothing[2:]
+        run = created["runs"][0]
+    else:
+        try:
+            run = api_client.post_json(
+                "/runs", payload, headers={"Idempotency-Key": str(uuid.uuid4())}
+            )
+        except ApiError as exc:
+            return no_update, error_alert(exc, "Starting the run"), *nothing[2:]
     link = dcc.Link(
         f"Open run {run['id']} →", href=f"/runs/{run['id']}", className="button secondary"
     )
@@ -460,3 +530,37 @@ def cancel_training(_clicks, run_state):
     except ApiError as exc:
         return error_alert(exc, "Cancelling"), no_update
     return alert(f"Cancel requested for run {run_state['id']}.", "info", role="status"), True
+
+
+@callback(
+    Output("tr-cv-options", "style"),
+    Input("tr-split", "value"),
+)
+def show_split_options(split_kind: str | None):
+    return {} if split_kind == "kfold" else {"display": "none"}
+
+
+@callback(
+    Output("tr-group", "options"),
+    Output("tr-group", "value"),
+    Input("selection-store", "data"),
+    State("tr-group", "value"),
+)
+def list_group_columns(selection: dict | None, current: str | None):
+    """Group options for K-fold: composition (when the dataset has one), none, any column."""
+    dataset_id = (selection or {}).get("dataset_id")
+    if not dataset_id:
+        return group_options([], None), NO_GROUPS
+    try:
+        preview = api_client.get_json(f"/datasets/{dataset_id}/preview", params={"limit": 1})
+        composition = api_client.get_json(f"/datasets/{dataset_id}/composition")
+    except ApiError:
+        return group_options([], None), NO_GROUPS  # the form's own call will show the error
+    names = [s["name"] for s in preview.get("stats") or []]
+    detected = composition.get("detected")
+    source = (detected.get("formula_column") or "element columns") if detected else None
+    options = group_options(names, source)
+    values = [o["value"] for o in options]
+    if current in values:
+        return options, current
+    return options, COMPOSITION if source else NO_GROUPS
