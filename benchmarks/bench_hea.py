@@ -49,6 +49,7 @@ from app.services.evaluation import (  # noqa: E402
     regression_metrics,
 )
 from app.services.leaderboard import (  # noqa: E402
+    DEFAULT_KAN_PARAMS,
     CVResult,
     LeaderboardModel,
     cross_validate,
@@ -64,7 +65,7 @@ GORSSE_DESCRIPTORS = [
     "Configurational Entropy", "Weighted Melting Temperature", "Yang Parameter", "Asymmetry", "e/a",
 ]  # fmt: skip
 
-KAN_PARAMS = {"hidden": [4], "grid": 5, "lamb": 1e-3, "grid_eps": 0.02}
+KAN_PARAMS = dict(DEFAULT_KAN_PARAMS)  # the app leaderboard's default KAN
 MLP_VARIANTS = {
     "MLP (64, 64)": {"hidden": [64, 64]},
     "MLP (128, 128)": {"hidden": [128, 128], "lr": 1e-3},
