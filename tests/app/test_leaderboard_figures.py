@@ -170,3 +170,23 @@ def test_network_models_match_the_api_line_up():
         "random_forest",
         "gradient_boosting",
     ]
+
+
+def test_train_fold_reports_network_progress_to_its_callback():
+    """The Train page's K-fold option and the leaderboard's progress rely on it."""
+    import numpy as np
+
+    from app.services.leaderboard import LeaderboardModel, train_fold
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    y = x[:, 0] - 0.5 * x[:, 1]
+    groups = np.arange(60).astype(str)
+    seen = []
+    spec = LeaderboardModel("KAN", "kan", {"hidden": [2], "steps": 12, "update_grid_every": 0})
+    result = train_fold(
+        spec, "regression", x, y, groups, np.arange(45), np.arange(45, 60),
+        callback=lambda p: seen.append(p.step) is None,
+    )  # fmt: skip
+    assert seen and max(seen) <= 12 and len(seen) >= 10
+    assert len(result.predictions) == 15

@@ -12,6 +12,7 @@ import re
 import time
 
 import pytest
+from plotly_helpers import trace_length
 from server_process import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -190,6 +191,10 @@ def test_train_page_grouped_k_fold_run(page, kanscope_server, screenshot_dir):
         timeout=90_000,
     )
     assert page.inner_text("#tr-status-badge") == "succeeded", page.inner_text("#tr-status")
+    # progress of every fold arrived (the folds' steps follow one another)
+    assert trace_length(page, "tr-loss", "train loss") > 30
+    assert "× 3 folds" in page.inner_text("#tr-step")
+    assert "cv mean r²" in page.inner_text("#tr-status").lower()
     page.screenshot(path=screenshot_dir / "alloys_04_train_kfold.png", full_page=True)
 
     run_id = int(page.inner_text("#tr-run-id"))

@@ -484,13 +484,16 @@ def poll_training(_n, run_state):
 def run_status_items(run: dict, last_step: int | None, metric_name: str | None) -> list:
     summary = run.get("summary") or {}
     config = run.get("config") or {}
+    cv = config.get("cv") or {}
+    n_folds = ((cv.get("split") or {}).get("spec") or {}).get("n_splits")
+    total = f"{config.get('steps', '?')} × {n_folds} folds" if n_folds else config.get("steps", "?")
     items = [
         html.Div([html.Span("run"), html.Span(str(run.get("id")), id="tr-run-id")]),
         html.Div([html.Span("status"), status_badge(run.get("status"), "tr-status-badge")]),
         html.Div(
             [
                 html.Span("step"),
-                html.Span(f"{last_step or 0} / {config.get('steps', '?')}", id="tr-step"),
+                html.Span(f"{last_step or 0} / {total}", id="tr-step"),
             ]
         ),
     ]
@@ -503,7 +506,10 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
         items.append(
             html.Div(
                 [
-                    html.Span(f"val {METRIC_LABELS.get(metric_name or '', 'metric')}"),
+                    html.Span(
+                        f"{'CV mean' if n_folds else 'val'} "
+                        f"{METRIC_LABELS.get(metric_name or '', 'metric')}"
+                    ),
                     html.Span(fmt_number(summary["val_metric"])),
                 ]
             )
