@@ -863,10 +863,12 @@ def _finalise(
 
 
 def _tidy(expr: sympy.Expr) -> sympy.Expr:
-    """Exact rewrites that shorten the tree: exp(a + log x) → e^a·x, products of powers."""
+    """Exact rewrites that shorten the tree: exp(a + log x) → e^a·x, products of powers,
+    common numeric factors (c·x/(c·y − c) → x/(y − 1))."""
     best = expr
     try:
-        for cand in (sympy.powsimp(sympy.expand_power_exp(expr)), sympy.expand(expr)):
+        powers = sympy.powsimp(sympy.expand_power_exp(expr))
+        for cand in (powers, sympy.expand(expr), sympy.factor_terms(powers)):
             if _tree_size(cand) < _tree_size(best):
                 best = cand
     except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
