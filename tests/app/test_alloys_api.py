@@ -87,6 +87,11 @@ def test_leaderboard_trains_every_model_on_the_same_folds(client, mpea_csv):
     for run_id in run_ids:
         run = wait_for(client, run_id, timeout=300)
         assert run["status"] == "succeeded", run["error"]
+    # every fold's training curve reaches the run's metrics, steps numbered across folds
+    points = client.get(f"/api/runs/{run_ids[0]}/metrics").json()["points"]
+    steps = [p["step"] for p in points]
+    assert len(steps) > 3 * 5 and steps == sorted(set(steps))
+    assert sum(p["val_loss"] is not None for p in points) > 3 * 5  # inner validation split
 
     board = client.get(f"/api/datasets/{dataset_id}/leaderboards/{board_id}").json()
     assert board["complete"] and board["split"]["n_splits"] == 3
