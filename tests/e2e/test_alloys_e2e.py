@@ -87,6 +87,12 @@ def test_featurise_mpea_and_run_a_leaderboard(page, kanscope_server, screenshot_
     page.click("#lb-target")
     page.locator(".dash-dropdown-option", has_text=exact(TARGET)).click()
     page.click("#lb-features-none")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#lb-features input:checked').length === 0"
+    )
+    page.click("#lb-start")  # a readable warning, not a request, without features
+    page.wait_for_selector("#lb-alert .alert-warning")
+    assert "Choose at least one feature column" in page.inner_text("#lb-alert")
     for name in FEATURES:
         page.locator("#lb-features label", has_text=exact(name)).click()
     page.wait_for_function(
@@ -97,7 +103,9 @@ def test_featurise_mpea_and_run_a_leaderboard(page, kanscope_server, screenshot_
     set_number(page, "#lb-steps", 40)
     page.click("#lb-start")
     page.wait_for_selector("#lb-alert .alert-success", timeout=30_000)
-    assert "5 models × 3 folds" in page.inner_text("#lb-alert")
+    queued = page.inner_text("#lb-alert")
+    assert "5 models × 3 folds" in queued
+    board_id = re.search(r"Leaderboard ([0-9a-f]+) queued", queued).group(1)
     page.wait_for_selector("#lb-progress-text")  # progress while it runs
     assert "models finished" in page.inner_text("#lb-progress-text")
     page.wait_for_function(
@@ -139,6 +147,9 @@ def test_featurise_mpea_and_run_a_leaderboard(page, kanscope_server, screenshot_
         ".find(t => t.name === 'out-of-fold').x.length"
     )
     assert n_points > 100  # out-of-fold predictions of every measured hardness
+    page.click("#lb-history")  # the new leaderboard is listed for later
+    assert page.locator(".dash-dropdown-option", has_text=board_id).count() == 1
+    page.keyboard.press("Escape")
     assert not TRACEBACK.search(page.inner_text("body"))
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
     page.screenshot(path=screenshot_dir / "alloys_03_leaderboard.png", full_page=True)

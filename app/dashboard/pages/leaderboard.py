@@ -249,14 +249,7 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
     detected = composition.get("detected")
     source = (detected.get("formula_column") or "element columns") if detected else None
     groups = group_options(names, source)
-    history = [
-        {
-            "label": f"{b['id']} · {', '.join(b.get('target_columns') or [])} · "
-            f"{b['split'].get('n_splits')} folds · {len(b['runs'])} models",
-            "value": b["id"],
-        }
-        for b in boards
-    ]
+    history = history_options(boards)
     return (
         [{"label": n, "value": n} for n in names],
         target,
@@ -269,6 +262,17 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
         None,
         None,
     )
+
+
+def history_options(boards: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [
+        {
+            "label": f"{b['id']} · {', '.join(b.get('target_columns') or [])} · "
+            f"{b['split'].get('n_splits')} folds · {len(b['runs'])} models",
+            "value": b["id"],
+        }
+        for b in boards
+    ]
 
 
 @callback(
@@ -309,6 +313,7 @@ def all_or_no_features(_all, _none, options):
     Output("lb-interval", "disabled"),
     Output("lb-table", "children", allow_duplicate=True),
     Output("lb-plots", "children", allow_duplicate=True),
+    Output("lb-history", "options", allow_duplicate=True),
     Input("lb-start", "n_clicks"),
     State("lb-dataset", "value"),
     State("lb-target", "value"),
@@ -322,7 +327,7 @@ def all_or_no_features(_all, _none, options):
     running=[(Output("lb-start", "disabled"), True, False)],
 )
 def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds, steps, seed):
-    nothing = (no_update,) * 5
+    nothing = (no_update,) * 6
     if not user_clicked():
         return nothing
     if dataset_id is None or dataset_id == -1:
@@ -335,6 +340,10 @@ def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds,
         created = api_client.post_json(f"/datasets/{dataset_id}/leaderboards", body)
     except ApiError as exc:
         return no_update, error_alert(exc, "Starting the leaderboard"), *nothing[2:]
+    try:
+        history = history_options(api_client.get_json(f"/datasets/{dataset_id}/leaderboards"))
+    except ApiError:
+        history = no_update  # the list is a convenience; the new board is shown anyway
     n = len(created.get("runs") or [])
     message = f"Leaderboard {created['id']} queued: {n} models × {body['split']['n_splits']} folds."
     return (
@@ -343,6 +352,7 @@ def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds,
         False,
         None,
         None,
+        history,
     )
 
 
