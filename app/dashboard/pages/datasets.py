@@ -579,6 +579,8 @@ def featurise(_clicks, dataset_id, column, on_error, info, version):
                     " (listed below). Nothing was created: fix them in the file, or choose to "
                     "leave them out or keep them with empty descriptors and click again.",
                 ]
+                if len(report["errors"]) < report["n_errors"]:
+                    message.append(f" The first {len(report['errors'])} are listed.")
                 return (
                     alert(message, "warning"),
                     row_errors_table(report["errors"]),
@@ -601,4 +603,6 @@ def featurise(_clicks, dataset_id, column, on_error, info, version):
     if report["n_errors"]:
         message.append(f" {report['n_errors']} row(s) with errors were {what} (listed below).")
     table = row_errors_table(report["errors"]) if report["n_errors"] else None
+    if len(report["errors"]) < report["n_errors"]:
+        message.append(f" The first {len(report['errors'])} are listed.")
     return alert(message, "success", role="status"), table, (version or 0) + 1, dataset["id"]
