@@ -150,7 +150,11 @@ class RunConfig(BaseModel):
         default=None, description="Explicit validation row indices; train = train_rows or the rest."
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    device: str = Field(default="cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    device: str | None = Field(
+        default=None,
+        pattern=r"^(cpu|auto|cuda(:\d+)?)$",
+        description="Torch device; unset = the worker's KANSCOPE_DEVICE (cpu by default).",
+    )
     log_every: int = Field(default=1, ge=1, le=10_000)
     model_options: dict[str, float | int | str | bool | None] = Field(
         default_factory=dict,

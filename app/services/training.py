@@ -615,8 +615,11 @@ class _RunSink:
                 self._write(session)
             else:
                 with self._lock, self.db.write() as s:
+                    self._check(s)  # ownership first: a worker that lost its claim writes nothing
+                    if self.lost.is_set():
+                        self.buffer = []
+                        return
                     self._write(s)
-                    self._check(s)
         except (OperationalError, DBAPIError) as exc:  # keep the buffer; retry next time
             log.warning("run %s: metrics write failed (%s); will retry", self.run_id, exc)
         self.last_flush = time.monotonic()
@@ -631,7 +634,11 @@ class _RunSink:
 
 
 def _resolve_device(requested: str | None) -> str:
-    requested = requested or "cpu"
+    """The run's device, or the worker's configured device (KANSCOPE_DEVICE) when unset."""
+    if not requested:
+        from app.config import get_settings
+
+        requested = get_settings().device or "cpu"
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -766,7 +773,6 @@ def _finish(
     data: PreparedData | None = None,
 ) -> bool:
     with db.write() as s:
-        sink.flush(session=s)
         summary: dict[str, Any] = {}
         if outcome is not None and data is not None:
             summary = {
@@ -800,8 +806,10 @@ def _finish(
             )
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount != 1:
+        if res.rowcount != 1:  # lost the claim: write nothing, not even buffered metrics
+            sink.buffer = []
             return False
+        sink.flush(session=s)  # same transaction as the owner-guarded update
         if outcome is not None and data is not None:
             preds = None
             if outcome.val_predictions is not None:

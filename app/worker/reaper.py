@@ -32,8 +32,14 @@ class Reaper:
         reaped = reap_stale_runs(self.db, self.lease_s, self.requeue)
         if callable(self.on_requeue):
             for run_id, status in reaped:
-                if status == "queued":
+                if status != "queued":
+                    continue
+                try:  # one refused re-send (queue down) must not strand the others
                     self.on_requeue(run_id)
+                except Exception as exc:
+                    log.warning(
+                        "run %s requeued but not re-sent (%s); it stays queued", run_id, exc
+                    )
         return reaped
 
     def _loop(self) -> None:

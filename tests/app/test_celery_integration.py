@@ -338,15 +338,6 @@ def test_pool_child_killed_mid_run_is_requeued_and_the_worker_survives(stack: St
         assert "WorkerLostError" in stack.worker.log(), stack.worker.log()[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: _RunSink.flush inserts the buffered metrics *before* checking that it "
-    "still owns the run (and _finish flushes before its owner-guarded UPDATE), so a stale worker "
-    "that wakes up writes rows into the new attempt's series; the rightful attempt then hits "
-    "unique(run_id, step), cannot store its result and the reaper fails the run. Fix: check "
-    "ownership first in the same transaction and write only while owner (ON CONFLICT DO NOTHING "
-    "for safety)",
-)
 def test_worker_whose_heartbeat_lapses_loses_its_claim_and_stops_writing(stack: Stack) -> None:
     run = stack.submit(steps=3000)
     stack.wait(run["id"], until=("running",))
