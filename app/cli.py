@@ -51,6 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         db.dispose()
     # migrations and demo are done; the app's lifespan repairs and resubmits runs
     settings = settings.model_copy(update={"migrate_on_start": False, "load_demo": False})
+    import torch
+
+    torch.set_num_threads(settings.api_torch_threads)
     app = create_app(settings, mount_dashboard=not args.no_dashboard)
     print(f"kanscope on http://{args.host}:{args.port}/  (API docs: /api/docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         default=False, description="Reaper requeues a stale run once instead of failing it."
     )
     device: str = Field(default="cpu", description="Default torch device: cpu, cuda, auto.")
+    api_torch_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Torch threads in the API process (edge curves, symbolic suggestions): small "
+        "models answer fastest on one thread and leave the cores to the trainers.",
+    )
     load_demo: bool = True
     formula_timeout_s: float = Field(
         default=60.0, gt=0, description="Time limit for simplifying a formula (sympy)."
