@@ -20,7 +20,11 @@ Reported per noise level:
 * accuracy solution — R² > 0.999 on the fresh points.
 SRBench's Feynman results (noiseless): AI Feynman 55.8 %, gplearn 16.3 % symbolic solutions.
 
-Results: benchmarks/results/feynman.md (+ one JSON line per run in feynman.jsonl).
+Results: `--out` (default benchmarks/results/feynman.md) + one JSON line per run (.jsonl).
+Committed runs (complexity weight 1.0, widths d1 d11, one thread, shared 2-core VM):
+benchmarks/results/feynman_noiseless.md — 38/78 symbolic (48.7 %), 45/78 R² > 0.999;
+benchmarks/results/feynman_noise1.md — 29/78 symbolic (37.2 %), 44/78 R² > 0.999.
+The formulas printed there predate the `factor_terms` tidy step (cosmetic only).
 """
 
 from __future__ import annotations
