@@ -8,11 +8,12 @@ import binascii
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, fmt_number, user_clicked
+from app.dashboard.feature_picker import register_feature_picker
 from app.dashboard.forms import default_target, upload_warnings
 
 dash.register_page(__name__, path="/", name="Datasets", title="Datasets · kanscope")
@@ -345,35 +346,7 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
     )
 
 
-@callback(
-    Output("ds-features", "options", allow_duplicate=True),
-    Output("ds-features", "value", allow_duplicate=True),
-    Input("ds-target", "value"),
-    State("ds-features", "options"),
-    State("ds-features", "value"),
-    prevent_initial_call=True,
-)
-def exclude_target_from_features(target: str | None, options: list[dict], value: list[str]):
-    if not options:
-        return no_update, no_update
-    new_options = [{**o, "disabled": o["value"] == target} for o in options]
-    new_value = [v for v in (value or []) if v != target]
-    return new_options, new_value
-
-
-@callback(
-    Output("ds-features", "value", allow_duplicate=True),
-    Input("ds-features-all", "n_clicks"),
-    Input("ds-features-none", "n_clicks"),
-    State("ds-features", "options"),
-    prevent_initial_call=True,
-)
-def select_all_or_no_features(_all, _none, options):
-    if not user_clicked():
-        return no_update
-    if ctx.triggered_id == "ds-features-none":
-        return []
-    return [o["value"] for o in options or [] if not o.get("disabled")]
+register_feature_picker("ds")
 
 
 @callback(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
 from app.dashboard import api_client, figures
 from app.dashboard.alloy_components import (
@@ -22,6 +22,7 @@ from app.dashboard.alloy_components import (
 )
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, user_clicked
+from app.dashboard.feature_picker import register_feature_picker
 from app.dashboard.forms import default_target
 
 dash.register_page(
@@ -275,36 +276,7 @@ def history_options(boards: list[dict[str, Any]]) -> list[dict[str, str]]:
     ]
 
 
-@callback(
-    Output("lb-features", "options", allow_duplicate=True),
-    Output("lb-features", "value", allow_duplicate=True),
-    Input("lb-target", "value"),
-    State("lb-features", "options"),
-    State("lb-features", "value"),
-    prevent_initial_call=True,
-)
-def exclude_target(target: str | None, options: list[dict], value: list[str]):
-    if not options:
-        return no_update, no_update
-    return (
-        [{**o, "disabled": o["value"] == target} for o in options],
-        [v for v in value or [] if v != target],
-    )
-
-
-@callback(
-    Output("lb-features", "value", allow_duplicate=True),
-    Input("lb-features-all", "n_clicks"),
-    Input("lb-features-none", "n_clicks"),
-    State("lb-features", "options"),
-    prevent_initial_call=True,
-)
-def all_or_no_features(_all, _none, options):
-    if not user_clicked():
-        return no_update
-    if ctx.triggered_id == "lb-features-none":
-        return []
-    return [o["value"] for o in options or [] if not o.get("disabled")]
+register_feature_picker("lb")
 
 
 @callback(
