@@ -1,14 +1,28 @@
-"""Target + feature pickers shared by pages: the target is never also a feature, and
-"all" / "none" buttons fill the feature list. Ids: <prefix>-target, <prefix>-features,
-<prefix>-features-all, <prefix>-features-none."""
+"""Target + feature pickers shared by pages (layout and callbacks): the target is never also
+a feature, and "all" / "none" buttons fill the feature list.
+Ids: <prefix>-target, <prefix>-features, <prefix>-features-all, <prefix>-features-none."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dash import Input, Output, State, callback, ctx, no_update
+from dash import Input, Output, State, callback, ctx, dcc, html, no_update
 
-from app.dashboard.components import user_clicked
+from app.dashboard.components import field, user_clicked
+
+
+def feature_checklist(prefix: str, help_text: str) -> html.Div:
+    """The feature list with its "All numeric" / "None" buttons (ids as in the module doc)."""
+    buttons = [
+        html.Button("All numeric", id=f"{prefix}-features-all", className="secondary small"),
+        html.Button("None", id=f"{prefix}-features-none", className="secondary small"),
+    ]
+    checklist = dcc.Checklist(id=f"{prefix}-features", className="checklist")
+    return field(
+        "Feature columns",
+        html.Div([html.Div(className="actions", children=buttons), checklist]),
+        help_text,
+    )
 
 
 def register_feature_picker(prefix: str) -> None:

@@ -13,7 +13,7 @@ from dash import Input, Output, State, callback, dash_table, dcc, html, no_updat
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, fmt_number, user_clicked
-from app.dashboard.feature_picker import register_feature_picker
+from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import default_target, upload_warnings
 
 dash.register_page(__name__, path="/", name="Datasets", title="Datasets · kanscope")
@@ -115,29 +115,8 @@ def layout(**_: Any) -> html.Div:
                             ),
                         ],
                     ),
-                    field(
-                        "Feature columns",
-                        html.Div(
-                            [
-                                html.Div(
-                                    className="actions",
-                                    children=[
-                                        html.Button(
-                                            "All numeric",
-                                            id="ds-features-all",
-                                            className="secondary small",
-                                        ),
-                                        html.Button(
-                                            "None",
-                                            id="ds-features-none",
-                                            className="secondary small",
-                                        ),
-                                    ],
-                                ),
-                                dcc.Checklist(id="ds-features", className="checklist"),
-                            ]
-                        ),
-                        "Inputs of the model. Non-numeric columns cannot be features.",
+                    feature_checklist(
+                        "ds", "Inputs of the model. Non-numeric columns cannot be features."
                     ),
                     html.Div(id="ds-role-alert"),
                 ],

@@ -22,7 +22,7 @@ from app.dashboard.alloy_components import (
 )
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, user_clicked
-from app.dashboard.feature_picker import register_feature_picker
+from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import default_target
 
 dash.register_page(
@@ -137,29 +137,8 @@ def layout(**_: Any) -> html.Div:
                             ),  # fmt: skip
                         ],
                     ),
-                    field(
-                        "Feature columns",
-                        html.Div(
-                            [
-                                html.Div(
-                                    className="actions",
-                                    children=[
-                                        html.Button(
-                                            "All numeric",
-                                            id="lb-features-all",
-                                            className="secondary small",
-                                        ),
-                                        html.Button(
-                                            "None",
-                                            id="lb-features-none",
-                                            className="secondary small",
-                                        ),
-                                    ],
-                                ),
-                                dcc.Checklist(id="lb-features", className="checklist"),
-                            ]
-                        ),
-                        "Inputs of every model. Non-numeric columns cannot be features.",
+                    feature_checklist(
+                        "lb", "Inputs of every model. Non-numeric columns cannot be features."
                     ),
                     html.Div(
                         className="actions",
