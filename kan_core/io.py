@@ -2,12 +2,16 @@
 
 `model_to_bytes` / `model_from_bytes` round-trip bit-exactly (weights, grids, masks, symbolic
 edges). Extra JSON-serialisable metadata (scalers, column names, …) rides along.
+Training checkpoints (`FitCheckpoint`: weights + optimiser + RNG state) use the same format:
+tensors in safetensors, structure as JSON.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from torch import nn
 
 from kan_core.errors import KanCoreError
 from kan_core.model import KAN, MLP, build_model
+from kan_core.train import FitCheckpoint
 
 FORMAT = "kanscope-model/1"
 
@@ -73,3 +78,65 @@ def load_model(
     path: str | Path, device: str | torch.device | None = None
 ) -> tuple[KAN | MLP, dict[str, Any]]:
     return model_from_bytes(Path(path).read_bytes(), device)
+
+
+# ---- training checkpoints ----------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "kanscope-checkpoint/1"
+
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON skeleton of nested dicts/lists/numbers with tensors moved into `tensors`."""
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        # optimiser state dicts use int keys: keep the key type
+        return {"__dict__": [[_flatten(k, tensors), _flatten(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_flatten(v, tensors) for v in obj], "tuple": isinstance(obj, tuple)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return {"__float__": repr(obj)}
+        return obj
+    raise ModelFileError(f"cannot store a {type(obj).__name__} in a checkpoint")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            items = [_unflatten(v, tensors) for v in obj["__list__"]]
+            return tuple(items) if obj.get("tuple") else items
+        if "__float__" in obj:
+            return float(obj["__float__"])  # "inf", "-inf" or "nan" only: float() parses no code
+        raise ModelFileError("corrupt checkpoint structure")
+    return obj
+
+
+def checkpoint_to_bytes(ckpt: FitCheckpoint) -> bytes:
+    """A `FitCheckpoint` as safetensors + a JSON skeleton (no pickle)."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten({f.name: getattr(ckpt, f.name) for f in fields(ckpt)}, tensors)
+    header = {"format": CHECKPOINT_FORMAT, "skeleton": json.dumps(skeleton)}
+    return st_save(tensors, metadata=header)
+
+
+def checkpoint_from_bytes(data: bytes) -> FitCheckpoint:
+    if len(data) < 8:
+        raise ModelFileError("not a checkpoint: too short")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ModelFileError("not a checkpoint: bad header length")
+    try:
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"not a checkpoint: {exc}") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError("not a kanscope checkpoint (format tag missing)")
+    values = _unflatten(json.loads(meta["skeleton"]), st_load(data))
+    return FitCheckpoint(**values)

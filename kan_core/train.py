@@ -9,6 +9,10 @@
   100 000 × 20 table never becomes a full-data basis tensor on the device.
 - A non-finite loss or gradient raises `NonFiniteLossError(step)`; the model keeps its last
   finite weights.
+- Checkpoints: with `on_checkpoint`, every `checkpoint_every` steps fit hands over a
+  `FitCheckpoint` (weights, optimiser state, RNG state, data cursor, early-stopping state);
+  `fit(..., resume=checkpoint)` continues from it and follows the same trajectory as a run that
+  was never interrupted (bit-exact on the CPU).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +91,7 @@ class FitConfig:
     seed: int = 0
     log_every: int = 1
     eval_batch_size: int = 8192
+    checkpoint_every: int = 50  # steps between `on_checkpoint` calls (when one is given)
 
     def validate(self) -> None:
         if not (isinstance(self.steps, int) and self.steps >= 1):
@@ -107,6 +112,8 @@ class FitConfig:
                 raise ConfigError(f"{name} must be a finite number ≥ 0, got {v!r}")
         if self.log_every < 1:
             raise ConfigError("log_every must be ≥ 1")
+        if self.checkpoint_every < 1:
+            raise ConfigError("checkpoint_every must be ≥ 1")
 
 
 @dataclass
@@ -127,6 +134,36 @@ class FitResult:
     train_loss: float = math.nan
     val_loss: float | None = None
     val_metric: float | None = None
+
+
+@dataclass
+class FitCheckpoint:
+    """Everything `fit` needs to continue after `step` completed steps, as if never stopped.
+
+    Tensors are CPU copies; `kan_core.io.checkpoint_to_bytes` stores it without pickle.
+    """
+
+    step: int  # completed steps
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    rng_state: torch.Tensor  # the fit's local generator
+    perm: torch.Tensor  # mini-batch order of the current epoch
+    cursor: int
+    first_loss: float
+    best_val: float
+    best_step: int
+    since_best: int
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def _cpu_copy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 def _loss(pred: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
@@ -198,9 +235,14 @@ def fit(
     data: TrainData,
     config: FitConfig | None = None,
     callback: Callable[[FitProgress], bool | None] | None = None,
+    *,
+    resume: FitCheckpoint | None = None,
+    on_checkpoint: Callable[[FitCheckpoint], None] | None = None,
 ) -> FitResult:
     cfg = config or FitConfig()
     cfg.validate()
+    if resume is not None and not 0 <= resume.step <= cfg.steps:
+        raise ConfigError(f"checkpoint at step {resume.step} lies outside 0..{cfg.steps} steps")
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     is_kan = isinstance(model, KAN)
@@ -229,8 +271,18 @@ def fit(
     best_val, best_state, since_best = math.inf, None, 0
     start = time.perf_counter()
     perm, cursor = torch.randperm(n, generator=gen), 0
+    first_loss, start_step = math.inf, 0
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+        opt.load_state_dict(resume.optimizer_state)
+        gen.set_state(resume.rng_state)
+        perm, cursor, first_loss = resume.perm.clone(), resume.cursor, resume.first_loss
+        best_val, since_best = resume.best_val, resume.since_best
+        result.best_step = resume.best_step
+        best_state = _cpu_copy(resume.best_state)
+        start_step = resume.step
 
-    for step in range(cfg.steps):
+    for step in range(start_step, cfg.steps):
         if (
             is_kan
             and cfg.update_grid_every
@@ -281,7 +333,7 @@ def fit(
                 raise NonFiniteLossError(step, "gradient")
             opt.step()
         train_loss = float(loss.detach())
-        if step == 0:
+        if step == 0 or not math.isfinite(first_loss):
             first_loss = max(train_loss, 1e-12)
         elif cfg.divergence_factor is not None and train_loss > cfg.divergence_factor * first_loss:
             raise TrainingDivergedError(step, first_loss, train_loss)
@@ -312,6 +364,22 @@ def fit(
             if cfg.early_stopping_patience is not None and since_best > cfg.early_stopping_patience:
                 result.stopped_reason = "early_stopping"
                 break
+        if on_checkpoint is not None and (step + 1) % cfg.checkpoint_every == 0 and not last:
+            on_checkpoint(
+                FitCheckpoint(
+                    step=step + 1,
+                    model_state=_cpu_copy(model.state_dict()),
+                    optimizer_state=_cpu_copy(opt.state_dict()),
+                    rng_state=gen.get_state(),
+                    perm=perm.clone(),
+                    cursor=cursor,
+                    first_loss=first_loss,
+                    best_val=best_val,
+                    best_step=result.best_step,
+                    since_best=since_best,
+                    best_state=_cpu_copy(best_state),
+                )
+            )
 
     if best_state is not None:
         model.load_state_dict(best_state)
