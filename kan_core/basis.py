@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kan_core import cpu_kernels
 from kan_core.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -60,12 +61,20 @@ class CubicBSplineUniform(torch.autograd.Function):
     """Fast path: 6·B_m(x) for the cubic uniform B-spline basis with a hand-written backward.
 
     Returns SIX times the basis (the caller folds 1/6 into its weights, which are tiny) to save
-    a full-size multiply. Reference: `cardinal_bspline(u, 3)`; tests check values and gradients.
+    a full-size multiply. On the CPU it runs the fused numba loops of `kan_core.cpu_kernels`
+    (one pass each way); elsewhere, or without numba, the PyTorch ops below.
+    Reference: `cardinal_bspline(u, 3)`; tests check values and gradients.
     x: (batch, in); t0, inv_h: (in,) first knot and 1/spacing. Output (batch, in, K).
     """
 
     @staticmethod
     def forward(ctx, x, t0, inv_h, num_features):  # type: ignore[override]
+        if cpu_kernels.usable_for(x):  # one fused pass instead of ~12 elementwise kernels
+            ctx.fused = True
+            if ctx.needs_input_grad[0]:
+                ctx.save_for_backward(x, t0, inv_h)
+            return cpu_kernels.basis6_forward(x, t0, inv_h, num_features)
+        ctx.fused = False
         offsets = torch.arange(num_features, dtype=x.dtype, device=x.device) + 2.0
         u = ((x - t0) * inv_h).unsqueeze(-1) - offsets  # (batch, in, K), centred
         a = u.abs()
@@ -78,6 +87,9 @@ class CubicBSplineUniform(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
+        if ctx.fused:
+            x, t0, inv_h = ctx.saved_tensors
+            return cpu_kernels.basis6_backward(x, t0, inv_h, grad_out), None, None, None
         sign, r1, r2, inv_h = ctx.saved_tensors
         # d(6B)/du = sign(u)·(-3 r2² + 12 r1²) = -3·sign(u)·(r2² - 4 r1²)
         d = torch.add(r2 * r2, r1 * r1, alpha=-4.0).mul_(sign).mul_(grad_out)

@@ -1,8 +1,11 @@
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 from scipy.interpolate import BSpline
 
+from kan_core import cpu_kernels
 from kan_core.basis import (
     BASES,
     BSplineBasis,
@@ -73,11 +76,35 @@ def test_cubic_fast_path_equals_reference_values_and_gradients():
     torch.testing.assert_close(g_fast, g_ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_cpu_kernels_equal_the_torch_ops(dtype):
+    assert cpu_kernels.available(), "numba kernels should load on this machine"
+    g = torch.Generator().manual_seed(4)
+    # inputs inside, outside and exactly on knots of a grid with different ranges per input
+    t0 = torch.tensor([-2.2, -0.7, 0.0], dtype=dtype)
+    inv_h = torch.tensor([1.25, 4.0, 2.0], dtype=dtype)
+    x = torch.randn(257, 3, generator=g, dtype=dtype) * 2
+    x[:5] = t0 + torch.arange(5, dtype=dtype)[:, None] / inv_h
+    w = torch.randn(257, 3, 9, generator=g, dtype=dtype)
+    results = []
+    for fused in (True, False):
+        xr = x.clone().requires_grad_()
+        with contextlib.nullcontext() if fused else cpu_kernels.disabled():
+            out = CubicBSplineUniform.apply(xr, t0, inv_h, 9)
+            (grad,) = torch.autograd.grad((out * w).sum(), xr)
+        results.append((out.detach(), grad))
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {}
+    torch.testing.assert_close(results[0][0], results[1][0], **tol)
+    torch.testing.assert_close(results[0][1], results[1][1], **tol)
+
+
 def test_cubic_fast_path_gradcheck():
     t0 = torch.tensor([-2.0], dtype=torch.float64)
     inv_h = torch.tensor([2.5], dtype=torch.float64)
     x = (torch.rand(16, 1, dtype=torch.float64) * 3 - 1.5).requires_grad_()
     assert torch.autograd.gradcheck(lambda v: CubicBSplineUniform.apply(v, t0, inv_h, 8), (x,))
+    with cpu_kernels.disabled():
+        assert torch.autograd.gradcheck(lambda v: CubicBSplineUniform.apply(v, t0, inv_h, 8), (x,))
 
 
 @pytest.mark.parametrize("name", sorted(BASES))

@@ -302,8 +302,14 @@ def test_recovers_classic_formulas_from_data(case):
     y = f(x)[:, None]
     x_test = torch.rand(1000, 2, generator=g) * 2 - 1
     y_test = f(x_test).double()
-    model = KAN(width, seed=0)
-    fit(model, TrainData(x, y), FitConfig(steps=100, optimizer="lbfgs", lr=1.0))
+    # LBFGS on a [2,1,1] net sometimes lands in a poor local minimum (seed 3 of 0..5 does, and
+    # which seeds do depends on float rounding): keep the best of three restarts, as a user would
+    fits = []
+    for seed in range(3):
+        candidate = KAN(width, seed=seed)
+        loss = fit(candidate, TrainData(x, y), FitConfig(steps=100, optimizer="lbfgs", lr=1.0))
+        fits.append((loss.train_loss, seed, candidate))
+    model = min(fits, key=lambda t: t[:2])[2]
     report = auto_symbolic(model, x)
     assert report.numeric == []
     result = formula(model, x, y, ["x", "y"], ["f"])
