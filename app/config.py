@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     requeue_stale_runs: bool = Field(
         default=False, description="Reaper requeues a stale run once instead of failing it."
     )
+    checkpoint_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Least time between two training checkpoints of a run (weights, optimiser "
+        "and RNG state, stored in the database) so that a requeued run resumes from the latest "
+        "one instead of starting over; 0 = at every opportunity. Short runs write none.",
+    )
+    checkpoint_max_per_run: int = Field(
+        default=50,
+        ge=0,
+        description="Checkpoint opportunities per run: every ceil(steps / N) steps (then "
+        "thinned by checkpoint_interval_s); 0 turns checkpoints off.",
+    )
     device: str = Field(default="cpu", description="Default torch device: cpu, cuda, auto.")
     api_torch_threads: int = Field(
         default=1,

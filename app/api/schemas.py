@@ -212,7 +212,9 @@ class RunOut(BaseModel):
     heartbeat_at: datetime | None
     summary: dict[str, Any] = Field(
         description="Result figures: n_parameters, n_rows_used, n_rows_dropped, stopped_reason, "
-        "final train_loss / val_loss / val_metric (null when non-finite), width, inputs, outputs."
+        "final train_loss / val_loss / val_metric (null when non-finite), width, inputs, outputs. "
+        "After a lost worker (the run was requeued): resumed_from_step (continued from a "
+        "checkpoint) or restarted_after_step (started over), and notes saying so."
     )
     has_model: bool
 

@@ -1,4 +1,5 @@
-"""Tables: datasets, runs, run_metrics, model_artifacts. Alembic owns the schema."""
+"""Tables: datasets, runs, run_metrics, model_artifacts, run_checkpoints. Alembic owns the
+schema."""
 
 from __future__ import annotations
 
@@ -142,3 +143,17 @@ class ModelArtifact(Base):
     predictions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow(), onupdate=utcnow())
+
+
+class RunCheckpoint(Base):
+    """The latest training checkpoint of an unfinished run (``kan_core.io.checkpoint_to_bytes``:
+    safetensors + JSON, never pickle): weights, optimiser and RNG state, so a requeued run
+    resumes instead of starting over. One row per run, replaced on each write, deleted when the
+    run finishes (and with the run). ``step`` = completed training steps."""
+
+    __tablename__ = "run_checkpoints"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow())

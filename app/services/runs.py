@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.clock import utcnow
-from app.db.models import FINISHED_STATUSES, ModelArtifact, Run, RunMetric, RunStatus
+from app.db.models import (
+    FINISHED_STATUSES,
+    ModelArtifact,
+    Run,
+    RunCheckpoint,
+    RunMetric,
+    RunStatus,
+)
 from app.services.datasets import get_dataset
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.training import get_model_spec, resolve_columns
@@ -165,7 +172,13 @@ def cancel_run(session: Session, run_id: int) -> Run:
         )
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount == 0:
+    if res.rowcount == 1:  # a requeued run may have a checkpoint: no longer of use
+        session.execute(
+            delete(RunCheckpoint)
+            .where(RunCheckpoint.run_id == run_id)
+            .execution_options(synchronize_session=False)
+        )
+    else:
         session.execute(
             update(Run)
             .where(Run.id == run_id, Run.status == RunStatus.RUNNING.value)

@@ -5,6 +5,9 @@ Executor contract (see ARCHITECTURE.md): the run row is ``queued`` in the databa
 claims it with a conditional update (``queued → running`` only if still queued), writes metrics
 in batches and a heartbeat from the database clock, checks ``cancel_requested`` and that it still
 owns the run, then stores the weights and the final status.
+
+KAN / MLP runs also write a checkpoint now and then (``run_checkpoints``, owner-checked like the
+metrics): a run requeued after its worker died resumes from it instead of starting over.
 """
 
 from __future__ import annotations
@@ -20,18 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, undefer
 
 from app.db.clock import utcnow, utcnow_minus
-from app.db.models import Dataset, ModelArtifact, Run, RunMetric, RunStatus
+from app.db.models import Dataset, ModelArtifact, Run, RunCheckpoint, RunMetric, RunStatus
 from app.db.session import Database, get_database
 from app.services.datasets import frame_from_bytes
 from app.services.errors import InvalidInputError
 from kan_core.errors import KanCoreError
 from kan_core.scaling import Standardizer
-from kan_core.train import FitProgress
+from kan_core.train import FitCheckpoint, FitProgress
 
 log = logging.getLogger("kanscope.training")
 
@@ -218,12 +221,19 @@ Reporter = Callable[[FitProgress], bool]
 
 @dataclass
 class TrainingJob:
+    """What a trainer gets. ``resume``: the checkpoint to continue from (a requeued run);
+    ``on_checkpoint``: where to hand checkpoints every ``checkpoint_every`` steps (None: don't).
+    Trainers that cannot checkpoint (the scikit-learn baselines) ignore the three."""
+
     run_id: int
     config: dict[str, Any]
     data: PreparedData
     report: Reporter
     device: str
     init_weights: bytes | None = None
+    resume: FitCheckpoint | None = None
+    on_checkpoint: Callable[[FitCheckpoint], None] | None = None
+    checkpoint_every: int | None = None
 
 
 @dataclass
@@ -367,12 +377,19 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
     from kan_core.train import TrainData, fit
 
     data = job.data
+    # a resumed run builds its model as the first attempt did (a retrain from its parent's
+    # model, so symbolic edges are set), then fit loads the checkpoint's state into it
     model = build_torch_model(job)
+    cfg = fit_config_from(job.config)
+    if job.checkpoint_every is not None:
+        cfg.checkpoint_every = job.checkpoint_every
     result = fit(
         model,
         TrainData(data.x_train, data.y_train, data.x_val, data.y_val),
-        fit_config_from(job.config),
+        cfg,
         callback=job.report,
+        resume=job.resume,
+        on_checkpoint=job.on_checkpoint,
     )
     model.eval()
     preds = None
@@ -470,6 +487,8 @@ def reap_stale_runs(db: Database, lease_s: float, requeue: bool = False) -> list
             )
             if res.rowcount:
                 reaped.append((int(run_id), values["status"]))
+                if values["status"] == RunStatus.FAILED.value:
+                    drop_checkpoints(s, [int(run_id)])
     if reaped:
         log.warning("reaped stale runs %s", reaped)
     return reaped
@@ -492,6 +511,7 @@ def fail_runs_of_owner_prefix(db: Database, prefix: str, reason: str) -> list[in
                 .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
                 .execution_options(synchronize_session=False)
             )
+            drop_checkpoints(s, ids)
     return ids
 
 
@@ -507,6 +527,8 @@ def mark_failed_if_owned(db: Database, run_id: int, owner: str | None, reason: s
             .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
             .execution_options(synchronize_session=False)
         )
+        if res.rowcount == 1:
+            drop_checkpoints(s, [run_id])
         return res.rowcount == 1
 
 
@@ -519,7 +541,25 @@ def fail_if_still_queued(db: Database, run_id: int, reason: str) -> bool:
             .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
             .execution_options(synchronize_session=False)
         )
+        if res.rowcount == 1:  # a requeued run may have a checkpoint
+            drop_checkpoints(s, [run_id])
         return res.rowcount == 1
+
+
+def drop_checkpoints(session: Session, run_ids: list[int]) -> None:
+    """Delete the checkpoints of those of ``run_ids`` that have finished (in the caller's
+    transaction): a checkpoint only serves to resume an unfinished run."""
+    if not run_ids:
+        return
+    finished = select(Run.id).where(
+        Run.id.in_(run_ids),
+        Run.status.in_([s.value for s in RunStatus if s.finished]),
+    )
+    session.execute(
+        delete(RunCheckpoint)
+        .where(RunCheckpoint.run_id.in_(finished))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _finite(v: Any) -> float | None:
@@ -534,7 +574,12 @@ def _finite(v: Any) -> float | None:
 
 class _RunSink:
     """Buffers metrics and writes them in batches; a heartbeat thread keeps the lease and
-    reads ``cancel_requested`` and ownership from the row."""
+    reads ``cancel_requested`` and ownership from the row. Writes checkpoints (at most one per
+    ``checkpoint_interval_s``; None: never) together with the metrics up to their step.
+
+    ``step_offset`` shifts metric steps (a restarted run numbers after the dead attempt);
+    ``elapsed_offset`` shifts elapsed seconds (a resumed run counts on from its checkpoint);
+    ``retry`` is what the run's summary says about an earlier, lost attempt."""
 
     def __init__(
         self,
@@ -545,13 +590,18 @@ class _RunSink:
         flush_s: float = 0.5,
         on_progress: Callable[[FitProgress], None] | None = None,
         step_offset: int = 0,
+        elapsed_offset: float = 0.0,
+        checkpoint_interval_s: float | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> None:
         self.on_progress = on_progress
-        self.step_offset = step_offset
+        self.step_offset, self.elapsed_offset = step_offset, elapsed_offset
+        self.retry: dict[str, Any] = retry or {}
         self.db, self.run_id, self.owner = db, run_id, owner
         self.heartbeat_s, self.flush_s = heartbeat_s, flush_s
+        self.checkpoint_interval_s = checkpoint_interval_s
         self.buffer: list[dict[str, Any]] = []
-        self.last_flush = time.monotonic()
+        self.last_flush = self.last_checkpoint = time.monotonic()
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -600,7 +650,7 @@ class _RunSink:
                 "train_loss": _finite(p.train_loss),
                 "val_loss": _finite(p.val_loss),
                 "val_metric": _finite(p.val_metric),
-                "elapsed_s": _finite(p.elapsed_s),
+                "elapsed_s": _finite(p.elapsed_s + self.elapsed_offset),
             }
         )
         if time.monotonic() - self.last_flush >= self.flush_s or len(self.buffer) >= 500:
@@ -631,6 +681,52 @@ class _RunSink:
         except Exception:
             self.buffer = rows + self.buffer
             raise
+
+    @property
+    def checkpoints(self) -> bool:
+        return self.checkpoint_interval_s is not None
+
+    def checkpoint(self, ckpt: FitCheckpoint) -> None:
+        """``fit``'s ``on_checkpoint``: store it (replacing the previous one) with the buffered
+        metrics, in one transaction and only while this worker owns the run. Too soon after the
+        previous one, or the database away: skipped (the next opportunity tries again)."""
+        if self.checkpoint_interval_s is None or self.lost.is_set():
+            return
+        if time.monotonic() - self.last_checkpoint < self.checkpoint_interval_s:
+            return
+        from kan_core.io import checkpoint_to_bytes
+
+        try:  # outside the transaction: it may take a moment
+            blob = checkpoint_to_bytes(ckpt)
+        except Exception:  # a checkpoint that cannot be stored must not cost the run
+            log.exception("run %s: checkpoint not storable; no more checkpoints", self.run_id)
+            self.checkpoint_interval_s = None
+            return
+        step = int(ckpt.step) + self.step_offset
+        rows = [r for r in self.buffer if r["step"] <= step]  # all of them: fit reports first
+        try:
+            with self._lock, self.db.write() as s:
+                self._check(s)  # ownership first: a worker that lost its claim writes nothing
+                if self.lost.is_set():
+                    self.buffer = []
+                    return
+                if rows:
+                    s.execute(RunMetric.__table__.insert(), rows)
+                values = {"step": int(ckpt.step), "data": blob, "created_at": utcnow()}
+                res = s.execute(
+                    update(RunCheckpoint)
+                    .where(RunCheckpoint.run_id == self.run_id)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount == 0:
+                    s.execute(insert(RunCheckpoint).values(run_id=self.run_id, **values))
+        except (OperationalError, DBAPIError) as exc:  # keep the metrics; try again later
+            log.warning("run %s: checkpoint write failed (%s); will retry", self.run_id, exc)
+            return
+        written = {id(r) for r in rows}
+        self.buffer = [r for r in self.buffer if id(r) not in written]
+        self.last_checkpoint = self.last_flush = time.monotonic()
 
 
 def _resolve_device(requested: str | None) -> str:
@@ -670,37 +766,45 @@ def run_training(
     on_progress: Callable[[FitProgress], None] | None = None,
 ) -> str:
     """Claim and train run ``run_id``. Returns the outcome: a final status, or ``"skipped"``
-    when another worker has it / it is no longer queued (a duplicate delivery).
-    ``on_progress`` (e.g. a progress bar) sees every progress record."""
+    when another worker has it / it is no longer queued (a duplicate delivery), or ``"lost"``
+    when this worker lost its claim while training. A requeued run resumes from its checkpoint
+    when it has one. ``on_progress`` (e.g. a progress bar) sees every progress record."""
     from app.config import get_settings
 
     settings = get_settings()
     db = db or get_database()
+    retry = _Retry()
     with db.write() as s:
         run = s.get(Run, run_id)
         if run is None or run.status != RunStatus.QUEUED.value:
             return "skipped"
-        requested_device = run.config.get("device", settings.device)
+        run_config = dict(run.config)
+        requested_device = run_config.get("device", settings.device)
         if not claim_run(s, run_id, owner, device=requested_device):
             return "skipped"
-        step_offset = 0
-        if run.attempts >= 1:  # requeued: training restarts, its metrics continue after the
-            # dead attempt's last step, so that history is kept and steps stay unique
-            step_offset = int(
-                s.scalar(select(func.max(RunMetric.step)).where(RunMetric.run_id == run_id)) or 0
-            )
-    log.info("run %s claimed by %s", run_id, owner)
+        if run.attempts >= 1:  # requeued after its worker was lost
+            retry = _prepare_retry(s, run_id, attempt=run.attempts + 1)
+    log.info("run %s claimed by %s%s", run_id, owner, f" ({retry.note})" if retry.note else "")
+    checkpoint_every = _checkpoint_every(settings, run_config)
     sink = _RunSink(
         db,
         run_id,
         owner,
         settings.heartbeat_interval_s,
         on_progress=on_progress,
-        step_offset=step_offset,
+        step_offset=retry.step_offset,
+        elapsed_offset=retry.elapsed_offset,
+        # a restarted run's metric steps are offset, a checkpoint's are not: none for it
+        checkpoint_interval_s=(
+            settings.checkpoint_interval_s
+            if checkpoint_every is not None and not retry.step_offset
+            else None
+        ),
+        retry=retry.summary,
     )
     sink.start()
     try:
-        outcome, data = _train_claimed(db, run_id, sink)
+        outcome, data = _train_claimed(db, run_id, sink, retry.checkpoint, checkpoint_every)
     except (KanCoreError, InvalidInputError) as exc:
         sink.stop()
         reason = str(exc)
@@ -730,7 +834,93 @@ def run_training(
     return status.value if stored else "lost"
 
 
-def _train_claimed(db: Database, run_id: int, sink: _RunSink) -> tuple[TrainOutcome, PreparedData]:
+@dataclass
+class _Retry:
+    """How a requeued run picks up: from ``checkpoint``, or from step 1 with metric steps
+    after ``step_offset``; ``summary`` is what the run's summary says about it."""
+
+    checkpoint: FitCheckpoint | None = None
+    step_offset: int = 0
+    elapsed_offset: float = 0.0
+    note: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _prepare_retry(s: Session, run_id: int, attempt: int) -> _Retry:
+    """In the claiming transaction of a requeued run: load its checkpoint and delete the metric
+    rows after it (the lost tail of the dead attempt), or, without one, number the restarted
+    attempt's metrics after the dead attempt's. Records what happened in the run's summary."""
+    from kan_core.io import checkpoint_from_bytes
+
+    ckpt: FitCheckpoint | None = None
+    blob = s.scalar(select(RunCheckpoint.data).where(RunCheckpoint.run_id == run_id))
+    if blob is not None:
+        try:
+            ckpt = checkpoint_from_bytes(blob)
+        except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not cost the run
+            log.warning("run %s: checkpoint unreadable (%s); training restarts", run_id, exc)
+            s.execute(
+                delete(RunCheckpoint)
+                .where(RunCheckpoint.run_id == run_id)
+                .execution_options(synchronize_session=False)
+            )
+    if ckpt is not None:
+        step = int(ckpt.step)
+        s.execute(
+            delete(RunMetric)
+            .where(RunMetric.run_id == run_id, RunMetric.step > step)
+            .execution_options(synchronize_session=False)
+        )
+        elapsed = s.scalar(
+            select(RunMetric.elapsed_s)
+            .where(RunMetric.run_id == run_id, RunMetric.step <= step)
+            .order_by(RunMetric.step.desc())
+            .limit(1)
+        )
+        note = f"Resumed from step {step} after the worker was lost (attempt {attempt})."
+        retry = _Retry(
+            ckpt, 0, float(elapsed or 0.0), note, {"resumed_from_step": step, "notes": [note]}
+        )
+    else:
+        # no checkpoint (never written, or a baseline / cross-validated run): training restarts
+        # and its metrics continue after the dead attempt's last step, so history is kept and
+        # steps stay unique
+        offset = int(
+            s.scalar(select(func.max(RunMetric.step)).where(RunMetric.run_id == run_id)) or 0
+        )
+        note = (
+            f"Restarted from step 1 after the worker was lost (attempt {attempt}): no "
+            "checkpoint had been written"
+            + (f"; its metric steps continue after step {offset}." if offset else ".")
+        )
+        retry = _Retry(None, offset, 0.0, note, {"restarted_after_step": offset, "notes": [note]})
+    s.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(summary=retry.summary)
+        .execution_options(synchronize_session=False)
+    )
+    return retry
+
+
+def _checkpoint_every(settings: Any, config: dict[str, Any]) -> int | None:
+    """Steps between checkpoint opportunities: at most ``checkpoint_max_per_run`` per run."""
+    if settings.checkpoint_max_per_run <= 0:
+        return None
+    try:
+        steps = max(1, int(config.get("steps", 200)))
+    except (TypeError, ValueError):
+        return None
+    return max(1, math.ceil(steps / settings.checkpoint_max_per_run))
+
+
+def _train_claimed(
+    db: Database,
+    run_id: int,
+    sink: _RunSink,
+    resume: FitCheckpoint | None = None,
+    checkpoint_every: int | None = None,
+) -> tuple[TrainOutcome, PreparedData]:
     with db.read() as s:
         run = s.get(Run, run_id)
         assert run is not None
@@ -753,7 +943,17 @@ def _train_claimed(db: Database, run_id: int, sink: _RunSink) -> tuple[TrainOutc
                 .execution_options(synchronize_session=False)
             )
     data = prepare_data(frame_from_bytes(content), columns, config)
-    job = TrainingJob(run_id, config, data, sink.add, device, init_weights=init)
+    job = TrainingJob(
+        run_id,
+        config,
+        data,
+        sink.add,
+        device,
+        init_weights=init,
+        resume=resume,
+        on_checkpoint=sink.checkpoint if sink.checkpoints else None,
+        checkpoint_every=checkpoint_every,
+    )
     torch.manual_seed(int(config.get("seed", 0)))
     if config.get("cv"):  # grouped K-fold run of a leaderboard, any model kind
         from app.services.leaderboard import train_cross_validated
@@ -791,8 +991,7 @@ def _finish(
                 "classes": data.classes,
                 **outcome.extra,
             }
-            if sink.step_offset:
-                summary["restarted_after_step"] = sink.step_offset
+        summary |= sink.retry  # a lost earlier attempt: resumed from / restarted after which step
         res = s.execute(
             update(Run)
             .where(Run.id == run_id, Run.owner == owner, Run.status == RunStatus.RUNNING.value)
@@ -810,6 +1009,12 @@ def _finish(
             sink.buffer = []
             return False
         sink.flush(session=s)  # same transaction as the owner-guarded update
+        # a finished run has nothing to resume: its checkpoint goes in the same transaction
+        s.execute(
+            delete(RunCheckpoint)
+            .where(RunCheckpoint.run_id == run_id)
+            .execution_options(synchronize_session=False)
+        )
         if outcome is not None and data is not None:
             preds = None
             if outcome.val_predictions is not None:

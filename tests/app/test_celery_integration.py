@@ -4,7 +4,8 @@
 Covers: a run queued through the API is trained by the worker; a task delivered several times
 trains once; Redis down → 503 and nothing lost (the run is sent when Redis is back); the worker
 SIGKILLed mid-run (whole worker, and only the pool child) → the run is requeued once by the
-reaper and finished, never stuck. Leases are short (4 s) so the reaper acts within seconds.
+reaper and finished, never stuck, resuming from the checkpoint the dead worker wrote. Leases
+are short (4 s) so the reaper acts within seconds; checkpoints are written every 0.2 s at most.
 """
 
 from __future__ import annotations
@@ -111,6 +112,24 @@ class Stack:
             status, attempts, owner, error = cur.fetchone()
         return {"status": status, "attempts": attempts, "owner": owner, "error": error}
 
+    def checkpoint_step(self, run_id: int) -> int | None:
+        """The step of the run's stored checkpoint (None: it has none), from PostgreSQL."""
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={self.pg.database}"
+        ) as conn:
+            row = conn.execute(
+                "SELECT step FROM run_checkpoints WHERE run_id = %s", (run_id,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def wait_for_checkpoint(self, run_id: int, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while (step := self.checkpoint_step(run_id)) is None:
+            assert time.monotonic() < deadline, f"run {run_id}: no checkpoint\n{self.logs()}"
+            assert self.run(run_id)["status"] == "running", self.run(run_id)
+            time.sleep(0.1)
+        return step
+
     def logs(self) -> str:
         return f"--- api ---\n{self.api.log()[-2500:]}\n--- worker ---\n{self.worker.log()[-2500:]}"
 
@@ -126,6 +145,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = kanscope_env(
             pg.url, tmp, redis.url, executor="celery", heartbeat_interval_s=0.5,
             lease_s=LEASE_S, reaper_interval_s=1.0, requeue_stale_runs=True, device="cpu",
+            checkpoint_interval_s=0.2,
         )  # fmt: skip
         api = ApiServer(env, tmp / "api.log")
         worker = CeleryWorker(env, tmp / "worker.log")
@@ -287,8 +307,9 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_with_everything(
 def finish_second_attempt(stack: Stack, run_id: int, before: list[int]) -> None:
     """Wait until the requeued run is claimed again, stop it, check nothing is stuck.
 
-    Without checkpoints a requeued run starts over: its metric series is replaced by the
-    second attempt's (one consistent series from step 1, no duplicates, no gaps)."""
+    The second attempt resumes from the dead one's checkpoint (the metric rows after it are
+    replaced) or, without one, starts over with its steps numbered after the dead attempt's:
+    either way one consistent series from step 1, no duplicates, no gaps."""
     assert before, "the first attempt never trained"
     deadline = time.monotonic() + LEASE_S + 60
     row = stack.db_row(run_id)
@@ -305,19 +326,33 @@ def finish_second_attempt(stack: Stack, run_id: int, before: list[int]) -> None:
     assert steps == list(range(1, len(steps) + 1)), steps
 
 
-def test_worker_sigkilled_mid_run_is_requeued_once_and_never_stuck(stack: Stack) -> None:
-    run = stack.submit(steps=3000)
+def test_worker_sigkilled_mid_run_is_requeued_once_and_resumes_from_its_checkpoint(
+    stack: Stack,
+) -> None:
+    n = 2000  # the dead attempt's steps and the resumed one's add up to n (~5 s here)
+    run = stack.submit(steps=n)
     stack.wait(run["id"], until=("running",))
-    stack.wait_for_steps(run["id"], 5)
+    stack.wait_for_checkpoint(run["id"])  # the worker has stored one (at most every 0.2 s)
     stack.worker.kill(signal.SIGKILL)  # the whole worker: main process and pool child
     stack.worker.proc.wait(10)  # type: ignore[union-attr]
-    before = stack.steps(run["id"])
+    checkpoint = stack.checkpoint_step(run["id"])  # the latest one, written before the kill
+    assert checkpoint is not None and 1 < checkpoint < n, checkpoint
     # the heartbeat stops; after the lease the reaper requeues the run (first attempt)
     requeued = stack.wait(run["id"], until=("queued", "failed"), timeout=LEASE_S + 30)
     assert requeued["status"] == "queued", requeued
     assert stack.db_row(run["id"])["attempts"] == 1
     stack.new_worker()  # the API already re-sent the id; the new worker picks it up
-    finish_second_attempt(stack, run["id"], before)
+    done = stack.wait(run["id"], timeout=240)
+    assert done["status"] == "succeeded", (done, stack.logs())
+    assert stack.db_row(run["id"])["attempts"] == 2  # requeued exactly once
+    # the second attempt started after the checkpoint, not at step 1, and says so
+    assert done["summary"]["resumed_from_step"] == checkpoint, done["summary"]
+    assert done["summary"]["notes"] == [
+        f"Resumed from step {checkpoint} after the worker was lost (attempt 2)."
+    ]
+    # the dead attempt's rows after the checkpoint were replaced: one series, no duplicates
+    assert stack.steps(run["id"]) == list(range(1, n + 1))
+    assert stack.checkpoint_step(run["id"]) is None  # finished: nothing left to resume
 
 
 def test_pool_child_killed_mid_run_is_requeued_and_the_worker_survives(stack: Stack) -> None:

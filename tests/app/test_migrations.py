@@ -15,7 +15,14 @@ from sqlalchemy import create_engine, inspect, text
 from app.db.migrate import check, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = {"alembic_version", "datasets", "runs", "run_metrics", "model_artifacts"}
+TABLES = {
+    "alembic_version",
+    "datasets",
+    "runs",
+    "run_metrics",
+    "model_artifacts",
+    "run_checkpoints",
+}
 
 
 def _alembic(*args: str, url: str) -> subprocess.CompletedProcess:

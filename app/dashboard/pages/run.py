@@ -283,6 +283,8 @@ def header(
         )
     if summary.get("stopped_reason"):
         items.append(html.Div([html.Span("stopped"), html.Span(summary["stopped_reason"])]))
+    for note in summary.get("notes") or []:  # e.g. resumed from a checkpoint after a lost worker
+        items.append(html.Div([html.Span("note"), html.Span(str(note))]))
     items.append(
         html.Div(
             [html.Span("dataset"), dcc.Link(dataset_name or str(run.get("dataset_id")), href="/")]
