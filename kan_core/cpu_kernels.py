@@ -23,6 +23,7 @@ import torch
 
 _state: dict[str, Any] = {"checked": False, "ok": False, "disabled": False}
 _lock = threading.Lock()
+SERIAL_BELOW = 1 << 17  # batch × in × K values: below this the kernels use one thread
 
 try:  # pragma: no cover - exercised implicitly
     import numba
@@ -115,8 +116,11 @@ def usable_for(x: torch.Tensor) -> bool:
     )
 
 
-def _sync_threads() -> None:
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+def _sync_threads(work: int) -> None:
+    # small calls run on the calling thread: waking a second thread costs more than it saves,
+    # and on a busy machine a parallel region waits for a time slice on every core it uses
+    n = 1 if work < SERIAL_BELOW else torch.get_num_threads()
+    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
 
@@ -133,7 +137,7 @@ def basis6_forward(
     x: torch.Tensor, t0: torch.Tensor, inv_h: torch.Tensor, num_features: int
 ) -> torch.Tensor:
     """6·B_m(x): x (batch, in), t0/inv_h (in,) → (batch, in, num_features)."""
-    _sync_threads()
+    _sync_threads(x.numel() * num_features)
     out = torch.empty(x.shape[0], x.shape[1], num_features, dtype=x.dtype)
     c = _centres(num_features, x.dtype)
     _basis6_fwd(_np(x), _np(t0.to(x.dtype)), _np(inv_h.to(x.dtype)), c, out.numpy())
@@ -144,7 +148,7 @@ def basis6_backward(
     x: torch.Tensor, t0: torch.Tensor, inv_h: torch.Tensor, grad: torch.Tensor
 ) -> torch.Tensor:
     """∂L/∂x (batch, in) from ∂L/∂(6B) (batch, in, K)."""
-    _sync_threads()
+    _sync_threads(grad.numel())
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     c = _centres(grad.shape[2], x.dtype)
     _basis6_bwd(_np(x), _np(t0.to(x.dtype)), _np(inv_h.to(x.dtype)), c, _np(grad), out.numpy())

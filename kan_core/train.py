@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kan_core.errors import ConfigError, NonFiniteLossError, TrainingDivergedError
+from kan_core.fused import FusedOptimizer
 from kan_core.grid import update_grid
 from kan_core.model import KAN
 
@@ -87,6 +88,9 @@ class FitConfig:
     # seconds on a CPU, so "auto" compiles only when the job is large enough to repay it.
     compile: bool | Literal["auto"] = False
     compile_auto_threshold: float = 5e11  # steps × batch × (edges or weights) × features
+    # small B-spline KANs on the CPU train through compiled whole-network loops
+    # (`kan_core.fused`); False forces the PyTorch path
+    fused: bool = True
     early_stopping_patience: int | None = None
     seed: int = 0
     log_every: int = 1
@@ -134,6 +138,7 @@ class FitResult:
     train_loss: float = math.nan
     val_loss: float | None = None
     val_metric: float | None = None
+    engine: str = "torch"  # "fused-cpu" (kan_core.fused), "torch" or "torch-compiled"
 
 
 @dataclass
@@ -223,6 +228,20 @@ def _maybe_compiled(
     return torch.compile(model, dynamic=False)  # type: ignore[return-value]
 
 
+def _fused_optimizer(
+    model: nn.Module, data: TrainData, cfg: FitConfig, batch: int, compiled: bool
+) -> FusedOptimizer | None:
+    if not cfg.fused or compiled:
+        return None
+    if cfg.optimizer == "lbfgs" and batch != data.x_train.shape[0]:
+        return None  # mini-batch LBFGS keeps the closure-based path
+    if cfg.update_grid_every and cfg.grid_eps != 1.0:
+        return None  # adaptive grids are not uniform: Cox–de Boor path
+    if not FusedOptimizer.supports(model, data.x_train, cfg.task, cfg.lamb, batch):
+        return None
+    return FusedOptimizer(model, cfg.optimizer, cfg.lr)  # type: ignore[arg-type]
+
+
 def _grads_finite(params: list[nn.Parameter]) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -254,6 +273,7 @@ def fit(
     if full_batch:
         xb_full, yb_full = data.x_train.to(device), data.y_train.to(device)
 
+    fused = _fused_optimizer(model, data, cfg, batch, forward is not model)
     if cfg.optimizer == "lbfgs":
         opt: torch.optim.Optimizer = torch.optim.LBFGS(
             params,
@@ -265,16 +285,21 @@ def fit(
         )
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr)
+    stateful: torch.optim.Optimizer | FusedOptimizer = opt if fused is None else fused
 
     grid_until = cfg.update_grid_until if cfg.update_grid_until is not None else cfg.steps
     result = FitResult()
+    if fused is not None:
+        result.engine = "fused-cpu"
+    elif forward is not model:
+        result.engine = "torch-compiled"
     best_val, best_state, since_best = math.inf, None, 0
     start = time.perf_counter()
     perm, cursor = torch.randperm(n, generator=gen), 0
     first_loss, start_step = math.inf, 0
     if resume is not None:
         model.load_state_dict(resume.model_state)
-        opt.load_state_dict(resume.optimizer_state)
+        stateful.load_state_dict(resume.optimizer_state)
         gen.set_state(resume.rng_state)
         perm, cursor, first_loss = resume.perm.clone(), resume.cursor, resume.first_loss
         best_val, since_best = resume.best_val, resume.since_best
@@ -292,7 +317,10 @@ def fit(
             idx = torch.randperm(n, generator=gen)[: cfg.grid_sample_size]
             update_grid(model, data.x_train[idx].to(device), cfg.grid_eps)  # type: ignore[arg-type]
             if cfg.optimizer == "lbfgs" and cfg.reset_lbfgs_on_grid_update:
-                opt.state.clear()  # curvature history predates the new grid
+                if fused is not None:
+                    fused.reset()
+                else:
+                    opt.state.clear()  # curvature history predates the new grid
 
         if full_batch:
             xb, yb = xb_full, yb_full
@@ -314,9 +342,15 @@ def fit(
                 loss.backward()
             return loss
 
-        if cfg.optimizer == "lbfgs":
+        loss: torch.Tensor
+        if fused is not None:
+            fused_loss, finite = fused.step(xb, yb)  # keeps the last finite weights
+            if not finite:
+                raise NonFiniteLossError(step)
+            loss = torch.tensor(fused_loss)
+        elif cfg.optimizer == "lbfgs":
             snapshot = [p.detach().clone() for p in params]
-            loss: torch.Tensor = opt.step(closure)  # type: ignore[arg-type, assignment]
+            loss = opt.step(closure)  # type: ignore[arg-type, assignment]
             finite = bool(torch.isfinite(loss)) and all(
                 bool(torch.isfinite(p).all()) for p in params
             )
@@ -369,7 +403,7 @@ def fit(
                 FitCheckpoint(
                     step=step + 1,
                     model_state=_cpu_copy(model.state_dict()),
-                    optimizer_state=_cpu_copy(opt.state_dict()),
+                    optimizer_state=_cpu_copy(stateful.state_dict()),
                     rng_state=gen.get_state(),
                     perm=perm.clone(),
                     cursor=cursor,
