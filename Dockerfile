@@ -16,6 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# libgomp: the OpenMP threading layer of kan_core's numba CPU kernels
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # torch first, from the chosen wheel index, so the layer is cached across code changes.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch${TORCH_VERSION:+==${TORCH_VERSION}}"
 
@@ -26,7 +30,7 @@ RUN mkdir -p kan_core app && touch kan_core/__init__.py app/__init__.py \
 
 COPY kan_core ./kan_core
 COPY app ./app
-RUN pip install --no-deps .
+RUN pip install --no-deps . && python -m kan_core.fused  # bake the numba kernel cache in
 
 # Never run as root; /data holds the SQLite file when no database URL is given.
 RUN useradd --create-home --uid 10001 kanscope && mkdir -p /data && chown kanscope /data

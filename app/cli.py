@@ -54,16 +54,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(settings.api_torch_threads)
+    _warm_kernels_in_background()
     app = create_app(settings, mount_dashboard=not args.no_dashboard)
     print(f"kanscope on http://{args.host}:{args.port}/  (API docs: /api/docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
+def _warm_kernels_in_background() -> None:
+    """Compile or load kan_core's numba kernels while the server starts, so the first small
+    fit is fast (training processes then load them from numba's on-disk cache)."""
+    import threading
+
+    from kan_core.fused import warm_up
+
+    threading.Thread(target=warm_up, name="kernel-warm-up", daemon=True).start()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Celery worker for KANSCOPE_EXECUTOR=celery (app.worker.celery_app)."""
     from app.worker.celery_app import run_worker
 
+    _warm_kernels_in_background()
     run_worker(args.celery_args)
     return 0
 

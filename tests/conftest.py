@@ -33,6 +33,14 @@ PG_BASE_URL = os.environ.get(
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fill numba's on-disk kernel cache once, before tests spawn training processes that
+    would otherwise each compile the kernels (~10 s) on a fresh checkout."""
+    from kan_core.fused import warm_up
+
+    warm_up()
+
+
 def _pg_skip_allowed() -> bool:
     return os.environ.get("KANSCOPE_TEST_POSTGRES") == "skip" and not os.environ.get("CI")
 
