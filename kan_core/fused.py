@@ -65,6 +65,7 @@ if cpu_kernels._HAVE_NUMBA:
             ds = np.empty((batch, n_in), dt)
             jj = np.empty((batch, n_in), np.int64)
             dv = np.zeros((batch, n_in, 4), dt)
+            need_dx = li > 0  # the network's input needs no gradient
             for b in range(batch):
                 for i in range(n_in):
                     xi = float(act[b, oa + i])
@@ -91,10 +92,11 @@ if cpu_kernels._HAVE_NUMBA:
                         feat[b, base + j - 2] = (3.0 * t3 - 6.0 * t2 + 4.0) * sixth
                     if 0 <= j - 3 < nk:
                         feat[b, base + j - 3] = s1 * s1 * s1 * sixth
-                    dv[b, i, 0] = 0.5 * t2 * ih
-                    dv[b, i, 1] = 0.5 * (-3.0 * t2 + 2.0 * t + 1.0) * ih
-                    dv[b, i, 2] = 0.5 * (3.0 * t2 - 4.0 * t) * ih
-                    dv[b, i, 3] = -0.5 * s1 * s1 * ih
+                    if need_dx:
+                        dv[b, i, 0] = 0.5 * t2 * ih
+                        dv[b, i, 1] = 0.5 * (-3.0 * t2 + 2.0 * t + 1.0) * ih
+                        dv[b, i, 2] = 0.5 * (3.0 * t2 - 4.0 * t) * ih
+                        dv[b, i, 3] = -0.5 * s1 * s1 * ih
             ws = np.empty((n_out, n_in * nk), dt)  # masked coefficients
             wb = np.empty((n_out, n_in), dt)
             for o in range(n_out):
@@ -461,6 +463,22 @@ class FusedOptimizer:
             off_a += n_in
         self.layout = np.asarray(layout, dtype=np.int64)
         self.act_width = off_a + model.layers[-1].out_dim
+        self._knots_key: tuple = ()
+        self._knots_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._act = np.empty((0, self.act_width), self.dtype)
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """Re-point the parameters into one flat buffer that the compiled code updates in
+        place (no gather/scatter per step)."""
+        flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        i = 0
+        for p in self.params:
+            p.data = flat[i : i + p.numel()].view_as(p)
+            i += p.numel()
+        self._flat = flat
+        self._theta = flat.numpy()
+        self._ptrs = [p.data_ptr() for p in self.params]
 
     @staticmethod
     def supports(model: nn.Module, x: torch.Tensor, task: str, lamb: float, batch: int) -> bool:
@@ -513,17 +531,22 @@ class FusedOptimizer:
     # ---- stepping ----------------------------------------------------------------------------
 
     def _gather(self) -> np.ndarray:
-        return torch.cat([p.detach().reshape(-1) for p in self.params]).numpy().copy()
-
-    def _scatter(self, theta: np.ndarray) -> None:
-        flat = torch.from_numpy(theta)
-        with torch.no_grad():
-            i = 0
-            for p in self.params:
-                p.copy_(flat[i : i + p.numel()].view_as(p))
-                i += p.numel()
+        """The flat parameter vector, shared with the model's tensors."""
+        if [p.data_ptr() for p in self.params] != self._ptrs:  # replaced meanwhile (refine…)
+            self.params = _layer_params(self.model)
+            self._flatten()
+        return self._theta
 
     def _knots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        key = tuple(
+            (id(layer.basis.knots), layer.basis.knots._version, layer.mask._version)
+            for layer in self.model.layers
+        )
+        if key != self._knots_key or self._knots_cache is None:
+            self._knots_cache, self._knots_key = self._compute_knots(), key
+        return self._knots_cache
+
+    def _compute_knots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t0s, ihs, masks = [], [], []
         for layer in self.model.layers:
             knots: torch.Tensor = layer.basis.knots  # type: ignore[assignment]
@@ -540,7 +563,9 @@ class FusedOptimizer:
         xn = x.detach().contiguous().numpy()
         yn = y.detach().reshape(x.shape[0], -1).contiguous().numpy()
         t0, inv_h, mask = self._knots()
-        act = np.empty((x.shape[0], self.act_width), self.dtype)
+        if self._act.shape[0] != x.shape[0]:
+            self._act = np.empty((x.shape[0], self.act_width), self.dtype)
+        act = self._act
         st = self.state
         if self.kind == "lbfgs":
             loss, _, ok = _lbfgs_step(
@@ -555,14 +580,15 @@ class FusedOptimizer:
                 st["exp_avg_sq"], int(st["step"][0]), float(self.lr), 0.9, 0.999, 1e-8,
             )  # fmt: skip
         ok = ok and bool(np.isfinite(theta).all())
-        self._scatter(theta if ok else before)
+        if not ok:
+            theta[:] = before
         return float(loss), ok
 
 
 def loss_and_grad(model: KAN, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
     """MSE loss and its gradient (flat, layout as `FusedOptimizer`), for tests."""
     opt = FusedOptimizer(model, "adam", 1.0)
-    theta = opt._gather()
+    theta = opt._gather().copy()
     grad = np.empty_like(theta)
     t0, inv_h, mask = opt._knots()
     act = np.empty((x.shape[0], opt.act_width), opt.dtype)
