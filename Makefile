@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first: 2.13.0 is a local CPU wheel here; a bare `torch` pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# compile kan_core's numba CPU kernels once into their on-disk cache (~10-20 s)
+	$(BIN)/python -m kan_core.fused
 	touch $(STAMP)
 
 setup: $(STAMP)
