@@ -62,13 +62,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _warm_kernels_in_background() -> None:
-    """Compile or load kan_core's numba kernels while the server starts, so the first small
-    fit is fast (training processes then load them from numba's on-disk cache)."""
-    import threading
+    """Fill kan_core's numba kernel cache while the server starts, so the first small fit does
+    not compile (~10-20 s on a machine's first use). A separate process: the OpenMP threads
+    the kernels start must not exist in a parent that Celery's prefork pool forks."""
+    import subprocess
 
-    from kan_core.fused import warm_up
-
-    threading.Thread(target=warm_up, name="kernel-warm-up", daemon=True).start()
+    subprocess.Popen(
+        [sys.executable, "-m", "kan_core.fused"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
