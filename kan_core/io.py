@@ -41,20 +41,25 @@ def model_to_bytes(model: nn.Module, metadata: dict[str, Any] | None = None) -> 
     return st_save(tensors, metadata=header)
 
 
-def read_header(data: bytes) -> dict[str, Any]:
-    """The safetensors header's `__metadata__` (plain JSON; no code runs)."""
+def _read_metadata(data: bytes, fmt: str, what: str) -> dict[str, Any]:
+    """The safetensors header's `__metadata__` (plain JSON; no code runs), format-checked."""
     if len(data) < 8:
-        raise ModelFileError("not a model file: too short")
+        raise ModelFileError(f"not a {what}: too short")
     (n,) = struct.unpack("<Q", data[:8])
     if n > len(data) - 8 or n > 100_000_000:
-        raise ModelFileError("not a model file: bad header length")
+        raise ModelFileError(f"not a {what}: bad header length")
     try:
         meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"not a model file: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError("not a kanscope model file (format tag missing)")
-    return meta
+        raise ModelFileError(f"not a {what}: {exc}") from None
+    if meta.get("format") != fmt:
+        raise ModelFileError(f"not a kanscope {what} (format tag missing)")
+    return dict(meta)
+
+
+def read_header(data: bytes) -> dict[str, Any]:
+    """A model file's header metadata (format, config JSON, user metadata JSON)."""
+    return _read_metadata(data, FORMAT, "model file")
 
 
 def model_from_bytes(
@@ -127,16 +132,6 @@ def checkpoint_to_bytes(ckpt: FitCheckpoint) -> bytes:
 
 
 def checkpoint_from_bytes(data: bytes) -> FitCheckpoint:
-    if len(data) < 8:
-        raise ModelFileError("not a checkpoint: too short")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8:
-        raise ModelFileError("not a checkpoint: bad header length")
-    try:
-        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"not a checkpoint: {exc}") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError("not a kanscope checkpoint (format tag missing)")
+    meta = _read_metadata(data, CHECKPOINT_FORMAT, "checkpoint")
     values = _unflatten(json.loads(meta["skeleton"]), st_load(data))
     return FitCheckpoint(**values)
