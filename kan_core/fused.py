@@ -38,65 +38,72 @@ if cpu_kernels._HAVE_NUMBA:
     def _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act):  # pragma: no cover
         """MSE loss of the KAN at `theta` on (x, y); writes d loss/d theta into `grad`.
 
-        Dense per-layer form, as the PyTorch layer computes it: basis (batch, in·K) filled in
-        one loop, then BLAS products for the spline and base parts, forward and backward.
-        layout[l] = (n_in, n_out, K, off_wbase, off_coef, off_bias, off_knots, off_mask,
-        off_act); act (batch, Σ widths) receives every layer's input and the output.
+        Feature-major layout so that every inner loop runs over the batch (contiguous, SIMD):
+        act (Σ widths, batch) holds every layer's input and the output; a layer's basis is
+        built as (in·K, batch), one select per basis function, then BLAS products for the
+        spline and base parts, forward and backward. layout[l] = (n_in, n_out, K, off_wbase,
+        off_coef, off_bias, off_knots, off_mask, off_act).
         """
         n_layers = layout.shape[0]
         batch = x.shape[0]
         dt = theta.dtype
-        sixth = 1.0 / 6.0
-        act[:, : x.shape[1]] = x
+        zero = dt.type(0.0)
+        sixth = dt.type(1.0 / 6.0)
+        half = dt.type(0.5)
+        act[: x.shape[1], :] = x.T
         # per-layer buffers kept for the backward pass (lists of one array type each)
         feats = [np.empty((1, 1), dt) for _ in range(n_layers)]
         silus = [np.empty((1, 1), dt) for _ in range(n_layers)]
         dsilus = [np.empty((1, 1), dt) for _ in range(n_layers)]
+        ts = [np.empty((1, 1), dt) for _ in range(n_layers)]
+        idx = [np.empty((1, 1), np.int32) for _ in range(n_layers)]
         wspl = [np.empty((1, 1), dt) for _ in range(n_layers)]
         wbase = [np.empty((1, 1), dt) for _ in range(n_layers)]
-        idx = [np.empty((1, 1), np.int64) for _ in range(n_layers)]
-        dvals = [np.empty((1, 1, 1), dt) for _ in range(n_layers)]
         for li in range(n_layers):
             n_in, n_out, nk = layout[li, 0], layout[li, 1], layout[li, 2]
             owb, oc, ob = layout[li, 3], layout[li, 4], layout[li, 5]
             okn, om, oa = layout[li, 6], layout[li, 7], layout[li, 8]
-            feat = np.zeros((batch, n_in * nk), dt)
-            s = np.empty((batch, n_in), dt)
-            ds = np.empty((batch, n_in), dt)
-            jj = np.empty((batch, n_in), np.int64)
-            dv = np.zeros((batch, n_in, 4), dt)
-            need_dx = li > 0  # the network's input needs no gradient
-            for b in range(batch):
-                for i in range(n_in):
-                    xi = float(act[b, oa + i])
-                    sig = 1.0 / (1.0 + math.exp(-xi))
-                    s[b, i] = xi * sig
-                    ds[b, i] = sig * (1.0 + xi * (1.0 - sig))
-                    ih = inv_h[okn + i]
-                    u = (xi - t0[okn + i]) * ih
-                    if not (u >= 0.0 and u < nk + 3):
-                        jj[b, i] = -1
-                        continue
-                    j = int(u)
-                    t = u - j
-                    s1 = 1.0 - t
-                    t2 = t * t
-                    t3 = t2 * t
-                    jj[b, i] = j
-                    base = i * nk
-                    if j < nk:
-                        feat[b, base + j] = t3 * sixth
-                    if 0 <= j - 1 < nk:
-                        feat[b, base + j - 1] = (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) * sixth
-                    if 0 <= j - 2 < nk:
-                        feat[b, base + j - 2] = (3.0 * t3 - 6.0 * t2 + 4.0) * sixth
-                    if 0 <= j - 3 < nk:
-                        feat[b, base + j - 3] = s1 * s1 * s1 * sixth
-                    if need_dx:
-                        dv[b, i, 0] = 0.5 * t2 * ih
-                        dv[b, i, 1] = 0.5 * (-3.0 * t2 + 2.0 * t + 1.0) * ih
-                        dv[b, i, 2] = 0.5 * (3.0 * t2 - 4.0 * t) * ih
-                        dv[b, i, 3] = -0.5 * s1 * s1 * ih
+            feat = np.empty((n_in * nk, batch), dt)
+            s = np.empty((n_in, batch), dt)
+            ds = np.empty((n_in, batch), dt)
+            tt = np.empty((n_in, batch), dt)
+            jj = np.empty((n_in, batch), np.int32)
+            for i in range(n_in):
+                a = act[oa + i]
+                lo = dt.type(t0[okn + i])
+                ih = dt.type(inv_h[okn + i])
+                top = dt.type(nk + 3)
+                for b in range(batch):
+                    xi = a[b]
+                    sig = dt.type(1.0) / (dt.type(1.0) + np.exp(-xi))
+                    s[i, b] = xi * sig
+                    ds[i, b] = sig * (dt.type(1.0) + xi * (dt.type(1.0) - sig))
+                    u = (xi - lo) * ih
+                    inside = (u >= zero) & (u < top)
+                    uc = u if inside else zero
+                    j = np.int32(uc)
+                    tt[i, b] = uc - j
+                    jj[i, b] = j if inside else np.int32(-100)
+                t_i = tt[i]
+                j_i = jj[i]
+                for m in range(nk):
+                    row = feat[i * nk + m]
+                    for b in range(batch):
+                        t = t_i[b]
+                        d = j_i[b] - m  # which of the four pieces of basis m, if any
+                        s1 = dt.type(1.0) - t
+                        v0 = t * t * t
+                        v1 = ((dt.type(-3.0) * t + dt.type(3.0)) * t + dt.type(3.0)) * t + dt.type(
+                            1.0
+                        )
+                        v2 = (dt.type(3.0) * t - dt.type(6.0)) * t * t + dt.type(4.0)
+                        v3 = s1 * s1 * s1
+                        v = zero
+                        v = v0 if d == 0 else v
+                        v = v1 if d == 1 else v
+                        v = v2 if d == 2 else v
+                        v = v3 if d == 3 else v
+                        row[b] = v * sixth
             ws = np.empty((n_out, n_in * nk), dt)  # masked coefficients
             wb = np.empty((n_out, n_in), dt)
             for o in range(n_out):
@@ -105,54 +112,69 @@ if cpu_kernels._HAVE_NUMBA:
                     wb[o, i] = theta[owb + o * n_in + i] * mk
                     for m in range(nk):
                         ws[o, i * nk + m] = theta[oc + (o * n_in + i) * nk + m] * mk
-            z = np.dot(feat, ws.T.copy()) + np.dot(s, wb.T.copy())
-            for b in range(batch):
-                for o in range(n_out):
-                    act[b, oa + n_in + o] = z[b, o] + theta[ob + o]
-            feats[li], silus[li], dsilus[li], idx[li] = feat, s, ds, jj
-            dvals[li], wspl[li], wbase[li] = dv, ws, wb
+            z = np.dot(ws, feat) + np.dot(wb, s)  # (out, batch)
+            for o in range(n_out):
+                bo = theta[ob + o]
+                out = act[oa + n_in + o]
+                zo = z[o]
+                for b in range(batch):
+                    out[b] = zo[b] + bo
+            feats[li], silus[li], dsilus[li], ts[li], idx[li] = feat, s, ds, tt, jj
+            wspl[li], wbase[li] = ws, wb
         last = n_layers - 1
         n_out_last = layout[last, 1]
         la = layout[last, 8] + layout[last, 0]
-        g = np.empty((batch, n_out_last), dt)
+        g = np.empty((n_out_last, batch), dt)
         loss = 0.0
         scale = 2.0 / (batch * n_out_last)
-        for b in range(batch):
-            for o in range(n_out_last):
-                diff = float(act[b, la + o]) - float(y[b, o])
+        for o in range(n_out_last):
+            pred = act[la + o]
+            for b in range(batch):
+                diff = float(pred[b]) - float(y[b, o])
                 loss += diff * diff
-                g[b, o] = scale * diff
+                g[o, b] = scale * diff
         for li in range(n_layers - 1, -1, -1):
             n_in, n_out, nk = layout[li, 0], layout[li, 1], layout[li, 2]
             owb, oc, ob = layout[li, 3], layout[li, 4], layout[li, 5]
-            om = layout[li, 7]
-            gt = g.T.copy()
-            g_ws = np.dot(gt, feats[li])  # (out, in·K)
-            g_wb = np.dot(gt, silus[li])  # (out, in)
+            okn, om = layout[li, 6], layout[li, 7]
+            g_ws = np.dot(g, feats[li].T)  # (out, in·K)
+            g_wb = np.dot(g, silus[li].T)  # (out, in)
             for o in range(n_out):
-                grad[ob + o] = g[:, o].sum()
+                grad[ob + o] = g[o].sum()
                 for i in range(n_in):
                     mk = mask[om + o * n_in + i]
                     grad[owb + o * n_in + i] = g_wb[o, i] * mk
                     for m in range(nk):
                         grad[oc + (o * n_in + i) * nk + m] = g_ws[o, i * nk + m] * mk
             if li == 0:
-                break
-            g_feat = np.dot(g, wspl[li])  # (batch, in·K)
-            g_s = np.dot(g, wbase[li])  # (batch, in)
-            jj, dv, ds = idx[li], dvals[li], dsilus[li]
-            g_in = np.empty((batch, n_in), dt)
-            for b in range(batch):
-                for i in range(n_in):
-                    acc = g_s[b, i] * ds[b, i]
-                    j = jj[b, i]
-                    if j >= 0:
-                        base = i * nk
-                        for r in range(4):
-                            m = j - r
-                            if 0 <= m < nk:
-                                acc += g_feat[b, base + m] * dv[b, i, r]
-                    g_in[b, i] = acc
+                break  # the network's input needs no gradient
+            g_feat = np.dot(wspl[li].T, g)  # (in·K, batch)
+            g_s = np.dot(wbase[li].T, g)  # (in, batch)
+            tt, jj, ds = ts[li], idx[li], dsilus[li]
+            g_in = np.empty((n_in, batch), dt)
+            for i in range(n_in):
+                ih = dt.type(inv_h[okn + i])
+                gi = g_in[i]
+                for b in range(batch):
+                    gi[b] = g_s[i, b] * ds[i, b]
+                t_i = tt[i]
+                j_i = jj[i]
+                for m in range(nk):
+                    gf = g_feat[i * nk + m]
+                    for b in range(batch):
+                        t = t_i[b]
+                        d = j_i[b] - m
+                        s1 = dt.type(1.0) - t
+                        e0 = t * t
+                        e1 = (dt.type(-3.0) * t + dt.type(2.0)) * t + dt.type(1.0)
+                        e2 = (dt.type(3.0) * t - dt.type(4.0)) * t
+                        e3 = -(s1 * s1)
+                        e = zero
+                        e = e0 if d == 0 else e
+                        e = e1 if d == 1 else e
+                        e = e2 if d == 2 else e
+                        e = e3 if d == 3 else e
+                        gi[b] += gf[b] * e * half * ih
             g = g_in
         return loss / (batch * n_out_last)
 
@@ -465,7 +487,7 @@ class FusedOptimizer:
         self.act_width = off_a + model.layers[-1].out_dim
         self._knots_key: tuple = ()
         self._knots_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._act = np.empty((0, self.act_width), self.dtype)
+        self._act = np.empty((self.act_width, 0), self.dtype)
         self._flatten()
 
     def _flatten(self) -> None:
@@ -563,8 +585,8 @@ class FusedOptimizer:
         xn = x.detach().contiguous().numpy()
         yn = y.detach().reshape(x.shape[0], -1).contiguous().numpy()
         t0, inv_h, mask = self._knots()
-        if self._act.shape[0] != x.shape[0]:
-            self._act = np.empty((x.shape[0], self.act_width), self.dtype)
+        if self._act.shape[1] != x.shape[0]:
+            self._act = np.empty((self.act_width, x.shape[0]), self.dtype)
         act = self._act
         st = self.state
         if self.kind == "lbfgs":
@@ -591,7 +613,7 @@ def loss_and_grad(model: KAN, x: torch.Tensor, y: torch.Tensor) -> tuple[float, 
     theta = opt._gather().copy()
     grad = np.empty_like(theta)
     t0, inv_h, mask = opt._knots()
-    act = np.empty((x.shape[0], opt.act_width), opt.dtype)
+    act = np.empty((opt.act_width, x.shape[0]), opt.dtype)
     yn = y.reshape(x.shape[0], -1).contiguous().numpy()
     loss = _loss_grad(theta, grad, x.contiguous().numpy(), yn, opt.layout, t0, inv_h, mask, act)
     return float(loss), torch.from_numpy(grad)
