@@ -106,6 +106,11 @@ def disabled() -> Iterator[None]:
         _state["disabled"] = previous
 
 
+def enabled() -> bool:
+    """Available and not switched off by `disabled()`."""
+    return not _state["disabled"] and available()
+
+
 def usable_for(x: torch.Tensor) -> bool:
     return (
         not _state["disabled"]

@@ -506,7 +506,7 @@ class FusedOptimizer:
     def supports(model: nn.Module, x: torch.Tensor, task: str, lamb: float, batch: int) -> bool:
         if not isinstance(model, KAN) or task != "regression" or lamb > 0:
             return False
-        if x.device.type != "cpu" or not cpu_kernels.available():
+        if x.device.type != "cpu" or not cpu_kernels.enabled():
             return False
         edges = 0
         for layer in model.layers:
