@@ -9,9 +9,10 @@ line search) and Adam run in compiled code too, so one LBFGS step with its 20 in
 is a single call.
 
 Scope (`FusedOptimizer.supports`): KAN, every layer the cubic B-spline basis on a uniform grid,
-no symbolic edges, regression (MSE), no sparsity regularisation, CPU, float32/float64, and a
-small enough job. Anything else takes the PyTorch path in `kan_core.train`. Tests compare loss
-and gradients with autograd and the optimisers with `torch.optim`.
+no symbolic edges, regression (MSE) or classification (cross-entropy), no sparsity penalty,
+CPU, float32/float64, and a small enough job. Anything else takes the PyTorch path in
+`kan_core.train`. Tests compare loss and gradients with autograd and the optimisers with
+`torch.optim`.
 
 Parameter layout: per layer, w_base (out·in), coef (out·in·K), bias (out), in that order, in one
 flat vector (`theta`). The model's tensors are gathered before and scattered after each step, so
@@ -35,8 +36,9 @@ if cpu_kernels._HAVE_NUMBA:
     from numba import njit
 
     @njit(cache=True, nogil=True)
-    def _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act):  # pragma: no cover
-        """MSE loss of the KAN at `theta` on (x, y); writes d loss/d theta into `grad`.
+    def _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act, classify):  # pragma: no cover
+        """Loss of the KAN at `theta` on (x, y); writes d loss/d theta into `grad`. MSE, or
+        with `classify` cross-entropy of the logits against class indices y[:, 0].
 
         Feature-major layout so that every inner loop runs over the batch (contiguous, SIMD):
         act (Σ widths, batch) holds every layer's input and the output; a layer's basis is
@@ -126,13 +128,29 @@ if cpu_kernels._HAVE_NUMBA:
         la = layout[last, 8] + layout[last, 0]
         g = np.empty((n_out_last, batch), dt)
         loss = 0.0
-        scale = 2.0 / (batch * n_out_last)
-        for o in range(n_out_last):
-            pred = act[la + o]
+        if classify:  # mean over rows of logsumexp(z) - z[label]
             for b in range(batch):
-                diff = float(pred[b]) - float(y[b, o])
-                loss += diff * diff
-                g[o, b] = scale * diff
+                zmax = -np.inf
+                for o in range(n_out_last):
+                    zmax = max(zmax, float(act[la + o, b]))
+                total = 0.0
+                for o in range(n_out_last):
+                    total += math.exp(float(act[la + o, b]) - zmax)
+                label = int(y[b, 0])
+                loss += zmax + math.log(total) - float(act[la + label, b])
+                for o in range(n_out_last):
+                    p = math.exp(float(act[la + o, b]) - zmax) / total
+                    g[o, b] = (p - (1.0 if o == label else 0.0)) / batch
+            loss_scale = batch
+        else:
+            scale = 2.0 / (batch * n_out_last)
+            for o in range(n_out_last):
+                pred = act[la + o]
+                for b in range(batch):
+                    diff = float(pred[b]) - float(y[b, o])
+                    loss += diff * diff
+                    g[o, b] = scale * diff
+            loss_scale = batch * n_out_last
         for li in range(n_layers - 1, -1, -1):
             n_in, n_out, nk = layout[li, 0], layout[li, 1], layout[li, 2]
             owb, oc, ob = layout[li, 3], layout[li, 4], layout[li, 5]
@@ -176,13 +194,15 @@ if cpu_kernels._HAVE_NUMBA:
                         e = e3 if d == 3 else e
                         gi[b] += gf[b] * e * half * ih
             g = g_in
-        return loss / (batch * n_out_last)
+        return loss / loss_scale
 
     @njit(cache=True, nogil=True)
-    def _eval_at(theta0, d, t, theta, grad, x, y, layout, t0, inv_h, mask, act):  # pragma: no cover
+    def _eval_at(
+        theta0, d, t, theta, grad, x, y, layout, t0, inv_h, mask, act, classify
+    ):  # pragma: no cover
         for p in range(theta.shape[0]):
             theta[p] = theta0[p] + t * d[p]
-        loss = _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act)
+        loss = _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act, classify)
         gtd = 0.0
         for p in range(theta.shape[0]):
             gtd += float(grad[p]) * float(d[p])
@@ -214,6 +234,7 @@ if cpu_kernels._HAVE_NUMBA:
         inv_h,
         mask,
         act,
+        classify,
         s_hist,
         y_hist,
         rho,
@@ -235,7 +256,7 @@ if cpu_kernels._HAVE_NUMBA:
         """
         n = theta.shape[0]
         grad = np.empty_like(theta)
-        loss = _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act)
+        loss = _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act, classify)
         orig_loss = loss
         evals = 1
         if not math.isfinite(loss):
@@ -344,7 +365,7 @@ if cpu_kernels._HAVE_NUMBA:
             f_new, gtd_new = f0, gtd0
             while ls < 25:
                 f_new, gtd_new = _eval_at(
-                    theta0, d, t, trial, g_new, x, y, layout, t0, inv_h, mask, act
+                    theta0, d, t, trial, g_new, x, y, layout, t0, inv_h, mask, act, classify
                 )
                 ls += 1
                 if not math.isfinite(f_new):
@@ -387,7 +408,7 @@ if cpu_kernels._HAVE_NUMBA:
                 margin = 0.1 * (hi_b - lo_b)
                 t = min(max(t, lo_b + margin), hi_b - margin)
                 f_new, gtd_new = _eval_at(
-                    theta0, d, t, trial, g_new, x, y, layout, t0, inv_h, mask, act
+                    theta0, d, t, trial, g_new, x, y, layout, t0, inv_h, mask, act, classify
                 )
                 ls += 1
                 if not math.isfinite(f_new):
@@ -428,11 +449,26 @@ if cpu_kernels._HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _adam_step(
-        theta, x, y, layout, t0, inv_h, mask, act, exp_avg, exp_avg_sq, step, lr, b1, b2, eps
+        theta,
+        x,
+        y,
+        layout,
+        t0,
+        inv_h,
+        mask,
+        act,
+        classify,
+        exp_avg,
+        exp_avg_sq,
+        step,
+        lr,
+        b1,
+        b2,
+        eps,
     ):  # pragma: no cover
         """One Adam step (torch.optim.Adam's update, no weight decay). Returns (loss, ok)."""
         grad = np.empty_like(theta)
-        loss = _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act)
+        loss = _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act, classify)
         for p in range(theta.shape[0]):
             if not math.isfinite(grad[p]):
                 return loss, False
@@ -466,8 +502,11 @@ class FusedOptimizer:
 
     MAX_WORK = 600_000  # rows × edges per evaluation; bigger jobs run faster on the torch path
 
-    def __init__(self, model: KAN, kind: str, lr: float, history_size: int = 10) -> None:
+    def __init__(
+        self, model: KAN, kind: str, lr: float, history_size: int = 10, task: str = "regression"
+    ) -> None:
         self.model, self.kind, self.lr, self.history_size = model, kind, lr, history_size
+        self.classify = task == "classification"
         self.params = _layer_params(model)
         self.dtype = np.float32 if model.layers[0].coef.dtype == torch.float32 else np.float64
         n = sum(p.numel() for p in self.params)
@@ -504,7 +543,7 @@ class FusedOptimizer:
 
     @staticmethod
     def supports(model: nn.Module, x: torch.Tensor, task: str, lamb: float, batch: int) -> bool:
-        if not isinstance(model, KAN) or task != "regression" or lamb > 0:
+        if not isinstance(model, KAN) or task not in ("regression", "classification") or lamb > 0:
             return False
         if x.device.type != "cpu" or not cpu_kernels.enabled():
             return False
@@ -583,7 +622,7 @@ class FusedOptimizer:
         theta = self._gather()
         before = theta.copy()
         xn = x.detach().contiguous().numpy()
-        yn = y.detach().reshape(x.shape[0], -1).contiguous().numpy()
+        yn = _targets(y, x.shape[0], self.dtype)
         t0, inv_h, mask = self._knots()
         if self._act.shape[1] != x.shape[0]:
             self._act = np.empty((self.act_width, x.shape[0]), self.dtype)
@@ -591,14 +630,14 @@ class FusedOptimizer:
         st = self.state
         if self.kind == "lbfgs":
             loss, _, ok = _lbfgs_step(
-                theta, xn, yn, self.layout, t0, inv_h, mask, act,
+                theta, xn, yn, self.layout, t0, inv_h, mask, act, self.classify,
                 st["s_hist"], st["y_hist"], st["rho"], st["hist_meta"], st["vec_state"],
                 st["scal_state"], float(self.lr), 20, 25, 1e-32, 1e-32, self.history_size,
             )  # fmt: skip
         else:
             st["step"][0] += 1
             loss, ok = _adam_step(
-                theta, xn, yn, self.layout, t0, inv_h, mask, act, st["exp_avg"],
+                theta, xn, yn, self.layout, t0, inv_h, mask, act, self.classify, st["exp_avg"],
                 st["exp_avg_sq"], int(st["step"][0]), float(self.lr), 0.9, 0.999, 1e-8,
             )  # fmt: skip
         ok = ok and bool(np.isfinite(theta).all())
@@ -607,15 +646,23 @@ class FusedOptimizer:
         return float(loss), ok
 
 
-def loss_and_grad(model: KAN, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """MSE loss and its gradient (flat, layout as `FusedOptimizer`), for tests."""
-    opt = FusedOptimizer(model, "adam", 1.0)
+def _targets(y: torch.Tensor, n: int, dtype: Any) -> np.ndarray:
+    """(n, outputs) regression targets, or (n, 1) class indices, in the parameters' dtype."""
+    return y.detach().reshape(n, -1).to(torch.from_numpy(np.zeros(0, dtype)).dtype).numpy()
+
+
+def loss_and_grad(
+    model: KAN, x: torch.Tensor, y: torch.Tensor, task: str = "regression"
+) -> tuple[float, torch.Tensor]:
+    """Loss and its gradient (flat, layout as `FusedOptimizer`), for tests."""
+    opt = FusedOptimizer(model, "adam", 1.0, task=task)
     theta = opt._gather().copy()
     grad = np.empty_like(theta)
     t0, inv_h, mask = opt._knots()
     act = np.empty((opt.act_width, x.shape[0]), opt.dtype)
-    yn = y.reshape(x.shape[0], -1).contiguous().numpy()
-    loss = _loss_grad(theta, grad, x.contiguous().numpy(), yn, opt.layout, t0, inv_h, mask, act)
+    yn = _targets(y, x.shape[0], opt.dtype)
+    xn = x.contiguous().numpy()
+    loss = _loss_grad(theta, grad, xn, yn, opt.layout, t0, inv_h, mask, act, opt.classify)
     return float(loss), torch.from_numpy(grad)
 
 

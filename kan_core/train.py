@@ -246,7 +246,7 @@ def _fused_optimizer(
         return None  # adaptive grids are not uniform: Cox–de Boor path
     if not FusedOptimizer.supports(model, data.x_train, cfg.task, cfg.lamb, batch):
         return None
-    return FusedOptimizer(model, cfg.optimizer, cfg.lr)  # type: ignore[arg-type]
+    return FusedOptimizer(model, cfg.optimizer, cfg.lr, task=cfg.task)  # type: ignore[arg-type]
 
 
 def _grads_finite(params: list[nn.Parameter]) -> bool:

@@ -7,7 +7,7 @@ import torch
 
 from kan_core import cpu_kernels
 from kan_core.fused import FusedOptimizer, _layer_params, loss_and_grad
-from kan_core.model import KAN
+from kan_core.model import KAN, MLP
 from kan_core.train import FitConfig, TrainData, fit
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="numba kernels unavailable")
@@ -41,6 +41,18 @@ def test_loss_and_gradient_equal_autograd(width):
     assert loss == pytest.approx(ref.item(), rel=1e-12)
     torch.testing.assert_close(grad, _flat_grad(model), rtol=1e-10, atol=1e-12)
     assert float(grad[: width[0] * width[1]].reshape(width[1], width[0])[0, 0]) == 0.0
+
+
+def test_cross_entropy_and_gradient_equal_autograd():
+    model = _model([3, 4, 3])
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(80, 3, generator=g, dtype=torch.float64) * 3 - 1.5
+    labels = torch.randint(0, 3, (80,), generator=g)
+    loss, grad = loss_and_grad(model, x, labels, task="classification")
+    ref = torch.nn.functional.cross_entropy(model(x), labels)
+    ref.backward()
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    torch.testing.assert_close(grad, _flat_grad(model), rtol=1e-10, atol=1e-12)
 
 
 def test_adam_follows_torch_optim_adam():
@@ -114,7 +126,8 @@ def test_fit_uses_the_fused_engine_only_where_it_applies():
     assert fit(KAN([2, 3, 1], basis="rbf"), data, lbfgs).engine == "torch"
     labels = (x[:, 0] > 0).long()
     clf = FitConfig(steps=3, optimizer="lbfgs", task="classification")
-    assert fit(KAN([2, 3, 2]), TrainData(x, labels), clf).engine == "torch"
+    assert fit(KAN([2, 3, 2]), TrainData(x, labels), clf).engine == "fused-cpu"
+    assert fit(MLP([2, 3, 2]), TrainData(x, labels), clf).engine == "torch"
 
 
 @pytest.mark.parametrize("optimizer,steps,lr", [("lbfgs", 30, 1.0), ("adam", 300, 0.02)])
