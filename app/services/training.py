@@ -406,7 +406,8 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
         n_parameters=int(model.num_parameters()),
         weights=model_to_bytes(model.cpu(), meta),
         val_predictions=preds,
-        extra={"best_step": result.best_step, "width": list(model.width)},
+        # engine: "fused-cpu" (kan_core.fused), "torch" or "torch-compiled"
+        extra={"best_step": result.best_step, "width": list(model.width), "engine": result.engine},
     )
 
 

@@ -48,6 +48,9 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
         assert s["n_rows_dropped"] > 0  # the demo has rows with missing values
         assert s["n_parameters"] > 0 and s["metric_name"] == "r2"
     assert kan_run["summary"]["width"] == [5, 2, 1]
+    # the small KAN trained through kan_core's fused CPU engine, the MLP through PyTorch
+    assert kan_run["summary"]["engine"] == "fused-cpu"
+    assert mlp_run["summary"]["engine"] == "torch"
 
     # metrics: all steps, then incrementally
     m = client.get(f"/api/runs/{kan_run['id']}/metrics").json()
