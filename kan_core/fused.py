@@ -554,6 +554,8 @@ class FusedOptimizer:
                 return False
             if bool((layer.sym_mask != 0).any()) or layer.coef.dtype != x.dtype:
                 return False
+            if not all(p.requires_grad for p in (layer.w_base, layer.coef, layer.bias)):
+                return False  # frozen parameters: the compiled optimisers update everything
             if layer.coef.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
                 return False
             edges += layer.in_dim * layer.out_dim
