@@ -496,8 +496,9 @@ def _layer_params(model: KAN) -> list[nn.Parameter]:
 class FusedOptimizer:
     """L-BFGS or Adam over a small KAN, with loss and gradient computed by `_loss_grad`.
 
-    `step(x, y)` gathers the model's parameters, runs one optimiser step in compiled code,
-    writes them back and returns the loss at the start of the step (as `torch.optim` does).
+    The model's parameters are re-pointed into one flat buffer that the compiled code updates
+    in place. `step(x, y)` runs one optimiser step and returns the loss at the start of the step
+    (as `torch.optim` does); y holds class indices for classification.
     """
 
     MAX_WORK = 600_000  # rows × edges per evaluation; bigger jobs run faster on the torch path

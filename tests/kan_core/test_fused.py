@@ -128,6 +128,8 @@ def test_fit_uses_the_fused_engine_only_where_it_applies():
     clf = FitConfig(steps=3, optimizer="lbfgs", task="classification")
     assert fit(KAN([2, 3, 2]), TrainData(x, labels), clf).engine == "fused-cpu"
     assert fit(MLP([2, 3, 2]), TrainData(x, labels), clf).engine == "torch"
+    with pytest.raises(IndexError):  # a label the model has no output for: PyTorch's error
+        fit(KAN([2, 3, 2]), TrainData(x, labels + 2), clf)
 
 
 @pytest.mark.parametrize("optimizer,steps,lr", [("lbfgs", 30, 1.0), ("adam", 300, 0.02)])
