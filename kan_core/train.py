@@ -247,7 +247,8 @@ def _fused_optimizer(
     if not FusedOptimizer.supports(model, data.x_train, cfg.task, cfg.lamb, batch):
         return None
     if cfg.task == "classification":  # the compiled loss indexes logits by label, unchecked
-        labels, n_classes = data.y_train.reshape(-1), model.width[-1]  # type: ignore[union-attr]
+        assert isinstance(model, KAN)  # FusedOptimizer.supports checked it
+        labels, n_classes = data.y_train.reshape(-1), model.width[-1]
         if labels.numel() and not (int(labels.min()) >= 0 and int(labels.max()) < n_classes):
             return None  # the PyTorch path raises its own clear error
     return FusedOptimizer(model, cfg.optimizer, cfg.lr, task=cfg.task)  # type: ignore[arg-type]
