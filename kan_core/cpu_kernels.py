@@ -113,11 +113,10 @@ def enabled() -> bool:
 
 def usable_for(x: torch.Tensor) -> bool:
     return (
-        not _state["disabled"]
-        and x.device.type == "cpu"
+        x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and not torch.compiler.is_compiling()
-        and available()
+        and enabled()
     )
 
 

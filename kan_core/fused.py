@@ -49,7 +49,7 @@ if cpu_kernels._HAVE_NUMBA:
         n_layers = layout.shape[0]
         batch = x.shape[0]
         dt = theta.dtype
-        zero = dt.type(0.0)
+        zero, one, three = dt.type(0.0), dt.type(1.0), dt.type(3.0)
         sixth = dt.type(1.0 / 6.0)
         half = dt.type(0.5)
         act[: x.shape[1], :] = x.T
@@ -77,9 +77,9 @@ if cpu_kernels._HAVE_NUMBA:
                 top = dt.type(nk + 3)
                 for b in range(batch):
                     xi = a[b]
-                    sig = dt.type(1.0) / (dt.type(1.0) + np.exp(-xi))
+                    sig = one / (one + np.exp(-xi))
                     s[i, b] = xi * sig
-                    ds[i, b] = sig * (dt.type(1.0) + xi * (dt.type(1.0) - sig))
+                    ds[i, b] = sig * (one + xi * (one - sig))
                     u = (xi - lo) * ih
                     inside = (u >= zero) & (u < top)
                     uc = u if inside else zero
@@ -93,12 +93,10 @@ if cpu_kernels._HAVE_NUMBA:
                     for b in range(batch):
                         t = t_i[b]
                         d = j_i[b] - m  # which of the four pieces of basis m, if any
-                        s1 = dt.type(1.0) - t
+                        s1 = one - t
                         v0 = t * t * t
-                        v1 = ((dt.type(-3.0) * t + dt.type(3.0)) * t + dt.type(3.0)) * t + dt.type(
-                            1.0
-                        )
-                        v2 = (dt.type(3.0) * t - dt.type(6.0)) * t * t + dt.type(4.0)
+                        v1 = ((three - three * t) * t + three) * t + one
+                        v2 = (three * t - dt.type(6.0)) * t * t + dt.type(4.0)
                         v3 = s1 * s1 * s1
                         v = zero
                         v = v0 if d == 0 else v
@@ -182,10 +180,10 @@ if cpu_kernels._HAVE_NUMBA:
                     for b in range(batch):
                         t = t_i[b]
                         d = j_i[b] - m
-                        s1 = dt.type(1.0) - t
+                        s1 = one - t
                         e0 = t * t
-                        e1 = (dt.type(-3.0) * t + dt.type(2.0)) * t + dt.type(1.0)
-                        e2 = (dt.type(3.0) * t - dt.type(4.0)) * t
+                        e1 = (dt.type(2.0) - three * t) * t + one
+                        e2 = (three * t - dt.type(4.0)) * t
                         e3 = -(s1 * s1)
                         e = zero
                         e = e0 if d == 0 else e
@@ -651,7 +649,7 @@ class FusedOptimizer:
 
 def _targets(y: torch.Tensor, n: int, dtype: Any) -> np.ndarray:
     """(n, outputs) regression targets, or (n, 1) class indices, in the parameters' dtype."""
-    return y.detach().reshape(n, -1).to(torch.from_numpy(np.zeros(0, dtype)).dtype).numpy()
+    return np.ascontiguousarray(y.detach().reshape(n, -1).numpy(), dtype=dtype)
 
 
 def loss_and_grad(

@@ -379,7 +379,7 @@ def fit(
                 raise NonFiniteLossError(step, "gradient")
             opt.step()
         train_loss = float(loss.detach())
-        if step == 0 or not math.isfinite(first_loss):
+        if not math.isfinite(first_loss):  # the first step (a resumed fit brings its own)
             first_loss = max(train_loss, 1e-12)
         elif cfg.divergence_factor is not None and train_loss > cfg.divergence_factor * first_loss:
             raise TrainingDivergedError(step, first_loss, train_loss)
