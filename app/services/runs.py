@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -13,13 +13,12 @@ from app.db.models import (
     FINISHED_STATUSES,
     ModelArtifact,
     Run,
-    RunCheckpoint,
     RunMetric,
     RunStatus,
 )
 from app.services.datasets import get_dataset
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
-from app.services.training import get_model_spec, resolve_columns
+from app.services.training import delete_checkpoint, get_model_spec, resolve_columns
 
 CONFIG_EXCLUDE = {"dataset_id", "name"}
 
@@ -173,11 +172,7 @@ def cancel_run(session: Session, run_id: int) -> Run:
         .execution_options(synchronize_session=False)
     )
     if res.rowcount == 1:  # a requeued run may have a checkpoint: no longer of use
-        session.execute(
-            delete(RunCheckpoint)
-            .where(RunCheckpoint.run_id == run_id)
-            .execution_options(synchronize_session=False)
-        )
+        delete_checkpoint(session, run_id)
     else:
         session.execute(
             update(Run)

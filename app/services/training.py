@@ -547,6 +547,15 @@ def fail_if_still_queued(db: Database, run_id: int, reason: str) -> bool:
         return res.rowcount == 1
 
 
+def delete_checkpoint(session: Session, run_id: int) -> None:
+    """Delete the run's checkpoint (in the caller's transaction), whatever its status."""
+    session.execute(
+        delete(RunCheckpoint)
+        .where(RunCheckpoint.run_id == run_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def drop_checkpoints(session: Session, run_ids: list[int]) -> None:
     """Delete the checkpoints of those of ``run_ids`` that have finished (in the caller's
     transaction): a checkpoint only serves to resume an unfinished run."""
@@ -860,11 +869,7 @@ def _prepare_retry(s: Session, run_id: int, attempt: int) -> _Retry:
             ckpt = checkpoint_from_bytes(blob)
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not cost the run
             log.warning("run %s: checkpoint unreadable (%s); training restarts", run_id, exc)
-            s.execute(
-                delete(RunCheckpoint)
-                .where(RunCheckpoint.run_id == run_id)
-                .execution_options(synchronize_session=False)
-            )
+            delete_checkpoint(s, run_id)
     if ckpt is not None:
         step = int(ckpt.step)
         s.execute(
@@ -1010,12 +1015,7 @@ def _finish(
             sink.buffer = []
             return False
         sink.flush(session=s)  # same transaction as the owner-guarded update
-        # a finished run has nothing to resume: its checkpoint goes in the same transaction
-        s.execute(
-            delete(RunCheckpoint)
-            .where(RunCheckpoint.run_id == run_id)
-            .execution_options(synchronize_session=False)
-        )
+        delete_checkpoint(s, run_id)  # a finished run has nothing to resume
         if outcome is not None and data is not None:
             preds = None
             if outcome.val_predictions is not None:
