@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import html
+from dash import dcc, html
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 METRIC_LABELS = {"r2": "R²", "accuracy": "accuracy"}
@@ -35,6 +35,19 @@ def field(label: str, control: Any, help_text: str | None = None) -> html.Div:
     return html.Div(
         [html.Label(children, title=help_text or None), control],
         className="field",
+    )
+
+
+def task_radio(element_id: str) -> dcc.RadioItems:
+    """Regression / classification choice (regression preselected)."""
+    return dcc.RadioItems(
+        id=element_id,
+        options=[
+            {"label": " regression", "value": "regression"},
+            {"label": " classification", "value": "classification"},
+        ],
+        value="regression",
+        inline=True,
     )
 
 

@@ -12,7 +12,14 @@ from dash import Input, Output, State, callback, dash_table, dcc, html, no_updat
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert, error_alert, field, fmt_number, user_clicked
+from app.dashboard.components import (
+    alert,
+    error_alert,
+    field,
+    fmt_number,
+    task_radio,
+    user_clicked,
+)
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import default_target, upload_warnings
 
@@ -95,15 +102,7 @@ def layout(**_: Any) -> html.Div:
                             html.Div(
                                 field(
                                     "Task",
-                                    dcc.RadioItems(
-                                        id="ds-task",
-                                        options=[
-                                            {"label": " regression", "value": "regression"},
-                                            {"label": " classification", "value": "classification"},
-                                        ],
-                                        value="regression",
-                                        inline=True,
-                                    ),
+                                    task_radio("ds-task"),
                                     "Regression predicts a number; classification a label.",
                                 ),
                                 className="col",

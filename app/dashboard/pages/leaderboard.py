@@ -21,7 +21,7 @@ from app.dashboard.alloy_components import (
     group_options,
 )
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert, error_alert, field, user_clicked
+from app.dashboard.components import alert, error_alert, field, task_radio, user_clicked
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import default_target
 
@@ -87,18 +87,7 @@ def layout(**_: Any) -> html.Div:
                                 dcc.Dropdown(id="lb-target", clearable=False),
                                 "The column every model predicts.",
                             ),
-                            field(
-                                "Task",
-                                dcc.RadioItems(
-                                    id="lb-task",
-                                    options=[
-                                        {"label": " regression", "value": "regression"},
-                                        {"label": " classification", "value": "classification"},
-                                    ],
-                                    value="regression",
-                                    inline=True,
-                                ),
-                            ),
+                            field("Task", task_radio("lb-task")),
                             field(
                                 "Group folds by",
                                 dcc.Dropdown(id="lb-group", value=COMPOSITION, clearable=False),
