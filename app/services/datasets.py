@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, undefer
 
 from app.db.models import FINISHED_STATUSES, Dataset, Run
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.services.numbers import finite_or_none
 
 MAX_NAME = 200
 
@@ -30,14 +31,6 @@ def _clean_cell(v: Any) -> Any:
     if isinstance(v, (pd.Timestamp,)):
         return v.isoformat()
     return v
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
@@ -140,10 +133,10 @@ def column_stats(df: pd.DataFrame) -> list[dict[str, Any]]:
             finite = values[np.isfinite(values)]
             if len(finite):
                 info.update(
-                    mean=_finite(finite.mean()),
-                    std=_finite(finite.std(ddof=0)),
-                    min=_finite(finite.min()),
-                    max=_finite(finite.max()),
+                    mean=finite_or_none(finite.mean()),
+                    std=finite_or_none(finite.std(ddof=0)),
+                    min=finite_or_none(finite.min()),
+                    max=finite_or_none(finite.max()),
                 )
         else:
             top = col.dropna().astype(str).value_counts().head(10)

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from app.services.errors import ServiceError
+from app.services.numbers import finite_or_none
 
 PRELOAD = ["app.services.formula_process", "kan_core.symbolic", "kan_core.export", "kan_core.io"]
 
@@ -33,16 +34,6 @@ def _context() -> Any:
         ctx.set_forkserver_preload(PRELOAD)
         return ctx
     return mp.get_context("spawn")  # pragma: no cover - Windows
-
-
-def _f(v: Any) -> float | None:
-    import math
-
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
@@ -73,9 +64,9 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
                 "text": str(f.expr),
                 "latex": to_latex(f.expr, f.symbol.name),
                 "srepr": to_sympy_srepr(f.expr),
-                "r2": _f(f.r2),
-                "rmse": _f(f.rmse),
-                "network_r2": _f(f.network_r2),
+                "r2": finite_or_none(f.r2),
+                "rmse": finite_or_none(f.rmse),
+                "network_r2": finite_or_none(f.network_r2),
             }
             for f in res.formulas
         ],

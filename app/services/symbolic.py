@@ -7,7 +7,6 @@ were, so the history is kept: a retrain is a new run whose ``parent_run_id`` poi
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -24,15 +23,8 @@ from app.services.inspection import (
     require_kan,
     save_edited_model,
 )
+from app.services.numbers import finite_or_none
 from app.services.runs import create_run, get_run
-
-
-def _f(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def suggestions(
@@ -66,9 +58,9 @@ def suggestions(
         return [
             {
                 "name": c.name,
-                "r2": _f(c.r2),
+                "r2": finite_or_none(c.r2),
                 "complexity": c.complexity,
-                "params": [_f(p) for p in c.params],
+                "params": [finite_or_none(p) for p in c.params],
             }
             for c in fits
         ]
@@ -99,7 +91,7 @@ def fix_edge(
         "i": i,
         "j": j,
         "symbolic": fit.name,
-        "r2": _f(fit.r2),
+        "r2": finite_or_none(fit.r2),
     }
 
 
@@ -139,7 +131,7 @@ def auto_symbolic(
             "i": c.i,
             "j": c.j,
             "symbolic": c.fit.name,
-            "r2": _f(c.fit.r2),
+            "r2": finite_or_none(c.fit.r2),
         }
         for c in report.fixed
     ]

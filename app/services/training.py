@@ -32,6 +32,7 @@ from app.db.models import Dataset, ModelArtifact, Run, RunCheckpoint, RunMetric,
 from app.db.session import Database, get_database
 from app.services.datasets import frame_from_bytes
 from app.services.errors import InvalidInputError
+from app.services.numbers import finite_or_none
 from kan_core.errors import KanCoreError
 from kan_core.scaling import Standardizer
 from kan_core.train import FitCheckpoint, FitProgress
@@ -572,16 +573,6 @@ def drop_checkpoints(session: Session, run_ids: list[int]) -> None:
     )
 
 
-def _finite(v: Any) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 class _RunSink:
     """Buffers metrics and writes them in batches; a heartbeat thread keeps the lease and
     reads ``cancel_requested`` and ownership from the row. Writes checkpoints (at most one per
@@ -657,10 +648,10 @@ class _RunSink:
             {
                 "run_id": self.run_id,
                 "step": int(p.step) + self.step_offset,
-                "train_loss": _finite(p.train_loss),
-                "val_loss": _finite(p.val_loss),
-                "val_metric": _finite(p.val_metric),
-                "elapsed_s": _finite(p.elapsed_s + self.elapsed_offset),
+                "train_loss": finite_or_none(p.train_loss),
+                "val_loss": finite_or_none(p.val_loss),
+                "val_metric": finite_or_none(p.val_metric),
+                "elapsed_s": finite_or_none(p.elapsed_s + self.elapsed_offset),
             }
         )
         if time.monotonic() - self.last_flush >= self.flush_s or len(self.buffer) >= 500:
@@ -983,9 +974,9 @@ def _finish(
         if outcome is not None and data is not None:
             summary = {
                 "stopped_reason": outcome.stopped_reason,
-                "train_loss": _finite(outcome.train_loss),
-                "val_loss": _finite(outcome.val_loss),
-                "val_metric": _finite(outcome.val_metric),
+                "train_loss": finite_or_none(outcome.train_loss),
+                "val_loss": finite_or_none(outcome.val_loss),
+                "val_metric": finite_or_none(outcome.val_metric),
                 "metric_name": "r2" if data.task == "regression" else "accuracy",
                 "n_parameters": outcome.n_parameters,
                 "n_rows_used": int(len(data.train_rows) + len(data.val_rows)),
