@@ -140,7 +140,9 @@ class LeaderboardRunRef(BaseModel):
     status: str
 
 
-class LeaderboardSummaryOut(BaseModel):
+class _LeaderboardBase(BaseModel):
+    """What every leaderboard view says about the comparison itself."""
+
     id: str
     dataset_id: int
     task: str
@@ -148,6 +150,9 @@ class LeaderboardSummaryOut(BaseModel):
     feature_columns: list[str] | None
     split: dict[str, Any]
     n_groups: int
+
+
+class LeaderboardSummaryOut(_LeaderboardBase):
     created_at: datetime
     runs: list[LeaderboardRunRef]
 
@@ -193,14 +198,7 @@ class PredictionsSeriesOut(BaseModel):
     y_pred: list[float | str]
 
 
-class LeaderboardOut(BaseModel):
-    id: str
-    dataset_id: int
-    task: str
-    target_columns: list[str]
-    feature_columns: list[str] | None
-    split: dict[str, Any]
-    n_groups: int
+class LeaderboardOut(_LeaderboardBase):
     split_fingerprint: str
     complete: bool = Field(description="All runs finished (succeeded, failed or cancelled).")
     rows: list[LeaderboardRowOut] = Field(description="Best score first; unfinished runs last.")
