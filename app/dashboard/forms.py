@@ -57,6 +57,24 @@ def default_target(stats: list[dict[str, Any]]) -> str | None:
     return numeric[-1] if numeric else (names[-1] if names else None)
 
 
+def initial_selection(
+    stats: list[dict[str, Any]], selection: dict[str, Any] | None, dataset_id: Any
+) -> tuple[str | None, list[str], str]:
+    """(target, features, task) for a dataset's picker: the user's remembered choice for this
+    dataset when it still fits its columns, else the default target, every other numeric column
+    and the task the target's kind suggests."""
+    names = [s["name"] for s in stats]
+    numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
+    remembered = selection or {}
+    if remembered.get("dataset_id") == dataset_id and remembered.get("target") in names:
+        target = remembered["target"]
+        features = [f for f in remembered.get("features") or [] if f in numeric and f != target]
+        return target, features, remembered.get("task", "regression")
+    target = default_target(stats)
+    features = [n for n in numeric if n != target]
+    return target, features, "regression" if target in numeric else "classification"
+
+
 def parse_hidden(text: str | None) -> list[int]:
     """``"8, 4"`` → ``[8, 4]``; raises ValueError with a message that says what to fix."""
     text = (text or "").strip().strip("[]")

@@ -305,6 +305,22 @@ def test_default_target_prefers_target_names_over_element_symbols():
     assert default_target([]) is None
 
 
+def test_initial_selection_remembers_the_users_choice_for_the_same_dataset_only():
+    from app.dashboard.forms import initial_selection
+
+    stats = [{"name": n, "kind": "numeric"} for n in ("Al", "VEC", "HV")]
+    stats.append({"name": "Phase", "kind": "categorical"})
+    assert initial_selection(stats, None, 1) == ("HV", ["Al", "VEC"], "regression")
+    chosen = {
+        "dataset_id": 1,
+        "target": "Phase",
+        "features": ["VEC", "gone"],
+        "task": "classification",
+    }
+    assert initial_selection(stats, chosen, 1) == ("Phase", ["VEC"], "classification")
+    assert initial_selection(stats, chosen, 2) == ("HV", ["Al", "VEC"], "regression")
+
+
 def test_hit_markers_of_dense_layers_are_never_within_plotlys_tie_distance():
     """Plotly's closest-hover clamps distances under 3 px to zero: neighbours would tie."""
     net = make_network([10, 16, 16, 1])

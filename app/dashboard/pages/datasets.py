@@ -21,7 +21,7 @@ from app.dashboard.components import (
     user_clicked,
 )
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
-from app.dashboard.forms import default_target, upload_warnings
+from app.dashboard.forms import initial_selection, upload_warnings
 
 dash.register_page(__name__, path="/", name="Datasets", title="Datasets · kanscope")
 
@@ -300,15 +300,7 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
         html.Div([html.Span("columns"), html.Span(str(len(names)))]),
         html.Div([html.Span("numeric"), html.Span(str(len(numeric)))]),
     ]
-    remembered = selection or {}
-    if remembered.get("dataset_id") == dataset_id and remembered.get("target") in names:
-        target = remembered["target"]
-        features = [f for f in remembered.get("features") or [] if f in numeric and f != target]
-        task = remembered.get("task", "regression")
-    else:
-        target = default_target(stats)
-        features = [n for n in numeric if n != target]
-        task = "regression" if target in numeric else "classification"
+    target, features, task = initial_selection(stats, selection, dataset_id)
     feature_options = [{"label": f" {n}", "value": n, "disabled": n == target} for n in numeric]
     return (
         summary,

@@ -23,7 +23,7 @@ from app.dashboard.alloy_components import (
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, task_radio, user_clicked
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
-from app.dashboard.forms import default_target
+from app.dashboard.forms import initial_selection
 
 dash.register_page(
     __name__, path="/leaderboard", name="Leaderboard", title="Leaderboard · kanscope"
@@ -206,15 +206,7 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
     stats = preview.get("stats") or []
     names = [s["name"] for s in stats]
     numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
-    remembered = selection or {}
-    if remembered.get("dataset_id") == dataset_id and remembered.get("target") in names:
-        target = remembered["target"]
-        features = [f for f in remembered.get("features") or [] if f in numeric and f != target]
-        task = remembered.get("task", "regression")
-    else:
-        target = default_target(stats)
-        features = [n for n in numeric if n != target]
-        task = "regression" if target in numeric else "classification"
+    target, features, task = initial_selection(stats, selection, dataset_id)
     detected = composition.get("detected")
     source = (detected.get("formula_column") or "element columns") if detected else None
     groups = group_options(names, source)
