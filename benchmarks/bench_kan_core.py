@@ -80,10 +80,9 @@ def bench_hello(opt: str, steps: int, lr: float, seeds: list[int]) -> list[dict]
     return rows
 
 
-def step_time(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int, compile_: bool = False
-) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, compile_: bool = False):
+    """One training step (forward + backward + Adam) as `fit` runs it: torch's fused Adam."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
     def loss_fn() -> torch.Tensor:
         return ((model(x) - y) ** 2).mean()
@@ -97,16 +96,23 @@ def step_time(
 
     for _ in range(5 if not compile_ else 8):
         step()
-    times = []
-    for _ in range(reps):
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return step
+
+
+def step_times(steps: dict, reps: int, block: int = 5) -> dict[str, float]:
+    """Median ms per step of each named step function, timed in alternating blocks so that
+    drift in machine speed touches every contender alike."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(max(1, reps // block)):
+        for name, step in steps.items():
+            for _ in range(block):
+                sync()
+                t = time.perf_counter()
+                step()
+                sync()
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) * 1e3 for name, v in times.items()}
 
 
 def equal_mlp_width(kan_params: int, n_in: int = 10) -> int:
@@ -125,26 +131,22 @@ def bench_steps(
         kan = KAN([10, 32, 32, 1], grid=5, k=3, device=device)
         h = equal_mlp_width(kan.num_parameters())
         mlp = MLP([10, h, h, 1], device=device)
+        steps = {"kan_ms": make_step(kan, x, y), "mlp_ms": make_step(mlp, x, y)}
+        if compile_:
+            steps["kan_compiled_ms"] = make_step(KAN([10, 32, 32, 1], device=device), x, y, True)
+            steps["mlp_compiled_ms"] = make_step(MLP([10, h, h, 1], device=device), x, y, True)
         row = {
             "batch": batch,
             "kan_params": kan.num_parameters(),
             "mlp_params": mlp.num_parameters(),
-            "kan_ms": step_time(kan, x, y, reps) * 1e3,
-            "mlp_ms": step_time(mlp, x, y, reps) * 1e3,
+            **step_times(steps, reps),
         }
-        if compile_:
-            row["kan_compiled_ms"] = (
-                step_time(KAN([10, 32, 32, 1], device=device), x, y, reps, True) * 1e3
-            )
-            row["mlp_compiled_ms"] = (
-                step_time(MLP([10, h, h, 1], device=device), x, y, reps, True) * 1e3
-            )
         if with_pykan:
             from kan import KAN as PyKAN
 
             pk = PyKAN(width=[10, 32, 32, 1], grid=5, k=3, seed=0, auto_save=False, device=device)
             pk.speed()
-            row["pykan_ms"] = step_time(pk, x, y, max(3, reps // 5)) * 1e3
+            row["pykan_ms"] = step_times({"pk": make_step(pk, x, y)}, max(5, reps // 5))["pk"]
         rows.append(row)
     return rows
 
@@ -160,7 +162,7 @@ def main() -> None:
     t = time.perf_counter()
     warm_up()  # numba kernels: compiled once per machine, then loaded from the disk cache
     warm_s = time.perf_counter() - t
-    reps = 10 if args.quick else 30
+    reps = 20 if args.quick else 60
     lines = [
         f"# kan_core benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {args.device})",

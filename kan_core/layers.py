@@ -6,8 +6,10 @@ Symbolic edges:  φ_ij(x) = mask_ij · (c · f(a·x + b) + d),  f chosen by name
 Output:          y_j = Σ_i φ_ij(x_i) + bias_j
 
 The numeric part is computed the efficient way: one basis tensor `(batch, in, K)` and one
-matmul with the coefficients `(out, in·K)`. Symbolic edges are grouped by function name and
-evaluated only where set. Tensors indexed per edge are `(out, in)` = `[j, i]`.
+matmul with the coefficients `(out, in·K)`; on the CPU a uniform cubic layer is one fused node
+(`kan_core.spline_layer`) with the SiLU base folded into the same matmul. Symbolic edges are
+grouped by function name and evaluated only where set. Tensors indexed per edge are
+`(out, in)` = `[j, i]`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kan_core import spline_layer
 from kan_core.basis import Basis, make_basis
 from kan_core.errors import ConfigError
 from kan_core.functions import get_function
@@ -141,15 +144,20 @@ class KANLayer(nn.Module):
     # ---- forward -----------------------------------------------------------------------------
 
     def numeric_mask(self) -> torch.Tensor:
+        if not self._sym_groups:  # no symbolic edge: the mask itself (saves two ops per call)
+            return self.mask
         return self.mask * (1.0 - self.sym_mask)  # (out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, in) → (batch, out)."""
         num_mask = self.numeric_mask()
-        feats, scale = self.basis.scaled_features(x)  # (batch, in, K)
-        weight = (self.coef * (num_mask * scale).unsqueeze(-1)).reshape(self.out_dim, -1)
-        y = F.linear(feats.reshape(x.shape[0], -1), weight, self.bias)
-        y = y + F.linear(F.silu(x), self.w_base * num_mask)
+        if spline_layer.usable(self.basis, x, self.coef):  # one fused node on the CPU
+            y = spline_layer.spline_network(x, [self])
+        else:
+            feats, scale = self.basis.scaled_features(x)  # (batch, in, K)
+            weight = (self.coef * (num_mask * scale).unsqueeze(-1)).reshape(self.out_dim, -1)
+            y = F.linear(feats.reshape(x.shape[0], -1), weight, self.bias)
+            y = y + F.linear(F.silu(x), self.w_base * num_mask)
         for js, _, v in self._symbolic_edge_values(x):
             y = y.index_add(1, js, v)
         return y

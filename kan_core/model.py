@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from kan_core import spline_layer
 from kan_core.errors import ConfigError
 from kan_core.layers import KANLayer
 
@@ -84,9 +85,17 @@ class KAN(nn.Module):
         self.to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_cpu_path(x):  # the whole stack as one fused autograd node
+            return spline_layer.spline_network(x, list(self.layers))
         for layer in self.layers:
             x = layer(x)
         return x
+
+    def _fused_cpu_path(self, x: torch.Tensor) -> bool:
+        return all(
+            not layer._sym_groups and spline_layer.usable(layer.basis, x, layer.coef)
+            for layer in self.layers
+        )
 
     def forward_with_activations(self, x: torch.Tensor) -> tuple[torch.Tensor, list[LayerTrace]]:
         traces = []

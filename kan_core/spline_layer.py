@@ -1,0 +1,209 @@
+"""Uniform cubic B-spline KAN layers as one autograd node on the CPU.
+
+The PyTorch formulation of a layer is a basis tensor, two matmuls (spline and SiLU base part),
+a SiLU, masks and adds: about fifteen dispatched operations forward and as many autograd nodes
+backward, each a pass over memory. Here the base function is folded into the basis as feature 0,
+
+    features(x) = [silu(x); 6·B_0(x); …; 6·B_{K-1}(x)]      (batch, K + 1, in)
+    weights     = [w_base·mask; coef·mask/6]                 (out, K + 1, in)
+    y           = features · weightsᵀ + bias                 one GEMM
+
+so a layer is one numba pass (`cpu_kernels.layer_forward`, which also assembles the weights) and
+one BLAS product forward; backward is one product for the weight gradient, one for the feature
+gradient (skipped for a one-output layer, whose input gradient the kernel forms directly) and
+one numba pass. A whole KAN whose layers all qualify (`usable`, no symbolic edges) is a single
+autograd node (`spline_network`), which saves the per-layer dispatch that dominates small
+batches; a single layer uses the same code with one layer.
+
+Eager code calls the `torch.autograd.Function`; under `torch.compile` the same code runs as the
+custom operators `kan_core::spline_network` / `kan_core::spline_network_backward`, opaque to the
+compiler, so a compiled KAN keeps the fused kernels (and `fullgraph=True` works). Tests compare
+values and gradients with the PyTorch formulation (`cpu_kernels.disabled()`), run `gradcheck`
+and `torch.library.opcheck`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kan_core import cpu_kernels
+from kan_core.basis import Basis, BSplineBasis
+
+
+def usable(basis: Basis, x: Tensor, coef: Tensor) -> bool:
+    """Whether this layer can take the fused CPU path for input x."""
+    return (
+        isinstance(basis, BSplineBasis)
+        and basis.k == 3
+        and basis._uniform
+        and x.dim() == 2
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and coef.dtype == x.dtype
+        and cpu_kernels.enabled()
+    )
+
+
+def _forward(
+    x: Tensor, w_base: Tensor, coef: Tensor, bias: Tensor, mask: Tensor, knots: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, features, sigmoid(x), combined weights); no autograd."""
+    x = x.detach().contiguous()
+    sig = torch.sigmoid(x)
+    feats, w = cpu_kernels.layer_forward(x, sig, knots, w_base.detach(), coef.detach(), mask)
+    y = torch.addmm(bias.detach(), feats.view(x.shape[0], -1), w.view(w.shape[0], -1).t())
+    return y, feats, sig, w
+
+
+def _backward(
+    g: Tensor, x: Tensor, sig: Tensor, feats: Tensor, w: Tensor, mask: Tensor, knots: Tensor,
+    need_x: bool,
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(∂L/∂x or None, ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias) from ∂L/∂y."""
+    n = x.shape[0]
+    n_out = w.shape[0]
+    g = g.contiguous()
+    gx = None
+    if need_x:
+        if n_out == 1:  # the kernel forms ∂L/∂features = g·w itself
+            gx = cpu_kernels.layer_input_grad(x, sig, knots, g, w)
+        else:
+            g_feats = (g @ w.view(n_out, -1)).view(feats.shape)
+            gx = cpu_kernels.layer_input_grad(x, sig, knots, g_feats)
+    gw = (g.t() @ feats.view(n, -1)).view(w.shape)
+    g_base, g_coef = cpu_kernels.layer_param_grads(gw, mask)
+    return gx, g_base, g_coef, g.sum(0)
+
+
+def _network_forward(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """Run the layers given as (w_base, coef, bias, mask, knots) each on x. Returns the output
+    and the state backward needs: (sigmoid, features, weights) per layer, then the hidden
+    activations (every layer's input but the first)."""
+    state: list[Tensor] = []
+    hidden: list[Tensor] = []
+    for i in range(0, len(tensors), 5):
+        if i:
+            hidden.append(x)
+        y, feats, sig, w = _forward(x, *tensors[i : i + 5])
+        state += [sig, feats, w]
+        x = y
+    return x, state + hidden
+
+
+def _network_backward(
+    g: Tensor, x: Tensor, tensors: list[Tensor], state: list[Tensor], need_x: bool
+) -> list[Tensor | None]:
+    """[∂L/∂x or None, then ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias per layer] from ∂L/∂output."""
+    n_layers = len(tensors) // 5
+    inputs = [x, *state[3 * n_layers :]]
+    grads: list[Tensor | None] = [None] * (1 + 3 * n_layers)
+    g_in: Tensor | None = g
+    for layer in reversed(range(n_layers)):
+        sig, feats, w = state[3 * layer : 3 * layer + 3]
+        _, _, _, mask, knots = tensors[5 * layer : 5 * layer + 5]
+        assert g_in is not None
+        g_in, *grads[1 + 3 * layer : 4 + 3 * layer] = _backward(
+            g_in, inputs[layer], sig, feats, w, mask, knots, layer > 0 or need_x
+        )
+    grads[0] = g_in
+    return grads
+
+
+def _per_tensor(grads: list[Tensor | None], n_tensors: int) -> list[Tensor | None]:
+    """Layer gradients laid out like the (w_base, coef, bias, mask, knots) inputs."""
+    out: list[Tensor | None] = []
+    for layer in range(n_tensors // 5):
+        out += [*grads[1 + 3 * layer : 4 + 3 * layer], None, None]  # no mask/knot gradients
+    return out
+
+
+class _SplineNetwork(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, *tensors):  # type: ignore[override]
+        y, state = _network_forward(x, list(tensors))
+        ctx.save_for_backward(x, *tensors, *state)
+        ctx.n_tensors = len(tensors)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, *rest = ctx.saved_tensors
+        tensors, state = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
+        grads = _network_backward(g, x, tensors, state, ctx.needs_input_grad[0])
+        return (grads[0], *_per_tensor(grads, ctx.n_tensors))
+
+
+# ---- the same as custom operators, for torch.compile ------------------------------------------
+
+
+@torch.library.custom_op("kan_core::spline_network", mutates_args=())
+def _network_op(x: Tensor, tensors: list[Tensor]) -> list[Tensor]:
+    y, state = _network_forward(x, tensors)
+    return [y, *state]
+
+
+@_network_op.register_fake
+def _network_fake(x, tensors):  # type: ignore[no-untyped-def]
+    state: list[Tensor] = []
+    hidden: list[Tensor] = []
+    n = x.shape[0]
+    for i in range(0, len(tensors), 5):
+        if i:
+            hidden.append(x.new_empty(x.shape))
+        n_out, n_in, n_feat = tensors[i + 1].shape
+        state += [x.new_empty(n, n_in), x.new_empty(n, n_feat + 1, n_in)]
+        state.append(x.new_empty(n_out, n_feat + 1, n_in))
+        x = x.new_empty(n, n_out)
+    return [x, *state, *hidden]
+
+
+@torch.library.custom_op("kan_core::spline_network_backward", mutates_args=())
+def _network_backward_op(
+    g: Tensor, x: Tensor, tensors: list[Tensor], state: list[Tensor], need_x: bool
+) -> list[Tensor]:
+    grads = _network_backward(g, x, tensors, state, need_x)
+    first = grads[0] if grads[0] is not None else torch.zeros_like(x)
+    return [first, *[t for t in grads[1:] if t is not None]]
+
+
+@_network_backward_op.register_fake
+def _network_backward_fake(g, x, tensors, state, need_x):  # type: ignore[no-untyped-def]
+    out = [torch.empty_like(x)]
+    for i in range(0, len(tensors), 5):
+        w_base, coef, bias = tensors[i : i + 3]
+        out += [torch.empty_like(w_base), torch.empty_like(coef), torch.empty_like(bias)]
+    return out
+
+
+def _setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+    x, tensors = inputs
+    ctx.save_for_backward(x, *tensors, *output[1:])
+    ctx.n_tensors = len(tensors)
+
+
+def _op_backward(ctx, grads_out):  # type: ignore[no-untyped-def]
+    x, *rest = ctx.saved_tensors
+    tensors, state = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
+    need_x = bool(ctx.needs_input_grad[0])
+    grads = _network_backward_op(grads_out[0], x, tensors, state, need_x)
+    return (grads[0] if need_x else None), _per_tensor(list(grads), ctx.n_tensors)
+
+
+_network_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+def spline_network(x: Tensor, layers: Sequence[Any]) -> Tensor:
+    """The KAN layers `layers` (each `usable`) applied in turn to x, fused on the CPU: one
+    autograd node for all of them. Each layer is y_j = Σ_i mask_ij·(w_base_ij·silu(x_i) +
+    Σ_m coef_ijm·B_m(x_i)) + bias_j with mask = the layer's numeric mask."""
+    tensors: list[Tensor] = []
+    for layer in layers:
+        tensors += [layer.w_base, layer.coef, layer.bias, layer.numeric_mask(), layer.basis.knots]
+    if torch.compiler.is_compiling():
+        return _network_op(x, tensors)[0]
+    y: Tensor = _SplineNetwork.apply(x, *tensors)
+    return y

@@ -1,0 +1,115 @@
+"""The fused CPU layer path (kan_core.spline_layer) against the PyTorch formulation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kan_core import cpu_kernels, spline_layer
+from kan_core.model import KAN
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="numba kernels unavailable")
+
+
+def _loss_and_grads(model: KAN, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out = model(x)
+    # weight the outputs so that every output column gets a different gradient
+    loss = (out * torch.arange(1, out.shape[1] + 1, dtype=out.dtype)).sin().sum()
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    return out.detach(), [*grads, x.grad.clone()]
+
+
+def _compare(model: KAN, x: torch.Tensor, tol: dict) -> None:
+    fused_out, fused_grads = _loss_and_grads(model, x)
+    with cpu_kernels.disabled():
+        assert not model._fused_cpu_path(x)
+        ref_out, ref_grads = _loss_and_grads(model, x)
+    torch.testing.assert_close(fused_out, ref_out, **tol)
+    assert len(fused_grads) == len(ref_grads)
+    for a, b in zip(fused_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [[3, 5, 1], [4, 6, 3], [2, 1]])
+def test_network_matches_pytorch_formulation(dtype, width):
+    model = KAN(width, grid=5, seed=1, dtype=dtype)
+    with torch.no_grad():  # knots that differ per input, inputs partly outside the grid
+        for layer in model.layers:
+            lo = torch.linspace(-1.5, -0.5, layer.in_dim, dtype=dtype)
+            layer.basis.set_range(lo, lo + torch.linspace(1.0, 3.0, layer.in_dim, dtype=dtype))
+            layer.mask[0, 0] = 0.0  # a pruned edge
+    x = torch.randn(257, width[0], generator=torch.Generator().manual_seed(0), dtype=dtype) * 1.3
+    assert model._fused_cpu_path(x)
+    tol = {"atol": 2e-5, "rtol": 2e-5} if dtype == torch.float32 else {}
+    _compare(model, x, tol)
+
+
+def test_large_batch_uses_parallel_kernels_and_matches():
+    model = KAN([8, 16, 2], seed=2, dtype=torch.float64)
+    x = torch.randn(4000, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert x.shape[0] * 8 * 9 > cpu_kernels.SERIAL_BELOW  # the multi-threaded branch
+    _compare(model, x, {})
+
+
+def test_symbolic_edges_take_the_per_layer_path_and_match():
+    model = KAN([2, 3, 1], seed=3, dtype=torch.float64)
+    model.layers[0].set_symbolic(0, 1, "sin", 2.0, 0.1, 0.5, 0.0)
+    x = torch.rand(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert not model._fused_cpu_path(x)  # layer 0 has a symbolic edge; layer 1 still fused
+    assert spline_layer.usable(model.layers[1].basis, x, model.layers[1].coef)
+    _compare(model, x, {})
+
+
+def test_gradcheck_in_float64():
+    model = KAN([2, 3, 2], seed=4, dtype=torch.float64)
+    layers = list(model.layers)
+    x = (torch.rand(9, 2, dtype=torch.float64) * 2 - 1).requires_grad_()
+    params = [p for layer in layers for p in (layer.w_base, layer.coef, layer.bias)]
+
+    def f(x: torch.Tensor, *ps: torch.Tensor) -> torch.Tensor:
+        tensors = []
+        for i, layer in enumerate(layers):
+            tensors += [*ps[3 * i : 3 * i + 3], layer.mask, layer.basis.knots]
+        return spline_layer._SplineNetwork.apply(x, *tensors)
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+
+
+def test_inference_and_non_contiguous_input():
+    model = KAN([3, 4, 1], seed=5)
+    x = torch.randn(3, 50).t()  # a transposed view
+    with torch.no_grad():
+        fused = model(x)
+        with cpu_kernels.disabled():
+            ref = model(x)
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_keeps_the_fused_kernels_and_matches_eager():
+    model = KAN([3, 4, 2], seed=6)
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(3))
+    eager_out, eager_grads = _loss_and_grads(model, x)
+    compiled = torch.compile(model, fullgraph=True)  # no graph break: the kernels are ops
+    model.zero_grad(set_to_none=True)
+    xc = x.clone().requires_grad_()
+    out = compiled(xc)
+    (out * torch.arange(1, 3)).sin().sum().backward()
+    torch.testing.assert_close(out.detach(), eager_out)
+    grads = [p.grad for p in model.parameters() if p.grad is not None] + [xc.grad]
+    for a, b in zip(grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.slow
+def test_custom_operators_pass_opcheck():
+    model = KAN([2, 3, 1], seed=7)
+    tensors = []
+    for layer in model.layers:
+        tensors += [layer.w_base, layer.coef, layer.bias, layer.mask, layer.basis.knots]
+    x = torch.randn(10, 2).requires_grad_()
+    torch.library.opcheck(spline_layer._network_op, (x, tensors))
