@@ -289,20 +289,17 @@ def _np_as(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def layer_forward(
     x: torch.Tensor, sig: torch.Tensor, knots: torch.Tensor, w_base: torch.Tensor,
-    coef: torch.Tensor, mask: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(features [silu(x), 6·B_0(x), …] (batch, K+1, in), weights [w_base·mask; coef·mask/6]
-    (out, K+1, in)) for x, sig = sigmoid(x) (batch, in) and uniform knots (in, M)."""
-    n_out, n_in, n_feat = coef.shape
+    coef: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor, w: torch.Tensor,
+) -> None:  # fmt: skip
+    """Fill feats (batch, K+1, in) with [silu(x); 6·B_0(x); …] and w (out, K+1, in) with
+    [w_base·mask; coef·mask/6], for x, sig = sigmoid(x) (batch, in) and uniform knots (in, M).
+    feats and w must be contiguous."""
     dt = x.dtype
-    _sync_threads(x.numel() * (n_feat + 1))
-    feats = torch.empty(x.shape[0], n_feat + 1, n_in, dtype=dt)
-    w = torch.empty(n_out, n_feat + 1, n_in, dtype=dt)
+    _sync_threads(feats.numel())
     _layer_fwd(
         _np(x), _np(sig), _np_as(knots, dt), _np(w_base), _np(coef), _np_as(mask, dt),
-        _centres(n_feat, dt), feats.numpy(), w.numpy(),
+        _centres(coef.shape[2], dt), feats.numpy(), w.numpy(),
     )  # fmt: skip
-    return feats, w
 
 
 def layer_input_grad(

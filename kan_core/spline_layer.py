@@ -13,10 +13,12 @@ one BLAS product forward; backward is one product for the weight gradient, one f
 gradient (skipped for a one-output layer, whose input gradient the kernel forms directly) and
 one numba pass. A whole KAN whose layers all qualify (`usable`, no symbolic edges) is a single
 autograd node (`spline_network`), which saves the per-layer dispatch that dominates small
-batches; a single layer uses the same code with one layer.
+batches; a single layer uses the same code with one layer. Everything backward needs (sigmoids,
+features, weights, hidden activations) lives in one flat buffer: one allocation per forward
+and one saved tensor.
 
 Eager code calls the `torch.autograd.Function`; under `torch.compile` the same code runs as the
-custom operators `kan_core::spline_network` / `kan_core::spline_network_backward`, opaque to the
+custom operators `kan_core::spline_network_v2` (and its backward), opaque to the
 compiler, so a compiled KAN keeps the fused kernels (and `fullgraph=True` works). Tests compare
 values and gradients with the PyTorch formulation (`cpu_kernels.disabled()`), run `gradcheck`
 and `torch.library.opcheck`.
@@ -24,6 +26,7 @@ and `torch.library.opcheck`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,18 +51,50 @@ def usable(basis: Basis, x: Tensor, coef: Tensor) -> bool:
     )
 
 
-def _forward(
-    x: Tensor, w_base: Tensor, coef: Tensor, bias: Tensor, mask: Tensor, knots: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(y, features, sigmoid(x), combined weights); no autograd."""
+def _layout(n: int, tensors: Sequence[Tensor]) -> list[tuple[int, ...]]:
+    """Shapes in the flat state buffer, per layer: sigmoid(x) (n, in), features (n, K+1, in),
+    weights (out, K+1, in), and for every layer but the last its output (n, out)."""
+    shapes: list[tuple[int, ...]] = []
+    for i in range(0, len(tensors), 5):
+        n_out, n_in, n_feat = tensors[i + 1].shape
+        shapes += [(n, n_in), (n, n_feat + 1, n_in), (n_out, n_feat + 1, n_in)]
+        if i + 5 < len(tensors):
+            shapes.append((n, n_out))
+    return shapes
+
+
+def _views(flat: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
+    out, offset = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        out.append(flat[offset : offset + size].view(shape))
+        offset += size
+    return out
+
+
+def _network_forward(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Run the layers given as (w_base, coef, bias, mask, knots) each on x; no autograd.
+    Returns the output and one flat buffer with everything backward needs (`_layout`): a single
+    allocation, and a single saved tensor, however deep the network."""
     x = x.detach().contiguous()
-    sig = torch.sigmoid(x)
-    feats, w = cpu_kernels.layer_forward(x, sig, knots, w_base.detach(), coef.detach(), mask)
-    y = torch.addmm(bias.detach(), feats.view(x.shape[0], -1), w.view(w.shape[0], -1).t())
-    return y, feats, sig, w
+    shapes = _layout(x.shape[0], tensors)
+    flat = x.new_empty(sum(math.prod(s) for s in shapes))
+    views = _views(flat, shapes)
+    for i in range(0, len(tensors), 5):
+        w_base, coef, bias, mask, knots = tensors[i : i + 5]
+        sig, feats, w = views[:3]
+        torch.sigmoid(x, out=sig)
+        cpu_kernels.layer_forward(x, sig, knots, w_base.detach(), coef.detach(), mask, feats, w)
+        args = (bias.detach(), feats.view(x.shape[0], -1), w.view(w.shape[0], -1).t())
+        if len(views) > 3:  # a hidden layer: its output goes into the buffer too
+            x = torch.addmm(*args, out=views[3])
+            views = views[4:]
+        else:
+            x = torch.addmm(*args)
+    return x, flat
 
 
-def _backward(
+def _layer_backward(
     g: Tensor, x: Tensor, sig: Tensor, feats: Tensor, w: Tensor, mask: Tensor, knots: Tensor,
     need_x: bool,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:  # fmt: skip
@@ -79,34 +114,21 @@ def _backward(
     return gx, g_base, g_coef, g.sum(0)
 
 
-def _network_forward(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """Run the layers given as (w_base, coef, bias, mask, knots) each on x. Returns the output
-    and the state backward needs: (sigmoid, features, weights) per layer, then the hidden
-    activations (every layer's input but the first)."""
-    state: list[Tensor] = []
-    hidden: list[Tensor] = []
-    for i in range(0, len(tensors), 5):
-        if i:
-            hidden.append(x)
-        y, feats, sig, w = _forward(x, *tensors[i : i + 5])
-        state += [sig, feats, w]
-        x = y
-    return x, state + hidden
-
-
 def _network_backward(
-    g: Tensor, x: Tensor, tensors: list[Tensor], state: list[Tensor], need_x: bool
+    g: Tensor, x: Tensor, tensors: list[Tensor], flat: Tensor, need_x: bool
 ) -> list[Tensor | None]:
     """[∂L/∂x or None, then ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias per layer] from ∂L/∂output."""
     n_layers = len(tensors) // 5
-    inputs = [x, *state[3 * n_layers :]]
+    views = _views(flat, _layout(x.shape[0], tensors))
+    per_layer = [views[4 * i : 4 * i + 3] for i in range(n_layers)]  # sig, feats, w
+    inputs = [x.detach().contiguous(), *(views[4 * i + 3] for i in range(n_layers - 1))]
     grads: list[Tensor | None] = [None] * (1 + 3 * n_layers)
     g_in: Tensor | None = g
     for layer in reversed(range(n_layers)):
-        sig, feats, w = state[3 * layer : 3 * layer + 3]
+        sig, feats, w = per_layer[layer]
         _, _, _, mask, knots = tensors[5 * layer : 5 * layer + 5]
         assert g_in is not None
-        g_in, *grads[1 + 3 * layer : 4 + 3 * layer] = _backward(
+        g_in, *grads[1 + 3 * layer : 4 + 3 * layer] = _layer_backward(
             g_in, inputs[layer], sig, feats, w, mask, knots, layer > 0 or need_x
         )
     grads[0] = g_in
@@ -124,73 +146,60 @@ def _per_tensor(grads: list[Tensor | None], n_tensors: int) -> list[Tensor | Non
 class _SplineNetwork(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, *tensors):  # type: ignore[override]
-        y, state = _network_forward(x, list(tensors))
-        ctx.save_for_backward(x, *tensors, *state)
-        ctx.n_tensors = len(tensors)
+        y, flat = _network_forward(x, list(tensors))
+        ctx.save_for_backward(x, flat, *tensors)
         return y
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        x, *rest = ctx.saved_tensors
-        tensors, state = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
-        grads = _network_backward(g, x, tensors, state, ctx.needs_input_grad[0])
-        return (grads[0], *_per_tensor(grads, ctx.n_tensors))
+        x, flat, *tensors = ctx.saved_tensors
+        grads = _network_backward(g, x, tensors, flat, ctx.needs_input_grad[0])
+        return (grads[0], *_per_tensor(grads, len(tensors)))
 
 
 # ---- the same as custom operators, for torch.compile ------------------------------------------
 
 
-@torch.library.custom_op("kan_core::spline_network", mutates_args=())
-def _network_op(x: Tensor, tensors: list[Tensor]) -> list[Tensor]:
-    y, state = _network_forward(x, tensors)
-    return [y, *state]
+# The version suffix changes whenever an operator's schema changes: inductor's on-disk graph
+# cache recognises an operator by name, and a cached graph written for an older schema fails.
+@torch.library.custom_op("kan_core::spline_network_v2", mutates_args=())
+def _network_op(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
+    return _network_forward(x, tensors)
 
 
 @_network_op.register_fake
 def _network_fake(x, tensors):  # type: ignore[no-untyped-def]
-    state: list[Tensor] = []
-    hidden: list[Tensor] = []
-    n = x.shape[0]
-    for i in range(0, len(tensors), 5):
-        if i:
-            hidden.append(x.new_empty(x.shape))
-        n_out, n_in, n_feat = tensors[i + 1].shape
-        state += [x.new_empty(n, n_in), x.new_empty(n, n_feat + 1, n_in)]
-        state.append(x.new_empty(n_out, n_feat + 1, n_in))
-        x = x.new_empty(n, n_out)
-    return [x, *state, *hidden]
+    size = sum(math.prod(s) for s in _layout(x.shape[0], tensors))
+    return x.new_empty(x.shape[0], tensors[-4].shape[0]), x.new_empty(size)
 
 
-@torch.library.custom_op("kan_core::spline_network_backward", mutates_args=())
+@torch.library.custom_op("kan_core::spline_network_backward_v2", mutates_args=())
 def _network_backward_op(
-    g: Tensor, x: Tensor, tensors: list[Tensor], state: list[Tensor], need_x: bool
+    g: Tensor, x: Tensor, tensors: list[Tensor], flat: Tensor, need_x: bool
 ) -> list[Tensor]:
-    grads = _network_backward(g, x, tensors, state, need_x)
+    grads = _network_backward(g, x, tensors, flat, need_x)
     first = grads[0] if grads[0] is not None else torch.zeros_like(x)
     return [first, *[t for t in grads[1:] if t is not None]]
 
 
 @_network_backward_op.register_fake
-def _network_backward_fake(g, x, tensors, state, need_x):  # type: ignore[no-untyped-def]
+def _network_backward_fake(g, x, tensors, flat, need_x):  # type: ignore[no-untyped-def]
     out = [torch.empty_like(x)]
     for i in range(0, len(tensors), 5):
-        w_base, coef, bias = tensors[i : i + 3]
-        out += [torch.empty_like(w_base), torch.empty_like(coef), torch.empty_like(bias)]
+        out += [torch.empty_like(t) for t in tensors[i : i + 3]]  # w_base, coef, bias
     return out
 
 
 def _setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
     x, tensors = inputs
-    ctx.save_for_backward(x, *tensors, *output[1:])
-    ctx.n_tensors = len(tensors)
+    ctx.save_for_backward(x, output[1], *tensors)
 
 
-def _op_backward(ctx, grads_out):  # type: ignore[no-untyped-def]
-    x, *rest = ctx.saved_tensors
-    tensors, state = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
+def _op_backward(ctx, g, _g_flat):  # type: ignore[no-untyped-def]
+    x, flat, *tensors = ctx.saved_tensors
     need_x = bool(ctx.needs_input_grad[0])
-    grads = _network_backward_op(grads_out[0], x, tensors, state, need_x)
-    return (grads[0] if need_x else None), _per_tensor(list(grads), ctx.n_tensors)
+    grads = _network_backward_op(g, x, tensors, flat, need_x)
+    return (grads[0] if need_x else None), _per_tensor(list(grads), len(tensors))
 
 
 _network_op.register_autograd(_op_backward, setup_context=_setup_context)
