@@ -98,19 +98,25 @@ if _HAVE_NUMBA:
             inv_h[i] = knots.dtype.type(1.0) / (knots[i, 1] - knots[i, 0])
         return t0, inv_h
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _layer_fwd(x, sig, knots, w_base, coef, mask, centres, feats, w):  # pragma: no cover
-        # w[j] = [w_base·mask; coef·mask/6] (out, K+1, in); feats (batch, K+1, in)
-        batch, n_in = x.shape
-        n_out, _, n_feat = coef.shape
-        one, two, four = x.dtype.type(1.0), x.dtype.type(2.0), x.dtype.type(4.0)
-        zero, sixth = x.dtype.type(0.0), x.dtype.type(1.0 / 6.0)
+    @njit(cache=True, nogil=True)
+    def _assemble_weights(w_base, coef, mask, scale, w):  # pragma: no cover - compiled
+        # w[j] = [w_base·mask; coef·mask·scale] (out, K+1, in)
+        n_out, n_in, n_feat = coef.shape
         for j in range(n_out):
             for i in range(n_in):
                 mk = mask[j, i]
                 w[j, 0, i] = w_base[j, i] * mk
                 for m in range(n_feat):
-                    w[j, m + 1, i] = coef[j, i, m] * (mk * sixth)
+                    w[j, m + 1, i] = coef[j, i, m] * (mk * scale)
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _layer_fwd(x, sig, knots, w_base, coef, mask, centres, feats, w):  # pragma: no cover
+        # w[j] = [w_base·mask; coef·mask/6] (out, K+1, in); feats (batch, K+1, in)
+        batch, n_in = x.shape
+        n_feat = coef.shape[2]
+        one, two, four = x.dtype.type(1.0), x.dtype.type(2.0), x.dtype.type(4.0)
+        zero = x.dtype.type(0.0)
+        _assemble_weights(w_base, coef, mask, x.dtype.type(1.0 / 6.0), w)
         t0, inv_h = _grid_of(knots)
         n_chunks = (batch + ROWS - 1) // ROWS
         for c in prange(n_chunks):
@@ -164,16 +170,101 @@ if _HAVE_NUMBA:
                     out[b, i] = (acc[i] * minus3 * inv_h[i] + g0[i] * ds) * scale
 
     @njit(cache=True, nogil=True)
-    def _layer_param_grads(gw, mask, g_base, g_coef):  # pragma: no cover - compiled
-        # gw (out, K+1, in) = ∂L/∂w → the parameters' gradients
+    def _layer_param_grads(gw, mask, scale, g_base, g_coef):  # pragma: no cover - compiled
+        # gw (out, K+1, in) = ∂L/∂w → the parameters' gradients (w as `_assemble_weights`)
         n_out, k1, n_in = gw.shape
-        sixth = gw.dtype.type(1.0 / 6.0)
         for j in range(n_out):
             for i in range(n_in):
                 mk = mask[j, i]
                 g_base[j, i] = gw[j, 0, i] * mk
                 for m in range(k1 - 1):
-                    g_coef[j, i, m] = gw[j, m + 1, i] * (mk * sixth)
+                    g_coef[j, i, m] = gw[j, m + 1, i] * (mk * scale)
+
+    # ---- the same on arbitrary (adaptive) knots: de Boor's triangular scheme -------------------
+    # Per input and row only the four cubic B-splines over the row's knot interval are nonzero;
+    # they are computed as in Cox–de Boor (half-open intervals, zero outside [t_0, t_last)),
+    # features hold B itself (not 6·B), the weights coef·mask.
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _span(t, xi):  # pragma: no cover - compiled
+        # j with t[j] <= xi < t[j + 1] and t[j] < t[j + 1], or -1 outside [t_0, t_last)
+        n = t.shape[0]
+        if not (xi >= t[0] and xi < t[n - 1]):
+            return -1
+        j = 0
+        while j < n - 2 and t[j + 1] <= xi:
+            j += 1
+        return j
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _de_boor(t, j, xi, degree, out, left, right):  # pragma: no cover - compiled
+        # out[r], r = 0..degree: B-splines of `degree` with indices j - degree + r at xi;
+        # left/right: scratch of length degree + 1
+        out[0] = 1.0
+        for d in range(1, degree + 1):
+            left[d] = xi - t[j + 1 - d]
+            right[d] = t[j + d] - xi
+            saved = out.dtype.type(0.0)
+            for r in range(d):
+                temp = out[r] / (right[r + 1] + left[d - r])
+                out[r] = saved + right[r + 1] * temp
+                saved = left[d - r] * temp
+            out[d] = saved
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _layer_fwd_knots(x, sig, knots, w_base, coef, mask, feats, w):  # pragma: no cover
+        batch, n_in = x.shape
+        n_feat = coef.shape[2]
+        _assemble_weights(w_base, coef, mask, x.dtype.type(1.0), w)
+        n_chunks = (batch + ROWS - 1) // ROWS
+        for c in prange(n_chunks):
+            nz = np.empty(4, x.dtype)
+            left, right = np.empty(4, x.dtype), np.empty(4, x.dtype)
+            for b in range(c * ROWS, min(batch, c * ROWS + ROWS)):
+                for i in range(n_in):
+                    xi = x[b, i]
+                    feats[b, 0, i] = xi * sig[b, i]
+                    for m in range(n_feat):
+                        feats[b, m + 1, i] = 0.0
+                    j = _span(knots[i], xi)
+                    if j < 0:
+                        continue
+                    _de_boor(knots[i], j, xi, 3, nz, left, right)
+                    for r in range(4):
+                        m = j - 3 + r
+                        if 0 <= m < n_feat:
+                            feats[b, m + 1, i] = nz[r]
+
+    @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+    def _layer_bwd_knots(x, sig, knots, grad, w, out):  # pragma: no cover - compiled
+        # as `_layer_bwd`; B'_m = 3·N_m/(t[m+3]-t[m]) - 3·N_{m+1}/(t[m+4]-t[m+1]), N quadratic
+        batch, n_in = x.shape
+        rank1 = w.shape[0] > 0
+        n_feat = (w.shape[1] if rank1 else grad.shape[1]) - 1
+        one, zero, three = x.dtype.type(1.0), x.dtype.type(0.0), x.dtype.type(3.0)
+        n_chunks = (batch + ROWS - 1) // ROWS
+        for c in prange(n_chunks):
+            quad = np.zeros(5, x.dtype)  # quad[1 + r] = N_{j-2+r}; zero padding either side
+            left, right = np.empty(4, x.dtype), np.empty(4, x.dtype)
+            for b in range(c * ROWS, min(batch, c * ROWS + ROWS)):
+                scale = grad[b, 0, 0] if rank1 else one
+                for i in range(n_in):
+                    xi, si = x[b, i], sig[b, i]
+                    g_row = w[0] if rank1 else grad[b]
+                    acc = g_row[0, i] * si * (one + xi * (one - si))
+                    t = knots[i]
+                    j = _span(t, xi)
+                    if j >= 0:
+                        _de_boor(t, j, xi, 2, quad[1:4], left, right)
+                        for r in range(4):  # cubic index m = j - 3 + r
+                            m = j - 3 + r
+                            if 0 <= m < n_feat:
+                                d1 = t[m + 3] - t[m]
+                                d2 = t[m + 4] - t[m + 1]
+                                a = quad[r] / d1 if d1 > zero else zero
+                                e = quad[r + 1] / d2 if d2 > zero else zero
+                                acc += g_row[m + 1, i] * three * (a - e)
+                    out[b, i] = acc * scale
 
 
 @torch.compiler.assume_constant_result  # torch.compile evaluates it once, outside the graph
@@ -290,21 +381,24 @@ def _np_as(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 def layer_forward(
     x: torch.Tensor, sig: torch.Tensor, knots: torch.Tensor, w_base: torch.Tensor,
     coef: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor, w: torch.Tensor,
+    uniform: bool = True,
 ) -> None:  # fmt: skip
-    """Fill feats (batch, K+1, in) with [silu(x); 6·B_0(x); …] and w (out, K+1, in) with
-    [w_base·mask; coef·mask/6], for x, sig = sigmoid(x) (batch, in) and uniform knots (in, M).
+    """Fill feats (batch, K+1, in) with [silu(x); basis] and w (out, K+1, in) with
+    [w_base·mask; coef·mask·s], for x, sig = sigmoid(x) (batch, in) and knots (in, M). On a
+    uniform grid the basis is 6·B (branch-free form) and s = 1/6; otherwise B and s = 1.
     feats and w must be contiguous."""
     dt = x.dtype
     _sync_threads(feats.numel())
-    _layer_fwd(
-        _np(x), _np(sig), _np_as(knots, dt), _np(w_base), _np(coef), _np_as(mask, dt),
-        _centres(coef.shape[2], dt), feats.numpy(), w.numpy(),
-    )  # fmt: skip
+    args = (_np(x), _np(sig), _np_as(knots, dt), _np(w_base), _np(coef), _np_as(mask, dt))
+    if uniform:
+        _layer_fwd(*args, _centres(coef.shape[2], dt), feats.numpy(), w.numpy())
+    else:
+        _layer_fwd_knots(*args, feats.numpy(), w.numpy())
 
 
 def layer_input_grad(
     x: torch.Tensor, sig: torch.Tensor, knots: torch.Tensor, grad: torch.Tensor,
-    w: torch.Tensor | None = None,
+    w: torch.Tensor | None = None, uniform: bool = True,
 ) -> torch.Tensor:  # fmt: skip
     """∂L/∂x (batch, in) from ∂L/∂features (batch, K+1, in); or, for a one-output layer, from
     ∂L/∂y (batch, 1) and the weights w (1, K+1, in), without building ∂L/∂features."""
@@ -315,14 +409,21 @@ def layer_input_grad(
     else:
         k1, gn, wn = w.shape[1], _np(grad).reshape(-1, 1, 1), _np(w)
     _sync_threads(x.numel() * k1)
-    _layer_bwd(_np(x), _np(sig), _np_as(knots, dt), _centres(k1 - 1, dt), gn, wn, out.numpy())
+    if uniform:
+        c = _centres(k1 - 1, dt)
+        _layer_bwd(_np(x), _np(sig), _np_as(knots, dt), c, gn, wn, out.numpy())
+    else:
+        _layer_bwd_knots(_np(x), _np(sig), _np_as(knots, dt), gn, wn, out.numpy())
     return out
 
 
-def layer_param_grads(gw: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂L/∂w_base, ∂L/∂coef) from ∂L/∂w (out, K+1, in)."""
+def layer_param_grads(
+    gw: torch.Tensor, mask: torch.Tensor, uniform: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂w_base, ∂L/∂coef) from ∂L/∂w (out, K+1, in), w as `layer_forward` built it."""
     n_out, k1, n_in = gw.shape
     g_base = torch.empty(n_out, n_in, dtype=gw.dtype)
     g_coef = torch.empty(n_out, n_in, k1 - 1, dtype=gw.dtype)
-    _layer_param_grads(_np(gw), _np_as(mask, gw.dtype), g_base.numpy(), g_coef.numpy())
+    scale = 1.0 / 6.0 if uniform else 1.0
+    _layer_param_grads(_np(gw), _np_as(mask, gw.dtype), scale, g_base.numpy(), g_coef.numpy())
     return g_base, g_coef

@@ -679,7 +679,14 @@ def warm_up() -> bool:
     for optimizer in ("lbfgs", "adam"):
         fit(KAN([2, 2, 1], seed=0), data, FitConfig(steps=2, optimizer=optimizer))  # type: ignore[arg-type]
     x_grad = x.clone().requires_grad_()
-    KAN([2, 1], seed=0)(x_grad).sum().backward()  # the basis kernels' forward and backward
+    KAN([2, 1], seed=0)(x_grad).sum().backward()  # the layer kernels' forward and backward
+    adaptive = KAN([2, 2, 1], seed=0)
+    for layer in adaptive.layers:  # non-uniform knots: the de Boor kernels
+        basis = layer.basis
+        assert isinstance(basis, BSplineBasis)
+        basis.set_knots(basis.knots * (1.0 + 0.1 * torch.linspace(0, 1, basis.knots.shape[1])))
+    adaptive(x_grad).sum().backward()
+    adaptive.layers[0].basis(x)  # the basis-only kernels (inspection, grid updates)
     return True
 
 

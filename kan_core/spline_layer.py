@@ -18,7 +18,7 @@ features, weights, hidden activations) lives in one flat buffer: one allocation 
 and one saved tensor.
 
 Eager code calls the `torch.autograd.Function`; under `torch.compile` the same code runs as the
-custom operators `kan_core::spline_network_v2` (and its backward), opaque to the
+custom operators `kan_core::spline_network_v3` (and its backward), opaque to the
 compiler, so a compiled KAN keeps the fused kernels (and `fullgraph=True` works). Tests compare
 values and gradients with the PyTorch formulation (`cpu_kernels.disabled()`), run `gradcheck`
 and `torch.library.opcheck`.
@@ -42,7 +42,6 @@ def usable(basis: Basis, x: Tensor, coef: Tensor) -> bool:
     return (
         isinstance(basis, BSplineBasis)
         and basis.k == 3
-        and basis._uniform
         and x.dim() == 2
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
@@ -72,8 +71,11 @@ def _views(flat: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
     return out
 
 
-def _network_forward(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Run the layers given as (w_base, coef, bias, mask, knots) each on x; no autograd.
+def _network_forward(
+    x: Tensor, tensors: list[Tensor], uniform: Sequence[bool]
+) -> tuple[Tensor, Tensor]:
+    """Run the layers given as (w_base, coef, bias, mask, knots) each on x, with `uniform[l]`
+    whether layer l's knots are uniform; no autograd.
     Returns the output and one flat buffer with everything backward needs (`_layout`): a single
     allocation, and a single saved tensor, however deep the network."""
     x = x.detach().contiguous()
@@ -84,7 +86,8 @@ def _network_forward(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
         w_base, coef, bias, mask, knots = tensors[i : i + 5]
         sig, feats, w = views[:3]
         torch.sigmoid(x, out=sig)
-        cpu_kernels.layer_forward(x, sig, knots, w_base.detach(), coef.detach(), mask, feats, w)
+        u = uniform[i // 5]
+        cpu_kernels.layer_forward(x, sig, knots, w_base.detach(), coef.detach(), mask, feats, w, u)
         args = (bias.detach(), feats.view(x.shape[0], -1), w.view(w.shape[0], -1).t())
         if len(views) > 3:  # a hidden layer: its output goes into the buffer too
             x = torch.addmm(*args, out=views[3])
@@ -96,7 +99,7 @@ def _network_forward(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 def _layer_backward(
     g: Tensor, x: Tensor, sig: Tensor, feats: Tensor, w: Tensor, mask: Tensor, knots: Tensor,
-    need_x: bool,
+    need_x: bool, uniform: bool,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:  # fmt: skip
     """(∂L/∂x or None, ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias) from ∂L/∂y."""
     n = x.shape[0]
@@ -105,18 +108,19 @@ def _layer_backward(
     gx = None
     if need_x:
         if n_out == 1:  # the kernel forms ∂L/∂features = g·w itself
-            gx = cpu_kernels.layer_input_grad(x, sig, knots, g, w)
+            gx = cpu_kernels.layer_input_grad(x, sig, knots, g, w, uniform)
         else:
             g_feats = (g @ w.view(n_out, -1)).view(feats.shape)
-            gx = cpu_kernels.layer_input_grad(x, sig, knots, g_feats)
+            gx = cpu_kernels.layer_input_grad(x, sig, knots, g_feats, None, uniform)
     gw = (g.t() @ feats.view(n, -1)).view(w.shape)
-    g_base, g_coef = cpu_kernels.layer_param_grads(gw, mask)
+    g_base, g_coef = cpu_kernels.layer_param_grads(gw, mask, uniform)
     return gx, g_base, g_coef, g.sum(0)
 
 
 def _network_backward(
-    g: Tensor, x: Tensor, tensors: list[Tensor], flat: Tensor, need_x: bool
-) -> list[Tensor | None]:
+    g: Tensor, x: Tensor, tensors: list[Tensor], flat: Tensor, uniform: Sequence[bool],
+    need_x: bool,
+) -> list[Tensor | None]:  # fmt: skip
     """[∂L/∂x or None, then ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias per layer] from ∂L/∂output."""
     n_layers = len(tensors) // 5
     views = _views(flat, _layout(x.shape[0], tensors))
@@ -129,7 +133,7 @@ def _network_backward(
         _, _, _, mask, knots = tensors[5 * layer : 5 * layer + 5]
         assert g_in is not None
         g_in, *grads[1 + 3 * layer : 4 + 3 * layer] = _layer_backward(
-            g_in, inputs[layer], sig, feats, w, mask, knots, layer > 0 or need_x
+            g_in, inputs[layer], sig, feats, w, mask, knots, layer > 0 or need_x, uniform[layer]
         )
     grads[0] = g_in
     return grads
@@ -145,16 +149,17 @@ def _per_tensor(grads: list[Tensor | None], n_tensors: int) -> list[Tensor | Non
 
 class _SplineNetwork(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, *tensors):  # type: ignore[override]
-        y, flat = _network_forward(x, list(tensors))
+    def forward(ctx, x, uniform, *tensors):  # type: ignore[override]
+        y, flat = _network_forward(x, list(tensors), uniform)
         ctx.save_for_backward(x, flat, *tensors)
+        ctx.uniform = uniform
         return y
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         x, flat, *tensors = ctx.saved_tensors
-        grads = _network_backward(g, x, tensors, flat, ctx.needs_input_grad[0])
-        return (grads[0], *_per_tensor(grads, len(tensors)))
+        grads = _network_backward(g, x, tensors, flat, ctx.uniform, ctx.needs_input_grad[0])
+        return (grads[0], None, *_per_tensor(grads, len(tensors)))
 
 
 # ---- the same as custom operators, for torch.compile ------------------------------------------
@@ -162,28 +167,28 @@ class _SplineNetwork(torch.autograd.Function):
 
 # The version suffix changes whenever an operator's schema changes: inductor's on-disk graph
 # cache recognises an operator by name, and a cached graph written for an older schema fails.
-@torch.library.custom_op("kan_core::spline_network_v2", mutates_args=())
-def _network_op(x: Tensor, tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
-    return _network_forward(x, tensors)
+@torch.library.custom_op("kan_core::spline_network_v3", mutates_args=())
+def _network_op(x: Tensor, tensors: list[Tensor], uniform: list[bool]) -> tuple[Tensor, Tensor]:
+    return _network_forward(x, tensors, uniform)
 
 
 @_network_op.register_fake
-def _network_fake(x, tensors):  # type: ignore[no-untyped-def]
+def _network_fake(x, tensors, uniform):  # type: ignore[no-untyped-def]
     size = sum(math.prod(s) for s in _layout(x.shape[0], tensors))
     return x.new_empty(x.shape[0], tensors[-4].shape[0]), x.new_empty(size)
 
 
-@torch.library.custom_op("kan_core::spline_network_backward_v2", mutates_args=())
+@torch.library.custom_op("kan_core::spline_network_backward_v3", mutates_args=())
 def _network_backward_op(
-    g: Tensor, x: Tensor, tensors: list[Tensor], flat: Tensor, need_x: bool
+    g: Tensor, x: Tensor, tensors: list[Tensor], flat: Tensor, uniform: list[bool], need_x: bool
 ) -> list[Tensor]:
-    grads = _network_backward(g, x, tensors, flat, need_x)
+    grads = _network_backward(g, x, tensors, flat, uniform, need_x)
     first = grads[0] if grads[0] is not None else torch.zeros_like(x)
     return [first, *[t for t in grads[1:] if t is not None]]
 
 
 @_network_backward_op.register_fake
-def _network_backward_fake(g, x, tensors, flat, need_x):  # type: ignore[no-untyped-def]
+def _network_backward_fake(g, x, tensors, flat, uniform, need_x):  # type: ignore[no-untyped-def]
     out = [torch.empty_like(x)]
     for i in range(0, len(tensors), 5):
         out += [torch.empty_like(t) for t in tensors[i : i + 3]]  # w_base, coef, bias
@@ -191,15 +196,16 @@ def _network_backward_fake(g, x, tensors, flat, need_x):  # type: ignore[no-unty
 
 
 def _setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-    x, tensors = inputs
+    x, tensors, uniform = inputs
     ctx.save_for_backward(x, output[1], *tensors)
+    ctx.uniform = uniform
 
 
 def _op_backward(ctx, g, _g_flat):  # type: ignore[no-untyped-def]
     x, flat, *tensors = ctx.saved_tensors
     need_x = bool(ctx.needs_input_grad[0])
-    grads = _network_backward_op(g, x, tensors, flat, need_x)
-    return (grads[0] if need_x else None), _per_tensor(list(grads), len(tensors))
+    grads = _network_backward_op(g, x, tensors, flat, ctx.uniform, need_x)
+    return (grads[0] if need_x else None), _per_tensor(list(grads), len(tensors)), None
 
 
 _network_op.register_autograd(_op_backward, setup_context=_setup_context)
@@ -212,7 +218,8 @@ def spline_network(x: Tensor, layers: Sequence[Any]) -> Tensor:
     tensors: list[Tensor] = []
     for layer in layers:
         tensors += [layer.w_base, layer.coef, layer.bias, layer.numeric_mask(), layer.basis.knots]
+    uniform = [bool(layer.basis._uniform) for layer in layers]
     if torch.compiler.is_compiling():
-        return _network_op(x, tensors)[0]
-    y: Tensor = _SplineNetwork.apply(x, *tensors)
+        return _network_op(x, tensors, uniform)[0]
+    y: Tensor = _SplineNetwork.apply(x, tuple(uniform), *tensors)
     return y

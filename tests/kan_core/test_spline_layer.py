@@ -74,7 +74,44 @@ def test_gradcheck_in_float64():
         tensors = []
         for i, layer in enumerate(layers):
             tensors += [*ps[3 * i : 3 * i + 3], layer.mask, layer.basis.knots]
-        return spline_layer._SplineNetwork.apply(x, *tensors)
+        return spline_layer._SplineNetwork.apply(x, (True,) * len(layers), *tensors)
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+
+
+def _adaptive(model: KAN, seed: int) -> None:
+    """Give every layer sorted random (non-uniform) knots, some of them repeated."""
+    g = torch.Generator().manual_seed(seed)
+    for layer in model.layers:
+        n_in, m = layer.basis.knots.shape
+        knots = torch.sort(torch.rand(n_in, m, generator=g, dtype=layer.coef.dtype) * 4 - 2)[0]
+        knots[:, 5] = knots[:, 4]  # a repeated knot (duplicate percentiles do this)
+        layer.basis.set_knots(knots)
+        assert not layer.basis._uniform
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adaptive_knots_match_cox_de_boor(dtype):
+    model = KAN([3, 5, 2, 1], seed=8, dtype=dtype)
+    _adaptive(model, 0)
+    x = torch.randn(300, 3, generator=torch.Generator().manual_seed(4), dtype=dtype) * 1.2
+    assert model._fused_cpu_path(x)
+    tol = {"atol": 2e-5, "rtol": 2e-5} if dtype == torch.float32 else {}
+    _compare(model, x, tol)
+
+
+def test_adaptive_knots_gradcheck_in_float64():
+    model = KAN([2, 3, 1], seed=9, dtype=torch.float64)
+    _adaptive(model, 1)
+    layers = list(model.layers)
+    x = (torch.rand(11, 2, dtype=torch.float64) * 3 - 1.5).requires_grad_()
+    params = [p for layer in layers for p in (layer.w_base, layer.coef, layer.bias)]
+
+    def f(x: torch.Tensor, *ps: torch.Tensor) -> torch.Tensor:
+        tensors = []
+        for i, layer in enumerate(layers):
+            tensors += [*ps[3 * i : 3 * i + 3], layer.mask, layer.basis.knots]
+        return spline_layer._SplineNetwork.apply(x, (False,) * len(layers), *tensors)
 
     assert torch.autograd.gradcheck(f, (x, *params))
 
@@ -112,4 +149,4 @@ def test_custom_operators_pass_opcheck():
     for layer in model.layers:
         tensors += [layer.w_base, layer.coef, layer.bias, layer.mask, layer.basis.knots]
     x = torch.randn(10, 2).requires_grad_()
-    torch.library.opcheck(spline_layer._network_op, (x, tensors))
+    torch.library.opcheck(spline_layer._network_op, (x, tensors, [True, True]))
