@@ -97,6 +97,24 @@ class CubicBSplineUniform(torch.autograd.Function):
         return grad_x, None, None, None
 
 
+class CubicBSplineKnots(torch.autograd.Function):
+    """Cubic B-spline basis on arbitrary (adaptive) knots, by the numba de Boor kernels of
+    `kan_core.cpu_kernels` (CPU only; the caller checks `cpu_kernels.usable_for`).
+    Reference: `bspline_basis_cox_de_boor`; tests check values and gradients.
+    x: (batch, in); knots: (in, M). Output (batch, in, M - 4)."""
+
+    @staticmethod
+    def forward(ctx, x, knots):  # type: ignore[override]
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, knots)
+        return cpu_kernels.basis_knots_forward(x, knots, knots.shape[1] - 4)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        x, knots = ctx.saved_tensors
+        return cpu_kernels.basis_knots_backward(x, knots, grad_out), None
+
+
 def uniform_knots(lo: torch.Tensor, hi: torch.Tensor, grid: int, k: int) -> torch.Tensor:
     """Knots (in, grid + 2k + 1): grid intervals on [lo, hi] extended by k on each side."""
     h = (hi - lo) / grid  # (in,)
@@ -174,6 +192,8 @@ class BSplineBasis(Basis):
             t0 = self.knots[:, 0]  # (in,)
             inv_h = 1.0 / (self.knots[:, 1] - t0)
             return CubicBSplineUniform.apply(x, t0, inv_h, self.num_features), 1.0 / 6.0
+        if self.k == 3 and x.dim() == 2 and cpu_kernels.usable_for(x):
+            return CubicBSplineKnots.apply(x, self.knots.to(x.dtype)), 1.0
         return self.reference_features(x), 1.0
 
     def reference_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -266,6 +266,55 @@ if _HAVE_NUMBA:
                                 acc += g_row[m + 1, i] * three * (a - e)
                     out[b, i] = acc * scale
 
+    @njit(parallel=True, cache=True, nogil=True)
+    def _basis_knots_fwd(x, knots, out):  # pragma: no cover - compiled
+        # cubic B-spline basis on arbitrary knots: x (batch, in) → out (batch, in, K)
+        batch, n_in = x.shape
+        n_feat = out.shape[2]
+        n_chunks = (batch + ROWS - 1) // ROWS
+        for c in prange(n_chunks):
+            nz = np.empty(4, x.dtype)
+            left, right = np.empty(4, x.dtype), np.empty(4, x.dtype)
+            for b in range(c * ROWS, min(batch, c * ROWS + ROWS)):
+                for i in range(n_in):
+                    for m in range(n_feat):
+                        out[b, i, m] = 0.0
+                    j = _span(knots[i], x[b, i])
+                    if j < 0:
+                        continue
+                    _de_boor(knots[i], j, x[b, i], 3, nz, left, right)
+                    for r in range(4):
+                        m = j - 3 + r
+                        if 0 <= m < n_feat:
+                            out[b, i, m] = nz[r]
+
+    @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+    def _basis_knots_bwd(x, knots, grad, out):  # pragma: no cover - compiled
+        # ∂L/∂x from ∂L/∂basis (batch, in, K), derivatives as in `_layer_bwd_knots`
+        batch, n_in = x.shape
+        n_feat = grad.shape[2]
+        zero, three = x.dtype.type(0.0), x.dtype.type(3.0)
+        n_chunks = (batch + ROWS - 1) // ROWS
+        for c in prange(n_chunks):
+            quad = np.zeros(5, x.dtype)
+            left, right = np.empty(4, x.dtype), np.empty(4, x.dtype)
+            for b in range(c * ROWS, min(batch, c * ROWS + ROWS)):
+                for i in range(n_in):
+                    t = knots[i]
+                    acc = zero
+                    j = _span(t, x[b, i])
+                    if j >= 0:
+                        _de_boor(t, j, x[b, i], 2, quad[1:4], left, right)
+                        for r in range(4):
+                            m = j - 3 + r
+                            if 0 <= m < n_feat:
+                                d1 = t[m + 3] - t[m]
+                                d2 = t[m + 4] - t[m + 1]
+                                a = quad[r] / d1 if d1 > zero else zero
+                                e = quad[r + 1] / d2 if d2 > zero else zero
+                                acc += grad[b, i, m] * three * (a - e)
+                    out[b, i] = acc
+
 
 @torch.compiler.assume_constant_result  # torch.compile evaluates it once, outside the graph
 def available() -> bool:
@@ -427,3 +476,19 @@ def layer_param_grads(
     scale = 1.0 / 6.0 if uniform else 1.0
     _layer_param_grads(_np(gw), _np_as(mask, gw.dtype), scale, g_base.numpy(), g_coef.numpy())
     return g_base, g_coef
+
+
+def basis_knots_forward(x: torch.Tensor, knots: torch.Tensor, num_features: int) -> torch.Tensor:
+    """Cubic B-spline basis on arbitrary knots (in, M): x (batch, in) → (batch, in, K)."""
+    _sync_threads(x.numel() * num_features)
+    out = torch.empty(x.shape[0], x.shape[1], num_features, dtype=x.dtype)
+    _basis_knots_fwd(_np(x), _np_as(knots, x.dtype), out.numpy())
+    return out
+
+
+def basis_knots_backward(x: torch.Tensor, knots: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """∂L/∂x (batch, in) from ∂L/∂basis (batch, in, K) on arbitrary knots."""
+    _sync_threads(grad.numel())
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    _basis_knots_bwd(_np(x), _np_as(knots, x.dtype), _np(grad), out.numpy())
+    return out

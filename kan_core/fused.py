@@ -686,7 +686,7 @@ def warm_up() -> bool:
         assert isinstance(basis, BSplineBasis)
         basis.set_knots(basis.knots * (1.0 + 0.1 * torch.linspace(0, 1, basis.knots.shape[1])))
     adaptive(x_grad).sum().backward()
-    adaptive.layers[0].basis(x)  # the basis-only kernels (inspection, grid updates)
+    adaptive.layers[0].basis(x_grad).sum().backward()  # basis-only kernels (regularisation…)
     return True
 
 

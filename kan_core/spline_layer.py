@@ -1,4 +1,4 @@
-"""Uniform cubic B-spline KAN layers as one autograd node on the CPU.
+"""Cubic B-spline KAN layers (uniform or adaptive knots) as one autograd node on the CPU.
 
 The PyTorch formulation of a layer is a basis tensor, two matmuls (spline and SiLU base part),
 a SiLU, masks and adds: about fifteen dispatched operations forward and as many autograd nodes
