@@ -211,6 +211,24 @@ if _HAVE_NUMBA:
                 saved = left[d - r] * temp
             out[d] = saved
 
+    @njit(cache=True, nogil=True, inline="always")
+    def _cubic_derivatives(t, j, xi, quad, left, right, out):  # pragma: no cover - compiled
+        # out[r] = B'_m(xi) for the cubic B-splines m = j - 3 + r (0 where m does not exist):
+        # B'_m = 3·N_m/(t[m+3]-t[m]) - 3·N_{m+1}/(t[m+4]-t[m+1]) with N the quadratic B-splines;
+        # quad (5,) is scratch with quad[0] = quad[4] = 0 (no quadratic B-spline there)
+        zero, three = out.dtype.type(0.0), out.dtype.type(3.0)
+        _de_boor(t, j, xi, 2, quad[1:4], left, right)
+        n_basis = t.shape[0] - 4
+        for r in range(4):
+            m = j - 3 + r
+            out[r] = zero
+            if 0 <= m < n_basis:  # B_m exists (knots t[m] … t[m+4])
+                d1 = t[m + 3] - t[m]
+                d2 = t[m + 4] - t[m + 1]
+                a = quad[r] / d1 if d1 > zero else zero
+                e = quad[r + 1] / d2 if d2 > zero else zero
+                out[r] = three * (a - e)
+
     @njit(parallel=True, cache=True, nogil=True)
     def _layer_fwd_knots(x, sig, knots, w_base, coef, mask, feats, w):  # pragma: no cover
         batch, n_in = x.shape
@@ -237,33 +255,28 @@ if _HAVE_NUMBA:
 
     @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _layer_bwd_knots(x, sig, knots, grad, w, out):  # pragma: no cover - compiled
-        # as `_layer_bwd`; B'_m = 3·N_m/(t[m+3]-t[m]) - 3·N_{m+1}/(t[m+4]-t[m+1]), N quadratic
+        # as `_layer_bwd`, with the derivatives of `_cubic_derivatives`
         batch, n_in = x.shape
         rank1 = w.shape[0] > 0
         n_feat = (w.shape[1] if rank1 else grad.shape[1]) - 1
-        one, zero, three = x.dtype.type(1.0), x.dtype.type(0.0), x.dtype.type(3.0)
+        one = x.dtype.type(1.0)
         n_chunks = (batch + ROWS - 1) // ROWS
         for c in prange(n_chunks):
-            quad = np.zeros(5, x.dtype)  # quad[1 + r] = N_{j-2+r}; zero padding either side
+            quad, dB = np.zeros(5, x.dtype), np.empty(4, x.dtype)
             left, right = np.empty(4, x.dtype), np.empty(4, x.dtype)
             for b in range(c * ROWS, min(batch, c * ROWS + ROWS)):
                 scale = grad[b, 0, 0] if rank1 else one
+                g_row = w[0] if rank1 else grad[b]
                 for i in range(n_in):
                     xi, si = x[b, i], sig[b, i]
-                    g_row = w[0] if rank1 else grad[b]
                     acc = g_row[0, i] * si * (one + xi * (one - si))
-                    t = knots[i]
-                    j = _span(t, xi)
+                    j = _span(knots[i], xi)
                     if j >= 0:
-                        _de_boor(t, j, xi, 2, quad[1:4], left, right)
-                        for r in range(4):  # cubic index m = j - 3 + r
+                        _cubic_derivatives(knots[i], j, xi, quad, left, right, dB)
+                        for r in range(4):
                             m = j - 3 + r
                             if 0 <= m < n_feat:
-                                d1 = t[m + 3] - t[m]
-                                d2 = t[m + 4] - t[m + 1]
-                                a = quad[r] / d1 if d1 > zero else zero
-                                e = quad[r + 1] / d2 if d2 > zero else zero
-                                acc += g_row[m + 1, i] * three * (a - e)
+                                acc += g_row[m + 1, i] * dB[r]
                     out[b, i] = acc * scale
 
     @njit(parallel=True, cache=True, nogil=True)
@@ -293,26 +306,21 @@ if _HAVE_NUMBA:
         # ∂L/∂x from ∂L/∂basis (batch, in, K), derivatives as in `_layer_bwd_knots`
         batch, n_in = x.shape
         n_feat = grad.shape[2]
-        zero, three = x.dtype.type(0.0), x.dtype.type(3.0)
+        zero = x.dtype.type(0.0)
         n_chunks = (batch + ROWS - 1) // ROWS
         for c in prange(n_chunks):
-            quad = np.zeros(5, x.dtype)
+            quad, dB = np.zeros(5, x.dtype), np.empty(4, x.dtype)
             left, right = np.empty(4, x.dtype), np.empty(4, x.dtype)
             for b in range(c * ROWS, min(batch, c * ROWS + ROWS)):
                 for i in range(n_in):
-                    t = knots[i]
                     acc = zero
-                    j = _span(t, x[b, i])
+                    j = _span(knots[i], x[b, i])
                     if j >= 0:
-                        _de_boor(t, j, x[b, i], 2, quad[1:4], left, right)
+                        _cubic_derivatives(knots[i], j, x[b, i], quad, left, right, dB)
                         for r in range(4):
                             m = j - 3 + r
                             if 0 <= m < n_feat:
-                                d1 = t[m + 3] - t[m]
-                                d2 = t[m + 4] - t[m + 1]
-                                a = quad[r] / d1 if d1 > zero else zero
-                                e = quad[r + 1] / d2 if d2 > zero else zero
-                                acc += grad[b, i, m] * three * (a - e)
+                                acc += grad[b, i, m] * dB[r]
                     out[b, i] = acc
 
 
