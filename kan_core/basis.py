@@ -110,6 +110,7 @@ class CubicBSplineKnots(torch.autograd.Function):
         return cpu_kernels.basis_knots_forward(x, knots, knots.shape[1] - 4)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # numba inside: no double backward
     def backward(ctx, grad_out):  # type: ignore[override]
         x, knots = ctx.saved_tensors
         return cpu_kernels.basis_knots_backward(x, knots, grad_out), None

@@ -156,7 +156,7 @@ class KANLayer(nn.Module):
         else:
             feats, scale = self.basis.scaled_features(x)  # (batch, in, K)
             weight = (self.coef * (num_mask * scale).unsqueeze(-1)).reshape(self.out_dim, -1)
-            y = F.linear(feats.reshape(x.shape[0], -1), weight, self.bias)
+            y = F.linear(feats.flatten(1), weight, self.bias)  # batch may be 0
             y = y + F.linear(F.silu(x), self.w_base * num_mask)
         for js, _, v in self._symbolic_edge_values(x):
             y = y.index_add(1, js, v)

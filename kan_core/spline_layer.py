@@ -88,7 +88,7 @@ def _network_forward(
         torch.sigmoid(x, out=sig)
         u = uniform[i // 5]
         cpu_kernels.layer_forward(x, sig, knots, w_base.detach(), coef.detach(), mask, feats, w, u)
-        args = (bias.detach(), feats.view(x.shape[0], -1), w.view(w.shape[0], -1).t())
+        args = (bias.detach(), feats.flatten(1), w.view(w.shape[0], -1).t())  # n may be 0
         if len(views) > 3:  # a hidden layer: its output goes into the buffer too
             x = torch.addmm(*args, out=views[3])
             views = views[4:]
@@ -102,7 +102,6 @@ def _layer_backward(
     need_x: bool, uniform: bool,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:  # fmt: skip
     """(∂L/∂x or None, ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias) from ∂L/∂y."""
-    n = x.shape[0]
     n_out = w.shape[0]
     g = g.contiguous()
     gx = None
@@ -112,7 +111,7 @@ def _layer_backward(
         else:
             g_feats = (g @ w.view(n_out, -1)).view(feats.shape)
             gx = cpu_kernels.layer_input_grad(x, sig, knots, g_feats, None, uniform)
-    gw = (g.t() @ feats.view(n, -1)).view(w.shape)
+    gw = (g.t() @ feats.flatten(1)).view(w.shape)
     g_base, g_coef = cpu_kernels.layer_param_grads(gw, mask, uniform)
     return gx, g_base, g_coef, g.sum(0)
 
@@ -156,6 +155,7 @@ class _SplineNetwork(torch.autograd.Function):
         return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # numba inside: no double backward
     def backward(ctx, g):  # type: ignore[override]
         x, flat, *tensors = ctx.saved_tensors
         grads = _network_backward(g, x, tensors, flat, ctx.uniform, ctx.needs_input_grad[0])

@@ -144,3 +144,14 @@ def test_custom_operators_pass_opcheck():
         tensors += [layer.w_base, layer.coef, layer.bias, layer.mask, layer.basis.knots]
     x = torch.randn(10, 2).requires_grad_()
     torch.library.opcheck(spline_layer._network_op, (x, tensors, [True, True]))
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_empty_and_single_row_batches(rows):
+    model = KAN([3, 4, 2], seed=10)
+    x = torch.randn(rows, 3).requires_grad_()
+    out = model(x)
+    out.sum().backward()
+    assert out.shape == (rows, 2) and x.grad is not None and x.grad.shape == (rows, 3)
+    with cpu_kernels.disabled():
+        torch.testing.assert_close(model(x), out)
