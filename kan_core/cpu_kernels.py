@@ -398,7 +398,10 @@ def _sync_threads(work: int) -> None:
         numba.set_num_threads(n)
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def to_numpy(t: torch.Tensor, dtype: torch.dtype | None = None) -> np.ndarray:
+    """A contiguous numpy view (a copy only where needed) of a CPU tensor, in `dtype`."""
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
     return t.detach().contiguous().numpy()
 
 
@@ -416,7 +419,7 @@ def basis6_forward(
     _sync_threads(x.numel() * num_features)
     out = torch.empty(x.shape[0], x.shape[1], num_features, dtype=x.dtype)
     c = _centres(num_features, x.dtype)
-    _basis6_fwd(_np(x), _np(t0.to(x.dtype)), _np(inv_h.to(x.dtype)), c, out.numpy())
+    _basis6_fwd(to_numpy(x), to_numpy(t0, x.dtype), to_numpy(inv_h, x.dtype), c, out.numpy())
     return out
 
 
@@ -427,62 +430,61 @@ def basis6_backward(
     _sync_threads(grad.numel())
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     c = _centres(grad.shape[2], x.dtype)
-    _basis6_bwd(_np(x), _np(t0.to(x.dtype)), _np(inv_h.to(x.dtype)), c, _np(grad), out.numpy())
+    t0n, inv_hn = to_numpy(t0, x.dtype), to_numpy(inv_h, x.dtype)
+    _basis6_bwd(to_numpy(x), t0n, inv_hn, c, to_numpy(grad), out.numpy())
     return out
 
 
-def _np_as(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
-    return _np(t if t.dtype == dtype else t.to(dtype))
+# The layer wrappers below take numpy arrays (`kan_core.spline_layer` converts each tensor once
+# per pass; at small batches that conversion is a real part of the cost).
 
 
 def layer_forward(
-    x: torch.Tensor, sig: torch.Tensor, knots: torch.Tensor, w_base: torch.Tensor,
-    coef: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor, w: torch.Tensor,
-    uniform: bool = True,
+    x: np.ndarray, sig: np.ndarray, knots: np.ndarray, w_base: np.ndarray, coef: np.ndarray,
+    mask: np.ndarray, feats: np.ndarray, w: np.ndarray, uniform: bool = True,
 ) -> None:  # fmt: skip
     """Fill feats (batch, K+1, in) with [silu(x); basis] and w (out, K+1, in) with
     [w_base·mask; coef·mask·s], for x, sig = sigmoid(x) (batch, in) and knots (in, M). On a
     uniform grid the basis is 6·B (branch-free form) and s = 1/6; otherwise B and s = 1.
-    feats and w must be contiguous."""
-    dt = x.dtype
-    _sync_threads(feats.numel())
-    args = (_np(x), _np(sig), _np_as(knots, dt), _np(w_base), _np(coef), _np_as(mask, dt))
+    All arrays contiguous and in x's dtype."""
+    _sync_threads(feats.size)
     if uniform:
-        _layer_fwd(*args, _centres(coef.shape[2], dt), feats.numpy(), w.numpy())
+        c = _centres(coef.shape[2], torch.float32 if x.dtype == np.float32 else torch.float64)
+        _layer_fwd(x, sig, knots, w_base, coef, mask, c, feats, w)
     else:
-        _layer_fwd_knots(*args, feats.numpy(), w.numpy())
+        _layer_fwd_knots(x, sig, knots, w_base, coef, mask, feats, w)
 
 
 def layer_input_grad(
-    x: torch.Tensor, sig: torch.Tensor, knots: torch.Tensor, grad: torch.Tensor,
-    w: torch.Tensor | None = None, uniform: bool = True,
+    x: np.ndarray, sig: np.ndarray, knots: np.ndarray, grad: np.ndarray,
+    w: np.ndarray | None = None, uniform: bool = True,
 ) -> torch.Tensor:  # fmt: skip
     """∂L/∂x (batch, in) from ∂L/∂features (batch, K+1, in); or, for a one-output layer, from
     ∂L/∂y (batch, 1) and the weights w (1, K+1, in), without building ∂L/∂features."""
-    dt = x.dtype
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    out = torch.empty(x.shape, dtype=torch.float32 if x.dtype == np.float32 else torch.float64)
     if w is None:
-        k1, gn, wn = grad.shape[1], _np(grad), np.empty((0, 0, 0), _centres(1, dt).dtype)
+        k1, gn, wn = grad.shape[1], grad, np.empty((0, 0, 0), x.dtype)
     else:
-        k1, gn, wn = w.shape[1], _np(grad).reshape(-1, 1, 1), _np(w)
-    _sync_threads(x.numel() * k1)
+        k1, gn, wn = w.shape[1], grad.reshape(-1, 1, 1), w
+    _sync_threads(x.size * k1)
     if uniform:
-        c = _centres(k1 - 1, dt)
-        _layer_bwd(_np(x), _np(sig), _np_as(knots, dt), c, gn, wn, out.numpy())
+        c = _centres(k1 - 1, out.dtype)
+        _layer_bwd(x, sig, knots, c, gn, wn, out.numpy())
     else:
-        _layer_bwd_knots(_np(x), _np(sig), _np_as(knots, dt), gn, wn, out.numpy())
+        _layer_bwd_knots(x, sig, knots, gn, wn, out.numpy())
     return out
 
 
 def layer_param_grads(
-    gw: torch.Tensor, mask: torch.Tensor, uniform: bool = True
+    gw: np.ndarray, mask: np.ndarray, uniform: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂L/∂w_base, ∂L/∂coef) from ∂L/∂w (out, K+1, in), w as `layer_forward` built it."""
     n_out, k1, n_in = gw.shape
-    g_base = torch.empty(n_out, n_in, dtype=gw.dtype)
-    g_coef = torch.empty(n_out, n_in, k1 - 1, dtype=gw.dtype)
+    dt = torch.float32 if gw.dtype == np.float32 else torch.float64
+    g_base = torch.empty(n_out, n_in, dtype=dt)
+    g_coef = torch.empty(n_out, n_in, k1 - 1, dtype=dt)
     scale = 1.0 / 6.0 if uniform else 1.0
-    _layer_param_grads(_np(gw), _np_as(mask, gw.dtype), scale, g_base.numpy(), g_coef.numpy())
+    _layer_param_grads(gw, mask, scale, g_base.numpy(), g_coef.numpy())
     return g_base, g_coef
 
 
@@ -490,7 +492,7 @@ def basis_knots_forward(x: torch.Tensor, knots: torch.Tensor, num_features: int)
     """Cubic B-spline basis on arbitrary knots (in, M): x (batch, in) → (batch, in, K)."""
     _sync_threads(x.numel() * num_features)
     out = torch.empty(x.shape[0], x.shape[1], num_features, dtype=x.dtype)
-    _basis_knots_fwd(_np(x), _np_as(knots, x.dtype), out.numpy())
+    _basis_knots_fwd(to_numpy(x), to_numpy(knots, x.dtype), out.numpy())
     return out
 
 
@@ -498,5 +500,5 @@ def basis_knots_backward(x: torch.Tensor, knots: torch.Tensor, grad: torch.Tenso
     """∂L/∂x (batch, in) from ∂L/∂basis (batch, in, K) on arbitrary knots."""
     _sync_threads(grad.numel())
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    _basis_knots_bwd(_np(x), _np_as(knots, x.dtype), _np(grad), out.numpy())
+    _basis_knots_bwd(to_numpy(x), to_numpy(knots, x.dtype), to_numpy(grad), out.numpy())
     return out

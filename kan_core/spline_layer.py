@@ -30,11 +30,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from kan_core import cpu_kernels
 from kan_core.basis import Basis, BSplineBasis
+from kan_core.cpu_kernels import to_numpy
 
 
 def usable(basis: Basis, x: Tensor, coef: Tensor) -> bool:
@@ -62,13 +64,19 @@ def _layout(n: int, tensors: Sequence[Tensor]) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _views(flat: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
+def _views(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """numpy views into the flat buffer (a tenth of the cost of tensor views)."""
     out, offset = [], 0
     for shape in shapes:
         size = math.prod(shape)
-        out.append(flat[offset : offset + size].view(shape))
+        out.append(flat[offset : offset + size].reshape(shape))
         offset += size
     return out
+
+
+def _rows(a: np.ndarray) -> Tensor:
+    """(n, a, b) array → (n, a·b) tensor sharing memory (n may be 0)."""
+    return torch.from_numpy(a.reshape(a.shape[0], math.prod(a.shape[1:])))
 
 
 def _network_forward(
@@ -79,18 +87,23 @@ def _network_forward(
     Returns the output and one flat buffer with everything backward needs (`_layout`): a single
     allocation, and a single saved tensor, however deep the network."""
     x = x.detach().contiguous()
+    dt = x.dtype
     shapes = _layout(x.shape[0], tensors)
     flat = x.new_empty(sum(math.prod(s) for s in shapes))
-    views = _views(flat, shapes)
+    views = _views(flat.numpy(), shapes)
+    xn = x.numpy()
     for i in range(0, len(tensors), 5):
         w_base, coef, bias, mask, knots = tensors[i : i + 5]
         sig, feats, w = views[:3]
-        torch.sigmoid(x, out=sig)
-        u = uniform[i // 5]
-        cpu_kernels.layer_forward(x, sig, knots, w_base.detach(), coef.detach(), mask, feats, w, u)
-        args = (bias.detach(), feats.flatten(1), w.view(w.shape[0], -1).t())  # n may be 0
+        torch.sigmoid(x, out=torch.from_numpy(sig))
+        cpu_kernels.layer_forward(
+            xn, sig, to_numpy(knots, dt), to_numpy(w_base), to_numpy(coef), to_numpy(mask, dt),
+            feats, w, uniform[i // 5],
+        )  # fmt: skip
+        args = (bias.detach(), _rows(feats), _rows(w).t())
         if len(views) > 3:  # a hidden layer: its output goes into the buffer too
-            x = torch.addmm(*args, out=views[3])
+            xn = views[3]
+            x = torch.addmm(*args, out=torch.from_numpy(xn))
             views = views[4:]
         else:
             x = torch.addmm(*args)
@@ -98,20 +111,19 @@ def _network_forward(
 
 
 def _layer_backward(
-    g: Tensor, x: Tensor, sig: Tensor, feats: Tensor, w: Tensor, mask: Tensor, knots: Tensor,
-    need_x: bool, uniform: bool,
+    g: Tensor, x: np.ndarray, sig: np.ndarray, feats: np.ndarray, w: np.ndarray,
+    mask: np.ndarray, knots: np.ndarray, need_x: bool, uniform: bool,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:  # fmt: skip
     """(∂L/∂x or None, ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias) from ∂L/∂y."""
-    n_out = w.shape[0]
-    g = g.contiguous()
+    g = g.detach().contiguous()
     gx = None
     if need_x:
-        if n_out == 1:  # the kernel forms ∂L/∂features = g·w itself
-            gx = cpu_kernels.layer_input_grad(x, sig, knots, g, w, uniform)
+        if w.shape[0] == 1:  # the kernel forms ∂L/∂features = g·w itself
+            gx = cpu_kernels.layer_input_grad(x, sig, knots, g.numpy(), w, uniform)
         else:
-            g_feats = (g @ w.view(n_out, -1)).view(feats.shape)
+            g_feats = torch.mm(g, _rows(w)).numpy().reshape(feats.shape)
             gx = cpu_kernels.layer_input_grad(x, sig, knots, g_feats, None, uniform)
-    gw = (g.t() @ feats.flatten(1)).view(w.shape)
+    gw = torch.mm(g.t(), _rows(feats)).numpy().reshape(w.shape)
     g_base, g_coef = cpu_kernels.layer_param_grads(gw, mask, uniform)
     return gx, g_base, g_coef, g.sum(0)
 
@@ -122,18 +134,19 @@ def _network_backward(
 ) -> list[Tensor | None]:  # fmt: skip
     """[∂L/∂x or None, then ∂L/∂w_base, ∂L/∂coef, ∂L/∂bias per layer] from ∂L/∂output."""
     n_layers = len(tensors) // 5
-    views = _views(flat, _layout(x.shape[0], tensors))
-    per_layer = [views[4 * i : 4 * i + 3] for i in range(n_layers)]  # sig, feats, w
-    inputs = [x.detach().contiguous(), *(views[4 * i + 3] for i in range(n_layers - 1))]
+    dt = x.dtype
+    views = _views(flat.detach().numpy(), _layout(x.shape[0], tensors))
+    inputs = [to_numpy(x), *(views[4 * i + 3] for i in range(n_layers - 1))]
     grads: list[Tensor | None] = [None] * (1 + 3 * n_layers)
     g_in: Tensor | None = g
     for layer in reversed(range(n_layers)):
-        sig, feats, w = per_layer[layer]
+        sig, feats, w = views[4 * layer : 4 * layer + 3]
         _, _, _, mask, knots = tensors[5 * layer : 5 * layer + 5]
         assert g_in is not None
         g_in, *grads[1 + 3 * layer : 4 + 3 * layer] = _layer_backward(
-            g_in, inputs[layer], sig, feats, w, mask, knots, layer > 0 or need_x, uniform[layer]
-        )
+            g_in, inputs[layer], sig, feats, w, to_numpy(mask, dt), to_numpy(knots, dt),
+            layer > 0 or need_x, uniform[layer],
+        )  # fmt: skip
     grads[0] = g_in
     return grads
 
