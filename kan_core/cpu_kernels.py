@@ -1,13 +1,18 @@
-"""Fused CPU kernels (numba) for the uniform cubic B-spline basis.
+"""Fused CPU kernels (numba) for cubic B-spline KANs.
 
-PyTorch builds the `(batch, in, K)` basis from about a dozen elementwise kernels forward and six
-backward, each a full pass over memory; these loops do it in one pass each way. They compute the
-same branch-free centred form as `basis.cardinal_bspline` (exactly Cox–de Boor on a uniform grid)
-and return SIX times the basis, as `basis.CubicBSplineUniform` does.
+- The basis alone, `(batch, in, K)`: on a uniform grid the branch-free centred form of
+  `basis.cardinal_bspline` (exactly Cox–de Boor), returned as SIX times the basis as
+  `basis.CubicBSplineUniform` expects; on adaptive knots de Boor's scheme for the four nonzero
+  B-splines (`basis.CubicBSplineKnots`). PyTorch needs about a dozen elementwise kernels
+  forward and six backward for the uniform form, each a full pass over memory; these loops do
+  it in one pass each way.
+- A whole layer for `kan_core.spline_layer`: features [silu(x); basis] laid out
+  (batch, K+1, in) with the weight assembly, the input gradient and the parameter-gradient
+  split. These wrappers take numpy arrays.
 
 numba is optional at run time: `available()` is False when it cannot be imported or no
 thread-safe threading layer loads, and callers then use the PyTorch path. Compiled code is cached
-on disk (`cache=True`), so only the first process on a machine pays the ~2 s compile.
+on disk (`cache=True`), so only the first process on a machine pays the compile (10–20 s).
 """
 
 from __future__ import annotations
