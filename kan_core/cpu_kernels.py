@@ -47,40 +47,50 @@ if _HAVE_NUMBA:
     # the API server calls models from several threads: only thread-safe layers (tbb, omp)
     numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
+    # The uniform cubic B-spline in centred form, d = u - centre (knot spacings):
+    # 6·B(d) = relu(2-|d|)³ - 4·relu(1-|d|)³ and d(6B)/dd = -3·sign(d)·(relu(2-|d|)² -
+    # 4·relu(1-|d|)²). `one` is 1 in the arrays' dtype (keeps float32 loops in float32).
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _b6(d, one):  # pragma: no cover - compiled
+        a = abs(d)
+        r1 = max(one - a, one - one)
+        r2 = max(one + one - a, one - one)
+        return r2 * r2 * r2 - (one + one + one + one) * (r1 * r1 * r1)
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _db6_over_minus3(d, one):  # pragma: no cover - compiled
+        # d(6B)/dd divided by -3 (callers fold the -3 into one multiply per input)
+        a = abs(d)
+        r1 = max(one - a, one - one)
+        r2 = max(one + one - a, one - one)
+        return np.copysign(r2 * r2 - (one + one + one + one) * (r1 * r1), d)
+
     @njit(parallel=True, cache=True, nogil=True)
     def _basis6_fwd(x, t0, inv_h, centres, out):  # pragma: no cover - compiled
         # centres = [2, 3, …, K + 1] in x's dtype: basis m is centred 2 + m knot spacings in
         batch, n_in = x.shape
         n_feat = out.shape[2]
-        one, two, four = x.dtype.type(1.0), x.dtype.type(2.0), x.dtype.type(4.0)
-        zero = x.dtype.type(0.0)
+        one = x.dtype.type(1.0)
         for b in prange(batch):
             for i in range(n_in):
                 u = (x[b, i] - t0[i]) * inv_h[i]
                 for m in range(n_feat):
-                    a = abs(u - centres[m])
-                    r1 = max(one - a, zero)
-                    r2 = max(two - a, zero)
-                    out[b, i, m] = r2 * r2 * r2 - four * (r1 * r1 * r1)
+                    out[b, i, m] = _b6(u - centres[m], one)
         return out
 
     @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _basis6_bwd(x, t0, inv_h, centres, grad, out):  # pragma: no cover - compiled
-        # d(6B)/du = -3·sign(d)·(r2² - 4 r1²) with d = u - centre;  du/dx = inv_h
+        # du/dx = inv_h
         batch, n_in = x.shape
         n_feat = grad.shape[2]
-        one, two, four = x.dtype.type(1.0), x.dtype.type(2.0), x.dtype.type(4.0)
-        zero, minus3 = x.dtype.type(0.0), x.dtype.type(-3.0)
+        one, zero, minus3 = x.dtype.type(1.0), x.dtype.type(0.0), x.dtype.type(-3.0)
         for b in prange(batch):
             for i in range(n_in):
                 u = (x[b, i] - t0[i]) * inv_h[i]
                 acc = zero
                 for m in range(n_feat):
-                    d = u - centres[m]
-                    a = abs(d)
-                    r1 = max(one - a, zero)
-                    r2 = max(two - a, zero)
-                    acc += grad[b, i, m] * np.copysign(r2 * r2 - four * (r1 * r1), d)
+                    acc += grad[b, i, m] * _db6_over_minus3(u - centres[m], one)
                 out[b, i] = acc * minus3 * inv_h[i]
         return out
 
@@ -119,8 +129,7 @@ if _HAVE_NUMBA:
         # w[j] = [w_base·mask; coef·mask/6] (out, K+1, in); feats (batch, K+1, in)
         batch, n_in = x.shape
         n_feat = coef.shape[2]
-        one, two, four = x.dtype.type(1.0), x.dtype.type(2.0), x.dtype.type(4.0)
-        zero = x.dtype.type(0.0)
+        one = x.dtype.type(1.0)
         _assemble_weights(w_base, coef, mask, x.dtype.type(1.0 / 6.0), w)
         t0, inv_h = _grid_of(knots)
         n_chunks = (batch + ROWS - 1) // ROWS
@@ -134,10 +143,7 @@ if _HAVE_NUMBA:
                 for m in range(n_feat):
                     cm, fm = centres[m], feats[b, m + 1]
                     for i in range(n_in):
-                        a = abs(u[i] - cm)
-                        r1 = max(one - a, zero)
-                        r2 = max(two - a, zero)
-                        fm[i] = r2 * r2 * r2 - four * (r1 * r1 * r1)
+                        fm[i] = _b6(u[i] - cm, one)
 
     @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _layer_bwd(x, sig, knots, centres, grad, w, out):  # pragma: no cover - compiled
@@ -146,8 +152,7 @@ if _HAVE_NUMBA:
         batch, n_in = x.shape
         rank1 = w.shape[0] > 0
         n_feat = (w.shape[1] if rank1 else grad.shape[1]) - 1
-        one, two, four = x.dtype.type(1.0), x.dtype.type(2.0), x.dtype.type(4.0)
-        zero, minus3 = x.dtype.type(0.0), x.dtype.type(-3.0)
+        one, zero, minus3 = x.dtype.type(1.0), x.dtype.type(0.0), x.dtype.type(-3.0)
         t0, inv_h = _grid_of(knots)
         n_chunks = (batch + ROWS - 1) // ROWS
         for c in prange(n_chunks):
@@ -162,11 +167,7 @@ if _HAVE_NUMBA:
                     cm = centres[m]
                     gm = w[0, m + 1] if rank1 else grad[b, m + 1]
                     for i in range(n_in):
-                        d = u[i] - cm
-                        a = abs(d)
-                        r1 = max(one - a, zero)
-                        r2 = max(two - a, zero)
-                        acc[i] += gm[i] * np.copysign(r2 * r2 - four * (r1 * r1), d)
+                        acc[i] += gm[i] * _db6_over_minus3(u[i] - cm, one)
                 g0 = w[0, 0] if rank1 else grad[b, 0]
                 scale = grad[b, 0, 0] if rank1 else one
                 for i in range(n_in):
@@ -385,13 +386,14 @@ def enabled() -> bool:
     return not _state["disabled"] and available()
 
 
+def handles(x: torch.Tensor) -> bool:
+    """The kernels can compute on x: a float32/float64 CPU tensor, numba enabled."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and enabled()
+
+
 def usable_for(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and not torch.compiler.is_compiling()
-        and enabled()
-    )
+    """`handles(x)` outside `torch.compile` (callers without a custom-op form)."""
+    return not torch.compiler.is_compiling() and handles(x)
 
 
 def _sync_threads(work: int) -> None:
