@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first: 2.13.0 is a local CPU wheel here; a bare `torch` pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	# compile kan_core's numba CPU kernels once into their on-disk cache (~10-20 s)
+	# build kan_core's C++ operators (~15-25 s) and compile its numba kernels (~10-20 s) once
+	# into their on-disk caches
 	$(BIN)/python -m kan_core.fused
 	touch $(STAMP)
 
@@ -25,6 +26,7 @@ lint: setup
 	$(BIN)/ruff check kan_core app tests benchmarks
 	$(BIN)/ruff format --check kan_core
 	$(BIN)/mypy kan_core
+	$(BIN)/clang-format --dry-run --Werror kan_core/csrc/*.cpp
 
 test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15

@@ -373,7 +373,8 @@ def _tune_allocator() -> None:
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Use the PyTorch ops inside this block (tests and benchmarks compare both paths)."""
+    """Use the PyTorch ops inside this block (tests and benchmarks compare both paths); this
+    switches `kan_core.native` off too."""
     previous, _state["disabled"] = _state["disabled"], True
     try:
         yield
@@ -384,6 +385,11 @@ def disabled() -> Iterator[None]:
 def enabled() -> bool:
     """Available and not switched off by `disabled()`."""
     return not _state["disabled"] and available()
+
+
+def switched_off() -> bool:
+    """Inside `disabled()`: every CPU fast path (these kernels and `kan_core.native`) is off."""
+    return bool(_state["disabled"])
 
 
 def handles(x: torch.Tensor) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kan_core import cpu_kernels
+from kan_core import cpu_kernels, native
 from kan_core.basis import BSplineBasis
 from kan_core.model import KAN
 
@@ -668,8 +668,10 @@ def loss_and_grad(
 
 
 def warm_up() -> bool:
-    """Compile (first time on a machine, ~10 s) or load from numba's on-disk cache (~1 s) every
-    CPU kernel, so the first interactive fit does not wait. Returns whether they are usable."""
+    """Build (first time on a machine, ~15-25 s) or load `kan_core.native`'s C++ operators, and
+    compile (~10 s) or load from numba's on-disk cache (~1 s) every numba kernel, so the first
+    interactive fit does not wait. Returns whether the numba kernels are usable."""
+    native.warm_up()
     if not cpu_kernels.available():
         return False
     from kan_core.train import FitConfig, TrainData, fit  # train imports this module
@@ -696,4 +698,8 @@ if __name__ == "__main__":  # python -m kan_core.fused: fill the kernel cache (i
 
     start = time.perf_counter()
     state = "ready" if warm_up() else "unavailable"
-    sys.stdout.write(f"kan_core CPU kernels {state} in {time.perf_counter() - start:.1f} s\n")
+    native_state = "ready" if native.available() else f"unavailable ({native.unavailable_reason()})"
+    sys.stdout.write(
+        f"kan_core CPU kernels {state}, native operators {native_state}, "
+        f"in {time.perf_counter() - start:.1f} s\n"
+    )

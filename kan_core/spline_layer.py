@@ -34,19 +34,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kan_core import cpu_kernels
+from kan_core import cpu_kernels, native
 from kan_core.basis import Basis, BSplineBasis
 from kan_core.cpu_kernels import to_numpy
 
 
 def usable(basis: Basis, x: Tensor, coef: Tensor) -> bool:
-    """Whether this layer can take the fused CPU path for input x."""
+    """Whether this layer can take the fused CPU path for input x (the native operators, or
+    else the numba kernels; under torch.compile too, both being operators)."""
     return (
         isinstance(basis, BSplineBasis)
         and basis.k == 3
         and x.dim() == 2
         and coef.dtype == x.dtype
-        and cpu_kernels.handles(x)  # under torch.compile too: the custom op runs the kernels
+        and (native.handles(x) or cpu_kernels.handles(x))
     )
 
 
@@ -230,6 +231,8 @@ def spline_network(x: Tensor, layers: Sequence[Any]) -> Tensor:
     for layer in layers:
         tensors += [layer.w_base, layer.coef, layer.bias, layer.numeric_mask(), layer.basis.knots]
     uniform = [bool(layer.basis._uniform) for layer in layers]
+    if native.handles(x):  # C++: chunked rows, no per-layer Python
+        return native.spline_network(x, tensors, [int(u) for u in uniform])
     if torch.compiler.is_compiling():
         return _network_op(x, tensors, uniform)[0]
     y: Tensor = _SplineNetwork.apply(x, tuple(uniform), *tensors)
