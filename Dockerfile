@@ -12,12 +12,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    KANSCOPE_DATA_DIR=/data
+    KANSCOPE_DATA_DIR=/data \
+    KAN_CORE_NATIVE_DIR=/opt/kan_core/native
 
 WORKDIR /app
 
-# libgomp: the OpenMP threading layer of kan_core's numba CPU kernels
-RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+# libgomp: the OpenMP threading layer of kan_core's numba CPU kernels; g++: kan_core's C++
+# operators are built at image build time for this CPU's x86-64 level, and again (once, into
+# KAN_CORE_NATIVE_DIR) if the image runs on a CPU of another level
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 g++ \
     && rm -rf /var/lib/apt/lists/*
 
 # torch first, from the chosen wheel index, so the layer is cached across code changes.
@@ -30,10 +33,12 @@ RUN mkdir -p kan_core app && touch kan_core/__init__.py app/__init__.py \
 
 COPY kan_core ./kan_core
 COPY app ./app
-RUN pip install --no-deps . && python -m kan_core.fused  # bake the numba kernel cache in
+# bake the numba kernel cache and the native operators in
+RUN pip install --no-deps . && python -m kan_core.fused
 
 # Never run as root; /data holds the SQLite file when no database URL is given.
-RUN useradd --create-home --uid 10001 kanscope && mkdir -p /data && chown kanscope /data
+RUN useradd --create-home --uid 10001 kanscope && mkdir -p /data && chown kanscope /data \
+    && chown -R kanscope /opt/kan_core
 USER kanscope
 VOLUME ["/data"]
 

@@ -36,7 +36,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python -m pip install -q "pykan==0.2.8" matplotlib pyyaml
-	$(BIN)/python benchmarks/bench_kan_core.py
+	$(BIN)/python benchmarks/bench_kan_core.py --compile
 	$(BIN)/python benchmarks/bench_symbolic.py
 
 clean:

@@ -21,11 +21,12 @@ import contextlib
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from kan_core import cpu_kernels
+from kan_core import cpu_kernels, native
 from kan_core.fused import warm_up
 from kan_core.model import KAN, MLP
 from kan_core.train import FitConfig, TrainData, fit
@@ -123,8 +124,15 @@ def summarise(opt: str, rows: list[dict]) -> str:
     )
 
 
-def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, compile_: bool = False):
-    """One training step (forward + backward + Adam) as `fit` runs it: torch's fused Adam."""
+def make_step(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    compile_: bool = False,
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+):
+    """One training step (forward + backward + Adam) as `fit` runs it: torch's fused Adam;
+    every call (warm-up and compilation included) inside `context()`."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
     def loss_fn() -> torch.Tensor:
@@ -133,9 +141,10 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, compile_
     fwd = torch.compile(loss_fn) if compile_ else loss_fn
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        fwd().backward()
-        opt.step()
+        with context():
+            opt.zero_grad(set_to_none=True)
+            fwd().backward()
+            opt.step()
 
     for _ in range(5 if not compile_ else 8):
         step()
@@ -166,6 +175,7 @@ def equal_mlp_width(kan_params: int, n_in: int = 10) -> int:
 def bench_steps(
     batches: list[int], reps: int, compile_: bool, device: str, with_pykan: bool
 ) -> list[dict]:
+    native_ok = device == "cpu" and native.available()
     rows = []
     for batch in batches:
         g = torch.Generator().manual_seed(0)
@@ -175,6 +185,9 @@ def bench_steps(
         h = equal_mlp_width(kan.num_parameters())
         mlp = MLP([10, h, h, 1], device=device)
         steps = {"kan_ms": make_step(kan, x, y), "mlp_ms": make_step(mlp, x, y)}
+        if native_ok:  # the fallback engine, for reference
+            numba_kan = KAN([10, 32, 32, 1], grid=5, k=3, device=device)
+            steps["kan_numba_ms"] = make_step(numba_kan, x, y, context=native.disabled)
         if compile_:
             steps["kan_compiled_ms"] = make_step(KAN([10, 32, 32, 1], device=device), x, y, True)
             steps["mlp_compiled_ms"] = make_step(MLP([10, h, h, 1], device=device), x, y, True)
@@ -203,15 +216,21 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
     t = time.perf_counter()
-    warm_up()  # numba kernels: compiled once per machine, then loaded from the disk cache
+    warm_up()  # native operators and numba kernels: built once per machine, then loaded
     warm_s = time.perf_counter() - t
     reps = 20 if args.quick else 60
     lines = [
         f"# kan_core benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {args.device})",
         "",
-        f"numba kernel warm-up before timing: {warm_s:.1f} s (compiles on a machine's first use, "
-        "then loads from the on-disk cache in about 1 s).",
+        f"kernel warm-up before timing: {warm_s:.1f} s (builds on a machine's first use, then "
+        "loads from the on-disk caches in about 1 s). Native operators: "
+        + (
+            f"yes (BLAS called directly: {bool(torch.ops.kan_core_native.has_blas())})"
+            if native.available()
+            else f"no ({native.unavailable_reason()})"
+        )
+        + ".",
         "",
     ]
 
@@ -248,19 +267,22 @@ def main() -> None:
     lines += [
         "## [10,32,32,1] training step (forward + backward + Adam), median ms",
         "",
-        "| batch | KAN params | MLP params | pykan | kan_core | MLP | kan_core / MLP | pykan / kan_core |"
+        "| batch | KAN params | MLP params | pykan | kan_core | MLP | kan_core / MLP | pykan / kan_core "
+        "| numba engine | numba / MLP |"
         + (
             " kan_core compiled | MLP compiled | compiled ratio | best / best |"
             if args.compile
             else ""
         ),
-        "|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if args.compile else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if args.compile else ""),
     ]
     for r in bench_steps([1024, 8192], reps, args.compile, args.device, not args.no_pykan):
         pk = r.get("pykan_ms", float("nan"))
+        nb = r.get("kan_numba_ms", float("nan"))
         line = (
             f"| {r['batch']} | {r['kan_params']} | {r['mlp_params']} | {pk:.1f} | {r['kan_ms']:.2f} "
-            f"| {r['mlp_ms']:.2f} | {r['kan_ms'] / r['mlp_ms']:.2f}× | {pk / r['kan_ms']:.1f}× |"
+            f"| {r['mlp_ms']:.2f} | {r['kan_ms'] / r['mlp_ms']:.2f}× | {pk / r['kan_ms']:.1f}× "
+            f"| {nb:.2f} | {nb / r['mlp_ms']:.2f}× |"
         )
         if args.compile:
             line += (
@@ -273,9 +295,11 @@ def main() -> None:
 
     lines += [
         "",
-        "kan_core's step runs the whole KAN as one fused CPU autograd node (`kan_core.spline_layer`);"
-        " both models use torch's fused Adam, as `fit` does. Compiled = `torch.compile` of the loss"
-        " function (the KAN's layers stay one opaque custom op). best / best = the faster of eager"
+        "kan_core's step runs the whole KAN as one CPU autograd node: the C++ operators of"
+        " `kan_core.native` (rows in cache-sized chunks, one small BLAS GEMM each); the numba engine"
+        " column is the fallback where they cannot be built (`kan_core.spline_layer`'s numba layer"
+        " kernels). Both models use torch's fused Adam, as `fit` does. Compiled = `torch.compile` of"
+        " the loss function (the KAN's layers stay one opaque operator). best / best = the faster of eager"
         " and compiled for each model. Steps are timed in alternating blocks of 5, so drift in"
         " machine speed touches every contender alike; on this shared 2-core VM absolute times"
         " still move by up to 1.8× between runs, ratios much less.",

@@ -32,7 +32,7 @@ import platform
 import shutil
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,12 +223,41 @@ def state_size(n: int, tensors: Sequence[Tensor]) -> int:
     return total
 
 
-def _per_tensor(grads: Sequence[Tensor], n_tensors: int) -> list[Tensor | None]:
-    """Layer gradients laid out like the (w_base, coef, bias, mask, knots) inputs."""
+def per_tensor(grads: Sequence[Tensor | None], n_tensors: int) -> list[Tensor | None]:
+    """Layer gradients laid out like the (w_base, coef, bias, mask, knots) inputs. Shared with
+    `spline_layer`'s numba engine, whose operators have the same signatures."""
     out: list[Tensor | None] = []
     for layer in range(n_tensors // 5):
         out += [*grads[1 + 3 * layer : 4 + 3 * layer], None, None]  # no mask/knot gradients
     return out
+
+
+def gradients_like(x: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:
+    """What a network backward operator returns, as empty tensors (its fake kernel): the input
+    gradient, then per layer (w_base, coef, bias)."""
+    out = [torch.empty_like(x)]
+    for i in range(0, len(tensors), 5):
+        out += [torch.empty_like(t) for t in tensors[i : i + 3]]
+    return out
+
+
+def register_network_autograd(forward_op: Any, backward_op: Callable[..., Any]) -> None:
+    """Autograd for a network forward operator (x, tensors, uniform) -> (y, state) whose
+    backward operator is (g, x, tensors, state, uniform, need_x) -> `gradients_like`. Shared
+    with `spline_layer`'s numba engine, whose operators have the same signatures."""
+
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, tensors, uniform = inputs
+        ctx.save_for_backward(x, output[1], *tensors)
+        ctx.uniform = uniform
+
+    def backward(ctx, g, _g_state):  # type: ignore[no-untyped-def]
+        x, state, *tensors = ctx.saved_tensors
+        need_x = bool(ctx.needs_input_grad[0])
+        grads = backward_op(g, x, tensors, state, ctx.uniform, need_x)
+        return (grads[0] if need_x else None), per_tensor(grads, len(tensors)), None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 
 
 def _register_python_parts() -> None:
@@ -243,26 +272,10 @@ def _register_python_parts() -> None:
 
     @torch.library.register_fake("kan_core_native::spline_network_backward")
     def _backward_fake(g, x, params, state, uniform, need_x):  # type: ignore[no-untyped-def]
-        out = [torch.empty_like(x)]
-        for i in range(0, len(params), 5):
-            out += [torch.empty_like(t) for t in params[i : i + 3]]  # w_base, coef, bias
-        return out
+        return gradients_like(x, params)
 
-    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        x, params, uniform = inputs
-        ctx.save_for_backward(x, output[1], *params)
-        ctx.uniform = uniform
-
-    def backward(ctx, g, _g_state):  # type: ignore[no-untyped-def]
-        x, state, *params = ctx.saved_tensors
-        need_x = bool(ctx.needs_input_grad[0])
-        grads = torch.ops.kan_core_native.spline_network_backward(
-            g, x, params, state, ctx.uniform, need_x
-        )
-        return (grads[0] if need_x else None), _per_tensor(grads, len(params)), None
-
-    torch.library.register_autograd(
-        "kan_core_native::spline_network", backward, setup_context=setup_context
+    register_network_autograd(
+        "kan_core_native::spline_network", torch.ops.kan_core_native.spline_network_backward
     )
     _register_python_parts.done = True  # type: ignore[attr-defined]
 
@@ -285,7 +298,7 @@ class _NativeSplineNetwork(torch.autograd.Function):
         grads = torch.ops.kan_core_native.spline_network_backward(
             g, x, params, state, ctx.uniform, need_x
         )
-        return (grads[0] if need_x else None), None, *_per_tensor(grads, len(params))
+        return (grads[0] if need_x else None), None, *per_tensor(grads, len(params))
 
 
 def spline_network(x: Tensor, tensors: list[Tensor], uniform: list[int]) -> Tensor:

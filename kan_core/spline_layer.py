@@ -8,20 +8,25 @@ backward, each a pass over memory. Here the base function is folded into the bas
     weights     = [w_base·mask; coef·mask/6]                 (out, K + 1, in)
     y           = features · weightsᵀ + bias                 one GEMM
 
-so a layer is one numba pass (`cpu_kernels.layer_forward`, which also assembles the weights) and
-one BLAS product forward; backward is one product for the weight gradient, one for the feature
-gradient (skipped for a one-output layer, whose input gradient the kernel forms directly) and
-one numba pass. A whole KAN whose layers all qualify (`usable`, no symbolic edges) is a single
-autograd node (`spline_network`), which saves the per-layer dispatch that dominates small
-batches; a single layer uses the same code with one layer. Everything backward needs (sigmoids,
-features, weights, hidden activations) lives in one flat buffer: one allocation per forward
-and one saved tensor.
+and a whole KAN whose layers all qualify (`usable`, no symbolic edges) is a single autograd
+node (`spline_network`); a single layer uses the same code with one layer. Two engines compute
+it:
 
-Eager code calls the `torch.autograd.Function`; under `torch.compile` the same code runs as the
-custom operators `kan_core::spline_network_v3` (and its backward), opaque to the
-compiler, so a compiled KAN keeps the fused kernels (and `fullgraph=True` works). Tests compare
-values and gradients with the PyTorch formulation (`cpu_kernels.disabled()`), run `gradcheck`
-and `torch.library.opcheck`.
+- `kan_core.native` (C++, the default wherever it builds): rows in cache-sized chunks, each
+  chunk's features and its small GEMM in one parallel loop per layer, features recomputed in
+  backward instead of stored. No per-layer Python.
+- The numba kernels below (`cpu_kernels.layer_forward` etc.), where the native operators are
+  unavailable: per layer one numba pass (features and weight assembly) and one BLAS product
+  forward; backward one product for the weight gradient, one for the feature gradient
+  (skipped for a one-output layer, whose input gradient the kernel forms directly) and one
+  numba pass. Everything backward needs (sigmoids, features, weights, hidden activations)
+  lives in one flat buffer: one allocation per forward and one saved tensor.
+
+Eager code calls a `torch.autograd.Function`; under `torch.compile` the same code runs as
+operators opaque to the compiler (`kan_core_native::spline_network`, or the numba engine's
+`kan_core::spline_network_v3`), so a compiled KAN keeps the fused kernels (and `fullgraph=True`
+works). Tests compare both engines' values and gradients with the PyTorch formulation
+(`cpu_kernels.disabled()`), run `gradcheck` and `torch.library.opcheck`.
 """
 
 from __future__ import annotations
@@ -150,14 +155,6 @@ def _network_backward(
     return grads
 
 
-def _per_tensor(grads: list[Tensor | None], n_tensors: int) -> list[Tensor | None]:
-    """Layer gradients laid out like the (w_base, coef, bias, mask, knots) inputs."""
-    out: list[Tensor | None] = []
-    for layer in range(n_tensors // 5):
-        out += [*grads[1 + 3 * layer : 4 + 3 * layer], None, None]  # no mask/knot gradients
-    return out
-
-
 class _SplineNetwork(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, uniform, *tensors):  # type: ignore[override]
@@ -171,7 +168,7 @@ class _SplineNetwork(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         x, flat, *tensors = ctx.saved_tensors
         grads = _network_backward(g, x, tensors, flat, ctx.uniform, ctx.needs_input_grad[0])
-        return (grads[0], None, *_per_tensor(grads, len(tensors)))
+        return (grads[0], None, *native.per_tensor(grads, len(tensors)))
 
 
 # ---- the same as custom operators, for torch.compile ------------------------------------------
@@ -201,26 +198,10 @@ def _network_backward_op(
 
 @_network_backward_op.register_fake
 def _network_backward_fake(g, x, tensors, flat, uniform, need_x):  # type: ignore[no-untyped-def]
-    out = [torch.empty_like(x)]
-    for i in range(0, len(tensors), 5):
-        out += [torch.empty_like(t) for t in tensors[i : i + 3]]  # w_base, coef, bias
-    return out
+    return native.gradients_like(x, tensors)
 
 
-def _setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-    x, tensors, uniform = inputs
-    ctx.save_for_backward(x, output[1], *tensors)
-    ctx.uniform = uniform
-
-
-def _op_backward(ctx, g, _g_flat):  # type: ignore[no-untyped-def]
-    x, flat, *tensors = ctx.saved_tensors
-    need_x = bool(ctx.needs_input_grad[0])
-    grads = _network_backward_op(g, x, tensors, flat, ctx.uniform, need_x)
-    return (grads[0] if need_x else None), _per_tensor(list(grads), len(tensors)), None
-
-
-_network_op.register_autograd(_op_backward, setup_context=_setup_context)
+native.register_network_autograd(_network_op, _network_backward_op)
 
 
 def spline_network(x: Tensor, layers: Sequence[Any]) -> Tensor:

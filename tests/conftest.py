@@ -108,6 +108,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url(pg_schema_url: str) -> Iterator[str]:
+    """The session's PostgreSQL schema, migrated and empty: for what only PostgreSQL does."""
+    _truncate_all(pg_schema_url)
+    yield pg_schema_url
+    from app.db.session import forget_databases
+
+    forget_databases()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     from app.db.migrate import upgrade
 

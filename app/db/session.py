@@ -1,6 +1,8 @@
 """Engine and sessions. SQLite: WAL, a busy timeout, foreign keys and ``BEGIN IMMEDIATE`` for
 writing transactions, so concurrent trainers and API writes queue instead of failing with
-"database is locked". PostgreSQL: plain READ COMMITTED with pre-ping.
+"database is locked". PostgreSQL: plain READ COMMITTED with pre-ping; a writing transaction
+may cap how long it can sit idle (``stall_limit_s``) so that a stalled process cannot hold its row
+locks for ever.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -91,9 +93,20 @@ class Database:
             yield s
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A transaction that commits on success and rolls back on error."""
+    def write(self, stall_limit_s: float | None = None) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on error.
+
+        ``stall_limit_s`` (PostgreSQL): the server ends the session if the transaction sits
+        idle that long between statements, which releases its locks. A worker frozen in the
+        middle of a write (SIGSTOP, swapped out, a long GC pause) would otherwise keep the run's
+        row locked and the reaper waiting on it; awake again, its next statement fails and its
+        ownership check tells it that it lost the run. SQLite has no server to do this."""
         with self._write() as s, s.begin():
+            if stall_limit_s is not None and not self.is_sqlite:
+                s.execute(
+                    text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                    {"ms": str(max(1, round(stall_limit_s * 1000)))},
+                )
             yield s
 
     def dispose(self) -> None:

@@ -580,7 +580,8 @@ class _RunSink:
 
     ``step_offset`` shifts metric steps (a restarted run numbers after the dead attempt);
     ``elapsed_offset`` shifts elapsed seconds (a resumed run counts on from its checkpoint);
-    ``retry`` is what the run's summary says about an earlier, lost attempt."""
+    ``retry`` is what the run's summary says about an earlier, lost attempt;
+    ``stall_limit_s`` bounds how long a write may hold the run's row (see ``Database.write``)."""
 
     def __init__(
         self,
@@ -594,8 +595,10 @@ class _RunSink:
         elapsed_offset: float = 0.0,
         checkpoint_interval_s: float | None = None,
         retry: dict[str, Any] | None = None,
+        stall_limit_s: float | None = None,
     ) -> None:
         self.on_progress = on_progress
+        self.stall_limit_s = stall_limit_s
         self.step_offset, self.elapsed_offset = step_offset, elapsed_offset
         self.retry: dict[str, Any] = retry or {}
         self.db, self.run_id, self.owner = db, run_id, owner
@@ -636,7 +639,7 @@ class _RunSink:
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
-                with self._lock, self.db.write() as s:
+                with self._lock, self.db.write(self.stall_limit_s) as s:
                     self._check(s)
             except (OperationalError, DBAPIError) as exc:  # database away: keep training
                 log.warning("run %s: heartbeat failed (%s); will retry", self.run_id, exc)
@@ -665,7 +668,7 @@ class _RunSink:
             if session is not None:
                 self._write(session)
             else:
-                with self._lock, self.db.write() as s:
+                with self._lock, self.db.write(self.stall_limit_s) as s:
                     self._check(s)  # ownership first: a worker that lost its claim writes nothing
                     if self.lost.is_set():
                         self.buffer = []
@@ -706,7 +709,7 @@ class _RunSink:
         step = int(ckpt.step) + self.step_offset
         rows = [r for r in self.buffer if r["step"] <= step]  # all of them: fit reports first
         try:
-            with self._lock, self.db.write() as s:
+            with self._lock, self.db.write(self.stall_limit_s) as s:
                 self._check(s)  # ownership first: a worker that lost its claim writes nothing
                 if self.lost.is_set():
                     self.buffer = []
@@ -775,7 +778,10 @@ def run_training(
     settings = get_settings()
     db = db or get_database()
     retry = _Retry()
-    with db.write() as s:
+    # every write of this worker to the run holds its row no longer than the lease: one frozen
+    # mid-transaction must not keep the reaper (and the next worker) waiting on the lock
+    stall_limit_s = settings.lease_s
+    with db.write(stall_limit_s) as s:
         run = s.get(Run, run_id)
         if run is None or run.status != RunStatus.QUEUED.value:
             return "skipped"
@@ -802,6 +808,7 @@ def run_training(
             else None
         ),
         retry=retry.summary,
+        stall_limit_s=stall_limit_s,
     )
     sink.start()
     try:
@@ -932,7 +939,7 @@ def _train_claimed(
     spec = get_model_spec(config["model"])
     device = _resolve_device(config.get("device"))
     if device != config.get("device"):
-        with db.write() as s:
+        with db.write(sink.stall_limit_s) as s:
             s.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.owner == sink.owner)
@@ -969,7 +976,7 @@ def _finish(
     outcome: TrainOutcome | None = None,
     data: PreparedData | None = None,
 ) -> bool:
-    with db.write() as s:
+    with db.write(sink.stall_limit_s) as s:
         summary: dict[str, Any] = {}
         if outcome is not None and data is not None:
             summary = {

@@ -5,9 +5,11 @@ writers that never see "database is locked"."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from app.db.clock import utcnow, utcnow_minus
 from app.db.models import Dataset, Run, RunMetric
@@ -95,6 +97,43 @@ def test_reaper_requeues_once_then_fails(db):
         assert claim_run(s, run_id, "w2")
         s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow_minus(600)))
     assert reap_stale_runs(db, lease_s=60, requeue=True) == [(run_id, "failed")]
+
+
+def test_a_worker_frozen_mid_write_cannot_keep_the_reaper_waiting(pg_url):
+    """PostgreSQL: a worker stalled inside a write transaction (after its heartbeat UPDATE took
+    the run's row lock) loses the session after ``stall_limit_s``; the reaper, waiting on that
+    lock, then requeues the run, and the stalled worker's commit fails instead of landing."""
+    db = Database(pg_url)
+    try:
+        run_id = make_run(db, status="running", owner="frozen", attempts=1)
+        with db.write() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow_minus(600)))
+        locked, outcome = threading.Event(), []
+
+        def frozen_worker() -> None:
+            try:
+                with db.write(stall_limit_s=1.0) as s:
+                    s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
+                    locked.set()
+                    time.sleep(3.0)  # frozen between statements: the server ends the session
+                outcome.append("committed")
+            except DBAPIError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=frozen_worker)
+        worker.start()
+        assert locked.wait(10)
+        t0 = time.monotonic()
+        reaped = reap_stale_runs(db, lease_s=60, requeue=True)  # blocks on the row lock …
+        waited = time.monotonic() - t0
+        worker.join()
+        assert reaped == [(run_id, "queued")]  # … until the server ended the frozen session
+        assert isinstance(outcome[0], DBAPIError), outcome  # the stale write did not land
+        assert 0.5 < waited < 2.9, waited  # released by the limit, not by the worker waking
+        with db.read() as s:
+            assert s.get(Run, run_id).owner is None  # the frozen heartbeat never landed
+    finally:
+        db.dispose()
 
 
 def test_startup_repairs_runs_of_dead_local_processes(db, db_url, tmp_path):
