@@ -16,8 +16,8 @@
 // activations.
 //
 // GEMMs call the BLAS that PyTorch itself links (MKL's sgemm_/dgemm_ on x86 wheels, found at
-// load time), single-threaded inside our own parallel chunk loop; without one they go through
-// at::mm_out. The Python side (kan_core/native.py) registers fake kernels and autograd.
+// load time), single-threaded (our own parallel chunk loop is the parallelism); without one they
+// go through at::mm_out. The Python side (kan_core/native.py) registers fake kernels and autograd.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -43,9 +43,13 @@ using dgemm_t = void (*)(const char*, const char*, const int*, const int*, const
                          const double*, const double*, const int*, const double*, const int*,
                          const double*, double*, const int*);
 
+using set_threads_t = int (*)(int);
+
 struct Blas {
   sgemm_t sgemm = nullptr;
   dgemm_t dgemm = nullptr;
+  // MKL's C mkl_set_num_threads_local (the lower-case symbol is the Fortran one, int*)
+  set_threads_t set_threads_local = nullptr;
   std::atomic<bool> use{true};  // false: at::mm_out even where the symbols exist (tests)
   Blas() {
     // the BLAS PyTorch was built with, if its symbols are visible (MKL in the x86 wheels)
@@ -55,6 +59,8 @@ struct Blas {
       if (h == nullptr) continue;
       if (sgemm == nullptr) sgemm = reinterpret_cast<sgemm_t>(dlsym(h, "sgemm_"));
       if (dgemm == nullptr) dgemm = reinterpret_cast<dgemm_t>(dlsym(h, "dgemm_"));
+      if (set_threads_local == nullptr)
+        set_threads_local = reinterpret_cast<set_threads_t>(dlsym(h, "MKL_Set_Num_Threads_Local"));
     }
   }
 };
@@ -63,6 +69,25 @@ Blas& blas() {
   static Blas b;
   return b;
 }
+
+// For the life of this object the calling thread's BLAS calls run on that thread alone. The
+// parallelism is ours (chunks); MKL already runs sequentially inside our parallel regions, but
+// called from outside one (a batch too small to split) it would wake its own OpenMP team for
+// every small GEMM, which then spins on the other cores.
+class OneThreadBlas {
+ public:
+  OneThreadBlas() {
+    if (blas().set_threads_local != nullptr) previous_ = blas().set_threads_local(1);
+  }
+  ~OneThreadBlas() {
+    if (blas().set_threads_local != nullptr) blas().set_threads_local(previous_);
+  }
+  OneThreadBlas(const OneThreadBlas&) = delete;
+  OneThreadBlas& operator=(const OneThreadBlas&) = delete;
+
+ private:
+  int previous_ = 0;  // 0: the thread follows the global setting again
+};
 
 // Row-major C (m, n) = alpha · op(A) · op(B) + beta · C, op(A) (m, k), op(B) (k, n); lda, ldb,
 // ldc are row strides. A row-major matrix is the column-major transpose, so this is the
@@ -453,6 +478,7 @@ std::tuple<Tensor, Tensor> spline_network_forward(const Tensor& x_, at::TensorLi
   Tensor x = x_.contiguous();
   check_inputs(x, p, uniform);
   Tensor y, flat;
+  OneThreadBlas one_thread;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spline_network_forward",
                              [&] { forward_impl<scalar_t>(x, p, uniform, y, flat); });
   return {y, flat};
@@ -544,6 +570,7 @@ std::vector<Tensor> spline_network_backward(const Tensor& g, const Tensor& x_,
   Tensor x = x_.contiguous();
   check_inputs(x, p, uniform);
   std::vector<Tensor> out;
+  OneThreadBlas one_thread;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spline_network_backward", [&] {
     out = backward_impl<scalar_t>(g, x, p, flat.contiguous(), uniform, need_x);
   });

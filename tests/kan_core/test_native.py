@@ -77,6 +77,29 @@ def test_aten_matmul_fallback_equals_the_blas_path():
         torch.testing.assert_close(a, b)
 
 
+def test_small_batches_keep_blas_on_the_calling_thread_and_restore_its_setting(threads):
+    """A batch too small to split runs outside any parallel region, where MKL would start its
+    own thread team for each small GEMM; the operators hold the caller's MKL threads at 1 for
+    the call and then give it back its own setting."""
+    import ctypes
+
+    mkl = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    threads(2)
+    model = KAN([3, 4, 1], seed=13)
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(7))
+    before = mkl.MKL_Get_Max_Threads()
+    assert before == 2
+    _run(model, x)
+    assert mkl.MKL_Get_Max_Threads() == before
+    previous = mkl.MKL_Set_Num_Threads_Local(1)  # a caller with a thread-local setting of its own
+    try:
+        _run(model, x)
+        assert mkl.MKL_Get_Max_Threads() == 1
+    finally:
+        mkl.MKL_Set_Num_Threads_Local(previous)
+    assert mkl.MKL_Get_Max_Threads() == before
+
+
 def test_wide_layers_match_the_pytorch_formulation():
     """More inputs than the kernels' inner block (256) and a non-default grid size."""
     model = KAN([300, 7, 4], grid=7, seed=13, dtype=torch.float64)
