@@ -57,7 +57,8 @@ def _compare(model: KAN, x: torch.Tensor, tol: dict, backend: str | None = None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("width", [[3, 5, 1], [4, 6, 3], [2, 1]])
+# [20, 17, 2]: layers at or above the native engine's vector-loop threshold (16 inputs) too
+@pytest.mark.parametrize("width", [[3, 5, 1], [4, 6, 3], [2, 1], [20, 17, 2]])
 def test_network_matches_pytorch_formulation(dtype, width, backend):
     model = KAN(width, grid=5, seed=1, dtype=dtype)
     with torch.no_grad():  # knots that differ per input, inputs partly outside the grid
