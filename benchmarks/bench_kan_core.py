@@ -9,7 +9,8 @@
 2. hello-KAN on adaptive grids (grid_eps=0.02), with and without λ: CPU kernels vs PyTorch.
 3. 10-input regression, width [10, 32, 32, 1]: time per training step (forward + backward + Adam)
    at batch 1024 and 8192 for pykan (`speed()` mode), kan_core (eager, and compiled with
-   --compile) and an MLP with the same parameter count. Median of repeated steps; ratios.
+   --compile; eager also on its numba fallback engine) and an MLP with the same parameter
+   count. Median of repeated steps; ratios.
 
 Results go to stdout as markdown and to benchmarks/results/kan_core.md.
 """

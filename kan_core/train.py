@@ -227,8 +227,9 @@ def _maybe_compiled(
     gains at most what it saves on the loss and the optimiser step (measured on 2 cores, a
     compiled [10,32,32,1] step is 0.96-1.05× the eager one) and costs 30-100 s."""
     device = next(model.parameters()).device
-    engines = native.enabled() or cpu_kernels.enabled()
-    auto = cfg.compile == "auto" and not (device.type == "cpu" and engines)
+    auto = cfg.compile == "auto" and not (
+        device.type == "cpu" and (native.enabled() or cpu_kernels.enabled())
+    )
     wanted = cfg.compile is True or (
         auto and _job_size(model, cfg, n_rows) >= cfg.compile_auto_threshold
     )

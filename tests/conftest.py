@@ -92,18 +92,15 @@ def _truncate_all(url: str) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database: a SQLite file, or the session's PostgreSQL schema."""
-    if request.param == "sqlite":
-        from app.db.migrate import upgrade
-
-        url = f"sqlite:///{tmp_path / 'kanscope.sqlite3'}"
-        upgrade(url)
-        yield url
-    else:
-        url = request.getfixturevalue("pg_schema_url")
-        _truncate_all(url)
-        yield url
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_url")  # its teardown forgets the engines
+        return
+    from app.db.migrate import upgrade
     from app.db.session import forget_databases
 
+    url = f"sqlite:///{tmp_path / 'kanscope.sqlite3'}"
+    upgrade(url)
+    yield url
     forget_databases()
 
 

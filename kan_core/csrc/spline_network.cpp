@@ -155,6 +155,12 @@ inline T db6_over_minus3(T d) {
   return std::copysign(r2 * r2 - T(4) * (r1 * r1), d);
 }
 
+// silu'(a) from a and s = sigmoid(a)
+template <typename T>
+inline T silu_grad(T a, T s) {
+  return s * (T(1) + a * (T(1) - s));
+}
+
 // j with t[j] <= x < t[j+1] (t[j] < t[j+1]), or -1 outside [t_0, t_last): Cox–de Boor's
 // half-open intervals
 template <typename T>
@@ -320,9 +326,7 @@ struct Layer {
           T acc = T(0);
           for (int64_t m = 0; m < n_feat; ++m)
             acc += G[(m + 1) * n_in + i] * db6_over_minus3(u - T(2 + m));
-          const T s = sr[i];
-          const T ds = s * (T(1) + ar[i] * (T(1) - s));
-          o[i] = (acc * T(-3) * inv_h[i] + G[i] * ds) * scale_row;
+          o[i] = (acc * T(-3) * inv_h[i] + G[i] * silu_grad(ar[i], sr[i])) * scale_row;
         }
       } else if (uniform) {
         const T* __restrict t0p = t0.data();
@@ -343,15 +347,13 @@ struct Layer {
           }
 #pragma omp simd
           for (int64_t i = 0; i < ni; ++i) {
-            const T a_i = ar[i0 + i], s = sr[i0 + i];
-            const T ds = s * (T(1) + a_i * (T(1) - s));
+            const T ds = silu_grad(ar[i0 + i], sr[i0 + i]);
             o[i0 + i] = (acc[i] * T(-3) * ihp[i0 + i] + G[i0 + i] * ds) * scale_row;
           }
         }
       } else {
         for (int64_t i = 0; i < n_in; ++i) {
-          const T s = sr[i];
-          T acc = G[i] * (s * (T(1) + ar[i] * (T(1) - s)));
+          T acc = G[i] * silu_grad(ar[i], sr[i]);
           const T* t = knots + i * n_knots;
           const int64_t j = span(t, n_knots, ar[i]);
           if (j >= 0) {
