@@ -30,8 +30,14 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     api_token: str | None = Field(
         default=None,
-        description="If set, every /api request except /api/health and the docs needs "
-        "'Authorization: Bearer <token>'.",
+        description="If set, every request except /api/health, the API docs and the sign-in "
+        "page needs 'Authorization: Bearer <token>' or the dashboard's session cookie (from "
+        "signing in at /signin with this token).",
+    )
+    session_ttl_s: int = Field(
+        default=12 * 3600,
+        gt=0,
+        description="How long a dashboard sign-in lasts (the session cookie's lifetime, s).",
     )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_dataset_rows: int = Field(default=1_000_000, gt=0)

@@ -1,5 +1,6 @@
-"""The ASGI app: FastAPI routers under /api (JSON errors everywhere), then the Dash dashboard
-mounted at "/" through a2wsgi. ``create_app(settings)`` builds it; nothing runs at import."""
+"""The ASGI app: FastAPI routers under /api (JSON errors everywhere), the sign-in page, then the
+Dash dashboard mounted at "/" through a2wsgi, all behind ``ApiGuardMiddleware`` (token or
+session cookie, body limit). ``create_app(settings)`` builds it; nothing runs at import."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app import __version__
+from app.api import sessions
 from app.api.errors import install_error_handlers
 from app.api.middleware import ApiGuardMiddleware
 from app.api.routes import api_router
@@ -94,6 +96,7 @@ def create_app(
     app.state.executor = None
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(sessions.router)  # /signin, /signout (before the dashboard's catch-all)
 
     @app.api_route(
         "/api/{path:path}",
@@ -110,6 +113,7 @@ def create_app(
         ApiGuardMiddleware,
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         api_token=settings.api_token,
+        session_ttl_s=settings.session_ttl_s,
     )
     if mount_dashboard:
         _mount_dashboard(app, settings)

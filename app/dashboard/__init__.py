@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import dash
@@ -30,9 +31,13 @@ PAGE_MODULES = (
 def create_dash_app(api_base_url: str, api_token: str | None = None) -> dash.Dash:
     """Build the dashboard; every callback calls the API at ``api_base_url`` (ends in ``/api``).
 
-    ``api_token`` (default: ``KANSCOPE_API_TOKEN`` from the environment) is sent as a bearer token.
+    ``api_token`` (default: ``KANSCOPE_API_TOKEN`` from the environment) is sent as a bearer token
+    by the server's own calls. Browsers never see it: with a token set, the app's guard lets only
+    signed-in browsers (session cookie from ``/signin``) reach any dashboard route, and the shell
+    shows a sign-out button.
     """
-    api_client.configure(api_base_url, api_token)
+    token = api_token if api_token is not None else os.environ.get("KANSCOPE_API_TOKEN")
+    api_client.configure(api_base_url, token)
     app = dash.Dash(
         __name__,
         use_pages=True,
@@ -47,5 +52,5 @@ def create_dash_app(api_base_url: str, api_token: str | None = None) -> dash.Das
         module = importlib.import_module(name)
         # What Dash's own page loader does after importing a page from ``pages_folder``.
         dash.page_registry[name]["layout"] = module.layout
-    app.layout = app_shell()
+    app.layout = app_shell(with_sign_out=bool(token))
     return app

@@ -1,20 +1,36 @@
 """The dashboard's only way to the backend: one pooled ``httpx.Client`` speaking to the HTTP API.
 
-Callbacks call :func:`get_json`, :func:`post_json`, … and catch :class:`ApiError`, whose message is
-always readable text (the API's ``detail``, or what went wrong with the connection) — never a
-traceback. The client is created once by :func:`configure` (from ``create_dash_app``) and reused:
-a new client per call costs tens of milliseconds of TLS/context set-up and doubles click latency.
+Callbacks call one typed function per endpoint (:func:`get_run`, :func:`delete_dataset`, …) and
+catch :class:`ApiError`, whose message is always readable text (the API's ``detail``, or what went
+wrong with the connection) — never a traceback. Paths are built here from typed, checked values
+only (ids are positive ints, edge indices non-negative ints, kinds members of their enum) and the
+result must be plain ``/word/123/…`` segments: a value from the browser such as
+``"7/../../datasets/2/preview?x="`` or ``"3?cascade=true"`` raises :class:`InvalidRequestError`
+(an ``ApiError``) and never reaches the API. Query parameters go through httpx's encoding.
+
+The client is created once by :func:`configure` (from ``create_dash_app``) and reused: a new
+client per call costs tens of milliseconds of TLS/context set-up and doubles click latency.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import re
+from typing import Any, Literal, get_args
 
 import httpx
 
+from app.dashboard.validation import MAX_ID, index_int, leaderboard_id, one_of
+
 _TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _client: httpx.Client | None = None
+
+
+ExportKind = Literal["latex", "python", "sympy", "model", "predictions"]
+PredictionSplit = Literal["validation", "train"]
+EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
+PREDICTION_SPLITS: tuple[str, ...] = get_args(PredictionSplit)
+_PATH = re.compile(r"(/[a-z0-9][a-z0-9-]*)+")  # fullmatch
 
 
 class ApiError(Exception):
@@ -23,6 +39,15 @@ class ApiError(Exception):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class InvalidRequestError(ApiError):
+    """A value meant for an API path or query was not of its type; nothing was sent."""
+
+    def __init__(self, what: str, value: Any) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "…"
+        super().__init__(f"{what} (got {shown}); nothing was sent.", 422)
 
 
 def configure(api_base_url: str, token: str | None = None) -> None:
@@ -86,27 +111,196 @@ def _request(method: str, path: str, **kwargs: Any) -> httpx.Response:
     return response
 
 
-def get_json(path: str, params: dict[str, Any] | None = None) -> Any:
+def _id(value: Any, what: str) -> int:
+    """``value`` if it is an int id (1 ≤ id ≤ 2**63 − 1; not a bool, not a numeric string)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise InvalidRequestError(f"The {what} id must be a positive integer", value)
+    return value
+
+
+def _index(value: Any, what: str) -> int:
+    if not isinstance(value, int) or index_int(value) is None:
+        raise InvalidRequestError(f"The {what} must be a non-negative integer", value)
+    return value
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
+    checked = one_of(value, allowed)
+    if checked is None:
+        raise InvalidRequestError(f"The {what} must be one of {', '.join(allowed)}", value)
+    return checked
+
+
+def _path(*segments: str | int) -> str:
+    """``/a/1/b`` from segments already checked by the functions above; the result is refused
+    unless it is plain lowercase words, digits and hyphens between slashes."""
+    path = "/" + "/".join(str(s) for s in segments)
+    if not _PATH.fullmatch(path):
+        raise InvalidRequestError("An API path may hold only words and numbers", path)
+    return path
+
+
+def _get_json(path: str, params: dict[str, Any] | None = None) -> Any:
     return _request("GET", path, params=params).json()
 
 
-def post_json(path: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
+def _post_json(path: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
     response = _request("POST", path, json=payload, headers=headers)
     return response.json() if response.content else None
 
 
-def post_file(path: str, filename: str, content: bytes, data: dict[str, str] | None = None) -> Any:
-    files = {"file": (filename, content, "text/csv")}
-    return _request("POST", path, files=files, data=data).json()
-
-
-def delete(path: str) -> Any:
+def _delete(path: str) -> Any:
     response = _request("DELETE", path)
     return response.json() if response.content else None
 
 
-def get_bytes(path: str) -> tuple[bytes, str | None]:
+# ── datasets ──────────────────────────────────────────────────────────────────────────────
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    datasets = _get_json("/datasets")
+    if isinstance(datasets, dict):  # tolerate {"datasets": [...]}
+        datasets = datasets.get("datasets", [])
+    return datasets
+
+
+def get_dataset(dataset_id: int) -> dict[str, Any]:
+    return _get_json(_path("datasets", _id(dataset_id, "dataset")))
+
+
+def dataset_preview(dataset_id: int, limit: int = 20) -> dict[str, Any]:
+    path = _path("datasets", _id(dataset_id, "dataset"), "preview")
+    return _get_json(path, params={"limit": _id(limit, "row limit")})
+
+
+def upload_dataset(filename: str, content: bytes) -> dict[str, Any]:
+    """``POST /datasets`` (multipart); the file name travels in the form data, not the path."""
+    files = {"file": (filename, content, "text/csv")}
+    return _request("POST", "/datasets", files=files).json()
+
+
+def delete_dataset(dataset_id: int) -> None:
+    """Refused by the API (409) while runs use the dataset; the dashboard never cascades."""
+    _delete(_path("datasets", _id(dataset_id, "dataset")))
+
+
+def dataset_composition(dataset_id: int) -> dict[str, Any]:
+    return _get_json(_path("datasets", _id(dataset_id, "dataset"), "composition"))
+
+
+def featurise_dataset(dataset_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    return _post_json(_path("datasets", _id(dataset_id, "dataset"), "featurise"), body)
+
+
+def list_leaderboards(dataset_id: int) -> list[dict[str, Any]]:
+    return _get_json(_path("datasets", _id(dataset_id, "dataset"), "leaderboards"))
+
+
+def create_leaderboard(dataset_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    return _post_json(_path("datasets", _id(dataset_id, "dataset"), "leaderboards"), body)
+
+
+def get_leaderboard(dataset_id: int, board_id: str, *, predictions: bool = True) -> dict[str, Any]:
+    board = leaderboard_id(board_id)
+    if board is None:
+        raise InvalidRequestError("A leaderboard id is 1-32 lowercase hex digits", board_id)
+    path = _path("datasets", _id(dataset_id, "dataset"), "leaderboards", board)
+    return _get_json(path, params={"predictions": "true" if predictions is True else "false"})
+
+
+# ── runs ──────────────────────────────────────────────────────────────────────────────────
+
+
+def list_runs() -> list[dict[str, Any]]:
+    runs = _get_json("/runs")
+    return runs.get("runs", []) if isinstance(runs, dict) else runs
+
+
+def create_run(body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    return _post_json("/runs", body, headers={"Idempotency-Key": idempotency_key})
+
+
+def get_run(run_id: int) -> dict[str, Any]:
+    return _get_json(_path("runs", _id(run_id, "run")))
+
+
+def run_metrics(run_id: int, after_step: int | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if after_step is not None:
+        if isinstance(after_step, bool) or not isinstance(after_step, int) or after_step < -1:
+            raise InvalidRequestError("after_step must be an integer ≥ -1", after_step)
+        params["after_step"] = after_step
+    return _get_json(_path("runs", _id(run_id, "run"), "metrics"), params=params)
+
+
+def cancel_run(run_id: int) -> dict[str, Any]:
+    return _post_json(_path("runs", _id(run_id, "run"), "cancel"))
+
+
+def delete_run(run_id: int) -> None:
+    _delete(_path("runs", _id(run_id, "run")))
+
+
+def run_network(run_id: int) -> dict[str, Any]:
+    return _get_json(_path("runs", _id(run_id, "run"), "network"))
+
+
+def _edge_path(run_id: int, edge: tuple[int, int, int], *rest: str) -> str:
+    if not isinstance(edge, tuple | list) or len(edge) != 3:
+        raise InvalidRequestError("An edge is (layer, i, j)", edge)
+    layer, i, j = (_index(v, "edge index") for v in edge)
+    return _path("runs", _id(run_id, "run"), "edges", layer, i, j, *rest)
+
+
+def run_edge(run_id: int, edge: tuple[int, int, int]) -> dict[str, Any]:
+    return _get_json(_edge_path(run_id, edge))
+
+
+def edge_suggestions(run_id: int, edge: tuple[int, int, int]) -> Any:
+    return _get_json(_edge_path(run_id, edge, "suggestions"))
+
+
+def fix_edge(run_id: int, edge: tuple[int, int, int], function_name: str) -> Any:
+    """The function name travels in the JSON body; the API checks it against its library."""
+    if not isinstance(function_name, str):
+        raise InvalidRequestError("A symbolic function name is text", function_name)
+    return _post_json(_edge_path(run_id, edge, "fix"), {"name": function_name})
+
+
+def unfix_edge(run_id: int, edge: tuple[int, int, int]) -> Any:
+    return _delete(_edge_path(run_id, edge, "fix"))
+
+
+def auto_symbolic(run_id: int, r2_threshold: float) -> dict[str, Any]:
+    body = {"r2_threshold": float(r2_threshold)}
+    return _post_json(_path("runs", _id(run_id, "run"), "auto-symbolic"), body)
+
+
+def prune(run_id: int, threshold: float) -> dict[str, Any]:
+    return _post_json(_path("runs", _id(run_id, "run"), "prune"), {"threshold": float(threshold)})
+
+
+def reset_edits(run_id: int) -> None:
+    _post_json(_path("runs", _id(run_id, "run"), "reset-edits"))
+
+
+def retrain(run_id: int, steps: int | None = None) -> dict[str, Any]:
+    body = {} if steps is None else {"steps": _id(steps, "step count")}
+    return _post_json(_path("runs", _id(run_id, "run"), "retrain"), body)
+
+
+def run_predictions(run_id: int, split: PredictionSplit = "validation") -> dict[str, Any]:
+    path = _path("runs", _id(run_id, "run"), "predictions")
+    return _get_json(path, params={"split": _choice(split, PREDICTION_SPLITS, "split")})
+
+
+def run_formula(run_id: int) -> dict[str, Any]:
+    return _get_json(_path("runs", _id(run_id, "run"), "formula"))
+
+
+def export_run(run_id: int, kind: ExportKind) -> tuple[bytes, str | None]:
     """Raw body and the file name from ``Content-Disposition`` (if any)."""
+    path = _path("runs", _id(run_id, "run"), "export", _choice(kind, EXPORT_KINDS, "export kind"))
     response = _request("GET", path)
     disposition = response.headers.get("content-disposition", "")
     filename = None

@@ -8,6 +8,7 @@ from dash import dcc, html
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 METRIC_LABELS = {"r2": "R²", "accuracy": "accuracy"}
+TASKS = ("regression", "classification")
 
 
 def alert(message: Any, kind: str = "danger", *, role: str = "alert") -> html.Div:
@@ -42,10 +43,7 @@ def task_radio(element_id: str) -> dcc.RadioItems:
     """Regression / classification choice (regression preselected)."""
     return dcc.RadioItems(
         id=element_id,
-        options=[
-            {"label": " regression", "value": "regression"},
-            {"label": " classification", "value": "classification"},
-        ],
+        options=[{"label": f" {task}", "value": task} for task in TASKS],
         value="regression",
         inline=True,
     )

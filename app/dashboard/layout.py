@@ -20,7 +20,19 @@ NAV_LINKS = (
 )
 
 
-def app_shell() -> html.Div:
+def sign_out_form() -> html.Form:
+    """A plain form post to ``/signout`` (served by the API app), which drops the session cookie
+    and shows the sign-in page; only where a token protects the dashboard."""
+    return html.Form(
+        html.Button("Sign out", id="sign-out", type="submit", className="secondary small"),
+        action="/signout",
+        method="POST",
+        className="sign-out",
+        style={"marginLeft": "auto"},
+    )
+
+
+def app_shell(with_sign_out: bool = False) -> html.Div:
     return html.Div(
         className="app",
         children=[
@@ -34,6 +46,7 @@ def app_shell() -> html.Div:
                             for label, href in NAV_LINKS
                         ]
                     ),
+                    sign_out_form() if with_sign_out else None,
                 ],
             ),
             # Dataset / target / features / task chosen on Datasets and read by Train. Session

@@ -58,9 +58,10 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``python -m app.cli serve`` on a free port, its own process group."""
+    """``python -m app.cli serve`` on a free port, its own process group (API only, unless
+    ``dashboard``)."""
 
-    def __init__(self, data_dir: Path, env_extra: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env_extra: dict[str, str], dashboard: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
@@ -78,7 +79,7 @@ class LiveServer:
                 "-m",
                 "app.cli",
                 "serve",
-                "--no-dashboard",
+                *([] if dashboard else ["--no-dashboard"]),
                 "--host",
                 "127.0.0.1",
                 "--port",

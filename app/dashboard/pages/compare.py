@@ -10,6 +10,7 @@ from dash import Input, Output, callback, dash_table, dcc, html
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, fmt_number
+from app.dashboard.validation import positive_int, positive_ints
 
 dash.register_page(__name__, path="/compare", name="Compare", title="Compare · kanscope")
 
@@ -17,7 +18,10 @@ MAX_RUNS = 8
 
 
 def parse_run_ids(text: str | None) -> list[int]:
-    return [int(p) for p in (text or "").split(",") if p.strip().isdigit()][:MAX_RUNS]
+    """Run ids from ``?runs=3,5``; anything that is not an id is left out."""
+    parts = text.split(",") if isinstance(text, str) else []
+    ids = [positive_int(p.strip()) for p in parts]
+    return [i for i in ids if i is not None][:MAX_RUNS]
 
 
 def layout(runs: str | None = None, **_: Any) -> html.Div:
@@ -48,10 +52,9 @@ def run_options() -> tuple[list[dict[str, Any]], str | None]:
     """Options for the run picker, built with the page (a value whose option is not there yet
     would be dropped by the dropdown)."""
     try:
-        result = api_client.get_json("/runs")
+        runs = api_client.list_runs()
     except ApiError as exc:
         return [], str(exc)
-    runs = result.get("runs", []) if isinstance(result, dict) else result
     options = [
         {
             "label": f"run {r['id']} · {r.get('model')} · {r.get('status')}"
@@ -114,15 +117,15 @@ def metrics_table(
 
 @callback(Output("cmp-body", "children"), Input("cmp-runs", "value"))
 def compare(run_ids: list[int] | None):
-    run_ids = (run_ids or [])[:MAX_RUNS]
+    run_ids = positive_ints((run_ids or [])[:MAX_RUNS], MAX_RUNS) or []
     if len(run_ids) < 2:
         return alert("Choose at least two runs to compare.", "info")
     runs, errors, series = [], [], []
     formulas: dict[int, dict | None] = {}
     for run_id in run_ids:
         try:
-            run = api_client.get_json(f"/runs/{run_id}")
-            metrics = api_client.get_json(f"/runs/{run_id}/metrics")
+            run = api_client.get_run(run_id)
+            metrics = api_client.run_metrics(run_id)
         except ApiError as exc:
             errors.append(f"run {run_id}: {exc}")
             continue
@@ -131,7 +134,7 @@ def compare(run_ids: list[int] | None):
         formulas[run_id] = None
         if run.get("model") == "kan" and run.get("status") == "succeeded":
             try:
-                formulas[run_id] = api_client.get_json(f"/runs/{run_id}/formula")
+                formulas[run_id] = api_client.run_formula(run_id)
             except ApiError:
                 formulas[run_id] = None
     children: list[Any] = []
@@ -140,7 +143,7 @@ def compare(run_ids: list[int] | None):
     if not runs:
         return children
     try:
-        names = {d["id"]: d["name"] for d in api_client.get_json("/datasets")}
+        names = {d["id"]: d["name"] for d in api_client.list_datasets()}
     except ApiError:
         names = {}
     children.append(html.Div(metrics_table(runs, formulas, names), className="card scroll-x"))

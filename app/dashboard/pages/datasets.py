@@ -13,6 +13,7 @@ from dash import Input, Output, State, callback, dash_table, dcc, html, no_updat
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import (
+    TASKS,
     alert,
     error_alert,
     field,
@@ -22,6 +23,7 @@ from app.dashboard.components import (
 )
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import initial_selection, upload_warnings
+from app.dashboard.validation import one_of, positive_int
 
 dash.register_page(__name__, path="/", name="Datasets", title="Datasets · kanscope")
 
@@ -157,9 +159,9 @@ def decode_upload(contents: str) -> bytes:
     prevent_initial_call=True,
 )
 def upload_dataset(contents: str | None, filename: str | None, version: int):
-    if not contents:
+    if not contents or not isinstance(contents, str):
         return no_update, no_update, no_update
-    filename = filename or "upload.csv"
+    filename = filename if isinstance(filename, str) and filename else "upload.csv"
     try:
         content = decode_upload(contents)
     except ValueError as exc:
@@ -171,7 +173,7 @@ def upload_dataset(contents: str | None, filename: str | None, version: int):
             no_update,
         )
     try:
-        dataset = api_client.post_file("/datasets", filename, content)
+        dataset = api_client.upload_dataset(filename, content)
     except ApiError as exc:
         return error_alert(exc, f"Uploading {filename}"), no_update, no_update
     message = (
@@ -181,8 +183,13 @@ def upload_dataset(contents: str | None, filename: str | None, version: int):
     warnings = upload_warnings(dataset)
     if warnings:
         body = html.Div([html.Div(message), html.Ul([html.Li(w) for w in warnings])])
-        return alert(body, "warning"), (version or 0) + 1, dataset["id"]
-    return alert(message, "success", role="status"), (version or 0) + 1, dataset["id"]
+        return alert(body, "warning"), next_version(version), dataset["id"]
+    return alert(message, "success", role="status"), next_version(version), dataset["id"]
+
+
+def next_version(version: Any) -> int:
+    """The ``ds-version`` store bumped (a client-side store: anything but an int counts as 0)."""
+    return (version if isinstance(version, int) and not isinstance(version, bool) else 0) + 1
 
 
 @callback(
@@ -194,11 +201,9 @@ def upload_dataset(contents: str | None, filename: str | None, version: int):
 )
 def list_datasets(_version: int, current: int | None, selection: dict | None):
     try:
-        datasets = api_client.get_json("/datasets")
+        datasets = api_client.list_datasets()
     except ApiError as exc:
         return [{"label": f"(could not list datasets: {exc})", "value": -1, "disabled": True}], None
-    if isinstance(datasets, dict):  # tolerate {"datasets": [...]}
-        datasets = datasets.get("datasets", [])
     options = [
         {"label": f"{d['name']} — {d['n_rows']:,} rows × {d['n_columns']} cols", "value": d["id"]}
         for d in datasets
@@ -274,12 +279,11 @@ def preview_table(columns: list[str], rows: list[list[Any]]) -> dash_table.DataT
 )
 def show_dataset(dataset_id: int | None, selection: dict | None):
     empty = ([], html.Div("No dataset selected.", className="muted"), "", "Preview")
-    if dataset_id is None or dataset_id == -1:
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None:
         return *empty, [], None, [], [], no_update
     try:
-        preview = api_client.get_json(
-            f"/datasets/{dataset_id}/preview", params={"limit": PREVIEW_ROWS}
-        )
+        preview = api_client.dataset_preview(dataset_id, limit=PREVIEW_ROWS)
     except ApiError as exc:
         return (
             [],
@@ -334,13 +338,17 @@ register_feature_picker("ds")
 def go_to_train(_clicks, dataset_id, target, features, task, options):
     if not user_clicked():
         return no_update, no_update, no_update
-    if dataset_id is None or dataset_id == -1:
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None:
         return no_update, no_update, alert("Upload or choose a dataset first.", "warning")
     if not target:
         return no_update, no_update, alert("Choose the target column.", "warning")
     features = [f for f in features or [] if f != target]
     if not features:
         return no_update, no_update, alert("Choose at least one feature column.", "warning")
+    task = one_of(task, TASKS)
+    if task is None:
+        return no_update, no_update, alert("Choose regression or classification.", "warning")
     label = next((o["label"] for o in options or [] if o["value"] == dataset_id), "")
     selection = {
         "dataset_id": dataset_id,
@@ -364,18 +372,20 @@ def go_to_train(_clicks, dataset_id, target, features, task, options):
 def delete_dataset(_clicks, dataset_id, version):
     if not user_clicked():
         return no_update, no_update, no_update
-    if dataset_id is None or dataset_id == -1:
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None:
         return alert("Choose a dataset to delete.", "warning"), no_update, no_update
     try:
-        api_client.delete(f"/datasets/{dataset_id}")
+        api_client.delete_dataset(dataset_id)
     except ApiError as exc:
         return error_alert(exc, "Deleting the dataset"), no_update, no_update
-    return alert("Dataset deleted.", "success", role="status"), (version or 0) + 1, None
+    return alert("Dataset deleted.", "success", role="status"), next_version(version), None
 
 
 # ── Featurise composition (alloy workflow) ─────────────────────────────────────────────────
 
 ELEMENTS = "__elements__"
+NO_CHANGE = (no_update, no_update)
 ERROR_POLICIES = [
     {"label": " list them and create nothing", "value": "fail"},
     {"label": " leave them out", "value": "drop"},
@@ -438,10 +448,11 @@ def featurise_card() -> html.Div:
     Input("ds-select", "value"),
 )
 def show_composition(dataset_id: int | None):
-    if dataset_id is None or dataset_id == -1:
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None:
         return [], None, "", None
     try:
-        info = api_client.get_json(f"/datasets/{dataset_id}/composition")
+        info = api_client.dataset_composition(dataset_id)
     except ApiError as exc:
         return [], None, error_alert(exc, "Looking for a composition column"), None
     options = [{"label": c, "value": c} for c in info.get("text_columns") or []]
@@ -500,20 +511,24 @@ def row_errors_table(errors: list[dict[str, Any]]) -> dash_table.DataTable:
 def featurise(_clicks, dataset_id, column, on_error, info, version):
     if not user_clicked():
         return no_update, no_update, no_update, no_update
-    if dataset_id is None or dataset_id == -1:
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None:
         return alert("Upload or choose a dataset first.", "warning"), None, no_update, no_update
-    if not column:
+    if not column or not isinstance(column, str):
         message = "Choose the column that holds the compositions."
         return alert(message, "warning"), None, no_update, no_update
-    body: dict[str, Any] = {"on_error": on_error or "fail"}
+    policy = one_of(on_error or "fail", [p["value"] for p in ERROR_POLICIES])
+    if policy is None:
+        return alert("Choose what to do with rows that fail.", "warning"), None, *NO_CHANGE
+    body: dict[str, Any] = {"on_error": policy}
     if column == ELEMENTS:
-        body["element_columns"] = (info or {}).get("element_columns") or []
+        element_columns = (info if isinstance(info, dict) else {}).get("element_columns") or []
+        body["element_columns"] = element_columns
     else:
         body["formula_column"] = column
-    path = f"/datasets/{dataset_id}/featurise"
     try:
         if body["on_error"] == "fail":  # list the bad rows first; create nothing if any
-            report = api_client.post_json(path, body | {"dry_run": True})["report"]
+            report = api_client.featurise_dataset(dataset_id, body | {"dry_run": True})["report"]
             if report["n_errors"]:
                 message = [
                     html.Strong(
@@ -532,7 +547,7 @@ def featurise(_clicks, dataset_id, column, on_error, info, version):
                         no_update,
                     ),
                 )
-        created = api_client.post_json(path, body)
+        created = api_client.featurise_dataset(dataset_id, body)
     except ApiError as exc:
         return error_alert(exc, "Featurising"), None, no_update, no_update
     dataset, report = created["dataset"], created["report"]
@@ -548,4 +563,4 @@ def featurise(_clicks, dataset_id, column, on_error, info, version):
     table = row_errors_table(report["errors"]) if report["n_errors"] else None
     if len(report["errors"]) < report["n_errors"]:
         message.append(f" The first {len(report['errors'])} are listed.")
-    return alert(message, "success", role="status"), table, (version or 0) + 1, dataset["id"]
+    return alert(message, "success", role="status"), table, next_version(version), dataset["id"]

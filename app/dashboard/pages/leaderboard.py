@@ -24,6 +24,7 @@ from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, error_alert, field, task_radio, user_clicked
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import initial_selection
+from app.dashboard.validation import leaderboard_id, positive_int
 
 dash.register_page(
     __name__, path="/leaderboard", name="Leaderboard", title="Leaderboard · kanscope"
@@ -164,7 +165,7 @@ def layout(**_: Any) -> html.Div:
 )
 def list_datasets(_id: str, selection: dict | None):
     try:
-        datasets = api_client.get_json("/datasets")
+        datasets = api_client.list_datasets()
     except ApiError as exc:
         return [{"label": f"(could not list datasets: {exc})", "value": -1, "disabled": True}], None
     options = [
@@ -194,12 +195,13 @@ def list_datasets(_id: str, selection: dict | None):
     prevent_initial_call="initial_duplicate",
 )
 def show_dataset(dataset_id: int | None, selection: dict | None):
-    if dataset_id is None or dataset_id == -1:
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None:
         return [], None, [], [], no_update, [], COMPOSITION, [], None, None
     try:
-        preview = api_client.get_json(f"/datasets/{dataset_id}/preview", params={"limit": 1})
-        composition = api_client.get_json(f"/datasets/{dataset_id}/composition")
-        boards = api_client.get_json(f"/datasets/{dataset_id}/leaderboards")
+        preview = api_client.dataset_preview(dataset_id, limit=1)
+        composition = api_client.dataset_composition(dataset_id)
+        boards = api_client.list_leaderboards(dataset_id)
     except ApiError as exc:
         empty = ([], None, [], [], no_update, [], COMPOSITION, [], None)
         return *empty, error_alert(exc, "Loading the dataset")
@@ -262,18 +264,19 @@ def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds,
     nothing = (no_update,) * 6
     if not user_clicked():
         return nothing
-    if dataset_id is None or dataset_id == -1:
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None:
         return no_update, alert("Upload or choose a dataset first.", "warning"), *nothing[2:]
     try:
         body = build_request(target, features, task, group, folds, steps, seed)
     except (TypeError, ValueError) as exc:
         return no_update, alert(str(exc), "warning"), *nothing[2:]
     try:
-        created = api_client.post_json(f"/datasets/{dataset_id}/leaderboards", body)
+        created = api_client.create_leaderboard(dataset_id, body)
     except ApiError as exc:
         return no_update, error_alert(exc, "Starting the leaderboard"), *nothing[2:]
     try:
-        history = history_options(api_client.get_json(f"/datasets/{dataset_id}/leaderboards"))
+        history = history_options(api_client.list_leaderboards(dataset_id))
     except ApiError:
         history = no_update  # the list is a convenience; the new board is shown anyway
     n = len(created.get("runs") or [])
@@ -296,7 +299,8 @@ def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds,
     prevent_initial_call=True,
 )
 def open_earlier(board_id: str | None, dataset_id: int | None):
-    if not board_id or dataset_id is None:
+    board_id, dataset_id = leaderboard_id(board_id), positive_int(dataset_id)
+    if board_id is None or dataset_id is None:
         return no_update, no_update
     return {"dataset_id": dataset_id, "id": board_id}, False
 
@@ -346,13 +350,16 @@ def progress_box(board: dict[str, Any]) -> html.Div:
     prevent_initial_call=True,
 )
 def poll_leaderboard(_n, board_ref: dict | None):
-    if not board_ref:
+    if not isinstance(board_ref, dict):
         return no_update, no_update, no_update, True
-    path = f"/datasets/{board_ref['dataset_id']}/leaderboards/{board_ref['id']}"
+    dataset_id = positive_int(board_ref.get("dataset_id"))
+    board_id = leaderboard_id(board_ref.get("id"))
+    if dataset_id is None or board_id is None:
+        return no_update, no_update, no_update, True
     try:
-        board = api_client.get_json(path, params={"predictions": "false"})
+        board = api_client.get_leaderboard(dataset_id, board_id, predictions=False)
         if board.get("complete"):
-            board = api_client.get_json(path)
+            board = api_client.get_leaderboard(dataset_id, board_id)
     except ApiError as exc:
         return error_alert(exc, "Reading the leaderboard"), no_update, no_update, True
     complete = bool(board.get("complete"))

@@ -31,6 +31,7 @@ from app.dashboard.components import (
     status_badge,
     user_clicked,
 )
+from app.dashboard.validation import finite_number, index_int, one_of, positive_int, valid_edge
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Run · kanscope")
 
@@ -53,7 +54,8 @@ GRAPH_CONFIG = {"displaylogo": False, "doubleClick": False, "scrollZoom": False}
 
 
 def layout(run_id: str | None = None, **_: Any) -> html.Div:
-    if run_id is None or not str(run_id).isdigit():
+    run_number = positive_int(run_id)
+    if run_number is None:
         return html.Div(
             [
                 html.H2("Run"),
@@ -68,7 +70,6 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                 ),
             ]
         )
-    run_number = int(run_id)
     return html.Div(
         [
             dcc.Store(id="run-id", data=run_number),
@@ -314,12 +315,14 @@ def header(
 
 def fetch_progress(run_id: int, last_step: int | None, info: dict | None):
     """``(run, new metric points, last_step, run-info)`` for the header and the loss plot."""
-    run = api_client.get_json(f"/runs/{run_id}")
-    params = {} if last_step is None else {"after_step": last_step}
+    run = api_client.get_run(run_id)
+    if not isinstance(last_step, int) or isinstance(last_step, bool) or last_step < -1:
+        last_step = None  # a store from the browser: anything else starts from the beginning
+    info = info if isinstance(info, dict) else None
     points: list[dict[str, Any]] = []
     metric_name = (info or {}).get("metric_name")
     try:
-        metrics = api_client.get_json(f"/runs/{run_id}/metrics", params=params)
+        metrics = api_client.run_metrics(run_id, after_step=last_step)
     except ApiError:
         metrics = None
     if metrics:
@@ -330,7 +333,7 @@ def fetch_progress(run_id: int, last_step: int | None, info: dict | None):
     dataset_name = (info or {}).get("dataset_name")
     if dataset_name is None:
         try:
-            dataset_name = api_client.get_json(f"/datasets/{run['dataset_id']}")["name"]
+            dataset_name = api_client.get_dataset(run["dataset_id"])["name"]
         except (ApiError, KeyError):
             dataset_name = str(run.get("dataset_id"))
     new_info = {
@@ -353,6 +356,9 @@ def fetch_progress(run_id: int, last_step: int | None, info: dict | None):
 )
 def load_run(run_id):
     """Everything at once when the page opens; the interval then only adds what is new."""
+    run_id = positive_int(run_id)
+    if run_id is None:
+        return alert("No such run.", "warning"), no_update, no_update, True, no_update
     try:
         run, points, last_step, info = fetch_progress(run_id, None, None)
     except ApiError as exc:
@@ -380,7 +386,8 @@ def load_run(run_id):
     prevent_initial_call=True,
 )
 def poll_run(n_intervals, run_id, metrics_state, info):
-    if not n_intervals or not info:
+    run_id = positive_int(run_id)
+    if not n_intervals or not info or run_id is None or not isinstance(metrics_state, dict | None):
         return no_update, no_update, no_update, no_update, no_update
     try:
         run, points, last_step, new_info = fetch_progress(
@@ -409,10 +416,11 @@ def poll_run(n_intervals, run_id, metrics_state, info):
     prevent_initial_call=True,
 )
 def cancel_run(clicks, run_id):
-    if not clicks or not user_clicked():
+    run_id = positive_int(run_id)
+    if not clicks or not user_clicked() or run_id is None:
         return no_update, no_update
     try:
-        api_client.post_json(f"/runs/{run_id}/cancel")
+        api_client.cancel_run(run_id)
     except ApiError as exc:
         return error_alert(exc, "Cancelling"), no_update
     return alert("Cancel requested.", "info", role="status"), False
@@ -423,7 +431,7 @@ def cancel_run(clicks, run_id):
 
 def inspectable(info: dict | None) -> bool:
     return bool(
-        info
+        isinstance(info, dict)
         and info.get("status") == "succeeded"
         and info.get("has_model")
         and info.get("model") == "kan"
@@ -441,7 +449,8 @@ def inspectable(info: dict | None) -> bool:
     State("run-id", "data"),
 )
 def load_network(info, _version, selected, run_id):
-    if not info:
+    run_id = positive_int(run_id)
+    if not isinstance(info, dict) or not info or run_id is None:
         return no_update, no_update, no_update, no_update
     if not inspectable(info):
         status = info.get("status")
@@ -453,7 +462,7 @@ def load_network(info, _version, selected, run_id):
             text = f"No trained model (run {status})."
         return figures.message_figure(text), None, None, None
     try:
-        network = api_client.get_json(f"/runs/{run_id}/network")
+        network = api_client.run_network(run_id)
     except ApiError as exc:
         return (
             figures.message_figure("Network unavailable."),
@@ -461,6 +470,7 @@ def load_network(info, _version, selected, run_id):
             None,
             error_alert(exc, "Loading the network"),
         )
+    selected = list(valid_edge(selected) or []) or None
     fig = figures.network_figure(network, selected=selected, uirevision=f"run-{run_id}")
     diagram = {
         "width": figures.network_width(network),
@@ -491,10 +501,11 @@ clientside_callback(
 
 
 def clicked_edge(click_data: dict | None) -> list[int] | None:
-    for point in (click_data or {}).get("points") or []:
-        address = point.get("customdata")
-        if isinstance(address, list) and len(address) == 3:
-            return [int(v) for v in address]
+    points = click_data.get("points") if isinstance(click_data, dict) else None
+    for point in points if isinstance(points, list) else []:
+        address = valid_edge(point.get("customdata") if isinstance(point, dict) else None)
+        if address is not None:
+            return list(address)
     return None
 
 
@@ -516,12 +527,13 @@ def show_edge(click_data, _version, selected, run_id):
         if edge_address is None:  # a click on a node or empty space
             return (no_update,) * 5
     else:
-        edge_address = selected
-    if not edge_address:
+        edge_address = list(valid_edge(selected) or []) or None
+    run_id = positive_int(run_id)
+    if not edge_address or run_id is None:
         return (no_update,) * 5
     layer, i, j = edge_address
     try:
-        edge = api_client.get_json(f"/runs/{run_id}/edges/{layer}/{i}/{j}")
+        edge = api_client.run_edge(run_id, (layer, i, j))
     except ApiError as exc:
         return no_update, None, edge_address, error_alert(exc, "Loading the edge"), None
     fig = figures.edge_figure(edge, input_name=edge.get("input_name"))
@@ -541,12 +553,11 @@ def show_edge(click_data, _version, selected, run_id):
     prevent_initial_call=True,
 )
 def load_suggestions(edge_address, _version, run_id):
-    if not edge_address:
+    edge, run_id = valid_edge(edge_address), positive_int(run_id)
+    if edge is None or run_id is None:
         return [], [], None, no_update
-    layer, i, j = edge_address
-    path = f"/runs/{run_id}/edges/{layer}/{i}/{j}/suggestions"
     try:
-        result = api_client.get_json(path)
+        result = api_client.edge_suggestions(run_id, edge)
     except ApiError as exc:
         return [], [], None, error_alert(exc, "Fitting symbolic candidates")
     suggestions = result.get("suggestions", []) if isinstance(result, dict) else result
@@ -594,22 +605,24 @@ def preview_candidate(selected_rows, suggestions, edge):
 def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version, run_id):
     if not user_clicked():
         return no_update, no_update
-    if not edge_address:
+    edge, run_id = valid_edge(edge_address), positive_int(run_id)
+    if edge is None or run_id is None:
         return no_update, alert("Click an edge in the network first.", "warning")
-    layer, i, j = edge_address
-    path = f"/runs/{run_id}/edges/{layer}/{i}/{j}/fix"
     if ctx.triggered_id == "run-unfix":
         try:
-            api_client.delete(path)
+            api_client.unfix_edge(run_id, edge)
         except ApiError as exc:
             return no_update, error_alert(exc, "Unfixing the edge")
         return (version or 0) + 1, alert("Edge is a spline again.", "success", role="status")
-    if not suggestions:
+    if not suggestions or not isinstance(suggestions, list):
         return no_update, alert("No candidates for this edge yet.", "warning")
-    index = selected_rows[0] if selected_rows else 0
-    name = suggestions[index]["name"]
+    index = index_int(selected_rows[0]) if isinstance(selected_rows, list) and selected_rows else 0
+    candidate = suggestions[index] if index is not None and index < len(suggestions) else None
+    name = candidate.get("name") if isinstance(candidate, dict) else None
+    if not isinstance(name, str):
+        return no_update, alert("Select one of the listed candidates.", "warning")
     try:
-        api_client.post_json(path, {"name": name})
+        api_client.fix_edge(run_id, edge, name)
     except ApiError as exc:
         return no_update, error_alert(exc, f"Fixing the edge to {name}")
     note = "" if selected_rows else " (the best candidate; select a row to choose another)"
@@ -644,7 +657,8 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
 def model_action(
     _auto, _prune, _retrain, _reset, threshold, prune_threshold, steps, version, run_id, info
 ):
-    if not user_clicked():
+    run_id = positive_int(run_id)
+    if not user_clicked() or run_id is None:
         return no_update, no_update, no_update
     if not inspectable(info):
         return (
@@ -656,37 +670,37 @@ def model_action(
     action = ctx.triggered_id
     try:
         if action == "run-auto":
+            threshold = finite_number(threshold)
             if threshold is None:
                 return (
                     no_update,
                     alert("Enter an R² threshold between 0 and 1.", "warning"),
                     (no_update),
                 )
-            result = api_client.post_json(
-                f"/runs/{run_id}/auto-symbolic", {"r2_threshold": float(threshold)}
-            )
+            result = api_client.auto_symbolic(run_id, threshold)
             kept = result["n_edges"] - result["n_fixed"]
             text = f"Auto-symbolic fixed {result['n_fixed']} of {result['n_edges']} edges"
             text += f"; {kept} stayed splines (best R² below {threshold})." if kept else "."
             return bumped, alert(text, "success", role="status"), no_update
         if action == "run-prune":
+            prune_threshold = finite_number(prune_threshold)
             if prune_threshold is None:
                 return no_update, alert("Enter a prune threshold ≥ 0.", "warning"), no_update
-            result = api_client.post_json(
-                f"/runs/{run_id}/prune", {"threshold": float(prune_threshold)}
-            )
+            result = api_client.prune(run_id, prune_threshold)
             kept_inputs = result.get("kept_inputs") or []
             text = f"Pruned {result['pruned']} edges; inputs kept: {', '.join(kept_inputs)}."
             return bumped, alert(text, "success", role="status"), no_update
         if action == "run-reset":
-            api_client.post_json(f"/runs/{run_id}/reset-edits")
+            api_client.reset_edits(run_id)
             return (
                 bumped,
                 alert("Back to the model as trained.", "success", role="status"),
                 (no_update),
             )
-        body = {"steps": int(steps)} if steps else {}
-        child = api_client.post_json(f"/runs/{run_id}/retrain", body)
+        retrain_steps = positive_int(steps) if steps else None
+        if steps and retrain_steps is None:
+            return no_update, alert("Enter a whole number of steps ≥ 1.", "warning"), no_update
+        child = api_client.retrain(run_id, retrain_steps)
         return no_update, alert(f"Run {child['id']} started.", "success"), f"/runs/{child['id']}"
     except ApiError as exc:
         label = {
@@ -748,13 +762,19 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
     State("run-id", "data"),
 )
 def load_formula(info, _version, run_id):
-    if not info or info.get("status") != "succeeded" or not info.get("has_model"):
+    run_id = positive_int(run_id)
+    if (
+        not isinstance(info, dict)
+        or run_id is None
+        or info.get("status") != "succeeded"
+        or not info.get("has_model")
+    ):
         return html.Div("The formula appears when training has finished.", className="muted"), (
             no_update
         )
     predictions_fig = no_update
     try:
-        predictions = api_client.get_json(f"/runs/{run_id}/predictions")
+        predictions = api_client.run_predictions(run_id)
         y_true, y_pred = predictions.get("y_true") or [], predictions.get("y_pred") or []
         if y_true and isinstance(y_true[0], list):
             y_true, y_pred = [r[0] for r in y_true], [r[0] for r in y_pred]
@@ -769,7 +789,7 @@ def load_formula(info, _version, run_id):
     if info.get("model") != "kan":
         return html.Div("Formulas come from KAN runs.", className="muted"), predictions_fig
     try:
-        formula = api_client.get_json(f"/runs/{run_id}/formula")
+        formula = api_client.run_formula(run_id)
     except ApiError as exc:
         detail = str(exc) if len(str(exc)) <= 240 else str(exc)[:240] + "…"
         return alert(f"No formula yet. {detail}", "info"), predictions_fig
@@ -784,12 +804,14 @@ def load_formula(info, _version, run_id):
     prevent_initial_call=True,
 )
 def export(*args):
-    run_id = args[-1]
-    if not ctx.triggered_id or not any(args[:-1]):
+    run_id = positive_int(args[-1])
+    if not ctx.triggered_id or not any(args[:-1]) or run_id is None:
         return no_update, no_update
-    kind = str(ctx.triggered_id).removeprefix("run-export-")
+    kind = one_of(str(ctx.triggered_id).removeprefix("run-export-"), api_client.EXPORT_KINDS)
+    if kind is None:
+        return no_update, no_update
     try:
-        content, filename = api_client.get_bytes(f"/runs/{run_id}/export/{kind}")
+        content, filename = api_client.export_run(run_id, kind)
     except ApiError as exc:
         return no_update, error_alert(exc, f"Exporting {kind}")
     filename = filename or f"run{run_id}_{EXPORT_FALLBACK_NAMES[kind]}"

@@ -10,10 +10,13 @@ from dash import Input, Output, State, callback, dash_table, dcc, html, no_updat
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import TERMINAL_STATUSES, alert, error_alert, fmt_number, user_clicked
+from app.dashboard.validation import positive_ints
 
 dash.register_page(__name__, path="/runs", name="Runs", title="Runs · kanscope")
 
 REFRESH_MS = 2000
+#: most runs one click may compare or delete
+MAX_SELECTED = 1000
 
 COLUMNS = [
     ("run", "run", "markdown"),
@@ -115,17 +118,14 @@ def run_row(run: dict[str, Any], dataset_names: dict[int, str]) -> dict[str, Any
 
 
 def fetch_runs() -> list[dict[str, Any]]:
-    runs = api_client.get_json("/runs")
-    return runs.get("runs", []) if isinstance(runs, dict) else runs
+    return api_client.list_runs()
 
 
 def dataset_names() -> dict[int, str]:
     try:
-        datasets = api_client.get_json("/datasets")
+        datasets = api_client.list_datasets()
     except ApiError:
         return {}
-    if isinstance(datasets, dict):
-        datasets = datasets.get("datasets", [])
     return {d["id"]: d["name"] for d in datasets}
 
 
@@ -157,7 +157,7 @@ def refresh_runs(_n):
 def compare_selected(_clicks, selected):
     if not user_clicked():
         return no_update, no_update
-    selected = sorted(selected or [])
+    selected = sorted(positive_ints(selected or [], MAX_SELECTED) or [])
     if len(selected) < 2:
         return no_update, alert("Tick at least two runs to compare.", "warning")
     return f"/compare?runs={','.join(str(s) for s in selected)}", None
@@ -175,12 +175,13 @@ def compare_selected(_clicks, selected):
 def delete_selected(_clicks, selected):
     if not user_clicked():
         return no_update, no_update, no_update, no_update
+    selected = positive_ints(selected or [], MAX_SELECTED)
     if not selected:
         return alert("Tick the runs to delete.", "warning"), no_update, no_update, no_update
     failures = []
     for run_id in selected:
         try:
-            api_client.delete(f"/runs/{run_id}")
+            api_client.delete_run(run_id)
         except ApiError as exc:
             failures.append(f"run {run_id}: {exc}")
     message = (

@@ -28,6 +28,7 @@ from app.dashboard.components import (
     user_clicked,
 )
 from app.dashboard.forms import build_payload, estimate_parameters, parse_hidden
+from app.dashboard.validation import positive_int
 
 dash.register_page(__name__, path="/train", name="Train", title="Train · kanscope")
 
@@ -379,7 +380,8 @@ def start_training(
     nothing = (no_update,) * 5
     if not user_clicked():
         return nothing
-    if not selection or not selection.get("dataset_id"):
+    dataset_id = positive_int(selection.get("dataset_id")) if isinstance(selection, dict) else None
+    if dataset_id is None:
         return (
             no_update,
             alert("Choose a dataset and target on the Datasets page first.", "warning"),
@@ -415,17 +417,13 @@ def start_training(
         except (TypeError, ValueError) as exc:
             return no_update, alert(str(exc), "warning"), *nothing[2:]
         try:
-            created = api_client.post_json(
-                f"/datasets/{selection['dataset_id']}/leaderboards", body
-            )
+            created = api_client.create_leaderboard(dataset_id, body)
         except ApiError as exc:
             return no_update, error_alert(exc, "Starting the cross-validated run"), *nothing[2:]
         run = created["runs"][0]
     else:
         try:
-            run = api_client.post_json(
-                "/runs", payload, headers={"Idempotency-Key": str(uuid.uuid4())}
-            )
+            run = api_client.create_run(payload, idempotency_key=str(uuid.uuid4()))
         except ApiError as exc:
             return no_update, error_alert(exc, "Starting the run"), *nothing[2:]
     link = dcc.Link(
@@ -451,15 +449,15 @@ def start_training(
     prevent_initial_call=True,
 )
 def poll_training(_n, run_state):
-    if not run_state:
+    run_id = positive_int(run_state.get("id")) if isinstance(run_state, dict) else None
+    if run_id is None:
         return no_update, no_update, no_update, True, True
-    run_id = run_state["id"]
-    params = {}
-    if run_state.get("last_step") is not None:
-        params["after_step"] = run_state["last_step"]
+    after_step = run_state.get("last_step")
+    if not isinstance(after_step, int) or isinstance(after_step, bool) or after_step < -1:
+        after_step = None  # a store from the browser: anything else starts from the beginning
     try:
-        metrics = api_client.get_json(f"/runs/{run_id}/metrics", params=params)
-        run = api_client.get_json(f"/runs/{run_id}")
+        metrics = api_client.run_metrics(run_id, after_step=after_step)
+        run = api_client.get_run(run_id)
     except ApiError as exc:
         return no_update, no_update, error_alert(exc, "Reading progress"), no_update, no_update
     points = metrics.get("points") or []
@@ -529,13 +527,14 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
 def cancel_training(_clicks, run_state):
     if not user_clicked():
         return no_update, no_update
-    if not run_state:
+    run_id = positive_int(run_state.get("id")) if isinstance(run_state, dict) else None
+    if run_id is None:
         return no_update, True
     try:
-        api_client.post_json(f"/runs/{run_state['id']}/cancel")
+        api_client.cancel_run(run_id)
     except ApiError as exc:
         return error_alert(exc, "Cancelling"), no_update
-    return alert(f"Cancel requested for run {run_state['id']}.", "info", role="status"), True
+    return alert(f"Cancel requested for run {run_id}.", "info", role="status"), True
 
 
 @callback(
@@ -554,12 +553,12 @@ def show_split_options(split_kind: str | None):
 )
 def list_group_columns(selection: dict | None, current: str | None):
     """Group options for K-fold: composition (when the dataset has one), none, any column."""
-    dataset_id = (selection or {}).get("dataset_id")
-    if not dataset_id:
+    dataset_id = positive_int(selection.get("dataset_id")) if isinstance(selection, dict) else None
+    if dataset_id is None:
         return group_options([], None), NO_GROUPS
     try:
-        preview = api_client.get_json(f"/datasets/{dataset_id}/preview", params={"limit": 1})
-        composition = api_client.get_json(f"/datasets/{dataset_id}/composition")
+        preview = api_client.dataset_preview(dataset_id, limit=1)
+        composition = api_client.dataset_composition(dataset_id)
     except ApiError:
         return group_options([], None), NO_GROUPS  # the form's own call will show the error
     names = [s["name"] for s in preview.get("stats") or []]
