@@ -10,14 +10,22 @@ source), so nothing is parsed or evaluated in the server.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from app.services.errors import ServiceError
 from app.services.numbers import finite_or_none
 
+log = logging.getLogger("kanscope.formula")
+
 PRELOAD = ["app.services.formula_process", "kan_core.symbolic", "kan_core.export", "kan_core.io"]
+
+T = TypeVar("T")
 
 
 class FormulaTimeoutError(ServiceError):
@@ -93,6 +101,7 @@ def compute_formula(payload: dict[str, Any], timeout_s: float) -> dict[str, Any]
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(sender, payload), name="kanscope-formula", daemon=True)
     proc.start()
+    log.info("formula process %s started", proc.pid)
     sender.close()
     try:
         if not receiver.poll(timeout_s):
@@ -117,3 +126,36 @@ def compute_formula(payload: dict[str, Any], timeout_s: float) -> dict[str, Any]
     if kind == "user":
         raise FormulaFailedError(value)
     raise FormulaFailedError(f"The formula could not be computed: {value}")
+
+
+class SharedCalls:
+    """Calls with the same key that overlap share one computation: the first caller computes,
+    the others wait for its result (or its exception). Concurrent formula requests for one model
+    version so start one sympy process, not one each. Per process; callers cache the result
+    for the requests that come later."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[Hashable, Future[Any]] = {}
+
+    def run(self, key: Hashable, compute: Callable[[], T]) -> T:
+        with self._lock:
+            future = self._running.get(key)
+            first = future is None
+            if future is None:
+                future = self._running[key] = Future()
+        if not first:
+            return future.result()  # bounded: the computation has its own time limit
+        try:
+            value = compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                del self._running[key]
+        future.set_result(value)
+        return value
+
+
+formula_calls = SharedCalls()

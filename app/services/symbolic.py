@@ -2,26 +2,31 @@
 formula, and retraining (a new child run that starts from the edited model).
 
 Edits change the run's *current* model (``current_weights``); the trained weights stay as they
-were, so the history is kept: a retrain is a new run whose ``parent_run_id`` points here.
+were, so the history is kept: a retrain is a new run whose ``parent_run_id`` points here. An
+edit is computed outside any transaction and stored in a short one that checks the model's
+revision (:func:`_edit`), so a long auto-symbolic never holds the database's write lock.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.services.errors import ConflictError, ServiceError
+from app.db.models import ModelArtifact
+from app.db.session import Database
+from app.services.errors import ConflictError, NotFoundError, ServiceError
 from app.services.inspection import (
+    LoadedModel,
     _check_edge,
     cached_result,
     load_model,
-    load_model_for_edit,
     model_bytes,
     output_names,
     require_kan,
-    save_edited_model,
 )
 from app.services.numbers import finite_or_none
 from app.services.runs import create_run, get_run
@@ -74,17 +79,71 @@ def suggestions(
     }
 
 
-def fix_edge(
-    session: Session, run_id: int, layer: int, i: int, j: int, name: str
-) -> dict[str, Any]:
+#: tries of an edit whose model was changed by another edit while it was computed
+EDIT_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+def _edit(db: Database, run_id: int, apply: Callable[[LoadedModel, Any], T]) -> T:
+    """Apply ``apply(loaded, model)`` to a private copy of the run's current model and store it.
+
+    The model is read in a read transaction and edited outside any transaction (an
+    auto-symbolic on a large KAN takes minutes; on SQLite a write transaction would hold the
+    database's only write lock all that time). The result is written in a short transaction
+    with an optimistic check: only if the model's ``revision`` is still the one the edit
+    started from. Otherwise another edit landed in between; the edit is computed again on the
+    new model (up to ``EDIT_ATTEMPTS`` times, then 409)."""
+    from kan_core.io import model_from_bytes, model_to_bytes
+
+    for _ in range(EDIT_ATTEMPTS):
+        with db.read() as s:
+            loaded = load_model(s, run_id)
+            require_kan(loaded)
+            row = s.execute(
+                select(
+                    ModelArtifact.revision, ModelArtifact.weights, ModelArtifact.current_weights
+                ).where(ModelArtifact.run_id == run_id)
+            ).one()  # revision and bytes from one statement: one snapshot on PostgreSQL too
+        model, _ = model_from_bytes(row.current_weights or row.weights, device="cpu")
+        result = apply(loaded, model)
+        blob = model_to_bytes(model, loaded.meta)
+        if _store_edit(db, run_id, row.revision, blob):
+            return result
+    raise ConflictError(
+        f"Run {run_id}'s model was changed by other edits while this one was computed, "
+        f"{EDIT_ATTEMPTS} times in a row. Ask again once the other edits are done."
+    )
+
+
+def _store_edit(db: Database, run_id: int, revision: int | None, blob: bytes | None) -> bool:
+    """Store an edited model (None: back to the trained one) if the model is still at
+    ``revision``; False if another edit got there first. A short write transaction."""
+    with db.write() as s:
+        res = s.execute(
+            update(ModelArtifact)
+            .where(ModelArtifact.run_id == run_id, ModelArtifact.revision == revision)
+            .values(current_weights=blob, revision=(revision or 0) + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:
+            return True
+        if s.scalar(select(ModelArtifact.revision).where(ModelArtifact.run_id == run_id)) is None:
+            raise NotFoundError(f"Run {run_id} and its model no longer exist.")
+        return False
+
+
+def fix_edge(db: Database, run_id: int, layer: int, i: int, j: int, name: str) -> dict[str, Any]:
     from kan_core.functions import get_function
     from kan_core.symbolic import fix
 
     get_function(name)  # unknown names → UnknownFunctionError (422) listing the options
-    loaded, model, art = load_model_for_edit(session, run_id)
-    _check_edge(loaded, layer, i, j)
-    fit = fix(model, loaded.x_inspect, layer, i, j, name)
-    save_edited_model(session, art, model, loaded.meta)
+
+    def apply(loaded: LoadedModel, model: Any) -> Any:
+        _check_edge(loaded, layer, i, j)
+        return fix(model, loaded.x_inspect, layer, i, j, name)
+
+    fit = _edit(db, run_id, apply)
     return {
         "run_id": run_id,
         "layer": layer,
@@ -95,18 +154,19 @@ def fix_edge(
     }
 
 
-def unfix_edge(session: Session, run_id: int, layer: int, i: int, j: int) -> dict[str, Any]:
+def unfix_edge(db: Database, run_id: int, layer: int, i: int, j: int) -> dict[str, Any]:
     from kan_core.symbolic import unfix
 
-    loaded, model, art = load_model_for_edit(session, run_id)
-    _check_edge(loaded, layer, i, j)
-    unfix(model, layer, i, j)
-    save_edited_model(session, art, model, loaded.meta)
+    def apply(loaded: LoadedModel, model: Any) -> None:
+        _check_edge(loaded, layer, i, j)
+        unfix(model, layer, i, j)
+
+    _edit(db, run_id, apply)
     return {"run_id": run_id, "layer": layer, "i": i, "j": j, "symbolic": None, "r2": None}
 
 
 def auto_symbolic(
-    session: Session,
+    db: Database,
     run_id: int,
     r2_threshold: float,
     library: list[str] | None,
@@ -114,16 +174,17 @@ def auto_symbolic(
 ) -> dict[str, Any]:
     from kan_core.symbolic import auto_symbolic as _auto
 
-    loaded, model, art = load_model_for_edit(session, run_id)
-    report = _auto(
-        model,
-        loaded.x_inspect,
-        r2_threshold=r2_threshold,
-        complexity_weight=complexity_weight,
-        library=library,
-    )
-    save_edited_model(session, art, model, loaded.meta)
-    n_edges = sum(int(layer.in_dim * layer.out_dim) for layer in model.layers)
+    def apply(loaded: LoadedModel, model: Any) -> tuple[Any, int]:
+        report = _auto(
+            model,
+            loaded.x_inspect,
+            r2_threshold=r2_threshold,
+            complexity_weight=complexity_weight,
+            library=library,
+        )
+        return report, sum(int(layer.in_dim * layer.out_dim) for layer in model.layers)
+
+    report, n_edges = _edit(db, run_id, apply)
     fixed = [
         {
             "run_id": run_id,
@@ -144,13 +205,13 @@ def auto_symbolic(
     }
 
 
-def prune(session: Session, run_id: int, threshold: float) -> dict[str, Any]:
+def prune(db: Database, run_id: int, threshold: float) -> dict[str, Any]:
     from kan_core.prune import prune_edges
 
-    loaded, model, art = load_model_for_edit(session, run_id)
-    result = prune_edges(model, loaded.x_inspect, threshold)
-    save_edited_model(session, art, model, loaded.meta)
-    names = loaded.data.feature_names
+    def apply(loaded: LoadedModel, model: Any) -> tuple[Any, list[str]]:
+        return prune_edges(model, loaded.x_inspect, threshold), loaded.data.feature_names
+
+    result, names = _edit(db, run_id, apply)
     return {
         "run_id": run_id,
         "pruned": result.pruned,
@@ -158,21 +219,27 @@ def prune(session: Session, run_id: int, threshold: float) -> dict[str, Any]:
     }
 
 
-def reset_edits(session: Session, run_id: int) -> None:
+def reset_edits(db: Database, run_id: int) -> None:
     """Back to the model as trained (drops fixes and pruning)."""
-    loaded, _model, art = load_model_for_edit(session, run_id)
-    art.current_weights = None
-    art.revision = (art.revision or 0) + 1
-    session.flush()
+    with db.read() as s:
+        require_kan(load_model(s, run_id))
+    with db.write() as s:  # whatever the edits were, this one wins: no revision check
+        s.execute(
+            update(ModelArtifact)
+            .where(ModelArtifact.run_id == run_id)
+            .values(current_weights=None, revision=func.coalesce(ModelArtifact.revision, 0) + 1)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def formula_result(session: Session, run_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
     """The formula per output in original units, rendered (text, LaTeX, srepr, Python).
 
     Computed by kan_core.symbolic.formula on the training data in a child process with a time
-    limit (see formula_process); the result — or the failure — is cached per model version.
+    limit (see formula_process); the result — or the failure — is cached per model version, and
+    concurrent requests for the same version wait for one computation.
     """
-    from app.services.formula_process import compute_formula
+    from app.services.formula_process import compute_formula, formula_calls
     from kan_core.io import model_to_bytes
     from kan_core.symbolic import FormulaIncompleteError, live_edges
 
@@ -212,7 +279,8 @@ def formula_result(session: Session, run_id: int, timeout_s: float = 60.0) -> di
         except ServiceError as exc:  # remembered too: asking again gives the same answer now
             return "error", exc
 
-    kind, value = cached_result(key, compute)
+    # concurrent requests for this model version share one computation (one sympy process)
+    kind, value = formula_calls.run(key, lambda: cached_result(key, compute))
     if kind == "error":
         raise value
     return value

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -461,12 +462,12 @@ def reap_stale_runs(db: Database, lease_s: float, requeue: bool = False) -> list
     reaped: list[tuple[int, str]] = []
     with db.write() as s:
         stale = s.execute(
-            select(Run.id, Run.attempts, Run.owner).where(
+            select(Run.id, Run.attempts, Run.owner, Run.heartbeat_at, utcnow()).where(
                 Run.status == RunStatus.RUNNING.value,
                 (Run.heartbeat_at.is_(None)) | (Run.heartbeat_at < utcnow_minus(lease_s)),
             )
         ).all()
-        for run_id, attempts, owner in stale:
+        for run_id, attempts, owner, heartbeat_at, now in stale:
             guard = (
                 Run.id == run_id,
                 Run.status == RunStatus.RUNNING.value,
@@ -478,8 +479,7 @@ def reap_stale_runs(db: Database, lease_s: float, requeue: bool = False) -> list
                 values = {
                     "status": RunStatus.FAILED.value,
                     "finished_at": utcnow(),
-                    "error": f"The worker stopped sending heartbeats for more than {lease_s:g} s "
-                    f"(owner {owner}); it probably died. Start the run again.",
+                    "error": _stale_reason(s, run_id, owner, heartbeat_at, now, lease_s),
                 }
             res = s.execute(
                 update(Run)
@@ -494,6 +494,40 @@ def reap_stale_runs(db: Database, lease_s: float, requeue: bool = False) -> list
     if reaped:
         log.warning("reaped stale runs %s", reaped)
     return reaped
+
+
+def _stale_reason(
+    s: Session,
+    run_id: int,
+    owner: str | None,
+    heartbeat_at: datetime | None,
+    now: datetime | None,
+    lease_s: float,
+) -> str:
+    """What the reaper saw, in the failed run's error: how long no heartbeat came (database
+    clock), from which worker, and the last metric step stored."""
+    if heartbeat_at is None:
+        seen = f"No heartbeat was ever recorded from worker {owner}"
+    else:
+        age = (now - heartbeat_at).total_seconds() if now is not None else None
+        ago = f" {age:.0f} s before this check" if age is not None else ""
+        seen = (
+            f"No heartbeats from worker {owner} since {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
+            f"{ago} (database clock)"
+        )
+    n_rows, last_step = s.execute(
+        select(func.count(RunMetric.id), func.max(RunMetric.step)).where(RunMetric.run_id == run_id)
+    ).one()
+    stored = (
+        f"{n_rows} metric rows are stored, the last at step {last_step}"
+        if n_rows
+        else "no metric rows are stored"
+    )
+    return (
+        f"{seen}; the lease is {lease_s:g} s. {stored[0].upper()}{stored[1:]}. The worker did "
+        "not renew its lease: it may have died, hung, or been unable to write to the database. "
+        "Start the run again."
+    )
 
 
 def fail_runs_of_owner_prefix(db: Database, prefix: str, reason: str) -> list[int]:
@@ -573,10 +607,60 @@ def drop_checkpoints(session: Session, run_ids: list[int]) -> None:
     )
 
 
+def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert metric rows, skipping steps the run already has: a write whose COMMIT reported an
+    error may still have been stored (a connection lost after the server committed), and its
+    rows are written again by the next try."""
+    if not rows:
+        return
+    table = RunMetric.__table__
+    stmt: Any
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - kanscope runs on SQLite and PostgreSQL
+        session.execute(insert(table), rows)
+        return
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["run_id", "step"])
+    session.execute(stmt, rows)
+
+
+def _db_error(exc: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's statement dump."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+@dataclass
+class _WriteFailures:
+    """Failed writes of one kind during a run: how many, the first error, the steps."""
+
+    count: int = 0
+    first_error: str = ""
+    first_step: int | None = None
+    last_step: int | None = None
+
+
+_WRITE_KINDS = {
+    "metrics": "metric write",
+    "checkpoints": "checkpoint write",
+    "heartbeats": "heartbeat",
+    "result": "write of the result",
+}
+
+
 class _RunSink:
     """Buffers metrics and writes them in batches; a heartbeat thread keeps the lease and
     reads ``cancel_requested`` and ownership from the row. Writes checkpoints (at most one per
     ``checkpoint_interval_s``; None: never) together with the metrics up to their step.
+
+    A buffered row leaves the buffer only once the transaction that stored it has committed: a
+    write that fails (database away, disk full, a failed COMMIT) keeps its rows for the next
+    one, and the final result carries whatever is still unwritten. Failed writes are counted;
+    the run's summary says what failed and how often (:meth:`summary`).
 
     ``step_offset`` shifts metric steps (a restarted run numbers after the dead attempt);
     ``elapsed_offset`` shifts elapsed seconds (a resumed run counts on from its checkpoint);
@@ -605,6 +689,9 @@ class _RunSink:
         self.heartbeat_s, self.flush_s = heartbeat_s, flush_s
         self.checkpoint_interval_s = checkpoint_interval_s
         self.buffer: list[dict[str, Any]] = []
+        self.failures: dict[str, _WriteFailures] = {}
+        self.checkpoint_note: str | None = None
+        self.last_step: int | None = None
         self.last_flush = self.last_checkpoint = time.monotonic()
         self.cancel = threading.Event()
         self.lost = threading.Event()
@@ -617,7 +704,45 @@ class _RunSink:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def record_failure(self, kind: str, exc: BaseException) -> None:
+        """Count a failed write of ``kind`` (a key of ``_WRITE_KINDS``) for the run's summary."""
+        f = self.failures.setdefault(kind, _WriteFailures())
+        f.count += 1
+        if f.count == 1:
+            f.first_error, f.first_step = _db_error(exc), self.last_step
+        f.last_step = self.last_step
+
+    def written(self, rows: list[dict[str, Any]]) -> None:
+        """``rows`` are committed: they leave the buffer (rows added since stay)."""
+        done = {id(r) for r in rows}
+        self.buffer = [r for r in self.buffer if id(r) not in done]
+
+    def summary(self) -> dict[str, Any]:
+        """What the run's summary says about this worker's writes and an earlier lost attempt:
+        ``write_failures`` (failed writes per kind, each retried) and sentences in ``notes``."""
+        out = dict(self.retry)
+        notes = list(out.get("notes", []))
+        for kind, f in self.failures.items():
+            steps = ""
+            if f.first_step is not None:
+                steps = (
+                    f" at step {f.first_step}"
+                    if f.last_step == f.first_step
+                    else f" between steps {f.first_step} and {f.last_step}"
+                )
+            what = _WRITE_KINDS.get(kind, kind)
+            times = "once" if f.count == 1 else f"{f.count} times"
+            notes.append(f"A {what} failed {times}{steps} ({f.first_error}); it was retried.")
+        if self.checkpoint_note:
+            notes.append(self.checkpoint_note)
+        if self.failures:
+            out["write_failures"] = {k: f.count for k, f in self.failures.items()}
+        if notes:
+            out["notes"] = notes
+        return out
 
     def _check(self, s: Session) -> None:
         res = s.execute(
@@ -642,15 +767,19 @@ class _RunSink:
                 with self._lock, self.db.write(self.stall_limit_s) as s:
                     self._check(s)
             except (OperationalError, DBAPIError) as exc:  # database away: keep training
-                log.warning("run %s: heartbeat failed (%s); will retry", self.run_id, exc)
+                self.record_failure("heartbeats", exc)
+                log.warning(
+                    "run %s: heartbeat failed (%s); will retry", self.run_id, _db_error(exc)
+                )
 
     def add(self, p: FitProgress) -> bool:
         if self.on_progress is not None:
             self.on_progress(p)
+        self.last_step = int(p.step) + self.step_offset
         self.buffer.append(
             {
                 "run_id": self.run_id,
-                "step": int(p.step) + self.step_offset,
+                "step": self.last_step,
                 "train_loss": finite_or_none(p.train_loss),
                 "val_loss": finite_or_none(p.val_loss),
                 "val_metric": finite_or_none(p.val_metric),
@@ -661,30 +790,28 @@ class _RunSink:
             self.flush()
         return not (self.cancel.is_set() or self.lost.is_set())
 
-    def flush(self, session: Session | None = None) -> None:
+    def flush(self) -> None:
+        """Store the buffered rows (ownership checked in the same transaction). They leave the
+        buffer only after the COMMIT succeeded; a failed write keeps them for the next one."""
         if not self.buffer:
             return
+        rows = list(self.buffer)
         try:
-            if session is not None:
-                self._write(session)
-            else:
-                with self._lock, self.db.write(self.stall_limit_s) as s:
-                    self._check(s)  # ownership first: a worker that lost its claim writes nothing
-                    if self.lost.is_set():
-                        self.buffer = []
-                        return
-                    self._write(s)
-        except (OperationalError, DBAPIError) as exc:  # keep the buffer; retry next time
-            log.warning("run %s: metrics write failed (%s); will retry", self.run_id, exc)
-        self.last_flush = time.monotonic()
-
-    def _write(self, s: Session) -> None:
-        rows, self.buffer = self.buffer, []
-        try:
-            s.execute(RunMetric.__table__.insert(), rows)
-        except Exception:
-            self.buffer = rows + self.buffer
-            raise
+            with self._lock, self.db.write(self.stall_limit_s) as s:
+                self._check(s)  # ownership first: a worker that lost its claim writes nothing
+                if self.lost.is_set():
+                    self.buffer = []  # the run is not this worker's any more
+                    return
+                insert_metrics(s, rows)
+        except (OperationalError, DBAPIError) as exc:  # nothing stored: keep the rows
+            self.record_failure("metrics", exc)
+            log.warning(
+                "run %s: metrics write failed (%s); will retry", self.run_id, _db_error(exc)
+            )
+        else:
+            self.written(rows)
+        finally:
+            self.last_flush = time.monotonic()
 
     @property
     def checkpoints(self) -> bool:
@@ -693,7 +820,8 @@ class _RunSink:
     def checkpoint(self, ckpt: FitCheckpoint) -> None:
         """``fit``'s ``on_checkpoint``: store it (replacing the previous one) with the buffered
         metrics, in one transaction and only while this worker owns the run. Too soon after the
-        previous one, or the database away: skipped (the next opportunity tries again)."""
+        previous one, or the write failing: skipped, the metrics stay buffered and the next
+        opportunity tries again (the run's summary counts the failures)."""
         if self.checkpoint_interval_s is None or self.lost.is_set():
             return
         if time.monotonic() - self.last_checkpoint < self.checkpoint_interval_s:
@@ -702,9 +830,13 @@ class _RunSink:
 
         try:  # outside the transaction: it may take a moment
             blob = checkpoint_to_bytes(ckpt)
-        except Exception:  # a checkpoint that cannot be stored must not cost the run
+        except Exception as exc:  # a checkpoint that cannot be stored must not cost the run
             log.exception("run %s: checkpoint not storable; no more checkpoints", self.run_id)
             self.checkpoint_interval_s = None
+            self.checkpoint_note = (
+                f"No checkpoints after step {int(ckpt.step)}: the checkpoint could not be "
+                f"serialised ({type(exc).__name__}: {exc})."
+            )
             return
         step = int(ckpt.step) + self.step_offset
         rows = [r for r in self.buffer if r["step"] <= step]  # all of them: fit reports first
@@ -714,8 +846,7 @@ class _RunSink:
                 if self.lost.is_set():
                     self.buffer = []
                     return
-                if rows:
-                    s.execute(RunMetric.__table__.insert(), rows)
+                insert_metrics(s, rows)
                 values = {"step": int(ckpt.step), "data": blob, "created_at": utcnow()}
                 res = s.execute(
                     update(RunCheckpoint)
@@ -726,10 +857,12 @@ class _RunSink:
                 if res.rowcount == 0:
                     s.execute(insert(RunCheckpoint).values(run_id=self.run_id, **values))
         except (OperationalError, DBAPIError) as exc:  # keep the metrics; try again later
-            log.warning("run %s: checkpoint write failed (%s); will retry", self.run_id, exc)
+            self.record_failure("checkpoints", exc)
+            log.warning(
+                "run %s: checkpoint write failed (%s); will retry", self.run_id, _db_error(exc)
+            )
             return
-        written = {id(r) for r in rows}
-        self.buffer = [r for r in self.buffer if id(r) not in written]
+        self.written(rows)
         self.last_checkpoint = self.last_flush = time.monotonic()
 
 
@@ -749,18 +882,31 @@ def _resolve_device(requested: str | None) -> str:
     return requested
 
 
-def _retry(fn: Callable[[], Any], what: str, total_s: float = 60.0) -> Any:
-    """Retry a database write while the database is away (bounded), so a result isn't lost."""
+def _retry(
+    fn: Callable[[], Any],
+    what: str,
+    total_s: float = 60.0,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> Any:
+    """Retry a database write while the database is away (bounded), so a result isn't lost.
+    ``on_error`` sees each failed try (the run's summary counts them)."""
     deadline, delay = time.monotonic() + total_s, 0.5
     while True:
         try:
             return fn()
         except (OperationalError, DBAPIError) as exc:
+            if on_error is not None:
+                on_error(exc)
             if time.monotonic() > deadline:
                 raise
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            log.warning("%s failed (%s); retrying in %.1fs", what, _db_error(exc), delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+#: how long the trainer keeps trying to store its final result (and then, that failing, a
+#: short ``failed`` saying what could not be stored) before it gives up
+RESULT_RETRY_S = 60.0
 
 
 def run_training(
@@ -768,29 +914,29 @@ def run_training(
     owner: str,
     db: Database | None = None,
     on_progress: Callable[[FitProgress], None] | None = None,
+    result_retry_s: float = RESULT_RETRY_S,
 ) -> str:
     """Claim and train run ``run_id``. Returns the outcome: a final status, or ``"skipped"``
     when another worker has it / it is no longer queued (a duplicate delivery), or ``"lost"``
     when this worker lost its claim while training. A requeued run resumes from its checkpoint
-    when it has one. ``on_progress`` (e.g. a progress bar) sees every progress record."""
+    when it has one. ``on_progress`` (e.g. a progress bar) sees every progress record.
+
+    Every write is retried while the database is away (the claim and the first writes too);
+    the final result for up to ``result_retry_s``. A result that cannot be stored in that
+    time ends the run ``failed`` with an error that says what was not stored."""
     from app.config import get_settings
 
     settings = get_settings()
     db = db or get_database()
-    retry = _Retry()
     # every write of this worker to the run holds its row no longer than the lease: one frozen
     # mid-transaction must not keep the reaper (and the next worker) waiting on the lock
     stall_limit_s = settings.lease_s
-    with db.write(stall_limit_s) as s:
-        run = s.get(Run, run_id)
-        if run is None or run.status != RunStatus.QUEUED.value:
-            return "skipped"
-        run_config = dict(run.config)
-        requested_device = run_config.get("device", settings.device)
-        if not claim_run(s, run_id, owner, device=requested_device):
-            return "skipped"
-        if run.attempts >= 1:  # requeued after its worker was lost
-            retry = _prepare_retry(s, run_id, attempt=run.attempts + 1)
+    claimed = _retry(
+        lambda: _claim(db, run_id, owner, settings.device, stall_limit_s), "claiming the run"
+    )
+    if claimed is None:
+        return "skipped"
+    run_config, retry = claimed
     log.info("run %s claimed by %s%s", run_id, owner, f" ({retry.note})" if retry.note else "")
     checkpoint_every = _checkpoint_every(settings, run_config)
     sink = _RunSink(
@@ -810,36 +956,133 @@ def run_training(
         retry=retry.summary,
         stall_limit_s=stall_limit_s,
     )
-    sink.start()
+    sink.start()  # heartbeats go on until the final result is stored: the worker is alive
     try:
-        outcome, data = _train_claimed(db, run_id, sink, retry.checkpoint, checkpoint_every)
-    except (KanCoreError, InvalidInputError) as exc:
-        sink.stop()
-        reason = str(exc)
-        _retry(
-            lambda: _finish(db, run_id, owner, sink, RunStatus.FAILED, error=reason),
-            "storing the failure",
+        try:
+            outcome, data = _train_claimed(db, run_id, sink, retry.checkpoint, checkpoint_every)
+        except (KanCoreError, InvalidInputError) as exc:
+            return _store_final(db, sink, RunStatus.FAILED, result_retry_s, error=str(exc))
+        except Exception as exc:  # a bug or resource error: the run must not stay "running"
+            log.exception("run %s crashed", run_id)
+            msg = f"Training crashed: {type(exc).__name__}: {exc}"
+            return _store_final(db, sink, RunStatus.FAILED, result_retry_s, error=msg)
+        if sink.lost.is_set():
+            log.warning("run %s: lost ownership; result discarded", run_id)
+            return "lost"
+        status = (
+            RunStatus.CANCELLED if outcome.stopped_reason == "cancelled" else RunStatus.SUCCEEDED
         )
-        return RunStatus.FAILED.value
-    except Exception as exc:  # a bug or resource error: the run must not stay "running"
-        log.exception("run %s crashed", run_id)
+        return _store_final(db, sink, status, result_retry_s, outcome=outcome, data=data)
+    finally:
         sink.stop()
-        msg = f"Training crashed: {type(exc).__name__}: {exc}"
-        _retry(
-            lambda: _finish(db, run_id, owner, sink, RunStatus.FAILED, error=msg),
-            "storing the failure",
+
+
+def _claim(
+    db: Database, run_id: int, owner: str, default_device: str | None, stall_limit_s: float
+) -> tuple[dict[str, Any], _Retry] | None:
+    """One try of the claim (retried by the caller): the run's config and how it picks up,
+    or None when it is not this worker's to train."""
+    with db.write(stall_limit_s) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return None
+        if run.status == RunStatus.RUNNING.value and run.owner == owner:
+            # an earlier try whose COMMIT reported an error had in fact been stored
+            retry = _prepare_retry(s, run_id, run.attempts) if run.attempts > 1 else _Retry()
+            return dict(run.config), retry
+        if run.status != RunStatus.QUEUED.value:
+            return None
+        run_config = dict(run.config)
+        if not claim_run(s, run_id, owner, device=run_config.get("device", default_device)):
+            return None
+        retry = _Retry()
+        if run.attempts >= 1:  # requeued after its worker was lost
+            retry = _prepare_retry(s, run_id, attempt=run.attempts + 1)
+        return run_config, retry
+
+
+def _store_final(
+    db: Database,
+    sink: _RunSink,
+    status: RunStatus,
+    retry_s: float,
+    error: str | None = None,
+    outcome: TrainOutcome | None = None,
+    data: PreparedData | None = None,
+) -> str:
+    """Store the final status with every buffered metric row, retried for ``retry_s``. If that
+    keeps failing, end the run ``failed`` in a small write that says what was not stored."""
+    run_id, owner = sink.run_id, sink.owner
+    try:
+        stored = _retry(
+            lambda: _finish(db, run_id, owner, sink, status, error, outcome, data),
+            "storing the result",
+            retry_s,
+            on_error=lambda exc: sink.record_failure("result", exc),
         )
-        return RunStatus.FAILED.value
-    sink.stop()
-    if sink.lost.is_set():
-        log.warning("run %s: lost ownership; result discarded", run_id)
-        return "lost"
-    status = RunStatus.CANCELLED if outcome.stopped_reason == "cancelled" else RunStatus.SUCCEEDED
-    stored = _retry(
-        lambda: _finish(db, run_id, owner, sink, status, outcome=outcome, data=data),
-        "storing the result",
-    )
+    except (OperationalError, DBAPIError) as exc:
+        log.error("run %s: result not stored for %g s (%s)", run_id, retry_s, _db_error(exc))
+        return _fail_unstored(db, sink, status, retry_s, exc, error, outcome)
     return status.value if stored else "lost"
+
+
+def _fail_unstored(
+    db: Database,
+    sink: _RunSink,
+    status: RunStatus,
+    retry_s: float,
+    exc: BaseException,
+    error: str | None,
+    outcome: TrainOutcome | None,
+) -> str:
+    """The result could not be stored: the run becomes ``failed`` with an error that says so
+    and which metric rows are missing (the rows stored earlier stay). If even that cannot be
+    written the run stays ``running`` and the reaper fails it once the lease has passed."""
+    rows = sink.buffer
+    ended = (
+        f"Training ended ({outcome.stopped_reason})"
+        if outcome is not None
+        else f"Training ended with status {status.value}"
+    )
+    message = f"{ended} but its result could not be stored for {retry_s:g} s ({_db_error(exc)})"
+    if rows:
+        steps = [int(r["step"]) for r in rows]
+        message += f"; {len(rows)} metric rows (steps {min(steps)}–{max(steps)}) were not stored"
+    message += "."
+    if error:
+        message += f" The training error was: {error}"
+    message += " Start the run again."
+    summary = sink.summary()
+    summary["notes"] = [*summary.get("notes", []), message]
+    summary["metrics_not_stored"] = len(rows)
+    if outcome is not None:
+        summary["stopped_reason"] = outcome.stopped_reason
+
+    def write() -> bool:
+        with db.write(sink.stall_limit_s) as s:
+            res = s.execute(
+                update(Run)
+                .where(
+                    Run.id == sink.run_id,
+                    Run.owner == sink.owner,
+                    Run.status == RunStatus.RUNNING.value,
+                )
+                .values(
+                    status=RunStatus.FAILED.value,
+                    finished_at=utcnow(),
+                    heartbeat_at=utcnow(),
+                    error=message,
+                    summary=summary,
+                    has_model=False,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount == 1:
+                delete_checkpoint(s, sink.run_id)
+            return res.rowcount == 1
+
+    stored = _retry(write, "storing the failure to store the result", retry_s)
+    return RunStatus.FAILED.value if stored else "lost"
 
 
 @dataclass
@@ -925,27 +1168,37 @@ def _train_claimed(
     resume: FitCheckpoint | None = None,
     checkpoint_every: int | None = None,
 ) -> tuple[TrainOutcome, PreparedData]:
-    with db.read() as s:
-        run = s.get(Run, run_id)
-        assert run is not None
-        config = dict(run.config) | {"model": run.model, "task": run.task}
-        ds = s.scalars(
-            select(Dataset).where(Dataset.id == run.dataset_id).options(undefer(Dataset.content))
-        ).one()
-        columns, content = ds.columns, ds.content
-        init = s.scalars(
-            select(ModelArtifact.init_weights).where(ModelArtifact.run_id == run_id)
-        ).one_or_none()
+
+    def read_inputs() -> tuple[dict[str, Any], list[Any], bytes, bytes | None]:
+        with db.read() as s:
+            run = s.get(Run, run_id)
+            assert run is not None
+            config = dict(run.config) | {"model": run.model, "task": run.task}
+            ds = s.scalars(
+                select(Dataset)
+                .where(Dataset.id == run.dataset_id)
+                .options(undefer(Dataset.content))
+            ).one()
+            init = s.scalars(
+                select(ModelArtifact.init_weights).where(ModelArtifact.run_id == run_id)
+            ).one_or_none()
+            return config, ds.columns, ds.content, init
+
+    config, columns, content, init = _retry(read_inputs, "reading the run's data")
     spec = get_model_spec(config["model"])
     device = _resolve_device(config.get("device"))
     if device != config.get("device"):
-        with db.write(sink.stall_limit_s) as s:
-            s.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.owner == sink.owner)
-                .values(device=device)
-                .execution_options(synchronize_session=False)
-            )
+
+        def record_device() -> None:
+            with db.write(sink.stall_limit_s) as s:
+                s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.owner == sink.owner)
+                    .values(device=device)
+                    .execution_options(synchronize_session=False)
+                )
+
+        _retry(record_device, "recording the run's device")
     data = prepare_data(frame_from_bytes(content), columns, config)
     job = TrainingJob(
         run_id,
@@ -976,6 +1229,10 @@ def _finish(
     outcome: TrainOutcome | None = None,
     data: PreparedData | None = None,
 ) -> bool:
+    """One try of storing the final status, the buffered metric rows (all of them: the rows
+    leave the buffer only once this commits) and the model, in one owner-guarded transaction.
+    False when the run is no longer this worker's (nothing is written then)."""
+    rows = list(sink.buffer)
     with db.write(sink.stall_limit_s) as s:
         summary: dict[str, Any] = {}
         if outcome is not None and data is not None:
@@ -995,7 +1252,12 @@ def _finish(
                 "classes": data.classes,
                 **outcome.extra,
             }
-        summary |= sink.retry  # a lost earlier attempt: resumed from / restarted after which step
+        # a lost earlier attempt (resumed from / restarted after which step), failed writes
+        summary |= sink.summary()
+        if sink.failures.keys() & {"metrics", "checkpoints", "result"}:
+            summary["notes"].append(
+                "No metric row was lost: rows whose write failed were kept and stored later."
+            )
         res = s.execute(
             update(Run)
             .where(Run.id == run_id, Run.owner == owner, Run.status == RunStatus.RUNNING.value)
@@ -1012,7 +1274,7 @@ def _finish(
         if res.rowcount != 1:  # lost the claim: write nothing, not even buffered metrics
             sink.buffer = []
             return False
-        sink.flush(session=s)  # same transaction as the owner-guarded update
+        insert_metrics(s, rows)  # same transaction as the owner-guarded update
         delete_checkpoint(s, run_id)  # a finished run has nothing to resume
         if outcome is not None and data is not None:
             preds = None
@@ -1030,7 +1292,8 @@ def _finish(
             art.meta = data.metadata()
             art.predictions = _json_safe(preds)
             art.revision = (art.revision or 0) + 1
-        return True
+    sink.written(rows)  # committed
+    return True
 
 
 def _json_safe(obj: Any) -> Any:

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import ExecutorDep, IdPath, IndexPath, SessionDep, SettingsDep
+from app.api.deps import DatabaseDep, ExecutorDep, IdPath, IndexPath, SessionDep, SettingsDep
 from app.api.schemas import (
     AutoSymbolicIn,
     AutoSymbolicOut,
@@ -46,50 +46,44 @@ def fix_edge(
     i: IndexPath,
     j: IndexPath,
     body: FixEdgeIn,
-    session: SessionDep,
+    db: DatabaseDep,
 ) -> EdgeStateOut:
     """Fix the edge to a library function (affine parameters fitted to the edge)."""
-    out = svc.fix_edge(session, run_id, layer, i, j, body.name)
-    session.commit()
+    out = svc.fix_edge(db, run_id, layer, i, j, body.name)
     return EdgeStateOut.model_validate(out)
 
 
 @router.delete(EDGE + "/fix", response_model=EdgeStateOut, responses=ERRORS)
 def unfix_edge(
-    run_id: IdPath, layer: IndexPath, i: IndexPath, j: IndexPath, session: SessionDep
+    run_id: IdPath, layer: IndexPath, i: IndexPath, j: IndexPath, db: DatabaseDep
 ) -> EdgeStateOut:
     """Make the edge numeric (spline) again."""
-    out = svc.unfix_edge(session, run_id, layer, i, j)
-    session.commit()
+    out = svc.unfix_edge(db, run_id, layer, i, j)
     return EdgeStateOut.model_validate(out)
 
 
 @router.post("/runs/{run_id}/auto-symbolic", response_model=AutoSymbolicOut, responses=ERRORS)
 def auto_symbolic(
-    run_id: IdPath, session: SessionDep, body: AutoSymbolicIn | None = None
+    run_id: IdPath, db: DatabaseDep, body: AutoSymbolicIn | None = None
 ) -> AutoSymbolicOut:
-    """Fix every numeric edge whose best candidate reaches ``r2_threshold``."""
+    """Fix every numeric edge whose best candidate reaches ``r2_threshold`` (computed outside
+    any database transaction, stored in a short one)."""
     body = body or AutoSymbolicIn()
-    out = svc.auto_symbolic(
-        session, run_id, body.r2_threshold, body.library, body.complexity_weight
-    )
-    session.commit()
+    out = svc.auto_symbolic(db, run_id, body.r2_threshold, body.library, body.complexity_weight)
     return AutoSymbolicOut.model_validate(out)
 
 
 @router.post("/runs/{run_id}/prune", response_model=PruneOut, responses=ERRORS)
-def prune(run_id: IdPath, session: SessionDep, body: PruneIn | None = None) -> PruneOut:
+def prune(run_id: IdPath, db: DatabaseDep, body: PruneIn | None = None) -> PruneOut:
     """Switch off edges whose attribution score is below ``threshold``."""
-    out = svc.prune(session, run_id, (body or PruneIn()).threshold)
-    session.commit()
+    out = svc.prune(db, run_id, (body or PruneIn()).threshold)
     return PruneOut.model_validate(out)
 
 
 @router.post("/runs/{run_id}/reset-edits", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
-def reset_edits(run_id: IdPath, session: SessionDep) -> None:
+def reset_edits(run_id: IdPath, db: DatabaseDep) -> None:
     """Back to the model as trained (drops symbolic fixes and pruning)."""
-    svc.reset_edits(session, run_id)
-    session.commit()
+    svc.reset_edits(db, run_id)
 
 
 @router.post(
