@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import sympy
 import torch
 
+from kan_core.discover import DiscoveryResult, discover
 from kan_core.errors import ConfigError
 from kan_core.model import KAN
 from kan_core.scaling import Standardizer
@@ -122,6 +124,10 @@ class KANRegressor(_KANEstimator):
         x = _as_2d(X)
         yt = _as_2d(y)
         self._single_output = np.asarray(y).ndim == 1
+        # kept for formula(): discovery reads the training table, not the network alone
+        self._fit_data = (np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        self._feature_names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        self._discovery: dict[tuple[float, float | None], DiscoveryResult] = {}
         self.y_scaler_ = Standardizer.fit(yt)
         self._fit(x, self.y_scaler_.transform(yt), yt.shape[1])
         return self
@@ -138,6 +144,31 @@ class KANRegressor(_KANEstimator):
         ss_res = ((yt - pred) ** 2).sum(0)
         ss_tot = ((yt - yt.mean(0)) ** 2).sum(0)
         return float(np.mean(1 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0)))
+
+    def discovery(
+        self, budget_s: float = 60, noise: float | None = None, names: Sequence[str] | None = None
+    ) -> DiscoveryResult:
+        """`kan_core.discover` on the training data (cached per budget and noise level)."""
+        if not hasattr(self, "model_"):
+            raise ConfigError("this estimator is not fitted yet: call fit(X, y) first")
+        x, y = self._fit_data
+        if y.ndim != 1 and y.shape[1] != 1:
+            raise ConfigError("formula discovery takes one target column; fit on a 1-D y")
+        key = (float(budget_s), noise)
+        if key not in self._discovery:
+            self._discovery[key] = discover(
+                x, y.reshape(-1), names or self._feature_names, budget_s=budget_s,
+                noise=noise, seed=self.seed,
+            )  # fmt: skip
+        return self._discovery[key]
+
+    def sympy(self, budget_s: float = 60, noise: float | None = None) -> sympy.Expr:
+        """The discovered formula as a sympy expression of the feature symbols."""
+        return self.discovery(budget_s, noise).expr
+
+    def formula(self, budget_s: float = 60, noise: float | None = None) -> str:
+        """The discovered formula as text (the simplest within noise of the best)."""
+        return self.discovery(budget_s, noise).formula.text
 
 
 class KANClassifier(_KANEstimator):
