@@ -1,1 +1,2 @@
-"""kan_core: interpretable Kolmogorov–Arnold Networks in pure PyTorch."""
+"""kan_core: interpretable Kolmogorov–Arnold Networks (PyTorch, sympy, compiled CPU kernels)
+and formula discovery (`kan_core.discover`)."""
