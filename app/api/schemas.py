@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.services.discovery import BUDGET_DEFAULT_S, BUDGET_MAX_S, BUDGET_MIN_S
+
 
 def _finite_or_none(value: Any) -> Any:
     if value is None:
@@ -414,3 +416,129 @@ class FormulaOut(BaseModel):
     n_symbolic_edges: int
     n_edges: int
     complete: bool = Field(description="True when every active edge is symbolic.")
+
+
+# ── formula discovery ───────────────────────────────────────────────────────────────────────
+
+
+class DiscoverIn(BaseModel):
+    """Options of a formula discovery started for a trained run (its dataset, target,
+    features and validation split are used)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_s: float = Field(
+        default=BUDGET_DEFAULT_S,
+        ge=BUDGET_MIN_S,
+        le=BUDGET_MAX_S,
+        allow_inf_nan=False,
+        description="Time budget of the search in seconds.",
+    )
+    noise: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="Relative noise level of the target if known (noise std / RMS); null: "
+        "judged from the data.",
+    )
+    name: str | None = Field(default=None, max_length=200)
+
+
+class DiscoveredFormulaOut(BaseModel):
+    formula: str = Field(description="sympy str() of the formula in the dataset's units.")
+    latex: str
+    complexity: int = Field(description="Nodes in the expression tree.")
+    r2: MaybeFloat = Field(
+        description="R² on the rows the search held back to choose among its candidates (a "
+        "quarter of the run's training rows)."
+    )
+    rmse: MaybeFloat = None
+    source: str = Field(description="The generator that proposed it, e.g. 'terms: y'.")
+    val_r2: MaybeFloat = Field(
+        default=None, description="R² on the run's validation rows (never seen by the search)."
+    )
+    val_rmse: MaybeFloat = None
+    chosen: bool = False
+
+
+class DiscoveryAttemptOut(BaseModel):
+    stage: str
+    detail: str
+    seconds: MaybeFloat
+    candidates: int
+    best_r2: MaybeFloat = None
+
+
+class DiscoveryResultOut(BaseModel):
+    formula: DiscoveredFormulaOut = Field(description="The chosen formula.")
+    front: list[DiscoveredFormulaOut] = Field(
+        description="Pareto front: simplest first, each more accurate than the simpler ones."
+    )
+    symbols: dict[str, str] = Field(description="Symbol in the formula → column name.")
+    network_width: list[int] | None = Field(
+        default=None, description="Width of the best KAN of the search's structure stage."
+    )
+    network_r2: MaybeFloat = Field(
+        default=None, description="That KAN's R² on the search's own held-back rows."
+    )
+    tried: list[DiscoveryAttemptOut]
+    notes: list[str]
+    seconds: MaybeFloat
+    budget_s: MaybeFloat = None
+    noise: MaybeFloat = None
+    noise_estimate: MaybeFloat = None
+    n_train: int = Field(description="Rows the candidates were fitted on.")
+    n_validation: int = Field(description="Rows the search chose on (from the training rows).")
+    n_rows_train: int | None = Field(default=None, description="The run's training rows.")
+    n_rows_validation: int | None = Field(default=None, description="The run's held-out rows.")
+
+
+class ComparedRunOut(BaseModel):
+    run_id: int
+    model: str
+    name: str | None
+    r2: MaybeFloat = Field(description="The run's R² on the same validation rows.")
+    roles: list[str] = Field(description="'parent', 'best kan', 'best mlp'.")
+
+
+class DiscoveryProgressOut(BaseModel):
+    fraction: float = Field(ge=0, le=1, description="Share of the search done (0–1).")
+    elapsed_s: MaybeFloat = Field(description="Seconds since the run started (database clock).")
+
+
+class DiscoveryOut(BaseModel):
+    """A formula discovery run: poll it while it runs, read the result when it has one."""
+
+    run_id: int
+    parent_run_id: int | None
+    dataset_id: int
+    status: RunStatus
+    error: str | None
+    target: str | None
+    features: list[str]
+    budget_s: MaybeFloat
+    progress: DiscoveryProgressOut
+    val_r2: MaybeFloat = Field(description="The chosen formula's R² on the validation rows.")
+    result: DiscoveryResultOut | None = Field(
+        description="Null until the search has finished (a cancelled search keeps its best "
+        "formula so far)."
+    )
+    comparison: list[ComparedRunOut] = Field(
+        description="Networks on the same dataset and target scored on exactly the same "
+        "validation rows: the parent run, the best KAN, the best MLP."
+    )
+
+
+class LimitsOut(BaseModel):
+    """Server-side limits a client should agree with (time-outs, bounds)."""
+
+    formula_timeout_s: float = Field(
+        description="Time limit of GET /runs/{id}/formula's simplification (KANSCOPE_FORMULA_"
+        "TIMEOUT_S); a client waits at least this long for it."
+    )
+    discovery_budget_s: dict[str, float] = Field(
+        description="Formula discovery's time budget: min, max and default seconds."
+    )
+    max_upload_bytes: int
+    max_parameters: int

@@ -272,8 +272,11 @@ def unfix_edge(run_id: int, edge: tuple[int, int, int]) -> Any:
 
 
 def auto_symbolic(run_id: int, r2_threshold: float) -> dict[str, Any]:
+    """Waits as long as a formula may take (:func:`slow_call_timeout`): auto-symbolic fits every
+    edge inside the request."""
     body = {"r2_threshold": float(r2_threshold)}
-    return _post_json(_path("runs", _id(run_id, "run"), "auto-symbolic"), body)
+    path = _path("runs", _id(run_id, "run"), "auto-symbolic")
+    return _request("POST", path, json=body, timeout=slow_call_timeout()).json()
 
 
 def prune(run_id: int, threshold: float) -> dict[str, Any]:
@@ -295,7 +298,10 @@ def run_predictions(run_id: int, split: PredictionSplit = "validation") -> dict[
 
 
 def run_formula(run_id: int) -> dict[str, Any]:
-    return _get_json(_path("runs", _id(run_id, "run"), "formula"))
+    """Waits for the server's formula time limit plus a margin (:func:`slow_call_timeout`), so
+    the server's own 422 "took longer than …" arrives instead of a dashboard time-out."""
+    path = _path("runs", _id(run_id, "run"), "formula")
+    return _request("GET", path, timeout=slow_call_timeout()).json()
 
 
 def export_run(run_id: int, kind: ExportKind) -> tuple[bytes, str | None]:
@@ -307,3 +313,65 @@ def export_run(run_id: int, kind: ExportKind) -> tuple[bytes, str | None]:
     if "filename=" in disposition:
         filename = disposition.split("filename=", 1)[1].strip().strip('"')
     return response.content, filename
+
+
+# ── server limits and formula discovery ───────────────────────────────────────────────────
+
+#: the server's default KANSCOPE_FORMULA_TIMEOUT_S, used while ``GET /limits`` cannot be read
+DEFAULT_FORMULA_TIMEOUT_S = 60.0
+#: what a slow call waits beyond the server's limit: loading the model and scoring the formula
+#: around the time-limited simplification
+SLOW_CALL_MARGIN_S = 30.0
+#: ``GET /limits`` per API base URL: the server's settings, fixed while it runs (not UI state)
+_limits_by_api: dict[str, dict[str, Any]] = {}
+
+
+def server_limits() -> dict[str, Any]:
+    """``GET /limits`` (formula time limit, discovery budget bounds), read once per API."""
+    key = str(_get_client().base_url)
+    if key not in _limits_by_api:
+        limits = _get_json("/limits")
+        if not isinstance(limits, dict):
+            raise ApiError("GET /limits did not answer with an object.")
+        _limits_by_api[key] = limits
+    return _limits_by_api[key]
+
+
+def slow_call_timeout() -> httpx.Timeout:
+    """Read time-out of the formula and auto-symbolic calls: the server's formula limit
+    (``KANSCOPE_FORMULA_TIMEOUT_S``, from ``GET /limits``) plus :data:`SLOW_CALL_MARGIN_S`."""
+    try:
+        limit = float(server_limits()["formula_timeout_s"])
+    except (ApiError, KeyError, TypeError, ValueError):
+        limit = DEFAULT_FORMULA_TIMEOUT_S
+    if not 0 < limit < float("inf"):  # NaN fails this too
+        limit = DEFAULT_FORMULA_TIMEOUT_S
+    return httpx.Timeout(limit + SLOW_CALL_MARGIN_S, connect=5.0)
+
+
+def _budget(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise InvalidRequestError("A time budget is a number of seconds", value)
+    return float(value)
+
+
+def discover_formula(
+    run_id: int, budget_s: float, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """``POST /runs/{id}/discover``: a discovery child run on that run's data and split."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    path = _path("runs", _id(run_id, "run"), "discover")
+    return _post_json(path, {"budget_s": _budget(budget_s)}, headers=headers)
+
+
+def run_discovery(run_id: int) -> dict[str, Any]:
+    """``GET /runs/{id}/discovery``: status, progress, then the formulas of a discovery run."""
+    return _get_json(_path("runs", _id(run_id, "run"), "discovery"))
+
+
+def latest_discovery_of(run_id: int) -> dict[str, Any] | None:
+    """The newest discovery run started for run ``run_id`` (``parent_run_id``), or None."""
+    params = {"parent_run_id": _id(run_id, "run"), "model": "discover", "limit": 1}
+    runs = _get_json("/runs", params=params)
+    runs = runs.get("runs", []) if isinstance(runs, dict) else runs
+    return runs[0] if runs else None

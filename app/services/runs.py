@@ -34,6 +34,8 @@ def validate_config(
         raise InvalidInputError(
             f"Model {spec.name!r} does not support task {task!r}; it supports {list(spec.tasks)}."
         )
+    if spec.check_config is not None:  # the kind's own options (e.g. discovery's budget)
+        config = spec.check_config(config)
     features, targets = resolve_columns(ds.columns, config)
     for key in ("train_rows", "val_rows"):
         rows = config.get(key)
@@ -145,10 +147,16 @@ def list_runs(
     dataset_id: int | None = None,
     status: str | None = None,
     limit: int = 500,
+    parent_run_id: int | None = None,
+    model: str | None = None,
 ) -> list[Run]:
     stmt = select(Run).order_by(Run.id.desc()).limit(limit)
     if dataset_id is not None:
         stmt = stmt.where(Run.dataset_id == dataset_id)
+    if parent_run_id is not None:
+        stmt = stmt.where(Run.parent_run_id == parent_run_id)
+    if model is not None:
+        stmt = stmt.where(Run.model == model)
     if status is not None:
         stmt = stmt.where(Run.status == status)
     return list(session.scalars(stmt))

@@ -59,7 +59,13 @@ def suggestions(
     )
 
     def compute() -> list[dict[str, Any]]:
-        fits = suggest(loaded.model, loaded.x_inspect, layer, i, j, library=library, top=top)
+        # R² first (no complexity weight): fits within 0.05 decades of unexplained variance of
+        # each other count as equal and the simpler is listed first; a `0` with R² 0 can no
+        # longer outrank a fit that explains the edge
+        fits = suggest(
+            loaded.model, loaded.x_inspect, layer, i, j, library=library, top=top,
+            complexity_weight=0.0,
+        )  # fmt: skip
         return [
             {
                 "name": c.name,

@@ -265,6 +265,9 @@ class ModelSpec:
     train: Callable[[TrainingJob], TrainOutcome]
     inspectable: bool = False
     estimate_parameters: Callable[[dict[str, Any], int, int], int] | None = None
+    #: checks a run's config when the run is created (raises InvalidInputError: 422, nothing
+    #: queued) and returns the config to store; None: nothing kind-specific to check
+    check_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {}
@@ -277,8 +280,9 @@ def register_model(spec: ModelSpec) -> None:
 
 
 def _load_extensions() -> None:
-    """Import the modules that register more model kinds, once per process: the baselines and
-    ``KANSCOPE_MODEL_PLUGINS`` (so a spawned or remote trainer knows the same kinds)."""
+    """Import the modules that register more model kinds, once per process: the baselines,
+    formula discovery and ``KANSCOPE_MODEL_PLUGINS`` (so a spawned or remote trainer knows the
+    same kinds)."""
     global _extensions_loaded
     if _extensions_loaded:
         return
@@ -288,7 +292,7 @@ def _load_extensions() -> None:
     from app.config import get_settings
 
     plugins = [m.strip() for m in get_settings().model_plugins.split(",") if m.strip()]
-    for module in ("app.services.baselines", *plugins):
+    for module in ("app.services.baselines", "app.services.discovery", *plugins):
         try:
             importlib.import_module(module)
         except ImportError as exc:

@@ -2,8 +2,17 @@
 
 from fastapi import APIRouter
 
-from app.api.routes import alloys, datasets, exports, health, inspection, runs, symbolic
+from app.api.routes import (
+    alloys,
+    datasets,
+    discovery,
+    exports,
+    health,
+    inspection,
+    runs,
+    symbolic,
+)
 
 api_router = APIRouter(prefix="/api")
-for _module in (health, datasets, runs, inspection, symbolic, exports, alloys):
+for _module in (health, datasets, runs, inspection, symbolic, exports, alloys, discovery):
     api_router.include_router(_module.router)

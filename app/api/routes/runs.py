@@ -72,8 +72,26 @@ def list_runs(
     dataset_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    parent_run_id: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Only children of this run.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            pattern=r"^[A-Za-z0-9_.-]+$",
+            description="Only runs of this model kind (see GET /api/models).",
+        ),
+    ] = None,
 ) -> RunListOut:
-    runs = svc.list_runs(session, dataset_id=dataset_id, status=status_, limit=limit)
+    runs = svc.list_runs(
+        session,
+        dataset_id=dataset_id,
+        status=status_,
+        limit=limit,
+        parent_run_id=parent_run_id,
+        model=model,
+    )
     return RunListOut(runs=[RunOut.model_validate(r) for r in runs])
 
 

@@ -19,7 +19,7 @@ from dash import (
     no_update,
 )
 
-from app.dashboard import api_client, figures
+from app.dashboard import api_client, discovery_panel, figures
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import (
     METRIC_LABELS,
@@ -250,6 +250,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                     ),
                 ],
             ),
+            discovery_panel.panel(discovery_panel.RUN_PAGE),
         ]
     )
 
@@ -616,7 +617,12 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
         return (version or 0) + 1, alert("Edge is a spline again.", "success", role="status")
     if not suggestions or not isinstance(suggestions, list):
         return no_update, alert("No candidates for this edge yet.", "warning")
-    index = index_int(selected_rows[0]) if isinstance(selected_rows, list) and selected_rows else 0
+    if not isinstance(selected_rows, list) or not selected_rows:  # never a silent default
+        return no_update, alert(
+            "Select a candidate in the table first (the best fit, by R², is listed first).",
+            "warning",
+        )
+    index = index_int(selected_rows[0])
     candidate = suggestions[index] if index is not None and index < len(suggestions) else None
     name = candidate.get("name") if isinstance(candidate, dict) else None
     if not isinstance(name, str):
@@ -625,8 +631,7 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
         api_client.fix_edge(run_id, edge, name)
     except ApiError as exc:
         return no_update, error_alert(exc, f"Fixing the edge to {name}")
-    note = "" if selected_rows else " (the best candidate; select a row to choose another)"
-    return (version or 0) + 1, alert(f"Fixed to {name}{note}.", "success", role="status")
+    return (version or 0) + 1, alert(f"Fixed to {name}.", "success", role="status")
 
 
 # ── whole-model actions ───────────────────────────────────────────────────────────────────

@@ -8,7 +8,7 @@ from typing import Any
 import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from app.dashboard import api_client, figures
+from app.dashboard import api_client, discovery_panel, figures
 from app.dashboard.alloy_components import (
     COMPOSITION,
     NO_GROUPS,
@@ -239,6 +239,7 @@ def layout(**_: Any) -> html.Div:
                     html.Div(id="tr-alert"),
                 ],
             ),
+            discovery_panel.panel(discovery_panel.TRAIN_PAGE),
             html.Div(
                 className="card",
                 children=[

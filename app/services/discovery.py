@@ -1,0 +1,414 @@
+"""Formula discovery as a run kind: ``kan_core.discover`` in a trainer, so it gets the executor,
+claims, heartbeats, cancellation and storage of every run; and what the API reads back.
+
+A discovery run is a run with ``model = "discover"`` (regression, one target). Its options are
+``model_options``: ``budget_s`` (seconds, :data:`BUDGET_MIN_S`–:data:`BUDGET_MAX_S`, default
+:data:`BUDGET_DEFAULT_S`) and ``noise`` (the relative noise level if known, else null). The
+run's ``seed``, ``val_fraction`` / ``val_rows`` split the rows as for any run, so a discovery
+started from a trained run (:func:`discovery_payload`, ``parent_run_id``) holds out the same
+validation rows as that run: ``discover`` sees the training rows only (it chooses among its
+candidates on a quarter of them) and every formula is then scored on the held-out rows, which
+makes its R² comparable with the network's.
+
+Progress: each stage ``discover`` reports becomes a metric row whose step is the fraction done
+in thousandths (:data:`PROGRESS_STEPS`); the reporter's answer (cancel requested, claim lost)
+stops the search, which returns the best formula so far (a cancelled run keeps it). The result
+is stored in the run's ``summary["discovery"]`` (``DiscoveryResult.to_dict()`` plus the held-out
+scores), the chosen formula's held-out R² as the run's ``val_metric``, its held-out predictions
+like any run's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.clock import utcnow
+from app.db.models import ModelArtifact, Run, RunMetric, RunStatus
+from app.services.errors import InvalidInputError, NotFoundError
+from app.services.numbers import finite_or_none
+from app.services.runs import get_run
+from app.services.training import ModelSpec, TrainingJob, TrainOutcome, register_model
+from kan_core.train import FitProgress
+
+MODEL = "discover"
+BUDGET_MIN_S, BUDGET_MAX_S, BUDGET_DEFAULT_S = 5.0, 600.0, 60.0
+#: metric steps of a discovery run: the fraction done in thousandths
+PROGRESS_STEPS = 1000
+#: model kinds whose held-out R² is shown next to the formula's
+COMPARED_KINDS = ("kan", "mlp")
+#: how many recent finished runs of the dataset are looked at for that comparison
+COMPARED_RUNS_LIMIT = 200
+
+# ── options ─────────────────────────────────────────────────────────────────────────────────
+
+
+def discovery_options(options: Any) -> dict[str, Any]:
+    """``{"budget_s": float, "noise": float | None}`` from a run's ``model_options``, checked."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"budget_s", "noise"})
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown option(s) {unknown} for formula discovery; allowed: budget_s "
+            f"({BUDGET_MIN_S:g}–{BUDGET_MAX_S:g} s) and noise (0 ≤ noise < 1, or null)."
+        )
+    budget = options.get("budget_s", BUDGET_DEFAULT_S)
+    if not _is_number(budget) or not BUDGET_MIN_S <= budget <= BUDGET_MAX_S:
+        raise InvalidInputError(
+            f"budget_s must be a number of seconds from {BUDGET_MIN_S:g} to {BUDGET_MAX_S:g}; "
+            f"got {budget!r}."
+        )
+    noise = options.get("noise")
+    if noise is not None and (not _is_number(noise) or not 0 <= noise < 1):
+        raise InvalidInputError(
+            "noise is the relative noise level of the target (noise std / RMS of the target), "
+            f"0 ≤ noise < 1, or null when unknown; got {noise!r}."
+        )
+    return {"budget_s": float(budget), "noise": None if noise is None else float(noise)}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``ModelSpec.check_config``: one target and valid options, checked when the run is created.
+    The config is returned as given (an Idempotency-Key retry compares it as sent)."""
+    targets = list(config.get("target_columns") or [])
+    if len(targets) != 1:
+        raise InvalidInputError(
+            f"Formula discovery fits one target column; got {len(targets)}. Start one "
+            "discovery per target."
+        )
+    discovery_options(config.get("model_options"))
+    return config
+
+
+# ── the trainer ─────────────────────────────────────────────────────────────────────────────
+
+
+def overrun_limit_s(budget_s: float) -> float:
+    """When the trainer stops a search that overruns its budget (at its next progress report;
+    ``discover`` itself keeps to the budget, this is the server's guard)."""
+    return budget_s * 1.25 + 10.0
+
+
+class _Progress:
+    """``discover``'s progress callback: one metric row per report (step = thousandths done,
+    strictly increasing); False (stop, best formula so far) once the run is cancelled or lost
+    (``cancelled``) or the search has overrun its budget (``overran``)."""
+
+    def __init__(self, job: TrainingJob, budget_s: float) -> None:
+        self.report, self.step = job.report, 0
+        self.cancelled = self.overran = False
+        self.limit_s = overrun_limit_s(budget_s)
+        self.start = time.perf_counter()
+
+    def __call__(self, stage: str, fraction: float) -> bool:
+        done = round(min(max(float(fraction), 0.0), 1.0) * PROGRESS_STEPS)
+        self.step = max(self.step + 1, done)
+        elapsed = time.perf_counter() - self.start
+        keep_going = self.report(
+            FitProgress(self.step, PROGRESS_STEPS, math.nan, None, None, elapsed)
+        )
+        if keep_going is False:
+            self.cancelled = True
+        elif elapsed > self.limit_s:
+            self.overran = True
+        # at "done" the search is over; stopping there would lose the result it is returning
+        return fraction >= 1.0 or not (self.cancelled or self.overran)
+
+
+def _original_units(x: torch.Tensor, scaler: Any) -> np.ndarray:
+    """Standardised float32 values back in the dataset's units, as float64."""
+    return (
+        x.to(torch.float64) * scaler.std.to(torch.float64) + scaler.mean.to(torch.float64)
+    ).numpy()
+
+
+def _scores(pred: np.ndarray | None, y: np.ndarray) -> dict[str, float | None]:
+    if pred is None or len(y) == 0:
+        return {"r2": None, "rmse": None}
+    mse = float(np.mean((pred - y) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - mse * len(y) / ss_tot if ss_tot > 0 else math.nan
+    return {"r2": finite_or_none(r2), "rmse": finite_or_none(math.sqrt(mse))}
+
+
+def _predict(expr: Any, symbols: Any, x: np.ndarray) -> np.ndarray | None:
+    """The formula on rows ``x`` (original units); None if it cannot be evaluated there."""
+    from kan_core.export import ExportError, compile_expression
+
+    if len(x) == 0:
+        return np.zeros(0)
+    try:
+        with torch.no_grad():
+            out = compile_expression(expr, symbols)(torch.from_numpy(np.ascontiguousarray(x)))
+    except (ExportError, RuntimeError, TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    pred = np.broadcast_to(out.to(torch.float64).numpy(), (len(x),)).copy()
+    return pred if np.isfinite(pred).all() else None
+
+
+def _n_constants(expr: Any) -> int:
+    """Numbers in the formula other than small integers (exponents, signs): its 'parameters'."""
+    import sympy
+
+    numbers = expr.atoms(sympy.Number)
+    return sum(1 for a in numbers if not (a.is_Integer and abs(int(a)) <= 4))
+
+
+def train_discovery(job: TrainingJob) -> TrainOutcome:
+    """The ``discover`` run kind: search on the training rows, score on the held-out rows."""
+    from kan_core.discover import discover
+
+    data = job.data
+    if data.task != "regression" or data.y_scaler is None or len(data.target_names) != 1:
+        raise InvalidInputError("Formula discovery fits one numeric (regression) target.")
+    options = discovery_options(job.config.get("model_options"))
+    seed = int(job.config.get("seed", 0))
+    x_tr = _original_units(data.x_train, data.x_scaler)
+    y_tr = _original_units(data.y_train, data.y_scaler)[:, 0]
+    x_val, y_val = np.zeros((0, x_tr.shape[1])), np.zeros(0)
+    if data.x_val is not None and data.y_val is not None and len(data.val_rows) > 0:
+        x_val = _original_units(data.x_val, data.x_scaler)
+        y_val = _original_units(data.y_val, data.y_scaler)[:, 0]
+    has_val = len(y_val) > 0
+
+    progress = _Progress(job, options["budget_s"])
+    result = discover(
+        x_tr,
+        y_tr,
+        data.feature_names,
+        budget_s=options["budget_s"],
+        noise=options["noise"],
+        seed=seed,
+        progress=progress,
+    )
+    symbols = result.inputs.symbols
+    found = result.to_dict()
+    if progress.overran and not progress.cancelled:
+        found["notes"].append(
+            f"The search overran its {options['budget_s']:g} s budget and was stopped by the "
+            f"server after {progress.limit_s:g} s; the best formula so far is reported."
+        )
+    for entry, formula in zip(found["front"], result.front, strict=True):
+        held_out = _scores(_predict(formula.expr, symbols, x_val), y_val)
+        entry |= {"val_r2": held_out["r2"], "val_rmse": held_out["rmse"]}
+        entry["chosen"] = formula.expr == result.formula.expr
+    pred_tr = _predict(result.expr, symbols, x_tr)
+    pred_val = _predict(result.expr, symbols, x_val) if has_val else None
+    held_out = _scores(pred_val, y_val)
+    found["formula"] |= {"val_r2": held_out["r2"], "val_rmse": held_out["rmse"]}
+    found |= {
+        "budget_s": options["budget_s"],
+        "noise": options["noise"],
+        "seed": seed,
+        "target": data.target_names[0],
+        "n_rows_train": int(len(data.train_rows)),
+        "n_rows_validation": int(len(data.val_rows)) if has_val else 0,
+    }
+    y_std = float(data.y_scaler.std[0])
+    train_loss = _standardised_mse(pred_tr, y_tr, y_std)
+    val_loss = _standardised_mse(pred_val, y_val, y_std) if has_val else None
+    val_predictions = None
+    if pred_val is not None:
+        val_predictions = ((pred_val - float(data.y_scaler.mean[0])) / y_std).reshape(-1, 1)
+    return TrainOutcome(
+        stopped_reason="cancelled" if progress.cancelled else "completed",
+        train_loss=train_loss,
+        val_loss=val_loss,
+        val_metric=held_out["r2"],
+        n_parameters=_n_constants(result.expr),
+        weights=None,  # the formula is the model: kept as text/LaTeX in the summary
+        val_predictions=val_predictions,
+        extra={"discovery": found, "formula": found["formula"]["formula"]},
+    )
+
+
+def _standardised_mse(pred: np.ndarray | None, y: np.ndarray, y_std: float) -> float | None:
+    """MSE in standardised target units, as the other run kinds report their losses."""
+    if pred is None or len(y) == 0:
+        return None
+    return finite_or_none(float(np.mean(((pred - y) / y_std) ** 2)))
+
+
+register_model(
+    ModelSpec(
+        MODEL,
+        "Formula discovery: the simplest formula for the target within a time budget "
+        f"(model_options: budget_s {BUDGET_MIN_S:g}–{BUDGET_MAX_S:g} s, default "
+        f"{BUDGET_DEFAULT_S:g}; noise)",
+        ("regression",),
+        train_discovery,
+        check_config=check_config,
+    )
+)
+
+
+# ── starting one for a trained run ──────────────────────────────────────────────────────────
+
+
+def discovery_payload(
+    session: Session,
+    run_id: int,
+    budget_s: float,
+    noise: float | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The run-creation body of a discovery for run ``run_id``'s dataset, target, features and
+    validation split (its ``seed``, ``val_fraction`` or explicit rows), so both are scored on
+    the same held-out rows."""
+    parent = get_run(session, run_id)
+    config = parent.config or {}
+    if parent.task != "regression":
+        raise InvalidInputError(
+            f"Run {run_id} is a {parent.task} run; formula discovery fits a numeric "
+            "(regression) target."
+        )
+    targets = list(config.get("target_columns") or [])
+    if len(targets) != 1:
+        raise InvalidInputError(
+            f"Run {run_id} has {len(targets)} targets; formula discovery fits one. Start a "
+            "discovery for one of them with POST /api/runs (model 'discover')."
+        )
+    options: dict[str, Any] = {"budget_s": budget_s}
+    if noise is not None:
+        options["noise"] = noise
+    payload: dict[str, Any] = {
+        "dataset_id": parent.dataset_id,
+        "name": name or f"formula for run {run_id}",
+        "model": MODEL,
+        "task": "regression",
+        "target_columns": targets,
+        "feature_columns": config.get("feature_columns"),
+        "model_options": options,
+    }
+    for key in ("seed", "val_fraction", "train_rows", "val_rows"):
+        if config.get(key) is not None:
+            payload[key] = config[key]
+    return payload
+
+
+# ── reading one back ────────────────────────────────────────────────────────────────────────
+
+
+def discovery_view(session: Session, run_id: int) -> dict[str, Any]:
+    """A discovery run as the API shows it: status and progress while it runs, then the result
+    (chosen formula, Pareto front, held-out scores) and the networks it is compared with."""
+    run = get_run(session, run_id)
+    if run.model != MODEL:
+        raise NotFoundError(
+            f"Run {run_id} is a {run.model!r} run, not a formula discovery. Start a discovery "
+            f"for it with POST /api/runs/{run_id}/discover."
+        )
+    config, summary = run.config or {}, run.summary or {}
+    try:
+        budget = discovery_options(config.get("model_options"))["budget_s"]
+    except InvalidInputError:  # a run stored before the bounds changed
+        budget = None
+    found = summary.get("discovery")
+    return {
+        "run_id": run.id,
+        "parent_run_id": run.parent_run_id,
+        "dataset_id": run.dataset_id,
+        "status": run.status,
+        "error": run.error,
+        "target": (config.get("target_columns") or [None])[0],
+        "features": list(config.get("feature_columns") or []),
+        "budget_s": budget,
+        "progress": _progress(session, run),
+        "val_r2": summary.get("val_metric"),
+        "result": found,
+        "comparison": _comparison(session, run) if found else [],
+    }
+
+
+def _progress(session: Session, run: Run) -> dict[str, Any]:
+    """Fraction done (from the last metric row) and seconds since the run started (database
+    clock), while it runs."""
+    last = session.execute(
+        select(RunMetric.step)
+        .where(RunMetric.run_id == run.id)
+        .order_by(RunMetric.step.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    fraction = min(1.0, (last or 0) / PROGRESS_STEPS)
+    if run.status == RunStatus.SUCCEEDED.value:
+        fraction = 1.0
+    elapsed = None
+    if run.started_at is not None:
+        end = run.finished_at or session.scalar(select(utcnow()))
+        if end is not None:
+            elapsed = max(0.0, (end - run.started_at).total_seconds())
+    return {"fraction": fraction, "elapsed_s": elapsed}
+
+
+def _validation_rows(session: Session, run_ids: list[int]) -> dict[int, list[int]]:
+    rows = session.execute(
+        select(ModelArtifact.run_id, ModelArtifact.predictions).where(
+            ModelArtifact.run_id.in_(run_ids)
+        )
+    ).all()
+    return {r: list((p or {}).get("rows") or []) for r, p in rows}
+
+
+def _comparison(session: Session, run: Run) -> list[dict[str, Any]]:
+    """The held-out R² of the parent run and of the best KAN and best MLP on the same dataset
+    and target whose validation rows are exactly this run's (anything else is not comparable)."""
+    own_rows = _validation_rows(session, [run.id]).get(run.id)
+    if not own_rows:
+        return []
+    target = (run.config or {}).get("target_columns")
+    candidates = session.execute(
+        select(Run.id, Run.model, Run.name, Run.config, Run.summary)
+        .where(
+            Run.dataset_id == run.dataset_id,
+            Run.id != run.id,
+            Run.status == RunStatus.SUCCEEDED.value,
+            Run.task == "regression",
+            Run.model.in_(COMPARED_KINDS)
+            | (Run.id == (run.parent_run_id if run.parent_run_id is not None else -1)),
+        )
+        .order_by(Run.id.desc())
+        .limit(COMPARED_RUNS_LIMIT)
+    ).all()
+    usable = [
+        c
+        for c in candidates
+        if (c.config or {}).get("target_columns") == target
+        and not (c.config or {}).get("cv")
+        and finite_or_none((c.summary or {}).get("val_metric")) is not None
+        and (c.summary or {}).get("n_rows_val") == len(own_rows)
+    ]
+    rows = _validation_rows(session, [c.id for c in usable])
+    same = [c for c in usable if rows.get(c.id) == own_rows]
+    chosen: dict[int, dict[str, Any]] = {}
+
+    def add(c: Any, role: str) -> None:
+        entry = chosen.setdefault(
+            c.id,
+            {
+                "run_id": c.id,
+                "model": c.model,
+                "name": c.name,
+                "r2": finite_or_none(c.summary.get("val_metric")),
+                "roles": [],
+            },
+        )
+        entry["roles"].append(role)
+
+    for c in same:
+        if c.id == run.parent_run_id:
+            add(c, "parent")
+    for kind in COMPARED_KINDS:
+        of_kind = [c for c in same if c.model == kind]
+        if of_kind:
+            add(max(of_kind, key=lambda c: c.summary["val_metric"]), f"best {kind}")
+    return list(chosen.values())
