@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         "thinned by checkpoint_interval_s); 0 turns checkpoints off.",
     )
     device: str = Field(default="cpu", description="Default torch device: cpu, cuda, auto.")
+    worker_devices: str = Field(
+        default="",
+        description="Torch devices the Celery workers offer, comma-separated (e.g. 'cpu,cuda'); "
+        "a run asking for another is refused when it is created. Empty: the workers are like "
+        "this host. The local executor always uses this host's devices.",
+    )
     api_torch_threads: int = Field(
         default=1,
         ge=1,

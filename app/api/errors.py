@@ -29,10 +29,25 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "request"
 
 
+#: what a strict JSON body field takes, by pydantic error type (request bodies are strict)
+STRICT_TYPE_HINTS = {
+    "int_type": 'an integer, written as a JSON number without quotes (not "5", true or 5.0)',
+    "float_type": 'a number, written as a JSON number without quotes (not "0.1" or true)',
+    "string_type": "a JSON string",
+    "bool_type": 'true or false (not "true" or 1)',
+    "list_type": "a JSON list [...]",
+    "dict_type": "a JSON object {...}",
+}
+
+
 def validation_message(errors: list[dict[str, Any]]) -> str:
     msgs = []
     for e in errors[:10]:
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
+        loc = e.get("loc") or ()
+        hint = STRICT_TYPE_HINTS.get(str(e.get("type")))
+        if hint and loc and loc[0] == "body":
+            msg = f"must be {hint}"
         msgs.append(f"{_loc(e.get('loc', ()))}: {msg}")
     more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
     return "Invalid request: " + "; ".join(msgs) + more

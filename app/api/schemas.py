@@ -10,9 +10,18 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from app.services.discovery import BUDGET_DEFAULT_S, BUDGET_MAX_S, BUDGET_MIN_S
+from app.services.safe_text import MAX_COLUMN_NAME_CHARS, forbidden_character
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -30,6 +39,33 @@ MaybeFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Task = Literal["regression", "classification"]
+
+
+def _printable(value: str) -> str:
+    problem = forbidden_character(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: Text a client sends that is stored or looked up: control characters (NUL, newline, escape …),
+#: lone surrogates and bidi overrides are refused with a 422, the same on SQLite and PostgreSQL.
+PlainText = Annotated[str, AfterValidator(_printable)]
+#: A name given to a dataset or run (≤ 200 characters).
+Name = Annotated[str, Field(max_length=200), AfterValidator(_printable)]
+#: A column of a dataset, as named in its header.
+ColumnName = Annotated[
+    str, Field(min_length=1, max_length=MAX_COLUMN_NAME_CHARS), AfterValidator(_printable)
+]
+#: A key of a run's model_options.
+OptionKey = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+#: Most explicit row indices a run request may list (each run's config, with them, is sent in
+#: every GET /runs answer); larger splits: val_fraction with a seed.
+MAX_ROW_INDICES = 100_000
+#: Request bodies are strict JSON: an integer field takes an integer only (not "5", true or
+#: 5.0), a number field an integer or a float (not "0.1"), a text field a string; unknown
+#: fields are refused.
+STRICT_INPUT = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorOut(BaseModel):
@@ -90,17 +126,18 @@ class DatasetPreviewOut(BaseModel):
 class RunConfig(BaseModel):
     """Everything that defines a training run. Bounds keep memory and time sane."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
-    target_columns: list[str] = Field(min_length=1, max_length=64)
-    feature_columns: list[str] | None = Field(
+    target_columns: list[ColumnName] = Field(min_length=1, max_length=64)
+    feature_columns: list[ColumnName] | None = Field(
         default=None,
         max_length=2048,
         description="Input columns; default: every numeric column that is not a target.",
     )
     task: Task = "regression"
-    model: str = Field(
+    model: PlainText = Field(
         default="kan",
+        max_length=64,
         description="Model kind: 'kan', 'mlp', or a registered baseline (see GET /api/models).",
     )
     hidden: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
@@ -146,22 +183,32 @@ class RunConfig(BaseModel):
         description="Random validation split (ignored if val_rows given).",
     )
     train_rows: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
-        default=None, description="Explicit training row indices (0-based, into the dataset)."
+        default=None,
+        max_length=MAX_ROW_INDICES,
+        description="Explicit training row indices (0-based, into the dataset; at most "
+        f"{MAX_ROW_INDICES:,}).",
     )
     val_rows: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
-        default=None, description="Explicit validation row indices; train = train_rows or the rest."
+        default=None,
+        max_length=MAX_ROW_INDICES,
+        description="Explicit validation row indices; train = train_rows or the rest (at most "
+        f"{MAX_ROW_INDICES:,}; for larger splits use val_fraction and seed).",
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     device: str | None = Field(
         default=None,
         pattern=r"^(cpu|auto|cuda(:\d+)?)$",
-        description="Torch device; unset = the worker's KANSCOPE_DEVICE (cpu by default).",
+        description="Torch device; unset = the worker's KANSCOPE_DEVICE (cpu by default). A "
+        "device no worker offers is refused (KANSCOPE_WORKER_DEVICES).",
     )
     log_every: int = Field(default=1, ge=1, le=10_000)
-    model_options: dict[str, float | int | str | bool | None] = Field(
+    model_options: dict[OptionKey, float | int | Name | bool | None] = Field(
         default_factory=dict,
         max_length=32,
-        description="Extra options for baseline models (e.g. alpha, n_estimators).",
+        description="Options of the model kind, checked when the run is created (unknown keys "
+        "and out-of-range values are refused, naming the allowed ones): the baselines' "
+        "hyperparameters (e.g. alpha, n_estimators), discovery's budget_s and noise; 'kan' and "
+        "'mlp' take none (their settings are the fields above).",
     )
 
     @field_validator("target_columns", "feature_columns")
@@ -190,7 +237,7 @@ class RunConfig(BaseModel):
 
 class RunCreate(RunConfig):
     dataset_id: int = Field(ge=1, le=2**63 - 1)
-    name: str | None = Field(default=None, max_length=200)
+    name: Name | None = None
 
 
 class RunOut(BaseModel):
@@ -336,18 +383,18 @@ class SuggestionsOut(BaseModel):
 
 
 class FixEdgeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
-    name: str = Field(
+    name: PlainText = Field(
         description="Function name from the library, e.g. 'sin', 'x^2'.", max_length=32
     )
 
 
 class AutoSymbolicIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     r2_threshold: float = Field(default=0.9, ge=0.0, le=1.0, allow_inf_nan=False)
-    library: list[str] | None = Field(
+    library: list[Annotated[str, Field(max_length=32), AfterValidator(_printable)]] | None = Field(
         default=None, max_length=64, description="Function names to try; null = all."
     )
     complexity_weight: float = Field(
@@ -360,18 +407,18 @@ class AutoSymbolicIn(BaseModel):
 
 
 class PruneIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     threshold: float = Field(default=1e-2, ge=0.0, le=1e6, allow_inf_nan=False)
 
 
 class RetrainIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     steps: int | None = Field(default=None, ge=1, le=100_000)
     lr: float | None = Field(default=None, gt=0, le=10.0, allow_inf_nan=False)
     lamb: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
-    name: str | None = Field(default=None, max_length=200)
+    name: Name | None = None
 
 
 class EdgeStateOut(BaseModel):
@@ -425,7 +472,7 @@ class DiscoverIn(BaseModel):
     """Options of a formula discovery started for a trained run (its dataset, target,
     features and validation split are used)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     budget_s: float = Field(
         default=BUDGET_DEFAULT_S,
@@ -442,7 +489,7 @@ class DiscoverIn(BaseModel):
         description="Relative noise level of the target if known (noise std / RMS); null: "
         "judged from the data.",
     )
-    name: str | None = Field(default=None, max_length=200)
+    name: Name | None = None
 
 
 class DiscoveredFormulaOut(BaseModel):

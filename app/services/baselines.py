@@ -10,7 +10,7 @@ configuration, its per-fold predictions and metrics, which is what the leaderboa
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -271,6 +271,16 @@ def _cross_entropy(fitted: BaselineFit, x: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
 
 
+def _options_checker(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def check_config(config: dict[str, Any]) -> dict[str, Any]:
+        """``ModelSpec.check_config``: the run's ``model_options`` are this baseline's
+        hyperparameters within bounds (unknown keys refused, naming the allowed ones)."""
+        _params(kind, config.get("model_options") or None)
+        return config
+
+    return check_config
+
+
 def _register() -> None:
     from app.services.training import ModelSpec, register_model
 
@@ -281,7 +291,13 @@ def _register() -> None:
     }
     for kind in BASELINE_KINDS:
         register_model(
-            ModelSpec(kind, descriptions[kind], ("regression", "classification"), _train_job(kind))
+            ModelSpec(
+                kind,
+                descriptions[kind],
+                ("regression", "classification"),
+                _train_job(kind),
+                check_config=_options_checker(kind),
+            )
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,22 @@ from sqlalchemy.orm import Session, undefer
 from app.db.models import FINISHED_STATUSES, Dataset, Run
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.numbers import finite_or_none
+from app.services.safe_text import MAX_COLUMN_NAME_CHARS, forbidden_character, safe_filename
 
 MAX_NAME = 200
+#: longest single CSV cell (characters); a longer one is refused, naming its row and column
+MAX_CELL_CHARS = 10_000
+#: rows named in a message about bad cells
+ROWS_NAMED = 5
+#: an infinite value written as text ("inf" and "Infinity" pandas reads as inf itself)
+NON_FINITE_TEXT = re.compile(r"[+-]?(?:∞|inf|infinity)", re.IGNORECASE)
+_SEPARATORS = "' \u00a0\u202f\u2009"  # apostrophe, space, no-break and thin spaces
+#: thousands groups of exactly three digits: 1,000  1 000  1'000.5  1.000,5  1 000,5
+GROUPED_NUMBER = re.compile(
+    rf"[+-]?\d{{1,3}}(?:(?:[,{_SEPARATORS}]\d{{3}})+(?:\.\d+)?|(?:[.{_SEPARATORS}]\d{{3}})+,\d+)"
+)
+#: a decimal comma: 1,5
+DECIMAL_COMMA_NUMBER = re.compile(r"[+-]?\d+,\d+")
 
 
 def _clean_cell(v: Any) -> Any:
@@ -62,6 +77,7 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise InvalidInputError(f"Column names must be unique; repeated: {dupes}.")
+    check_column_names(names)
     try:
         df = pd.read_csv(
             io.StringIO(text),
@@ -79,7 +95,118 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pd.DataFrame:
         raise InvalidInputError(f"The file has more than {max_rows} rows, the limit.")
     if len(df) == 0:
         raise InvalidInputError("The file has a header but no data rows.")
+    check_cell_sizes(df)
+    check_numbers(df, decimal="," if sep == ";" else ".")
     return type_frame(df)
+
+
+def check_column_names(names: list[str]) -> None:
+    """Column names are referred to by name in run requests: printable text, bounded length."""
+    for position, name in enumerate(names, start=1):
+        if len(name) > MAX_COLUMN_NAME_CHARS:
+            raise InvalidInputError(
+                f"Column {position}'s name has {len(name):,} characters; at most "
+                f"{MAX_COLUMN_NAME_CHARS:,} are allowed."
+            )
+        problem = forbidden_character(name)
+        if problem:
+            raise InvalidInputError(f"Column {position}'s name {problem}.")
+
+
+def _rows_text(rows: list[int]) -> str:
+    """'data rows 2, 7 and 9' (1-based: row 1 is the first row under the header)."""
+    shown = [str(r + 1) for r in rows[:ROWS_NAMED]]
+    listed = ", ".join(shown[:-1]) + f" and {shown[-1]}" if len(shown) > 1 else shown[0]
+    more = f" (and {len(rows) - ROWS_NAMED:,} more)" if len(rows) > ROWS_NAMED else ""
+    return f"data row{'s' if len(rows) > 1 else ''} {listed}{more}"
+
+
+def check_cell_sizes(df: pd.DataFrame) -> None:
+    """A cell longer than MAX_CELL_CHARS is refused (it would be stored and previewed)."""
+    for name in df.columns:
+        col = df[name]
+        if not (col.dtype == object or pd.api.types.is_string_dtype(col.dtype)):
+            continue
+        lengths = col.astype("string").str.len().fillna(0).to_numpy()
+        too_long = np.flatnonzero(lengths > MAX_CELL_CHARS)
+        if len(too_long):
+            row = int(too_long[0])
+            raise InvalidInputError(
+                f"The cell in column {str(name)!r}, {_rows_text([row])} (counting from 1 "
+                f"under the header), has "
+                f"{int(lengths[row]):,} characters; a cell holds at most {MAX_CELL_CHARS:,}. "
+                "Shorten it or leave that column out."
+            )
+
+
+def check_numbers(df: pd.DataFrame, decimal: str = ".") -> None:
+    """Numbers that would silently turn a numeric column into text or missing values are
+    refused (422) naming the column and rows: infinite values (inf, -inf, Infinity, ∞, a value
+    beyond ±1.8e308) and numbers with thousands separators or a decimal comma (1,000  1 000
+    1.000,5; a decimal comma is the convention of a ';'-separated file, ``decimal=","``), in a
+    column whose other cells are all numbers. A column with other text in it is categorical, as
+    before."""
+    problems = [p for p in (_number_problem(str(n), df[n], decimal) for n in df.columns) if p]
+    if problems:
+        more = f" (And {len(problems) - 3} more columns.)" if len(problems) > 3 else ""
+        raise InvalidInputError(
+            " ".join(problems[:3]) + more + " Data rows count from 1, the row under the header."
+        )
+
+
+def _number_problem(name: str, col: pd.Series, decimal: str) -> str | None:
+    if pd.api.types.is_float_dtype(col.dtype):
+        values = col.to_numpy(dtype=float, na_value=np.nan)
+        infinite_rows = np.flatnonzero(np.isinf(values)).tolist()
+        if not infinite_rows:
+            return None
+        return _non_finite_message(name, infinite_rows, str(values[infinite_rows[0]]))
+    if not (col.dtype == object or pd.api.types.is_string_dtype(col.dtype)):
+        return None
+    text = col.astype("string").str.strip()
+    present = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    readable = text.str.replace(",", ".", regex=False) if decimal == "," else text
+    numbers = pd.to_numeric(readable, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    cells = text.fillna("").to_numpy(dtype=object)
+    infinite_text: list[int] = []
+    grouped: list[int] = []
+    decimal_comma: list[int] = []
+    for row in np.flatnonzero(present & np.isnan(numbers)).tolist():  # cells that are no number
+        cell = cells[row]
+        if NON_FINITE_TEXT.fullmatch(cell):
+            infinite_text.append(row)
+        elif GROUPED_NUMBER.fullmatch(cell):
+            grouped.append(row)
+        elif DECIMAL_COMMA_NUMBER.fullmatch(cell):
+            decimal_comma.append(row)
+        else:
+            return None  # other text: a categorical column
+    infinite = sorted(infinite_text + np.flatnonzero(present & np.isinf(numbers)).tolist())
+    if infinite:
+        return _non_finite_message(name, infinite, str(cells[infinite[0]]))
+    localised = sorted(grouped + decimal_comma)
+    # a column of decimal commas alone ("3,4") may be text (pairs, codes); with plain numbers
+    # or thousands groups beside them they are numbers
+    if localised and (grouped or (present & np.isfinite(numbers)).any()):
+        first = str(cells[localised[0]])
+        how = (
+            "with ',' as the decimal point and no thousands separators (1000,5, not 1.000,5)"
+            if decimal == ","
+            else "with '.' as the decimal point and no separators (1000.5, not 1,000.5 or 1 000,5)"
+        )
+        return (
+            f"Column {name!r} holds numbers written with thousands separators or a decimal "
+            f"comma, in {_rows_text(localised)} (first: {first!r}). Write plain numbers {how}."
+        )
+    return None
+
+
+def _non_finite_message(name: str, rows: list[int], first: str) -> str:
+    return (
+        f"Column {name!r} holds values that are not finite numbers (inf, -inf, Infinity, ∞ or "
+        f"beyond ±1.8e308) in {_rows_text(rows)} (first: {first!r}). Replace them with finite "
+        "numbers, or leave those cells empty to mark them missing."
+    )
 
 
 def detect_separator(text: str) -> str:
@@ -188,8 +315,11 @@ def ingest_csv(
     max_rows: int,
     max_columns: int,
 ) -> Dataset:
+    """A CSV upload → a stored dataset. The file's name is kept only as a safe base name (no
+    path, no control characters, ≤ 255 characters); the default dataset name derives from it."""
     df = parse_csv(raw, max_rows, max_columns)
-    default = (filename or "dataset").rsplit("/", 1)[-1].removesuffix(".csv")
+    filename = safe_filename(filename)
+    default = (filename or "dataset").removesuffix(".csv")
     return create_dataset_from_frame(session, df, name or default, filename=filename)
 
 

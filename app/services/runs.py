@@ -17,6 +17,7 @@ from app.db.models import (
     RunStatus,
 )
 from app.services.datasets import get_dataset
+from app.services.devices import check_device
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.training import delete_checkpoint, get_model_spec, resolve_columns
 
@@ -36,6 +37,7 @@ def validate_config(
         )
     if spec.check_config is not None:  # the kind's own options (e.g. discovery's budget)
         config = spec.check_config(config)
+    check_device(config.get("device"))
     features, targets = resolve_columns(ds.columns, config)
     for key in ("train_rows", "val_rows"):
         rows = config.get(key)

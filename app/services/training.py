@@ -417,6 +417,19 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
     )
 
 
+def check_no_model_options(config: dict[str, Any]) -> dict[str, Any]:
+    """``ModelSpec.check_config`` of the networks: their settings are the run's own fields, so
+    ``model_options`` must be empty (an option given there would be ignored silently)."""
+    options = config.get("model_options") or {}
+    if options:
+        raise InvalidInputError(
+            f"Model {config.get('model', 'kan')!r} takes no model_options (got "
+            f"{sorted(options)}); set its options as the run's own fields (hidden, grid, k, "
+            "basis, activation, lr …)."
+        )
+    return config
+
+
 register_model(
     ModelSpec(
         "kan",
@@ -425,6 +438,7 @@ register_model(
         train_torch,
         inspectable=True,
         estimate_parameters=estimate_kan_parameters,
+        check_config=check_no_model_options,
     )
 )
 register_model(
@@ -434,6 +448,7 @@ register_model(
         ("regression", "classification"),
         train_torch,
         estimate_parameters=estimate_mlp_parameters,
+        check_config=check_no_model_options,
     )
 )
 

@@ -258,11 +258,27 @@ def test_crlf_line_endings_are_read(api: Api, base: dict) -> None:
     assert all(c["kind"] == "numeric" for c in body["columns"])
 
 
-@pytest.mark.parametrize("name", ["nan_inf.csv", "overflow_number.csv"])
-def test_nan_and_inf_cells_give_valid_json_and_finite_stats(
-    api: Api, base: dict, name: str
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("nan_inf.csv", ["'x1'", "'x2'", "not finite", "data row 2", "data row 3"]),
+        ("overflow_number.csv", ["'x1'", "not finite", "data row 1"]),
+    ],
+)
+def test_infinite_cells_are_refused_naming_column_and_rows(
+    api: Api, base: dict, name: str, words: list[str]
 ) -> None:
-    resp = api.upload((CORPUS / name).read_bytes(), name)
+    """inf, -inf and 1e400 would be stored as values no model can use (shown as null): the
+    upload is refused naming the columns and rows, and says how to mark a value missing."""
+    before = api.inventory()
+    assert_refused(api.upload((CORPUS / name).read_bytes(), name), before, api, 422, *words)
+
+
+NAN_CELLS = b"x1,x2,y\n1,NaN,3\n,5,6\n7,,9\n2,3,nan\n1,1,2\n3,3,6\n"
+
+
+def test_nan_cells_give_valid_json_and_finite_stats(api: Api, base: dict) -> None:
+    resp = api.upload(NAN_CELLS, "nan.csv")
     assert resp.status_code == 201, resp.text
     body = strict_json(resp.text)  # no NaN / Infinity tokens anywhere
     for col in body["columns"]:
@@ -275,11 +291,11 @@ def test_nan_and_inf_cells_give_valid_json_and_finite_stats(
 
 
 def test_nan_rows_are_dropped_and_counted_when_training(api: Api, base: dict) -> None:
-    ds = api.upload((CORPUS / "nan_inf.csv").read_bytes(), "nan.csv").json()
+    ds = api.upload(NAN_CELLS, "nan.csv").json()
     resp = api.run(dataset_id=ds["id"], target_columns=["y"], steps=3, hidden=[1], val_fraction=0)
     assert resp.status_code == 201, resp.text
     done = api.wait(resp.json()["id"])
-    # 6 rows, 4 with NaN/inf somewhere: 2 complete rows remain, exactly the minimum
+    # 6 rows, 4 with a missing value somewhere: 2 complete rows remain, exactly the minimum
     assert done["status"] == "succeeded", done
     assert done["summary"]["n_rows_dropped"] == 4
 

@@ -11,11 +11,21 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from app.api.deps import ExecutorDep, IdPath, SessionDep, SettingsDep
 from app.api.errors import validation_message
-from app.api.schemas import DatasetOut, ErrorOut, RunConfig, RunOut
+from app.api.schemas import (
+    STRICT_INPUT,
+    ColumnName,
+    DatasetOut,
+    ErrorOut,
+    Name,
+    OptionKey,
+    PlainText,
+    RunConfig,
+    RunOut,
+)
 from app.services import alloys as alloys_svc
 from app.services import leaderboard as lb_svc
 from app.services.errors import InvalidInputError
@@ -51,12 +61,12 @@ class CompositionInfoOut(BaseModel):
 
 
 class FeaturiseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
-    formula_column: str | None = Field(
+    formula_column: ColumnName | None = Field(
         default=None, description="Column of formulas (e.g. 'Al0.5CoCrFeNi'); default: detected."
     )
-    element_columns: list[str] | None = Field(
+    element_columns: list[ColumnName] | None = Field(
         default=None, max_length=200, description="Element-amount columns instead of a formula."
     )
     on_error: Literal["fail", "drop", "keep"] = Field(
@@ -67,7 +77,7 @@ class FeaturiseIn(BaseModel):
     overwrite: bool = Field(
         default=False, description="Replace existing columns with the names featurising adds."
     )
-    name: str | None = Field(default=None, max_length=200, description="Name of the new version.")
+    name: Name | None = Field(default=None, description="Name of the new version.")
     dry_run: bool = Field(default=False, description="Only report; create no dataset.")
 
 
@@ -96,12 +106,11 @@ class FeaturiseOut(BaseModel):
 
 
 class SplitIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     n_splits: int = Field(default=5, ge=2, le=20)
-    group_by: str | None = Field(
+    group_by: ColumnName | None = Field(
         default=COMPOSITION,
-        max_length=200,
         description="'composition' (detected formula / element columns), any column name, "
         "or null for ungrouped K-fold.",
     )
@@ -110,20 +119,22 @@ class SplitIn(BaseModel):
 
 
 class LeaderboardModelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
-    name: str = Field(min_length=1, max_length=100)
-    kind: str = Field(description="kan, mlp, linear, random_forest or gradient_boosting")
-    params: dict[str, float | int | str | bool | None | list[int]] = Field(
+    name: PlainText = Field(min_length=1, max_length=100)
+    kind: PlainText = Field(
+        max_length=64, description="kan, mlp, linear, random_forest or gradient_boosting"
+    )
+    params: dict[OptionKey, float | int | Name | bool | None | list[int]] = Field(
         default_factory=dict, max_length=32
     )
 
 
 class LeaderboardIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
-    target_columns: list[str] = Field(min_length=1, max_length=1)
-    feature_columns: list[str] | None = Field(default=None, max_length=2048)
+    target_columns: list[ColumnName] = Field(min_length=1, max_length=1)
+    feature_columns: list[ColumnName] | None = Field(default=None, max_length=2048)
     task: Literal["regression", "classification"] = "regression"
     split: SplitIn = Field(default_factory=SplitIn)
     models: list[LeaderboardModelIn] | None = Field(

@@ -1,11 +1,12 @@
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from app.api.deps import IdPath, SessionDep, SettingsDep
-from app.api.schemas import DatasetOut, DatasetPreviewOut, ErrorOut
+from app.api.schemas import DatasetOut, DatasetPreviewOut, ErrorOut, Name
 from app.services import datasets as svc
-from app.services.errors import PayloadTooLargeError
+from app.services.errors import InvalidInputError, PayloadTooLargeError
 
 router = APIRouter(tags=["datasets"])
 ERRORS = {
@@ -15,18 +16,50 @@ ERRORS = {
     422: {"model": ErrorOut},
 }
 CHUNK = 1024 * 1024
+UPLOAD_FIELDS = ("file", "name")
+
+
+async def one_file_part(request: Request) -> None:
+    """An upload is exactly one file part ``file`` and at most one ``name``: a second file (which
+    would be dropped silently), a repeated or unknown field is a 422. The form is the one FastAPI
+    parsed for the route (Starlette keeps it on the request)."""
+    form = await request.form()
+    fields = [key for key, _ in form.multi_items()]
+    files = [key for key, value in form.multi_items() if isinstance(value, StarletteUploadFile)]
+    if len(files) > 1:
+        raise InvalidInputError(
+            f"The upload has {len(files)} file parts ({', '.join(repr(f) for f in files)}); send "
+            "exactly one CSV file in the field 'file'."
+        )
+    unknown = sorted(set(fields) - set(UPLOAD_FIELDS))
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown form field(s) {unknown}; an upload has the fields 'file' (the CSV) and "
+            "optionally 'name'."
+        )
+    repeated = sorted({key for key in fields if fields.count(key) > 1})
+    if repeated:
+        raise InvalidInputError(f"Form field(s) {repeated} given more than once; send each once.")
+    if files and files[0] != "file":
+        raise InvalidInputError(f"Send the CSV file in the field 'file', not {files[0]!r}.")
 
 
 @router.post(
-    "/datasets", response_model=DatasetOut, status_code=status.HTTP_201_CREATED, responses=ERRORS
+    "/datasets",
+    response_model=DatasetOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=ERRORS,
+    dependencies=[Depends(one_file_part)],
 )
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="CSV file with a header row")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[Name | None, Form()] = None,
 ) -> DatasetOut:
-    """Upload a CSV (multipart field ``file``). It is typed, validated and stored as Parquet."""
+    """Upload a CSV (multipart field ``file``, exactly one; optional ``name``, printable text).
+    It is typed, validated and stored as Parquet; the file's name is kept as a safe base name
+    (no path, no control characters, at most 255 characters)."""
     limit = settings.max_upload_bytes
     chunks, size = [], 0
     while chunk := file.file.read(CHUNK):
