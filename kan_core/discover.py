@@ -32,6 +32,7 @@ early (the best formula so far is returned, with a note).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -448,6 +449,14 @@ def _term_search(
     implicit = lib.implicit_monomials(x)
     imp_vals = torch.stack([lib.monomial_values(x, m) for m in implicit], 1)
     imp_builders = [lib.monomial_builder(m) for m in implicit]
+    # denominators 1 − b·M tried one at a time: integer exponents, simplest first
+    denominators = {
+        imp_builders[k]
+        for k in sorted(
+            (k for k, m in enumerate(implicit) if all(e.denominator == 1 for _, e in m)),
+            key=lambda k: (sum(abs(e) for _, e in implicit[k]), len(implicit[k])),
+        )[:120]
+    }
     attempts = [
         Attempt("terms", f"library of {len(terms)} terms, {len(implicit)} rational forms",
                 time.perf_counter() - t0, 0, None)
@@ -473,6 +482,10 @@ def _term_search(
             deadline=lambda: clock.over(reserve),
             implicit_start=n_exp_ok,
         )  # fmt: skip
+        exact = min((sel.sse for sel in sels), default=math.inf) <= 1e-24 * float(t @ t)
+        if tr.name in ("y", "y^2") and not exact and not clock.over(reserve):
+            dens = [k for k in range(n_exp_ok, z.shape[1]) if names[k] in denominators]
+            sels += lib.rational_select(z, t, dens, n_exp_ok, deadline=lambda: clock.over(reserve))
         best = math.inf
         for sel in sels:
             e = _term_expr(sel, n_exp_ok, names, data.syms)
@@ -534,7 +547,8 @@ def _kan_search(
     attempts: list[Attempt] = []
     best_net: KAN | None = None
     best_r2: float | None = None
-    widths = [[d, 1], [d, 1, 1], [d, 2, 1]]
+    # wide tables: the additive KAN only (its formula stays a short sum)
+    widths = [[d, 1], [d, 1, 1], [d, 2, 1]] if d <= 10 else [[d, 1]]
     for k, width in enumerate(widths):
         if clock.over(reserve + 2.0):
             break
@@ -542,7 +556,10 @@ def _kan_search(
         t1 = time.perf_counter()
         model = KAN(width, seed=seed)
         steps = 100 if clock.left() > 20 else 40
-        fit(model, TrainData(xt, yt), FitConfig(steps=steps, optimizer="lbfgs", lr=1.0, seed=seed))
+        fit(
+            model, TrainData(xt, yt), FitConfig(steps=steps, optimizer="lbfgs", lr=1.0, seed=seed),
+            callback=lambda _: not clock.over(reserve + 1.0),  # stops training at the budget
+        )  # fmt: skip
         with torch.no_grad():
             pred = model(xs.transform(data.x_val).float()).double()[:, 0]
         pred = pred * ys.std.double() + ys.mean.double()
@@ -553,6 +570,8 @@ def _kan_search(
         symbolic = _copy_kan(model)
         n = 0
         best = math.inf
+        if clock.over(reserve + 1.0):
+            break
         try:
             auto_symbolic(symbolic, xt, r2_threshold=0.0)
             res = formula(symbolic, data.x_tr.float(), data.y_tr[:, None].float(), names, ["y"],
@@ -654,7 +673,9 @@ def discover(
     front = pareto_front(list(pool.done.values()))
     y_rms = float(data.y_val.pow(2).mean().sqrt())
     chosen = choose(front, n_val, y_rms, noise)
-    clock.report("done", 1.0) if progress is not None and not notes else None
+    if not notes:
+        with contextlib.suppress(DiscoveryCancelled):  # nothing is left to stop
+            clock.report("done", 1.0)
     return DiscoveryResult(
         chosen, front, symbols, network, xs, ys, network_r2, tried, notes, clock.elapsed(),
         len(tr), n_val, min(c.rmse for c in front) / max(y_rms, 1e-300),

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
 import sympy
 import torch
 
@@ -56,7 +57,8 @@ class Terms:
         if scale == 0.0 or scale > 1e12 or float(v.std()) <= 1e-12 * scale:
             return False
         # a term equal to one already present up to a factor is not added twice
-        key = torch.round(v[:16] / v[:16].abs().max() * 1e6).to(torch.int64).numpy().tobytes()
+        head = v[:16].numpy()
+        key = np.round(head / np.abs(head).max() * 1e6).astype(np.int64).tobytes()
         if key in self.keys:
             return False
         self.keys.add(key)
@@ -138,32 +140,61 @@ def _log_of(build: Builder) -> Builder:
 
 def _unary_args(
     x: torch.Tensor, with_monomials: bool
-) -> list[tuple[torch.Tensor, Builder, int, bool]]:
-    """(values, builder, size, positive) of the arguments unary functions are applied to."""
+) -> list[tuple[torch.Tensor, Builder, int, bool, bool]]:
+    """(values, builder, size, positive, simple) of the arguments unary functions are applied
+    to; `simple` ones (columns, sums, differences, two-column products and ratios) also go
+    into products with monomials."""
     d = x.shape[1]
-    args: list[tuple[torch.Tensor, Builder, int, bool]] = []
+    args: list[tuple[torch.Tensor, Builder, int, bool, bool]] = []
     for i in range(d):
-        args.append((x[:, i], _column(i), 1, bool((x[:, i] > 0).all())))
+        args.append((x[:, i], _column(i), 1, bool((x[:, i] > 0).all()), True))
     for i, j in itertools.combinations(range(d), 2):
         diff = x[:, i] - x[:, j]
-        args.append((diff, _difference(i, j), 3, bool((diff > 0).all())))
+        args.append((diff, _difference(i, j), 3, bool((diff > 0).all()), True))
         tot = x[:, i] + x[:, j]
-        args.append((tot, _total(i, j), 3, bool((tot > 0).all())))
+        args.append((tot, _total(i, j), 3, bool((tot > 0).all()), True))
     if with_monomials:
-        for m in monomials(x, max_vars=3, max_int=1, max_degree=3, limit=400):
-            if len(m) < 2:
+        for m in monomials(x, max_vars=4, max_int=1, max_degree=4, limit=20_000):
+            if len(m) < 2 or any(e.denominator != 1 for _, e in m):
                 continue
             v = monomial_values(x, m)
-            args.append((v, monomial_builder(m), monomial_size(m), bool((v > 0).all())))
+            size = monomial_size(m)
+            simple = len(m) == 2 and all(e.denominator == 1 for _, e in m)
+            args.append((v, monomial_builder(m), size, bool((v > 0).all()), simple))
     return args
+
+
+def combination_terms(x: torch.Tensor, terms: Terms, limit: int) -> None:
+    """x_i ± x_j, (x_i ± x_j)², and those squares times x_k^±1, x_k^±2."""
+    d = x.shape[1]
+    scales = [
+        m for m in monomials(x, max_vars=1, max_int=2, max_degree=2, limit=100)
+        if all(e.denominator == 1 for _, e in m)
+    ]  # fmt: skip
+    for i, j in itertools.combinations(range(d), 2):
+        for v, build in ((x[:, i] - x[:, j], _difference(i, j)), (x[:, i] + x[:, j], _total(i, j))):
+            terms.add(v, build, 3)
+            sq = _power_of(build, 2)
+            terms.add(v**2, sq, 5)
+            for m in scales:
+                if len(terms) >= limit:
+                    return
+                terms.add(v**2 * monomial_values(x, m), _times(sq, monomial_builder(m)), 8)
+
+
+def _power_of(build: Builder, n: int) -> Builder:
+    return lambda s: build(s) ** n
+
+
+def _times(a: Builder, b: Builder) -> Builder:
+    return lambda s: a(s) * b(s)
 
 
 def unary_terms(x: torch.Tensor, terms: Terms, with_monomials: bool, limit: int) -> list[int]:
     """Adds u(c·a) terms; returns the indices of the scale-1 single-column/difference ones
     (the ones products are made of)."""
     base: list[int] = []
-    for k, (a, build, size, positive) in enumerate(_unary_args(x, with_monomials)):
-        simple = k < x.shape[1] * x.shape[1]  # single columns, sums and differences
+    for a, build, size, positive, simple in _unary_args(x, with_monomials):
         for c, cs in _SCALES:
             if len(terms) >= limit:
                 return base
@@ -182,7 +213,7 @@ def unary_terms(x: torch.Tensor, terms: Terms, with_monomials: bool, limit: int)
 
                 if terms.add(fn(ca), b, size + 2) and c == 1.0 and simple:
                     base.append(len(terms) - 1)
-                if name in ("sin", "cos") and c in (1.0, 0.5):
+                if name in ("sin", "cos"):
 
                     def b2(s: Sequence[sympy.Symbol], sfn=sfn, build=build, cs=cs) -> sympy.Expr:
                         return sfn(cs * build(s)) ** 2
@@ -197,20 +228,25 @@ def unary_terms(x: torch.Tensor, terms: Terms, with_monomials: bool, limit: int)
 def product_terms(
     x: torch.Tensor, terms: Terms, unary: list[int], small: list[Monomial], limit: int
 ) -> None:
-    for m in small:
-        mv, mb, ms = monomial_values(x, m), monomial_builder(m), monomial_size(m)
-        for u in unary:
-            if len(terms) >= limit:
-                return
-            ub = terms.builders[u]
+    """monomial × unary term where the two share no column (a separable product), simplest
+    first."""
+    dummy = [sympy.Symbol(f"c{i}") for i in range(x.shape[1])]
+    used = {u: {int(v.name[1:]) for v in terms.builders[u](dummy).free_symbols} for u in unary}
+    pairs = sorted(
+        (monomial_size(m) + terms.sizes[u], k, u)
+        for k, m in enumerate(small)
+        for u in unary
+        if not used[u] & {i for i, _ in m}
+    )
+    values = {k: monomial_values(x, m) for k, m in enumerate(small)}
+    for size, k, u in pairs:
+        if len(terms) >= limit:
+            return
+        build = _times(monomial_builder(small[k]), terms.builders[u])
+        terms.add(values[k] * terms.values[u], build, size + 1)
 
-            def b(s: Sequence[sympy.Symbol], mb=mb, ub=ub) -> sympy.Expr:
-                return mb(s) * ub(s)
 
-            terms.add(mv * terms.values[u], b, ms + terms.sizes[u] + 1)
-
-
-def build_library(x: torch.Tensor, max_terms: int = 16000) -> Terms:
+def build_library(x: torch.Tensor, max_terms: int = 28000) -> Terms:
     """The explicit terms (monomials, unary, products) for columns x (rows, d)."""
     d = x.shape[1]
     terms = Terms()
@@ -221,11 +257,12 @@ def build_library(x: torch.Tensor, max_terms: int = 16000) -> Terms:
     small = d <= 4
     mono = monomials(
         x, max_vars=3 if small else 2 if d <= 8 else 1, max_int=4 if small else 2,
-        max_degree=8 if small else 4, limit=max_terms // 4,
+        max_degree=8 if small else 4, limit=max_terms // 7,
     )  # fmt: skip
     for m in mono:
         terms.add(monomial_values(x, m), monomial_builder(m), monomial_size(m))
-    unary = unary_terms(x, terms, with_monomials=d <= 6, limit=len(terms) + max_terms // 5)
+    combination_terms(x, terms, limit=len(terms) + max_terms // 10)
+    unary = unary_terms(x, terms, with_monomials=d <= 6, limit=len(terms) + max_terms // 4)
     factors = [
         m
         for m in monomials(x, max_vars=1, max_int=2, max_degree=2, limit=200)
@@ -233,7 +270,9 @@ def build_library(x: torch.Tensor, max_terms: int = 16000) -> Terms:
     ]
     if small:
         factors += [
-            m for m in monomials(x, max_vars=3, max_int=1, max_degree=3, limit=200) if len(m) > 1
+            m
+            for m in monomials(x, max_vars=3, max_int=1, max_degree=3, limit=5000)
+            if len(m) > 1 and all(e.denominator == 1 for _, e in m)
         ]
         factors += [
             m
@@ -245,8 +284,10 @@ def build_library(x: torch.Tensor, max_terms: int = 16000) -> Terms:
 
 
 def implicit_monomials(x: torch.Tensor) -> list[Monomial]:
+    """Monomials M of the implicit terms t·M (integer exponents up to ±2)."""
     d = x.shape[1]
-    return monomials(x, max_vars=3 if d <= 4 else 1, max_int=2, max_degree=5, limit=400)
+    found = monomials(x, max_vars=3 if d <= 4 else 1, max_int=2, max_degree=5, limit=100_000)
+    return [m for m in found if all(e.denominator == 1 for _, e in m)][:400]
 
 
 @dataclass(frozen=True)
@@ -259,7 +300,7 @@ class Selection:
 
 def _lstsq(a: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, float]:
     scale = a.abs().amax(0).clamp_min(1e-300)
-    sol = torch.linalg.lstsq(a / scale, t[:, None], driver="gelsd").solution[:, 0]
+    sol = torch.linalg.lstsq(a / scale, t[:, None], driver="gelsy").solution[:, 0]
     coef = sol / scale
     r = a @ coef - t
     sse = float(r @ r)
@@ -287,6 +328,42 @@ def _degenerate(z: torch.Tensor, t: torch.Tensor, cols: tuple[int, ...], start: 
     coef, _ = _lstsq(a, t[:rows])
     numerator = t[:rows] - a[:, imp] @ coef[imp]
     return float(numerator.norm()) < 0.3 * float(t[:rows].norm())
+
+
+def _best_pairs(
+    zc: torch.Tensor,
+    c: torch.Tensor,
+    usable: torch.Tensor,
+    implicit_start: int,
+    n: int,
+    admit: Callable[[tuple[int, ...]], bool],
+    first: int = 200,
+) -> list[tuple[float, tuple[int, ...]]]:
+    """The n best pairs (unexplained fraction, (i, j)): i among the `first` best single
+    explicit columns, j any column — exact two-term least squares from correlations, so a
+    pair whose terms only work together is found too."""
+    g = c.pow(2)
+    g[~usable] = -1.0
+    g[implicit_start:] = -1.0
+    heads = [k for k in torch.topk(g, min(first, g.numel())).indices.tolist() if g[k] >= 0]
+    if not heads:
+        return []
+    rho = zc[:, heads].T @ zc  # (heads, p) column correlations
+    ci = c[heads][:, None]
+    den = 1 - rho.pow(2)
+    r2 = ci.pow(2) + (c[None, :] - rho * ci).pow(2) / den.clamp_min(1e-30)
+    r2[(den <= 1e-4) | ~usable[None, :]] = -1.0
+    out: list[tuple[float, tuple[int, ...]]] = []
+    for flat in torch.topk(r2.flatten(), min(8 * n, r2.numel())).indices.tolist():
+        i, j = heads[flat // r2.shape[1]], flat % r2.shape[1]
+        if r2.flatten()[flat] < 0 or i == j:
+            continue
+        pair = (min(i, j), max(i, j))
+        if admit(pair):
+            out.append((1.0 - float(r2.flatten()[flat]), pair))
+        if len(out) >= n:
+            break
+    return out
 
 
 def beam_select(
@@ -318,39 +395,117 @@ def beam_select(
     norms = torch.ones_like(norms, dtype=torch.float32)
     tc = (t[:rows] - t[:rows].mean()).double()
     tc = (tc / tc.norm().clamp_min(1e-300)).float()
-    states: list[tuple[float, tuple[int, ...]]] = [(float(tc @ tc), start)]
+    c = zc.T @ tc  # correlations with the target
     found: list[Selection] = []
     seen: set[tuple[int, ...]] = set()
-    for _ in range(max_terms - len(start)):
-        if deadline():
+
+    def admit(cols: tuple[int, ...]) -> bool:
+        if cols in seen:
+            return False
+        seen.add(cols)
+        return sum(k >= n_imp_start for k in cols) <= 2 and not _degenerate(z, t, cols, n_imp_start)
+
+    def keep(level: list[tuple[float, tuple[int, ...]]]) -> list[tuple[float, tuple[int, ...]]]:
+        level.sort(key=lambda s: s[0])
+        for _, cols in level[: max(2, beam // 2)]:
+            found.extend(fit_subset(z, t, cols))
+        return level[:beam]
+
+    gain1 = c.pow(2)
+    gain1[~usable] = -1.0
+    if start:
+        states = [(1.0, start)]
+    else:
+        singles: list[tuple[float, tuple[int, ...]]] = [
+            (1.0 - float(gain1[k]), (k,))
+            for k in torch.topk(gain1, min(expand, gain1.numel())).indices.tolist()
+            if gain1[k] >= 0 and admit((k,))
+        ]
+        states = keep(singles)
+        if max_terms >= 2 and not deadline():
+            states = keep(_best_pairs(zc, c, usable, n_imp_start, 4 * beam, admit)) or states
+    while states and len(states[0][1]) < max_terms:
+        if deadline() or (found and min(f.sse for f in found) <= 1e-24 * float(t @ t)):
             break
         nxt: list[tuple[float, tuple[int, ...]]] = []
         for _, cols in states:
-            if cols:
-                q, _ = torch.linalg.qr(zc[:, list(cols)])
-                r = tc - q @ (q.T @ tc)
-                den = norms - (q.T @ zc).pow(2).sum(0)  # |column projected off the state|²
-            else:
-                r, den = tc, norms
+            q, _ = torch.linalg.qr(zc[:, list(cols)])
+            r = tc - q @ (q.T @ tc)
+            den = norms - (q.T @ zc).pow(2).sum(0)  # |column projected off the state|²
             gain = (zc.T @ r).pow(2) / den.clamp_min(1e-30)
             gain[~usable | (den <= 1e-4)] = -1.0
-            if cols:
-                gain[list(cols)] = -1.0
+            gain[list(cols)] = -1.0
             base = float(r @ r)
-            for c in torch.topk(gain, min(expand, gain.numel())).indices.tolist():
-                new = tuple(sorted((*cols, c)))
-                if new in seen or gain[c] < 0:
-                    continue
-                seen.add(new)
-                if sum(k >= n_imp_start for k in new) > 2 or _degenerate(z, t, new, n_imp_start):
-                    continue
-                nxt.append((max(0.0, base - float(gain[c])), new))
+            for k in torch.topk(gain, min(expand, gain.numel())).indices.tolist():
+                new = tuple(sorted((*cols, k)))
+                if gain[k] >= 0 and admit(new):
+                    nxt.append((max(0.0, base - float(gain[k])), new))
         if not nxt:
             break
-        nxt.sort(key=lambda s: s[0])
-        states = nxt[:beam]
-        for _, cols in nxt[: max(2, beam // 2)]:
-            found.extend(fit_subset(z, t, cols))
-        if found and min(f.sse for f in found) <= 1e-24 * float(t @ t):
+        states = keep(nxt)
+    return found
+
+
+def rational_select(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    denominators: Sequence[int],
+    implicit_start: int,
+    deadline: Callable[[], bool] = lambda: False,
+    heads: int = 40,
+    partners: int = 3000,
+) -> list[Selection]:
+    """t = P / (1 − b·M) with P of one or two explicit terms, for each implicit column t·M in
+    `denominators`: the column is held in the fit (projected out, in closed form) and the best
+    explicit pairs are searched exactly on what is left (heads × the `partners` columns most
+    correlated with the rest). Finds laws such as (u + v)/(1 + u·v/c²), whose terms fit only
+    together."""
+    rows = min(z.shape[0], 256)
+    zc = z[:rows] - z[:rows].mean(0)
+    norms = zc.pow(2).sum(0)
+    usable = norms > 1e-16 * z[:rows].pow(2).sum(0)
+    usable[implicit_start:] = False  # the numerator is explicit
+    zc = (zc / norms.clamp_min(1e-300).sqrt()).float()
+    tc = (t[:rows] - t[:rows].mean()).double()
+    tc = (tc / tc.norm().clamp_min(1e-300)).float()
+    c0 = zc.T @ tc
+    scored: list[tuple[float, tuple[int, ...]]] = []
+    for m in denominators:
+        if deadline():
             break
+        u = zc[:, m]
+        um = u @ zc  # (p,) each column's part along u
+        ut = float(u @ tc)
+        rest2 = 1.0 - ut**2  # |t projected off u|²
+        if rest2 < 1e-10:
+            continue
+        left = (1.0 - um.pow(2)).clamp_min(0.0)  # |column projected off u|²
+        ok = usable & (left > 1e-4)
+        c = (c0 - um * ut) / (left.sqrt() * math.sqrt(rest2)).clamp_min(1e-30)
+        c[~ok] = 0.0
+        pool = torch.topk(c.abs(), min(partners, c.numel())).indices
+        head = pool[: min(heads, pool.numel())]
+        # correlations of heads and partners once u is projected off
+        rho = (zc[:, head].T @ zc[:, pool] - um[head][:, None] * um[pool][None, :]) / (
+            left[head].sqrt()[:, None] * left[pool].sqrt()[None, :]
+        ).clamp_min(1e-30)
+        ci = c[head][:, None]
+        den = 1 - rho.pow(2)
+        r2 = ci.pow(2) + (c[pool][None, :] - rho * ci).pow(2) / den.clamp_min(1e-30)
+        r2[(den <= 1e-4) | ~ok[pool][None, :]] = -1.0
+        for flat in torch.topk(r2.flatten(), min(6, r2.numel())).indices.tolist():
+            i, j = int(head[flat // r2.shape[1]]), int(pool[flat % r2.shape[1]])
+            if i != j and r2.flatten()[flat] >= 0:
+                scored.append((float(1 - r2.flatten()[flat]) * rest2, tuple(sorted((i, j, m)))))
+    scored.sort(key=lambda s: s[0])
+    found: list[Selection] = []
+    seen: set[tuple[int, ...]] = set()
+    for _, cols in scored:
+        if len(seen) >= 12:
+            break
+        if cols in seen:
+            continue
+        seen.add(cols)
+        if not _degenerate(z, t, cols, implicit_start):
+            found.extend(fit_subset(z, t, cols))
     return found
