@@ -34,7 +34,7 @@ SETS = {
          "Configurational Entropy", "Weighted Melting Temperature", "Yang Parameter",
          "Asymmetry", "e/a"],
         "HV",
-        None,
+        "Li,B,C,Mg,Al,Si,Sc,Ti,V,Cr,Mn,Fe,Co,Ni,Cu,Zn,Y,Zr,Nb,Mo,Sn,Hf,Ta,W",
     ),
     "mpea hardness (7 descriptors → HV)": (
         "mpea_hardness.csv",
@@ -73,7 +73,8 @@ def main() -> None:
         frame = pd.read_csv(DATA / file).dropna(subset=[*features, target])
         x = frame[features].to_numpy(np.float64)
         y = frame[target].to_numpy(np.float64)
-        groups = frame[group].to_numpy() if group else np.round(x, 6).astype(str).sum(1)
+        # rows of one composition stay on one side of the split
+        groups = pd.util.hash_pandas_object(frame[group.split(",")].round(6), index=False)
         for seed in args.seeds:
             split = GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
             tr, te = next(split.split(x, y, groups))
@@ -81,10 +82,24 @@ def main() -> None:
             result = discover(x[tr], y[tr], features, budget_s=args.budget, seed=seed)
             seconds = time.perf_counter() - t0
             f_r2 = r2(result.predict(x[te]), y[te])
-            kan = KANRegressor(hidden=[4], steps=100, seed=seed).fit(x[tr], y[tr])
+            kan = KANRegressor(
+                hidden=[4],
+                steps=500,
+                optimizer="adam",
+                lr=1e-2,
+                lamb=1e-3,
+                val_fraction=0.2,
+                early_stopping_patience=50,
+                seed=seed,
+            ).fit(x[tr], y[tr])
             mlp = make_pipeline(
                 StandardScaler(),
-                MLPRegressor((64, 64), early_stopping=True, max_iter=2000, random_state=seed),
+                MLPRegressor(
+                    hidden_layer_sizes=(64, 64),
+                    early_stopping=True,
+                    max_iter=2000,
+                    random_state=seed,
+                ),
             ).fit(x[tr], (y[tr] - y[tr].mean()) / y[tr].std())
             mlp_pred = mlp.predict(x[te]) * y[tr].std() + y[tr].mean()
             row = (

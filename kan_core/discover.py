@@ -300,19 +300,25 @@ class _Pool:
 
 
 def _nice_values(v: float) -> list[tuple[float, sympy.Expr]]:
-    """Simple exact numbers close to v: 0 (the term goes), integers, small rationals, rational
-    multiples of π, 1/π, π²."""
+    """Simple exact numbers close to v, simplest first: 0 (the term goes), the nearest
+    integer, a small rational, small rational multiples of π, 1/π, π²."""
     out: list[tuple[float, sympy.Expr]] = [(0.0, sympy.Integer(0))]
     if not math.isfinite(v) or v == 0:
         return out
-    for base, sym in ((1.0, sympy.Integer(1)), (math.pi, sympy.pi), (1 / math.pi, 1 / sympy.pi),
-                      (math.pi**2, sympy.pi**2)):  # fmt: skip
+    candidates: list[tuple[float, sympy.Expr]] = [(float(round(v)), sympy.Integer(round(v)))]
+    bases = (
+        (1.0, sympy.Integer(1), 100),
+        (math.pi, sympy.pi, 12),
+        (1 / math.pi, 1 / sympy.pi, 12),
+        (math.pi**2, sympy.pi**2, 12),
+    )
+    for base, sym, top in bases:
         r = Fraction(v / base).limit_denominator(12)
-        if r == 0 or abs(r.numerator) > 1000:
-            continue
-        value = float(r) * base
-        if abs(value - v) <= 0.02 * abs(v):
-            out.append((value, sympy.Rational(r.numerator, r.denominator) * sym))
+        if r != 0 and abs(r.numerator) <= top:
+            candidates.append((float(r) * base, sympy.Rational(r.numerator, r.denominator) * sym))
+    for value, sym in candidates:
+        if value != 0 and abs(value - v) <= 0.02 * abs(v) and all(value != o for o, _ in out):
+            out.append((value, sym))
     return out
 
 

@@ -138,6 +138,18 @@ def _log_of(build: Builder) -> Builder:
     return lambda s: sympy.log(build(s))
 
 
+def comparable_pairs(x: torch.Tensor, ratio: float = 10.0) -> list[tuple[int, int]]:
+    """Column pairs whose sum or difference can mean something: magnitudes within `ratio` of
+    each other (quantities of one kind — two lengths, two angles — have similar scales; a
+    sum of an electronegativity and a valence-electron count does not)."""
+    scale = x.abs().amax(0).clamp_min(1e-300)
+    return [
+        (i, j)
+        for i, j in itertools.combinations(range(x.shape[1]), 2)
+        if 1 / ratio <= float(scale[i] / scale[j]) <= ratio
+    ]
+
+
 def _unary_args(
     x: torch.Tensor, with_monomials: bool
 ) -> list[tuple[torch.Tensor, Builder, int, bool, bool]]:
@@ -148,7 +160,7 @@ def _unary_args(
     args: list[tuple[torch.Tensor, Builder, int, bool, bool]] = []
     for i in range(d):
         args.append((x[:, i], _column(i), 1, bool((x[:, i] > 0).all()), True))
-    for i, j in itertools.combinations(range(d), 2):
+    for i, j in comparable_pairs(x):
         diff = x[:, i] - x[:, j]
         args.append((diff, _difference(i, j), 3, bool((diff > 0).all()), True))
         tot = x[:, i] + x[:, j]
@@ -166,12 +178,11 @@ def _unary_args(
 
 def combination_terms(x: torch.Tensor, terms: Terms, limit: int) -> None:
     """x_i ± x_j, (x_i ± x_j)², and those squares times x_k^±1, x_k^±2."""
-    d = x.shape[1]
     scales = [
         m for m in monomials(x, max_vars=1, max_int=2, max_degree=2, limit=100)
         if all(e.denominator == 1 for _, e in m)
     ]  # fmt: skip
-    for i, j in itertools.combinations(range(d), 2):
+    for i, j in comparable_pairs(x):
         for v, build in ((x[:, i] - x[:, j], _difference(i, j)), (x[:, i] + x[:, j], _total(i, j))):
             terms.add(v, build, 3)
             sq = _power_of(build, 2)
