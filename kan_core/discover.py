@@ -335,7 +335,8 @@ def _finalise(expr: sympy.Expr, data: _Data, tolerance: float, clock: _Clock) ->
     base = data.val_mse(expr, p)
     if not math.isfinite(base):
         return expr
-    allowed = base * (1 + tolerance) + 1e-26 * float(data.y_val.var())
+    # the same yardstick as the final choice: validation RMSE within (1 + tolerance) of the fit
+    allowed = base * (1 + tolerance) ** 2 + 1e-26 * float(data.y_val.var())
     exact: dict[int, sympy.Expr] = {}
     order = sorted(range(p.numel()), key=lambda k: -abs(float(p[k])))
     for k in order:
@@ -402,8 +403,20 @@ class _Transform:
     inverse: Callable[[sympy.Expr], sympy.Expr]
 
 
+def _sign(y: torch.Tensor) -> int:
+    """+1 / −1 when y keeps one sign except for values so close to 0 that they can be noise
+    (|y| ≤ 5 % of max |y|); 0 when both signs are real."""
+    big = y.abs() > 0.05 * float(y.abs().max())
+    return 1 if bool((y[big] > 0).all()) else -1 if bool((y[big] < 0).all()) else 0
+
+
+def _sign_rows(y: torch.Tensor, s: int) -> torch.Tensor:
+    """Rows usable by a sign-dependent transform: clearly of the sign s (noise near 0 out)."""
+    return s * y > 0.02 * float(y.abs().max())
+
+
 def _transforms(y: torch.Tensor) -> list[_Transform]:
-    s = 1 if bool((y > 0).all()) else -1 if bool((y < 0).all()) else 0
+    s = _sign(y)
     out = [_Transform("y", lambda v: v, lambda e: e)]
     if s:
         ss = sympy.Integer(s)
@@ -473,10 +486,16 @@ def _term_search(
             break
         clock.report(f"term search ({tr.name})", 0.05 + 0.5 * k / len(transforms))
         t1 = time.perf_counter()
-        t = tr.forward(y)
+        sign = _sign(y)
+        rows = (
+            _sign_rows(y, sign)
+            if tr.name not in ("y", "sin y", "exp y") and not bool((sign * y > 0).all())
+            else torch.ones_like(y, dtype=torch.bool)
+        )
+        t = tr.forward(y[rows])
         if not bool(torch.isfinite(t).all()):
             continue
-        z = torch.cat([explicit, t[:, None] * imp_vals], 1)
+        z = torch.cat([explicit[rows], t[:, None] * imp_vals[rows]], 1)
         ok = torch.isfinite(z).all(0)
         n_exp = explicit.shape[1]
         cols = torch.nonzero(ok)[:, 0]
@@ -516,12 +535,16 @@ def _power_law(data: _Data, pool: _Pool) -> list[Attempt]:
     """log|y| = c + Σ p_i·log x_i over the positive columns (products and powers)."""
     t0 = time.perf_counter()
     x, y = data.x_tr, data.y_tr
-    sign = 1 if bool((y > 0).all()) else -1 if bool((y < 0).all()) else 0
+    sign = _sign(y)
     cols = [i for i in range(x.shape[1]) if bool((x[:, i] > 0).all())]
     if not sign or not cols:
         return []
+    rows = _sign_rows(y, sign)
+    x, y = x[rows], y[rows]
+    # weighted by |y|: log's noise is noise/|y|, so small values must not dominate
+    w = (sign * y)[:, None]
     a = torch.cat([torch.log(x[:, cols]), torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
-    coef, _ = lib._lstsq(a, torch.log(sign * y))
+    coef, _ = lib._lstsq(a * w, torch.log(sign * y) * w[:, 0])
     if not bool(torch.isfinite(coef).all()):
         return []
     expr = (
@@ -536,7 +559,8 @@ def _power_law(data: _Data, pool: _Pool) -> list[Attempt]:
     )
     mse = pool.propose(expr, "power law")
     r2 = 1 - mse / float(data.y_val.var()) if math.isfinite(mse) else None
-    return [Attempt("power law", "log|y| linear in log x", time.perf_counter() - t0, 1, r2)]
+    return [Attempt("power law", "log|y| linear in log x (weighted by |y|)",
+                    time.perf_counter() - t0, 1, r2)]  # fmt: skip
 
 
 # ---- generator 2: KAN structure search --------------------------------------------------------
