@@ -4,15 +4,24 @@ Expressions are built by `kan_core.symbolic` from library functions and symbols 
 `kan_core.naming`; nothing here parses a string. Printers only emit identifiers that pass
 `naming.is_safe_identifier`, numbers and a fixed set of functions; anything else raises.
 Original column names appear in the Python source only as `repr()` string literals.
+
+A *partial* formula (`symbolic.formula(..., allow_numeric=True)`) holds placeholders
+φ_{l,i,j}(·) (`edge_placeholder`) for edges that are still splines. It is for display:
+`to_latex` and `to_text` print it; the evaluator, srepr and Python exports refuse it and name
+the edges to fix.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sympy
 import torch
+from sympy.core.function import AppliedUndef, UndefinedFunction
+from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
 from kan_core.errors import KanCoreError
@@ -54,15 +63,55 @@ def _as_expr(e: object) -> sympy.Expr:
     return sympy.Integer(e) if isinstance(e, int) else sympy.Float(e)
 
 
-def _check_expression(expr: sympy.Expr) -> None:
+# ---- placeholders of numeric edges (partial formulas, display only) -------------------------
+
+_PLACEHOLDER = re.compile(r"phi_(\d+)_(\d+)_(\d+)")
+
+
+def edge_placeholder(layer: int, i: int, j: int) -> UndefinedFunction:
+    """The undefined function φ_{layer,i,j} that stands for the numeric (spline) edge
+    (layer, i → j) in a partial formula; LaTeX prints it as ``\\varphi_{layer,i,j}``."""
+    if min(layer, i, j) < 0:
+        raise ExportError(f"edge indices must be ≥ 0, got ({layer}, {i}, {j})")
+    return UndefinedFunction(f"phi_{layer}_{i}_{j}")
+
+
+def placeholder_edge(f: sympy.Basic) -> tuple[int, int, int] | None:
+    """(layer, i, j) when `f` is an applied `edge_placeholder`, else None."""
+    if isinstance(f, AppliedUndef) and len(f.args) == 1:
+        m = _PLACEHOLDER.fullmatch(type(f).__name__)
+        if m is not None:
+            return int(m[1]), int(m[2]), int(m[3])
+    return None
+
+
+def placeholder_edges(expr: sympy.Basic) -> list[tuple[int, int, int]]:
+    """The numeric edges (layer, i, j) whose placeholders appear in `expr`, sorted."""
+    found = {placeholder_edge(f) for f in expr.atoms(AppliedUndef)}
+    return sorted(e for e in found if e is not None)
+
+
+def _check_expression(expr: sympy.Expr, allow_placeholders: bool = False) -> None:
     for s in expr.free_symbols:
         if not isinstance(s, sympy.Symbol) or not is_safe_identifier(s.name):
             raise ExportError(
                 f"symbol {str(s)!r} was not made by kan_core.naming; use make_symbols"
             )
+    edges = []
     for f in expr.atoms(sympy.Function):
-        if type(f) not in _TORCH_FUNCS:
+        edge = placeholder_edge(f)
+        if edge is not None:
+            edges.append(edge)
+        elif type(f) not in _TORCH_FUNCS:
             raise ExportError(f"function {type(f).__name__} is not supported by the exporters")
+    if edges and not allow_placeholders:
+        shown = ", ".join(f"(layer {l}, {i}→{j})" for l, i, j in sorted(edges)[:10])
+        more = f" and {len(edges) - 10} more" if len(edges) > 10 else ""
+        raise ExportError(
+            f"this is a partial formula: {len(edges)} edge(s) are still splines, shown as "
+            f"placeholders φ: {shown}{more}. It can be displayed but not evaluated or exported; "
+            "fix those edges (or run auto-symbolic) first."
+        )
 
 
 # ---- torch evaluation with refittable constants -------------------------------------------
@@ -150,24 +199,40 @@ def evaluate(expr: sympy.Expr, symbols: Sequence[sympy.Symbol], x: torch.Tensor)
 # ---- printers --------------------------------------------------------------------------------
 
 
+class _LatexWithPlaceholders(LatexPrinter):
+    """sympy's LaTeX, with numeric-edge placeholders printed as φ_{l,i,j}(…)."""
+
+    def _print_Function(self, expr: Any, exp: str | None = None) -> str:
+        edge = placeholder_edge(expr)
+        if edge is None:
+            return str(super()._print_Function(expr, exp))
+        layer, i, j = edge
+        name = rf"\varphi_{{{layer},{i},{j}}}"
+        if exp is not None:
+            name = f"{name}^{{{exp}}}"
+        return rf"{name}\left({self._print(expr.args[0])}\right)"
+
+
 def to_latex(expr: sympy.Expr, output_name: str | None = None) -> str:
     """LaTeX of a formula; symbol names are escaped (`naming.latex_name`), never interpreted.
 
     `output_name` (a safe identifier, e.g. from `make_symbols`) adds a left-hand side.
+    Placeholders of numeric edges (a partial formula) print as φ_{l,i,j}(…).
     """
     expr = _as_expr(expr)
-    _check_expression(expr)
+    _check_expression(expr, allow_placeholders=True)
     names = {s: latex_name(s.name) for s in expr.free_symbols}
-    body = sympy.latex(expr, symbol_names=names)
+    body = _LatexWithPlaceholders({"symbol_names": names}).doprint(expr)
     if output_name is None:
         return body
     return f"{latex_name(output_name)} = {body}"
 
 
 def to_text(expr: sympy.Expr) -> str:
-    """Plain text for display, floats without trailing zeros (`2.5*exp(x)`)."""
+    """Plain text for display, floats without trailing zeros (`2.5*exp(x)`); placeholders of
+    numeric edges print as ``phi_l_i_j(…)``."""
     expr = _as_expr(expr)
-    _check_expression(expr)
+    _check_expression(expr, allow_placeholders=True)
     return sympy.sstr(expr, full_prec=False)
 
 

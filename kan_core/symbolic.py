@@ -20,6 +20,11 @@ standardisation, expands, refits every constant against the data (Levenberg–Ma
 constants to integers / multiples of π/2 where the error does not grow (others refitted), rounds
 the rest to `digits` significant digits, and picks the simplest formula of a small Pareto list
 (forward selection over the expanded additive terms) that is as accurate as the full one.
+Every sympy rewrite is bounded by size (`FormulaBounds`): one whose input is too large, or whose
+result would be (estimated before it runs), is skipped, the formula keeps the unrewritten form
+and `OutputFormula.notes` says so. With `allow_numeric=True` edges that are still splines are
+composed as placeholders φ_{l,i,j}(·) (`export.edge_placeholder`): a partial formula for
+display, with no R² of its own.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ import sympy
 import torch
 
 from kan_core.errors import ConfigError, KanCoreError
-from kan_core.export import CompiledExpression, ExportError, compile_expression
+from kan_core.export import (
+    CompiledExpression,
+    ExportError,
+    compile_expression,
+    edge_placeholder,
+    placeholder_edges,
+)
 from kan_core.functions import SymbolicFunction, get_function, resolve_library
 from kan_core.model import KAN
 from kan_core.naming import SymbolMap, make_symbols
@@ -57,6 +68,19 @@ _HOMOGENEOUS_POSITIVE = {"sqrt": 0.5, "x^1.5": 1.5, "1/sqrt": -0.5}
 
 class SymbolicFitError(KanCoreError, ValueError):
     """A function cannot be fitted to an edge (e.g. it is non-finite on the edge's data)."""
+
+
+def numeric_edges_note(edges: Sequence[tuple[int, int, int]]) -> str:
+    """A sentence naming the live edges (layer, i, j) that are still splines."""
+    shown = ", ".join(f"({l}, {i}→{j})" for l, i, j in edges[:10])
+    more = f" and {len(edges) - 10} more" if len(edges) > 10 else ""
+    head = (
+        "1 edge is still a spline" if len(edges) == 1 else f"{len(edges)} edges are still splines"
+    )
+    return (
+        f"{head}: {shown}{more} (layer, input→output), shown as φ; fix them or run "
+        "auto-symbolic for a complete formula."
+    )
 
 
 class FormulaIncompleteError(KanCoreError, ValueError):
@@ -645,6 +669,16 @@ class OutputFormula:
     network_rmse: float
     exact_max_abs_diff: float  # max |exact_expr − network| on the data (float tolerance)
     pareto: list[FormulaCandidate]  # complexity ascending, error descending; includes `expr`
+    # what the user should know: numeric edges left (a partial formula), rewrites skipped
+    # because the expression was too large (`FormulaBounds`)
+    notes: tuple[str, ...] = ()
+    # edges (layer, i, j) still numeric, shown as placeholders φ in `expr`: a partial formula
+    # (display only: r2, rmse and exact_max_abs_diff are NaN, `pareto` is empty)
+    numeric_edges: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.numeric_edges)
 
 
 @dataclass(frozen=True)
@@ -652,23 +686,65 @@ class FormulaResult:
     inputs: SymbolMap
     outputs: SymbolMap
     formulas: list[OutputFormula]
+    numeric_edges: tuple[tuple[int, int, int], ...] = ()  # live edges still numeric (all outputs)
+
+    @property
+    def complete(self) -> bool:
+        """True when no formula holds a placeholder for a numeric edge."""
+        return not self.numeric_edges
 
     def exprs(self) -> dict[str, sympy.Expr]:
         return {f.output: f.expr for f in self.formulas}
 
 
-def compose_expressions(model: KAN, inputs: Sequence[sympy.Expr]) -> list[sympy.Expr]:
-    """The model's outputs as sympy expressions of `inputs` (one per input node), exactly.
+@dataclass(frozen=True)
+class FormulaBounds:
+    """Size limits that keep every sympy rewrite of `formula` short (sizes are tree nodes).
 
-    Every live edge must be symbolic, else FormulaIncompleteError lists the numeric ones.
-    """
+    A rewrite whose input is larger, or whose result would be larger (estimated before it
+    runs), is skipped: the formula keeps the form it had, and `OutputFormula.notes` says so."""
+
+    max_expand_nodes: int = 2_000  # estimated size of an expansion's result
+    max_rewrite_nodes: int = 1_500  # input of powsimp / factor_terms / trigonometric expansion
+    max_trig_terms: int = 8  # additive terms one sin/cos/tan(h) may expand into
+    max_pool_terms: int = 40  # terms the Pareto forward selection chooses from
+    # constant refitting and snapping per output, in work units (`_Limits`): a few s of a core
+    max_refit_work: int = 3_000_000_000
+
+    def validate(self) -> None:
+        for name in (
+            "max_expand_nodes", "max_rewrite_nodes", "max_trig_terms", "max_pool_terms",
+            "max_refit_work",
+        ):  # fmt: skip
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ConfigError(f"FormulaBounds.{name} must be an integer ≥ 1, got {v!r}")
+
+
+def numeric_edges(model: KAN) -> list[tuple[int, int, int]]:
+    """Live edges (layer, i, j) that are still numeric (splines), sorted."""
     live = live_edges(model)
-    missing = [
+    return sorted(
         (l, int(i), int(j))
         for l, layer in enumerate(model.layers)
         for j, i in torch.nonzero(live[l] & (layer.sym_mask == 0)).tolist()
-    ]
-    if missing:
+    )
+
+
+def compose_expressions(
+    model: KAN, inputs: Sequence[sympy.Expr], allow_numeric: bool = False
+) -> list[sympy.Expr]:
+    """The model's outputs as sympy expressions of `inputs` (one per input node), exactly.
+
+    Every live edge must be symbolic, else FormulaIncompleteError lists the numeric ones. With
+    `allow_numeric` a numeric edge (layer, i → j) is composed as the placeholder
+    φ_{layer,i,j}(its input) (`export.edge_placeholder`, the whole edge value, mask included);
+    in the first layer its input is the column's symbol itself when `inputs[i]` is a function
+    of that one column (the input standardisation is part of the spline).
+    """
+    live = live_edges(model)
+    missing = numeric_edges(model)
+    if missing and not allow_numeric:
         raise FormulaIncompleteError(missing)
     nodes = list(inputs)
     for l, layer in enumerate(model.layers):
@@ -682,6 +758,12 @@ def compose_expressions(model: KAN, inputs: Sequence[sympy.Expr]) -> list[sympy.
             for i in range(layer.in_dim):
                 if not live[l][j, i]:
                     continue
+                if not names[j][i]:  # numeric (allow_numeric): a named placeholder
+                    arg = nodes[i]
+                    if l == 0 and len(arg.free_symbols) == 1:
+                        (arg,) = arg.free_symbols
+                    terms.append(edge_placeholder(l, i, j)(arg))
+                    continue
                 a, b, c, d = (sympy.Float(v) for v in affine[j][i])
                 f = get_function(names[j][i]).sympy_fn
                 term = c * f(a * nodes[i] + b) + d
@@ -693,12 +775,106 @@ def compose_expressions(model: KAN, inputs: Sequence[sympy.Expr]) -> list[sympy.
     return nodes
 
 
-def _tree_size(expr: sympy.Basic) -> int:
-    return sum(1 for _ in sympy.preorder_traversal(expr))
+def _tree_size(expr: sympy.Basic, limit: int | None = None) -> int:
+    """Nodes of the expression tree (a repeated subtree counts each time); with `limit`,
+    counting stops at limit + 1."""
+    n = 0
+    for _ in sympy.preorder_traversal(expr):
+        n += 1
+        if limit is not None and n > limit:
+            break
+    return n
 
 
-def _simplify(expr: sympy.Expr) -> sympy.Expr:
-    """Distribute constants into sums and expand small polynomials; never blow the tree up."""
+_SIZE_CAP = 1e15
+
+
+def _expanded_size(expr: sympy.Basic) -> float:
+    """Estimated tree size of `sympy.expand(expr, deep=True, mul=True, multinomial=True)`,
+    without expanding: a product of sums has the product of their term counts, (a sum of t
+    terms)^n has C(n + t − 1, n) terms; function arguments are expanded in place."""
+    memo: dict[sympy.Basic, tuple[float, float]] = {}
+
+    def walk(e: sympy.Basic) -> tuple[float, float]:  # (additive terms, nodes)
+        if not e.args:
+            return 1.0, 1.0
+        hit = memo.get(e)
+        if hit is not None:
+            return hit
+        parts = [walk(a) for a in e.args]
+        if isinstance(e, sympy.Add):
+            terms, nodes = sum(t for t, _ in parts), sum(n for _, n in parts) + 1
+        elif isinstance(e, sympy.Mul):
+            terms = math.prod(t for t, _ in parts)
+            nodes = terms * (sum(n / t for t, n in parts) + 1) + 1
+        elif isinstance(e, sympy.Pow) and e.exp.is_Integer and abs(int(e.exp)) > 1:
+            (tb, nb), (_, ne) = parts
+            k = min(abs(int(e.exp)), 10_000)
+            count = math.exp(
+                min(60.0, math.lgamma(k + tb) - math.lgamma(k + 1) - math.lgamma(tb))
+            )  # C(k + tb − 1, k) monomials
+            poly = count * (k * nb / tb + 2) + ne
+            terms, nodes = (count, poly) if e.exp > 0 else (1.0, poly + 2)
+        else:  # a function, or a power kept as it is: its arguments are expanded in place
+            terms, nodes = 1.0, sum(n for _, n in parts) + 1
+        out = (min(terms, _SIZE_CAP), min(nodes, _SIZE_CAP))
+        memo[e] = out
+        return out
+
+    try:
+        return walk(expr)[1]
+    except RecursionError:  # pragma: no cover - a pathologically deep tree
+        return _SIZE_CAP
+
+
+class _Limits:
+    """One output's `FormulaBounds` at work: the notes on what was skipped and the constant
+    fitting work left.
+
+    Work units model the cost of the torch evaluator: an evaluation of an expression of N
+    nodes on R rows costs N·(R + 3000), a Levenberg–Marquardt step with P free constants
+    N·((P + 3)·R + 60000) (a forward-mode Jacobian and a few trial evaluations); the fixed
+    terms are the per-operation overhead. About 2 ns each on one core."""
+
+    def __init__(self, bounds: FormulaBounds | None = None) -> None:
+        self.bounds = bounds or FormulaBounds()
+        self._notes: dict[str, str] = {}
+        self.work_left = float(self.bounds.max_refit_work)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self._notes.values())
+
+    def note(self, text: str, kind: str | None = None) -> None:
+        """Record `text`; only the first note of each `kind` (default: the text) is kept."""
+        self._notes.setdefault(kind or text, text)
+
+    def too_large(self, step: str, expr: sympy.Basic) -> None:
+        size = _tree_size(expr, 10**6)
+        self.note(f"{step} skipped: expression too large ({size} nodes)", kind=step)
+
+    def charge(self, units: float) -> bool:
+        """Take `units` of work if that much is left."""
+        if units > self.work_left:
+            return False
+        self.work_left -= units
+        return True
+
+    def lm_steps(self, wanted: int, nodes: int, free: int, rows: int) -> int:
+        """Levenberg–Marquardt steps granted (≤ wanted), at most half the work left."""
+        per_step = nodes * ((free + 3) * rows + 60_000)
+        granted = max(0, min(wanted, int(0.5 * self.work_left // per_step)))
+        self.work_left -= granted * per_step
+        return granted
+
+
+def _simplify(expr: sympy.Expr, limits: _Limits | None = None) -> sympy.Expr:
+    """Distribute constants into sums and expand small polynomials; never blow the tree up
+    (skipped, with a note, when the expansion would exceed `max_expand_nodes`)."""
+    limits = limits or _Limits()
+    if _expanded_size(expr) > limits.bounds.max_expand_nodes:
+        limits.too_large("simplification", expr)
+        return expr
     try:
         expanded = sympy.expand(
             expr,
@@ -820,23 +996,41 @@ def _finalise(
     snap_tolerance: float = 0.05,
     snap_refit: bool = True,
     max_snap_refits: int = 40,
+    limits: _Limits | None = None,
 ) -> sympy.Expr:
     """Refit the constants (optional), then replace constants by integers or multiples of π/2
     one at a time — the others refitted each time — where the error grows by at most
-    `snap_tolerance` (relative); finally round the rest to `digits` significant digits."""
+    `snap_tolerance` (relative); finally round the rest to `digits` significant digits.
+    Refits and snaps stop when `limits`' work is spent (the constants are then kept as they
+    are, rounded), with a note."""
+    limits = limits or _Limits()
     compiled = compile_expression(expr, symbols)
+    nodes, rows, n_const = _tree_size(expr), x.shape[0], len(compiled.constants)
+    size = f"{nodes} nodes, {n_const} constants"
     p = torch.tensor([float(c) for c in compiled.constants], dtype=torch.float64)
-    if refit:
-        p = _refit_constants(compiled, x, y, p)
+    if refit and n_const:
+        steps = limits.lm_steps(60, nodes, n_const, rows)
+        if steps < 60:
+            limits.note(
+                f"constant refit limited to {steps} steps: expression too large ({size})",
+                kind="refit",
+            )
+        if steps:
+            p = _refit_constants(compiled, x, y, p, steps=steps)
     ref = _mse(compiled, x, y, p)
     budget = ref * (1 + snap_tolerance) + 1e-12 * float(y.var()) + 1e-30
     exact: dict[int, sympy.Expr] = {}
     refits = 0
+    evaluation = nodes * (rows + 3_000)
+    spent = False
     for _ in range(3):  # a snap can make another one possible: repeat while anything changes
         changed = False
         order = sorted(range(p.numel()), key=lambda k: abs(float(p[k]) - round(float(p[k]))))
         for k in (k for k in order if k not in exact):
             for value, symbolic in _snap_candidates(float(p[k])):
+                if not limits.charge(2 * evaluation):
+                    spent = True
+                    break
                 trial = p.clone()
                 trial[k] = value
                 if (
@@ -845,32 +1039,53 @@ def _finalise(
                     and refits < max_snap_refits
                     and (_mse(compiled, x, y, trial) > budget)
                 ):
-                    refits += 1
-                    trial = _refit_constants(
-                        compiled, x, y, trial, steps=20, frozen=[*exact, k], must_improve=False
-                    )
+                    steps = limits.lm_steps(20, nodes, n_const - len(exact) - 1, rows)
+                    if steps:
+                        refits += 1
+                        trial = _refit_constants(
+                            compiled, x, y, trial, steps=steps, frozen=[*exact, k],
+                            must_improve=False,
+                        )  # fmt: skip
                 if _mse(compiled, x, y, trial) <= budget:
                     p, exact[k], changed = trial, symbolic, True
                     break
-        if not changed:
+            if spent:
+                break
+        if spent:
+            limits.note(
+                f"constant snapping stopped early: expression too large ({size})", kind="snap"
+            )
+        if spent or not changed:
             break
     rounded = torch.tensor([_round_sig(float(v), digits) for v in p], dtype=torch.float64)
     repl: dict[sympy.Basic, sympy.Basic] = {
         c: exact[k] if k in exact else sympy.Float(float(rounded[k]))
         for k, c in enumerate(compiled.constants)
     }
-    return _round_floats(_tidy(expr.xreplace(repl)), digits)
+    return _round_floats(_tidy(expr.xreplace(repl), limits), digits)
 
 
-def _tidy(expr: sympy.Expr) -> sympy.Expr:
+def _tidy(expr: sympy.Expr, limits: _Limits | None = None) -> sympy.Expr:
     """Exact rewrites that shorten the tree: exp(a + log x) → e^a·x, products of powers,
-    common numeric factors (c·x/(c·y − c) → x/(y − 1))."""
-    best = expr
+    common numeric factors (c·x/(c·y − c) → x/(y − 1)); each only on trees within bounds."""
+    limits = limits or _Limits()
+    bounds = limits.bounds
+    size = _tree_size(expr, bounds.max_rewrite_nodes)
+    if size > bounds.max_rewrite_nodes:
+        limits.too_large("tidying", expr)
+        return expr
+    best, best_size = expr, size
     try:
         powers = sympy.powsimp(sympy.expand_power_exp(expr))
-        for cand in (powers, sympy.expand(expr), sympy.factor_terms(powers)):
-            if _tree_size(cand) < _tree_size(best):
-                best = cand
+        cands = [powers]
+        if _expanded_size(expr) <= bounds.max_expand_nodes:
+            cands.append(sympy.expand(expr))
+        if _tree_size(powers, bounds.max_rewrite_nodes) <= bounds.max_rewrite_nodes:
+            cands.append(sympy.factor_terms(powers))
+        for cand in cands:
+            n = _tree_size(cand, best_size)
+            if n < best_size:
+                best, best_size = cand, n
     except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
         pass
     return best
@@ -885,18 +1100,77 @@ def _round_floats(expr: sympy.Expr, digits: int) -> sympy.Expr:
     return expr.xreplace(repl)
 
 
-def _term_pool(expr: sympy.Expr) -> list[sympy.Expr]:
-    """Additive terms of `expr` expanded (and trig-expanded), without numeric factors."""
+_TRIG_EXPANDABLE = (sympy.sin, sympy.cos, sympy.tan, sympy.sinh, sympy.cosh, sympy.tanh)
+
+
+def _trig_terms(f: sympy.Basic) -> float:
+    """About how many terms expand_trig makes of f(arg): 2^(m−1) for m additive terms in arg,
+    times k for each integer multiple k·u among them (multiple-angle formulas)."""
+    terms = sympy.Add.make_args(f.args[0])
+    n = 2.0 ** min(len(terms) - 1, 60)
+    for t in terms:
+        k, _ = t.as_coeff_Mul(rational=True)
+        if k.is_Integer and abs(int(k)) > 1:
+            n *= min(abs(int(k)), 10**6)
+    return min(n, _SIZE_CAP)
+
+
+def _expand_trig_bounded(expr: sympy.Expr, max_terms: int) -> tuple[sympy.Expr, list[float]]:
+    """expand_trig on each sin/cos/tan(h) (innermost first) that expands into at most
+    `max_terms` terms; the others are kept. Returns the result and the skipped functions'
+    estimated term counts."""
+    memo: dict[sympy.Basic, sympy.Basic] = {}
+    skipped: list[float] = []
+
+    def walk(e: sympy.Basic) -> sympy.Basic:
+        if not e.args:
+            return e
+        hit = memo.get(e)
+        if hit is not None:
+            return hit
+        args = tuple(walk(a) for a in e.args)
+        out = e.func(*args) if args != e.args else e
+        if isinstance(out, _TRIG_EXPANDABLE):
+            n = _trig_terms(out)
+            if 1 < n <= max_terms:
+                out = sympy.expand_trig(out, deep=False)
+            elif n > max_terms:
+                skipped.append(n)
+        memo[e] = out
+        return out
+
+    return walk(expr), skipped  # type: ignore[return-value]
+
+
+def _term_pool(expr: sympy.Expr, limits: _Limits | None = None) -> list[sympy.Expr]:
+    """Additive terms of `expr` expanded (and trig-expanded), without numeric factors; the
+    expansions only within bounds (else the unexpanded terms, with a note)."""
+    limits = limits or _Limits()
+    bounds = limits.bounds
     pool: dict[sympy.Expr, None] = {}
     variants = [expr]
-    try:
-        trig = sympy.expand(sympy.expand_trig(expr), power_exp=False, log=False)
-        if _tree_size(trig) <= 4 * _tree_size(expr) + 20:
-            variants.append(trig)
-    except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
-        pass
+    size = _tree_size(expr, bounds.max_rewrite_nodes)
+    if size > bounds.max_rewrite_nodes:
+        limits.too_large("trigonometric expansion (term search)", expr)
+    else:
+        try:
+            trig, skipped = _expand_trig_bounded(expr, bounds.max_trig_terms)
+            if skipped:
+                limits.note(
+                    kind="trig",
+                    text=f"trigonometric expansion (term search) skipped for {len(skipped)} "
+                    f"function(s): too many terms (about {max(skipped):.3g})",
+                )
+            if trig != expr and _tree_size(trig, 4 * size + 20) <= 4 * size + 20:
+                variants.append(trig)
+        except (TypeError, ValueError, RecursionError):  # pragma: no cover - defensive
+            pass
     for v in variants:
-        for t in sympy.Add.make_args(sympy.expand(v, power_exp=False, log=False)):
+        if _expanded_size(v) <= bounds.max_expand_nodes:
+            v = sympy.expand(v, power_exp=False, log=False)
+        else:
+            limits.too_large("expansion (term search)", v)
+        for t in sympy.Add.make_args(v):
             if t.is_number:
                 continue
             _, rest = t.as_coeff_Mul()
@@ -912,10 +1186,14 @@ def _pareto(
     digits: int,
     refit: bool,
     max_terms: int = 6,
+    limits: _Limits | None = None,
 ) -> list[FormulaCandidate]:
     """`expr` and sparser alternatives: forward selection over its expanded additive terms
-    (linear least squares), each candidate refitted and rounded; the Pareto front of tree
-    size against RMSE, simplest first."""
+    (linear least squares; at most `bounds.max_pool_terms` terms, those most correlated with
+    y), each candidate refitted and rounded; the Pareto front of tree size against RMSE,
+    simplest first."""
+    limits = limits or _Limits()
+    bounds = limits.bounds
 
     def candidate(e: sympy.Expr) -> FormulaCandidate:
         r2, rmse = _metrics(compile_expression(e, symbols)(x), y)
@@ -923,7 +1201,7 @@ def _pareto(
 
     mean_y = _round_floats(sympy.Float(float(y.mean())), digits)
     found = [candidate(expr), candidate(mean_y)]
-    pool = _term_pool(expr)
+    pool = _term_pool(expr, limits)
     if len(pool) > 1:
         cols, terms = [], []
         for t in pool:
@@ -934,6 +1212,20 @@ def _pareto(
             if bool(torch.isfinite(v).all()) and float(v.std()) > 0:
                 cols.append(v)
                 terms.append(t)
+        if len(terms) > bounds.max_pool_terms:  # screen by |correlation| with y
+            yc = y - y.mean()
+            corr = [
+                abs(float((c - c.mean()) @ yc)) / (float((c - c.mean()).norm()) + 1e-300)
+                for c in cols
+            ]
+            keep = sorted(
+                sorted(range(len(terms)), key=lambda k: -corr[k])[: bounds.max_pool_terms]
+            )
+            limits.note(
+                f"term search limited to the {bounds.max_pool_terms} of {len(terms)} terms most "
+                "correlated with the data",
+            )
+            cols, terms = [cols[k] for k in keep], [terms[k] for k in keep]
         chosen: list[int] = []
         ones = torch.ones_like(y)[:, None]
         for _ in range(min(max_terms, len(terms))):
@@ -953,7 +1245,8 @@ def _pareto(
             e = sympy.Float(float(sol[0])) + sympy.Add(
                 *[sympy.Float(float(sol[n + 1])) * terms[m] for n, m in enumerate(chosen)]
             )
-            found.append(candidate(_finalise(e, symbols, x, y, digits, refit, max_snap_refits=8)))
+            simpler = _finalise(e, symbols, x, y, digits, refit, max_snap_refits=8, limits=limits)
+            found.append(candidate(simpler))
             if best[0] <= 1e-12 * float(y.var()):
                 break
     front: list[FormulaCandidate] = []
@@ -979,15 +1272,23 @@ def formula(
     digits: int = 4,
     refit: bool = True,
     max_points: int | None = 4096,
+    allow_numeric: bool = False,
+    bounds: FormulaBounds | None = None,
 ) -> FormulaResult:
     """One formula per output, in the original units of the columns.
 
     x (rows, n_in), y (rows, n_out) are the data in original units; the network sees
     `x_scaler.transform(x)` and its outputs are mapped back with `y_scaler`. Every edge that
-    reaches an output must be symbolic (FormulaIncompleteError otherwise).
+    reaches an output must be symbolic (FormulaIncompleteError otherwise), unless
+    `allow_numeric`: then an output that depends on numeric edges gets a *partial* formula
+    with placeholders φ_{l,i,j}(·) for them (`numeric_edges`, a note; for display only: no
+    refit, R², RMSE and pareto left empty). Sympy rewrites stay within `bounds`; what was
+    skipped is told in `notes`.
     """
     if not (isinstance(digits, int) and 1 <= digits <= 15):
         raise ConfigError(f"digits must be an integer from 1 to 15, got {digits!r}")
+    bounds = bounds or FormulaBounds()
+    bounds.validate()
     n_in, n_out = model.width[0], model.width[-1]
     input_names = (
         list(input_names) if input_names is not None else [f"x{k + 1}" for k in range(n_in)]
@@ -1016,7 +1317,7 @@ def formula(
     if x_scaler is not None:
         m, s = x_scaler.mean.double().tolist(), x_scaler.std.double().tolist()
         scaled_inputs = [(v - sympy.Float(m[k])) / sympy.Float(s[k]) for k, v in enumerate(syms)]
-    raw = compose_expressions(model, scaled_inputs)
+    raw = compose_expressions(model, scaled_inputs, allow_numeric=allow_numeric)
     with torch.no_grad():
         xin = x64 if x_scaler is None else (x64 - x_scaler.mean.double()) / x_scaler.std.double()
         net = model(xin.to(next(model.parameters()))).double().cpu()
@@ -1027,20 +1328,32 @@ def formula(
     formulas = []
     for k, exact in enumerate(raw):
         target = y64[:, k]
+        net_r2, net_rmse = _metrics(net[:, k], target)
+        limits = _Limits(bounds)
+        edges = placeholder_edges(exact)
+        if edges:  # partial: shown, never evaluated
+            limits.note(numeric_edges_note(edges))
+            shown = _round_floats(_tidy(_simplify(exact, limits), limits), digits)
+            formulas.append(
+                OutputFormula(
+                    output_names[k], out_map.symbols[k], shown, exact, math.nan, math.nan,
+                    net_r2, net_rmse, math.nan, [], tuple(limits.notes), tuple(edges),
+                )
+            )  # fmt: skip
+            continue
         exact_pred = compile_expression(exact, syms)(x64)
         diff = float((exact_pred - net[:, k]).abs().max()) if exact_pred.numel() else 0.0
-        full = _finalise(_simplify(exact), syms, x64, target, digits, refit)
-        front = _pareto(full, syms, x64, target, digits, refit)
+        full = _finalise(_simplify(exact, limits), syms, x64, target, digits, refit, limits=limits)
+        front = _pareto(full, syms, x64, target, digits, refit, limits=limits)
         # the reported formula: the simplest one as accurate as the full composition
         _, full_rmse = _metrics(compile_expression(full, syms)(x64), target)
         allowed = _nan_last(full_rmse) * 1.1 + 1e-3 * float(target.std())
         final = next((c.expr for c in front if c.rmse <= allowed), full)
         r2, rmse = _metrics(compile_expression(final, syms)(x64), target)
-        net_r2, net_rmse = _metrics(net[:, k], target)
         formulas.append(
             OutputFormula(
                 output_names[k], out_map.symbols[k], final, exact, r2, rmse,
-                net_r2, net_rmse, diff, front,
+                net_r2, net_rmse, diff, front, tuple(limits.notes),
             )
         )  # fmt: skip
-    return FormulaResult(in_map, out_map, formulas)
+    return FormulaResult(in_map, out_map, formulas, tuple(numeric_edges(model)))

@@ -450,10 +450,26 @@ class FormulaOutput(BaseModel):
     latex: str
     r2: MaybeFloat = Field(
         description="R² of the formula on the training data (its constants are refitted there); "
-        "for classification, against the network's class scores."
+        "for classification, against the network's class scores. Null for a partial formula."
     )
     rmse: MaybeFloat = None
     network_r2: MaybeFloat = None
+    partial: bool = Field(
+        default=False,
+        description="Edges that are still splines appear as placeholders φ_{layer,i,j}(…): the "
+        "formula is shown but has no R² of its own and cannot be exported.",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Numeric edges left, and simplification steps skipped to keep the time "
+        "bounded (e.g. 'simplification skipped: expression too large (N nodes)').",
+    )
+
+
+class NumericEdgeOut(BaseModel):
+    layer: int
+    i: int
+    j: int
 
 
 class FormulaOut(BaseModel):
@@ -463,6 +479,14 @@ class FormulaOut(BaseModel):
     n_symbolic_edges: int
     n_edges: int
     complete: bool = Field(description="True when every active edge is symbolic.")
+    numeric_edges: list[NumericEdgeOut] = Field(
+        default_factory=list,
+        description="Edges that reach an output and are still splines (placeholders φ).",
+    )
+    note: str | None = Field(
+        default=None,
+        description="Which edges are still splines and what to do, while there are any.",
+    )
 
 
 # ── formula discovery ───────────────────────────────────────────────────────────────────────

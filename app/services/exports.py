@@ -34,6 +34,10 @@ def export(session: Session, run_id: int, kind: str, timeout_s: float = 60.0) ->
     if kind == "predictions":
         return _predictions_csv(session, run_id)
     res = formula_result(session, run_id, timeout_s)
+    if res["numeric_edges"]:  # a partial formula is shown, not exported
+        from kan_core.symbolic import FormulaIncompleteError
+
+        raise FormulaIncompleteError([tuple(e) for e in res["numeric_edges"]])
     if kind == "latex":
         body = "\n".join(o["latex"] for o in res["outputs"]) + "\n"
         return ExportFile(body.encode(), "text/x-tex; charset=utf-8", f"run-{run_id}-formula.tex")

@@ -1,7 +1,8 @@
 """Formula extraction in a separate process with a time limit.
 
-sympy simplification can take unbounded time on some compositions (e.g. expanding tanh of a
-large multiple), and a thread cannot be stopped. So ``kan_core.symbolic.formula`` runs in a
+kan_core bounds every sympy rewrite by the size of the expression (``FormulaBounds``: a step
+that would be too large is skipped and noted), but a very large network's composition still
+takes time in sympy, and a thread cannot be stopped. So ``kan_core.symbolic.formula`` runs in a
 child forked from a small fork server (started once, with torch/sympy/kan_core pre-imported,
 single-threaded so forking is safe); past the limit the child is killed and the user gets a
 422 saying what to simplify. The child returns plain strings (text, LaTeX, srepr, Python
@@ -45,13 +46,16 @@ def _context() -> Any:
 
 
 def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run kan_core's formula and render it; called in the child (or directly in tests)."""
+    """Run kan_core's formula and render it; called in the child (or directly in tests).
+
+    Edges still numeric are shown as placeholders φ (a partial formula, ``numeric_edges``):
+    such an output has LaTeX and text, no srepr and no R², and there is no Python source."""
     import torch
 
     from kan_core.export import to_latex, to_python_source, to_sympy_srepr
     from kan_core.io import model_from_bytes
     from kan_core.scaling import Standardizer
-    from kan_core.symbolic import formula
+    from kan_core.symbolic import formula, numeric_edges_note
 
     torch.set_num_threads(1)
     model, _ = model_from_bytes(payload["model"])
@@ -64,21 +68,27 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
         output_names=payload["output_names"],
         x_scaler=Standardizer.from_dict(payload["x_scaler"]),
         y_scaler=Standardizer.from_dict(y_scaler) if y_scaler is not None else None,
+        allow_numeric=True,
     )
+    edges = [list(e) for e in res.numeric_edges]
     return {
         "outputs": [
             {
                 "name": f.output,
                 "text": str(f.expr),
                 "latex": to_latex(f.expr, f.symbol.name),
-                "srepr": to_sympy_srepr(f.expr),
+                "srepr": None if f.partial else to_sympy_srepr(f.expr),
                 "r2": finite_or_none(f.r2),
                 "rmse": finite_or_none(f.rmse),
                 "network_r2": finite_or_none(f.network_r2),
+                "partial": f.partial,
+                "notes": list(f.notes),
             }
             for f in res.formulas
         ],
-        "python": to_python_source(res.exprs(), res.inputs),
+        "python": to_python_source(res.exprs(), res.inputs) if res.complete else None,
+        "numeric_edges": edges,
+        "note": numeric_edges_note(res.numeric_edges) if edges else None,
     }
 
 

@@ -243,22 +243,16 @@ def formula_result(session: Session, run_id: int, timeout_s: float = 60.0) -> di
 
     Computed by kan_core.symbolic.formula on the training data in a child process with a time
     limit (see formula_process); the result — or the failure — is cached per model version, and
-    concurrent requests for the same version wait for one computation.
+    concurrent requests for the same version wait for one computation. While live edges are
+    still numeric it is a partial formula (placeholders φ, ``numeric_edges``, ``note``; no R²
+    of its own, no Python source): shown, never exported.
     """
     from app.services.formula_process import compute_formula, formula_calls
     from kan_core.io import model_to_bytes
-    from kan_core.symbolic import FormulaIncompleteError, live_edges
 
     loaded = load_model(session, run_id)
     require_kan(loaded)
     model = loaded.model
-    numeric = [
-        (li, int(i), int(j))
-        for li, (layer, live) in enumerate(zip(model.layers, live_edges(model), strict=True))
-        for j, i in zip(*torch.nonzero(live & (layer.sym_mask == 0), as_tuple=True), strict=True)
-    ]
-    if numeric:
-        raise FormulaIncompleteError(numeric)
     key = ("formula", str(session.get_bind().url), run_id, loaded.version, timeout_s)
 
     def compute() -> tuple[str, Any]:
@@ -301,7 +295,7 @@ def formula_out(session: Session, run_id: int, timeout_s: float = 60.0) -> dict[
         n_edges += int(active.sum())
         n_sym += int(((layer.sym_mask > 0) & active).sum())
     outputs = [
-        {k: o[k] for k in ("name", "text", "latex", "r2", "rmse", "network_r2")}
+        {k: o[k] for k in ("name", "text", "latex", "r2", "rmse", "network_r2", "partial", "notes")}
         for o in res["outputs"]
     ]
     net = [o["network_r2"] for o in outputs if o["network_r2"] is not None]
@@ -312,6 +306,8 @@ def formula_out(session: Session, run_id: int, timeout_s: float = 60.0) -> dict[
         "n_symbolic_edges": n_sym,
         "n_edges": n_edges,
         "complete": n_sym == n_edges,
+        "numeric_edges": [{"layer": l, "i": i, "j": j} for l, i, j in res["numeric_edges"]],
+        "note": res["note"],
     }
 
 

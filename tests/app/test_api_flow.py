@@ -87,8 +87,19 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
     assert fixed.status_code == 200 and fixed.json()["symbolic"] == "x"
     bad = client.post(f"/api/runs/{kan_run['id']}/edges/0/0/0/fix", json={"name": "import os"})
     assert bad.status_code == 422 and "Available functions" in bad.json()["detail"]
-    incomplete = client.get(f"/api/runs/{kan_run['id']}/formula")
-    assert incomplete.status_code == 422 and "numeric" in incomplete.json()["detail"]
+    # with numeric edges left: a partial formula (placeholders φ) that says which edges remain
+    partial = client.get(f"/api/runs/{kan_run['id']}/formula")
+    assert partial.status_code == 200, partial.text
+    body = partial.json()
+    assert not body["complete"] and len(body["numeric_edges"]) == 11
+    assert {"layer": 0, "i": 0, "j": 0} not in body["numeric_edges"]
+    assert body["note"].startswith("11 edges are still splines: (0, 0→1), (0, 1→0)")
+    assert "auto-symbolic" in body["note"]
+    out = body["outputs"][0]
+    assert out["partial"] and out["r2"] is None and out["network_r2"] is not None
+    assert out["latex"].startswith(r"\mathrm{HV} =") and r"\varphi_{1,0,0}\left(" in out["latex"]
+    refused = client.get(f"/api/runs/{kan_run['id']}/export/python")
+    assert refused.status_code == 422 and "numeric" in refused.json()["detail"]
     simple = ["x", "x^2"]  # keeps the sympy simplification in kan_core quick
     auto = client.post(
         f"/api/runs/{kan_run['id']}/auto-symbolic", json={"r2_threshold": 0.0, "library": simple}
@@ -98,6 +109,7 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
     formula = client.get(f"/api/runs/{kan_run['id']}/formula").json()
     assert "complete" in formula, formula
     assert formula["complete"] and formula["n_symbolic_edges"] == 12
+    assert formula["numeric_edges"] == [] and formula["note"] is None
     out = formula["outputs"][0]
     assert out["name"] == "HV" and out["latex"].startswith(r"\mathrm{HV} =")
     assert out["r2"] is None or out["r2"] <= 1.0

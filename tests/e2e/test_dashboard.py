@@ -131,11 +131,26 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     )
     page.screenshot(path=screenshot_dir / "03_run_edge.png", full_page=True)
 
+    # ── Before auto-symbolic: a partial formula, the spline edges shown as φ and named ──
+    page.wait_for_function(
+        "() => document.querySelector('#run-formula').innerText.includes('edges are still')",
+        timeout=90_000,
+    )
+    page.wait_for_selector("#run-formula mjx-container")
+    note = page.inner_text("#run-formula .alert-info")
+    assert note.startswith("8 edges are still splines: (0, 0→0)") and "auto-symbolic" in note
+    assert page.inner_text("#run-formula .formula-r2") == "–"  # no R² of its own
+    page.screenshot(path=screenshot_dir / "03_run_partial_formula.png", full_page=True)
+
     # ── Auto-symbolic with a threshold, then the rendered formula ──
     set_number(page, "#run-auto-threshold", 0)
     page.click("#run-auto")
     page.wait_for_selector("#run-action-alert .alert-success", timeout=90_000)
     assert "Auto-symbolic fixed 8 of 8 edges" in page.inner_text("#run-action-alert")
+    page.wait_for_function(
+        "() => !document.querySelector('#run-formula').innerText.includes('edges are still')",
+        timeout=90_000,
+    )
     page.wait_for_selector("#run-formula mjx-container", timeout=90_000)
     formula_r2 = float(page.inner_text("#run-formula .formula-r2"))
     assert layout_title(page, "run-network") == ""  # the diagram has no title, just content

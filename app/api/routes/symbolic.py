@@ -111,7 +111,8 @@ def retrain(
 
 @router.get("/runs/{run_id}/formula", response_model=FormulaOut, responses=ERRORS)
 def get_formula(run_id: IdPath, session: SessionDep, settings: SettingsDep) -> FormulaOut:
-    """The symbolic formula per output in original units, with its R². 422 while some active
-    edges are still numeric (fix them, auto-symbolic, or prune), or when simplifying takes
-    longer than KANSCOPE_FORMULA_TIMEOUT_S."""
+    """The symbolic formula per output in original units, with its R². While some live edges
+    are still numeric it is a partial formula: those edges appear as placeholders
+    φ_{layer,i,j}(…), listed in ``numeric_edges`` and ``note`` (no R² of its own; exports
+    refuse it). 422 when the computation takes longer than KANSCOPE_FORMULA_TIMEOUT_S."""
     return FormulaOut.model_validate(svc.formula_out(session, run_id, settings.formula_timeout_s))

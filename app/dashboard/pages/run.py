@@ -719,9 +719,17 @@ def model_action(
 # ── formula, predictions and exports ──────────────────────────────────────────────────────
 
 
+def _texts(value: Any) -> list[str]:
+    """The strings of an API list (anything else dropped)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def formula_block(formula: dict[str, Any]) -> list[Any]:
     children: list[Any] = []
     network_r2 = formula.get("network_r2")
+    note = formula.get("note")
+    if isinstance(note, str) and note:  # a partial formula: which edges are still splines
+        children.append(alert(note, "info", role="status"))
     for output in formula.get("outputs") or []:
         children.append(
             dcc.Markdown(
@@ -730,6 +738,9 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
                 className="formula-math",
             )
         )
+        skipped = [n for n in _texts(output.get("notes")) if n != note]
+        if skipped:  # simplification steps skipped to keep the time bounded
+            children.append(html.Ul([html.Li(n) for n in skipped], className="muted formula-notes"))
         children.append(
             html.Div(
                 className="kv",
@@ -748,7 +759,7 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
             )
         )
     n_sym, n_edges = formula.get("n_symbolic_edges"), formula.get("n_edges")
-    if not formula.get("complete"):
+    if not formula.get("complete") and not note:
         children.append(
             alert(
                 f"{n_sym} of {n_edges} edges are symbolic; the remaining splines are "
