@@ -1,5 +1,6 @@
 """Every error is JSON ``{"detail": "..."}``: service errors, kan_core errors, validation
-errors, 404/405/413 from the framework, an unavailable database (503) and internal errors."""
+errors, 404/405/413 from the framework, an unavailable database (503), running out of memory
+(422 naming KANSCOPE_MAX_RUN_MEMORY_MB) and internal errors."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.services.errors import ServiceError
+from app.services.memory import out_of_memory_message
 from kan_core.errors import KanCoreError
 
 log = logging.getLogger("kanscope.api")
@@ -98,5 +100,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        oom = out_of_memory_message(exc, "This request")
+        if oom is not None:  # an estimate that was wrong: say so, and which setting applies
+            log.warning("request ran out of memory: %s", exc)
+            return json_error(422, oom)
         log.exception("unhandled error", exc_info=exc)
         return json_error(500, f"Internal server error ({type(exc).__name__}); see the server log.")

@@ -79,6 +79,19 @@ class HealthOut(BaseModel):
     version: str
 
 
+class WorkersOut(BaseModel):
+    """Whether anything takes runs from the queue (``GET /api/workers``)."""
+
+    executor: Literal["local", "celery"]
+    consuming: bool = Field(
+        description="A worker takes queued runs: always for the local executor while the server "
+        "runs; for Celery, some worker answered a ping (kept a few seconds)."
+    )
+    busy: bool = Field(description="Consuming, but every training slot is taken.")
+    detail: str
+    workers: list[str] = Field(description="Worker names (Celery) or this server's executor.")
+
+
 # ── datasets ────────────────────────────────────────────────────────────────────────────────
 
 
@@ -266,6 +279,11 @@ class RunOut(BaseModel):
         "checkpoint) or restarted_after_step (started over), and notes saying so."
     )
     has_model: bool
+    queue_note: str | None = Field(
+        default=None,
+        description="Queued runs only: why the run may wait (no worker consumes the queue, or "
+        "every training slot is taken); null otherwise.",
+    )
 
 
 class RunListOut(BaseModel):

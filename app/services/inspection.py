@@ -47,6 +47,21 @@ class LoadedModel:
             x = x[idx]
         return x
 
+    def x_within_budget(self, operation: str, **kwargs: Any) -> torch.Tensor:
+        """``x_inspect``, spread-sampled further so that ``operation`` stays under
+        KANSCOPE_MAX_RUN_MEMORY_MB (app.services.memory; 422 when even the smallest sample
+        does not fit). ``kwargs``: see ``estimate_inspection_bytes``."""
+        from app.services.memory import InspectionShape, inspection_rows
+
+        x = self.x_inspect
+        rows = inspection_rows(
+            InspectionShape.of(self.model), operation, x.shape[0],
+            what=f"run {self.run_id}'s KAN", **kwargs,
+        )  # fmt: skip
+        if rows < x.shape[0]:
+            x = x[torch.linspace(0, x.shape[0] - 1, rows).round().long()]
+        return x
+
 
 class _Cache:
     def __init__(self, size: int = 8) -> None:
@@ -185,9 +200,10 @@ def network(session: Session, run_id: int, n_points: int = 32) -> dict[str, Any]
 def _network(loaded: LoadedModel, n_points: int) -> dict[str, Any]:
     from kan_core.inspect import edge_curves, node_scores
 
-    model, x = loaded.model, loaded.x_inspect
+    model = loaded.model
     n_edges = sum(int(layer.in_dim * layer.out_dim) for layer in model.layers)
     n_points = max(2, min(n_points, MAX_CURVE_VALUES // max(1, n_edges)))
+    x = loaded.x_within_budget("network", n_points=n_points)
     curves = edge_curves(model, x, n_points=n_points, max_data_points=1)
     nodes = node_scores(model, x)
     drawn: set[tuple[int, int, int]] | None = None
@@ -243,7 +259,8 @@ def edge_detail(session: Session, run_id: int, layer: int, i: int, j: int) -> di
     loaded = load_model(session, run_id)
     require_kan(loaded)
     _check_edge(loaded, layer, i, j)
-    c = edge_curve(loaded.model, loaded.x_inspect, layer, i, j, n_points=200, max_data_points=1000)
+    x = loaded.x_within_budget("edge")
+    c = edge_curve(loaded.model, x, layer, i, j, n_points=200, max_data_points=1000)
     lay = loaded.model.layers[layer]
     affine = None
     if c.symbolic:

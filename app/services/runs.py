@@ -19,6 +19,7 @@ from app.db.models import (
 from app.services.datasets import get_dataset
 from app.services.devices import check_device
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.services.memory import check_run_memory
 from app.services.training import delete_checkpoint, get_model_spec, resolve_columns
 
 CONFIG_EXCLUDE = {"dataset_id", "name"}
@@ -63,6 +64,8 @@ def validate_config(
                 f"This model would have about {n_params:,} parameters, more than the limit of "
                 f"{max_parameters:,}. Use fewer or narrower hidden layers or a smaller grid."
             )
+    # peak memory against KANSCOPE_MAX_RUN_MEMORY_MB (kan / mlp): 422 naming what to lower
+    check_run_memory(config, len(features), n_out, ds.n_rows)
     return config | {"feature_columns": features, "target_columns": targets}
 
 

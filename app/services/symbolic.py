@@ -62,9 +62,9 @@ def suggestions(
         # R² first (no complexity weight): fits within 0.05 decades of unexplained variance of
         # each other count as equal and the simpler is listed first; a `0` with R² 0 can no
         # longer outrank a fit that explains the edge
+        x = loaded.x_within_budget("suggest")
         fits = suggest(
-            loaded.model, loaded.x_inspect, layer, i, j, library=library, top=top,
-            complexity_weight=0.0,
+            loaded.model, x, layer, i, j, library=library, top=top, complexity_weight=0.0,
         )  # fmt: skip
         return [
             {
@@ -147,7 +147,7 @@ def fix_edge(db: Database, run_id: int, layer: int, i: int, j: int, name: str) -
 
     def apply(loaded: LoadedModel, model: Any) -> Any:
         _check_edge(loaded, layer, i, j)
-        return fix(model, loaded.x_inspect, layer, i, j, name)
+        return fix(model, loaded.x_within_budget("fix"), layer, i, j, name)
 
     fit = _edit(db, run_id, apply)
     return {
@@ -183,7 +183,7 @@ def auto_symbolic(
     def apply(loaded: LoadedModel, model: Any) -> tuple[Any, int]:
         report = _auto(
             model,
-            loaded.x_inspect,
+            loaded.x_within_budget("auto_symbolic", live_edges=_numeric_live_edges(model)),
             r2_threshold=r2_threshold,
             complexity_weight=complexity_weight,
             library=library,
@@ -211,11 +211,22 @@ def auto_symbolic(
     }
 
 
+def _numeric_live_edges(model: Any) -> list[int]:
+    """Per layer, the edges auto-symbolic fits: live (reach an output) and still numeric."""
+    from kan_core.symbolic import live_edges
+
+    return [
+        int((live & (layer.sym_mask == 0)).sum())
+        for layer, live in zip(model.layers, live_edges(model), strict=True)
+    ]
+
+
 def prune(db: Database, run_id: int, threshold: float) -> dict[str, Any]:
     from kan_core.prune import prune_edges
 
     def apply(loaded: LoadedModel, model: Any) -> tuple[Any, list[str]]:
-        return prune_edges(model, loaded.x_inspect, threshold), loaded.data.feature_names
+        x = loaded.x_within_budget("prune")
+        return prune_edges(model, x, threshold), loaded.data.feature_names
 
     result, names = _edit(db, run_id, apply)
     return {

@@ -33,6 +33,7 @@ from app.db.models import Dataset, ModelArtifact, Run, RunCheckpoint, RunMetric,
 from app.db.session import Database, get_database
 from app.services.datasets import frame_from_bytes
 from app.services.errors import InvalidInputError
+from app.services.memory import out_of_memory_message
 from app.services.numbers import finite_or_none
 from kan_core.errors import KanCoreError
 from kan_core.scaling import Standardizer
@@ -983,7 +984,7 @@ def run_training(
             return _store_final(db, sink, RunStatus.FAILED, result_retry_s, error=str(exc))
         except Exception as exc:  # a bug or resource error: the run must not stay "running"
             log.exception("run %s crashed", run_id)
-            msg = f"Training crashed: {type(exc).__name__}: {exc}"
+            msg = out_of_memory_message(exc) or f"Training crashed: {type(exc).__name__}: {exc}"
             return _store_final(db, sink, RunStatus.FAILED, result_retry_s, error=msg)
         if sink.lost.is_set():
             log.warning("run %s: lost ownership; result discarded", run_id)

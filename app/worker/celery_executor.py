@@ -20,6 +20,7 @@ from kombu.exceptions import KombuError, OperationalError
 
 from app.services.errors import ExecutorUnavailableError
 from app.worker.celery_app import GPU_QUEUE, PUBLISH_RETRY_POLICY, celery_app, train_run
+from app.worker.status import CachedStatus, WorkerStatus, celery_worker_status
 
 if TYPE_CHECKING:
     from app.db.session import Database
@@ -56,7 +57,8 @@ class CeleryExecutor:
     """Publishes ``kanscope.train_run(run_id)`` on the ``gpu`` queue.
 
     ``db`` (optional) lets :meth:`resubmit_queued` find the queued runs after a restart.
-    ``retry_interval_s``: how often ids that could not be sent are tried again.
+    ``retry_interval_s``: how often ids that could not be sent are tried again;
+    ``status_ttl_s``: how long a worker ping's answer is reused (:meth:`worker_status`).
     """
 
     name = "celery"
@@ -66,6 +68,7 @@ class CeleryExecutor:
         redis_url: str | None = None,
         db: Database | None = None,
         retry_interval_s: float = 3.0,
+        status_ttl_s: float = 5.0,
     ) -> None:
         # Default: the broker the Celery app is configured with (KANSCOPE_REDIS_URL).
         self.broker_url = redis_url or str(celery_app.conf.broker_url)
@@ -76,6 +79,14 @@ class CeleryExecutor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._retry_thread: threading.Thread | None = None
+        self._status = CachedStatus(
+            lambda: celery_worker_status(celery_app, self.broker_url, self._broker),
+            ttl_s=status_ttl_s,
+        )
+
+    def worker_status(self) -> WorkerStatus:
+        """Whether a Celery worker answers a ping (kept ``status_ttl_s`` seconds)."""
+        return self._status.get()
 
     def _publish(self, run_id: int) -> None:
         with celery_app.connection_for_write(self.broker_url) as connection:

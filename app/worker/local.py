@@ -30,6 +30,7 @@ from app.services.training import (
     fail_runs_of_owner_prefix,
     mark_failed_if_owned,
 )
+from app.worker.status import WorkerStatus
 
 log = logging.getLogger("kanscope.local_executor")
 
@@ -76,9 +77,14 @@ def _child_main(
                 os._exit(3)
 
     threading.Thread(target=watch_parent, daemon=True).start()
+    from app.config import get_settings
     from app.db.session import Database
+    from app.services.memory import limit_trainer_memory
     from app.services.training import run_training
 
+    # an allocation beyond the budget fails in this process (the run ends `failed` naming
+    # KANSCOPE_MAX_RUN_MEMORY_MB) instead of exhausting the machine
+    limit_trainer_memory(get_settings().max_run_memory_mb)
     db = Database(database_url)
     try:
         run_training(run_id, f"{prefix}pid{os.getpid()}", db=db)
@@ -141,6 +147,20 @@ class LocalExecutor:
     def active(self) -> list[int]:
         with self._lock:
             return list(self._jobs)
+
+    def worker_status(self) -> WorkerStatus:
+        """This server's own processes consume the queue while the monitor thread lives."""
+        with self._lock:
+            running, waiting = len(self._jobs), len(self._pending)
+        if self._stop.is_set() or not self._monitor.is_alive():
+            stopped = "the local executor has stopped; restart the server"
+            return WorkerStatus("local", False, stopped)
+        detail = (
+            f"{running} of {self.max_concurrent} training processes busy "
+            f"(KANSCOPE_MAX_CONCURRENT_RUNS), {waiting} run(s) waiting for one"
+        )
+        busy = running >= self.max_concurrent
+        return WorkerStatus("local", True, detail, [self.prefix.rstrip(":")], busy=busy)
 
     def resubmit_queued(self) -> list[int]:
         """After a restart: hand every ``queued`` run in the database to this executor."""

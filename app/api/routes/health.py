@@ -2,8 +2,9 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 import app
-from app.api.deps import DatabaseDep, SettingsDep
-from app.api.schemas import HealthOut
+from app.api.deps import DatabaseDep, ExecutorDep, SettingsDep
+from app.api.schemas import HealthOut, WorkersOut
+from app.worker.status import WorkerStatus, executor_status
 
 router = APIRouter(tags=["health"])
 
@@ -14,3 +15,19 @@ def health(db: DatabaseDep, settings: SettingsDep) -> HealthOut:
     with db.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     return HealthOut(database=db.dialect, executor=settings.executor, version=app.__version__)
+
+
+@router.get("/workers", response_model=WorkersOut)
+def workers(executor: ExecutorDep, settings: SettingsDep) -> WorkersOut:
+    """Whether a worker consumes the run queue. Celery: a ping of the workers (1 s, answer kept
+    5 s); queued runs say so in ``queue_note`` when none answers."""
+    status = executor_status(executor) or WorkerStatus(
+        settings.executor, True, "this executor does not report its workers"
+    )
+    return WorkersOut(
+        executor=status.executor,  # type: ignore[arg-type]
+        consuming=status.consuming,
+        busy=status.busy,
+        detail=status.detail,
+        workers=status.workers,
+    )

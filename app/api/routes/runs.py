@@ -15,6 +15,7 @@ from app.api.schemas import (
 )
 from app.services import runs as svc
 from app.services.training import available_models
+from app.worker.status import executor_status, queue_note
 
 router = APIRouter(tags=["runs"])
 ERRORS = {
@@ -96,8 +97,12 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=ERRORS)
-def get_run(run_id: IdPath, session: SessionDep) -> RunOut:
-    return RunOut.model_validate(svc.get_run(session, run_id))
+def get_run(run_id: IdPath, session: SessionDep, executor: ExecutorDep) -> RunOut:
+    """A queued run carries ``queue_note`` when it may wait (no worker consumes the queue)."""
+    out = RunOut.model_validate(svc.get_run(session, run_id))
+    if out.status == "queued":
+        out.queue_note = queue_note(executor_status(executor))
+    return out
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=ERRORS)

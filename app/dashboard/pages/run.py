@@ -309,6 +309,8 @@ def header(
         )
     else:
         children.append(html.Button(id="run-cancel", style={"display": "none"}))
+    if run.get("status") == "queued" and isinstance(run.get("queue_note"), str):
+        children.append(alert(run["queue_note"], "warning", role="status"))  # e.g. no worker
     if run.get("error"):
         children.append(alert(run["error"], "danger"))
     return children
