@@ -174,7 +174,7 @@ def _as_matrix(X: Any, what: str) -> torch.Tensor:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise ConfigError(f"{what} must be a table (rows, columns); got shape {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    return torch.from_numpy(np.array(arr, dtype=np.float64, order="C", copy=True))
 
 
 def _check_inputs(

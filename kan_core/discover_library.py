@@ -58,7 +58,8 @@ class Terms:
             return False
         # a term equal to one already present up to a factor is not added twice
         head = v[:16].numpy()
-        key = np.round(head / np.abs(head).max() * 1e6).astype(np.int64).tobytes()
+        peak = float(np.abs(head).max()) or 1.0  # the first rows may all be 0
+        key = np.round(head / peak * 1e6).astype(np.int64).tobytes()
         if key in self.keys:
             return False
         self.keys.add(key)
