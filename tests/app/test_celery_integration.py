@@ -319,7 +319,7 @@ def finish_second_attempt(stack: Stack, run_id: int, before: list[int]) -> None:
         row = stack.db_row(run_id)
     assert row["attempts"] == 2, row  # requeued exactly once
     stack.wait_for_steps(run_id, 2)  # the second attempt trains
-    stack.http.post(f"/runs/{run_id}/cancel")  # 3000 steps take too long: stop it
+    stack.http.post(f"/runs/{run_id}/cancel")  # the run is long: stop it
     done = stack.wait(run_id, timeout=90)  # never stuck in running
     assert done["status"] == "cancelled", (done, stack.logs())
     steps = stack.steps(run_id)
@@ -356,7 +356,8 @@ def test_worker_sigkilled_mid_run_is_requeued_once_and_resumes_from_its_checkpoi
 
 
 def test_pool_child_killed_mid_run_is_requeued_and_the_worker_survives(stack: Stack) -> None:
-    run = stack.submit(steps=3000)
+    # long enough to be still training when the child is killed (3000 steps once took 1.3 s)
+    run = stack.submit(steps=100_000)
     stack.wait(run["id"], until=("running",))
     stack.wait_for_steps(run["id"], 3)
     children = stack.worker.child_pids()
