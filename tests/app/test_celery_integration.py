@@ -376,7 +376,7 @@ def test_pool_child_killed_mid_run_is_requeued_and_the_worker_survives(stack: St
 
 
 def test_worker_whose_heartbeat_lapses_loses_its_claim_and_stops_writing(stack: Stack) -> None:
-    run = stack.submit(steps=3000)
+    run = stack.submit(steps=20_000)  # still training when frozen (3000 steps can take 1.3 s)
     stack.wait(run["id"], until=("running",))
     stack.wait_for_steps(run["id"], 3)
     frozen = stack.worker.child_pids()
