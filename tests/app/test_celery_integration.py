@@ -329,7 +329,7 @@ def finish_second_attempt(stack: Stack, run_id: int, before: list[int]) -> None:
 def test_worker_sigkilled_mid_run_is_requeued_once_and_resumes_from_its_checkpoint(
     stack: Stack,
 ) -> None:
-    n = 2000  # the dead attempt's steps and the resumed one's add up to n (~5 s here)
+    n = 4000  # the dead attempt's steps and the resumed one's add up to n (2000 took ~1 s idle)
     run = stack.submit(steps=n)
     stack.wait(run["id"], until=("running",))
     stack.wait_for_checkpoint(run["id"])  # the worker has stored one (at most every 0.2 s)
