@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 
 import dash
 
 from app.dashboard import api_client
 from app.dashboard.layout import app_shell, on_callback_error
+from app.resources import assets_dir
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "frontend_assets"
 PAGE_MODULES = (
     "app.dashboard.pages.datasets",
     "app.dashboard.pages.train",
@@ -42,7 +41,7 @@ def create_dash_app(api_base_url: str, api_token: str | None = None) -> dash.Das
         __name__,
         use_pages=True,
         pages_folder="",  # pages are imported below as ordinary modules (safe to call twice)
-        assets_folder=str(ASSETS_DIR),
+        assets_folder=str(assets_dir()),
         title="kanscope",
         suppress_callback_exceptions=True,
         update_title=None,

@@ -1,24 +1,22 @@
 """Run Alembic migrations programmatically (``kanscope migrate``, start-up, tests).
 
-The scripts live in ``app/db/migrations`` so they ship inside the installed package; the
-repo-root ``alembic.ini`` points at the same directory for the ``alembic`` command line.
+The scripts live in the top-level ``migrations/`` folder, which the wheel ships as
+``app/migrations`` (:mod:`app.resources` finds either); the repo-root ``alembic.ini`` points at
+the same folder for the ``alembic`` command line.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
 from app.db.session import normalise_url
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+from app.resources import migrations_dir
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
     return cfg

@@ -82,10 +82,3 @@ def _drop(admin, schema: str) -> None:
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     admin.dispose()
 
-
-def test_migrations_ship_inside_the_package():
-    import app.db.migrate as m
-
-    versions = list((m.MIGRATIONS_DIR / "versions").glob("*.py"))
-    assert m.MIGRATIONS_DIR.is_relative_to(Path(m.__file__).parent)
-    assert any(v.name.startswith("0001_") for v in versions)
