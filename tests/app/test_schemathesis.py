@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import schemathesis
-from fixtures_services import PrivateRedis, ServiceUnavailable
+from fixtures_services import PrivateRedis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -50,10 +50,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from app.services.training import run_training
     from app.worker.celery_executor import CeleryExecutor
 
-    try:
-        redis = PrivateRedis()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
+    redis = PrivateRedis()
     tmp = tmp_path_factory.mktemp("schemathesis")
     settings_ = Settings(
         data_dir=tmp, executor="celery", redis_url="redis://unused", load_demo=False,
