@@ -10,9 +10,14 @@
   (batch, K+1, in) with the weight assembly, the input gradient and the parameter-gradient
   split. These wrappers take numpy arrays.
 
-numba is optional at run time: `available()` is False when it cannot be imported or no
-thread-safe threading layer loads, and callers then use the PyTorch path. Compiled code is cached
-on disk (`cache=True`), so only the first process on a machine pays the compile (10–20 s).
+numba is optional at run time: `available()` is False when it cannot be imported, or when the
+threading layer numba picked is not thread-safe (`workqueue`: the API serves models from several
+threads), and callers then use the PyTorch path. The library leaves numba's configuration to the
+host (`NUMBA_THREADING_LAYER`). Compiled code is cached on disk (`cache=True`), so only the first
+process on a machine pays the compile (10–20 s).
+
+Which CPU kernels may run is a per-context choice (`kernel_scope`, a `ContextVar`): a block that
+asks for the PyTorch reference (`disabled()`) affects its own thread and task only.
 """
 
 from __future__ import annotations
@@ -24,12 +29,19 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-_state: dict[str, Any] = {"checked": False, "ok": False, "disabled": False}
+_state: dict[str, Any] = {"checked": False, "ok": False, "reason": ""}
+# The most capable CPU kernels this context may use: "native" (all), "numba" (not the C++
+# operators of `kan_core.native`), "torch" (none: the PyTorch reference). A ContextVar, so a
+# scope set by one thread (or asyncio task) leaves the others alone.
+KernelLevel = Literal["native", "numba", "torch"]
+_LEVELS: tuple[KernelLevel, ...] = ("torch", "numba", "native")
+_ceiling: ContextVar[KernelLevel] = ContextVar("kan_core_kernels", default="native")
 _lock = threading.Lock()
 SERIAL_BELOW = 1 << 17  # batch × in × K values: below this the kernels use one thread
 ROWS = 64  # rows per parallel chunk in the layer kernels
@@ -44,9 +56,6 @@ except ImportError:  # pragma: no cover
 
 
 if _HAVE_NUMBA:
-    # the API server calls models from several threads: only thread-safe layers (tbb, omp)
-    numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
-
     # The uniform cubic B-spline in centred form, d = u - centre (knot spacings):
     # 6·B(d) = relu(2-|d|)³ - 4·relu(1-|d|)³ and d(6B)/dd = -3·sign(d)·(relu(2-|d|)² -
     # 4·relu(1-|d|)²). `one` is 1 in the arrays' dtype (keeps float32 loops in float32).
@@ -344,22 +353,31 @@ def available() -> bool:
                     p = np.zeros(1, np.float32)
                     c = np.arange(4, dtype=np.float32) + 2
                     _basis6_fwd(x, p, p + 1, c, np.empty((2, 1, 4), np.float32))
-                    ok = True
-                except Exception:  # no threading layer, no compiler support, …
-                    ok = False
-            if ok:
-                _tune_allocator()
+                    layer = numba.threading_layer()
+                    ok = layer in ("tbb", "omp")
+                    if not ok:  # concurrent calls from two threads would abort the process
+                        _state["reason"] = f"numba's threading layer {layer!r} is not thread-safe"
+                except Exception as exc:  # no threading layer, no compiler support, …
+                    ok, _state["reason"] = False, f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                _state["reason"] = "numba not installed or KAN_CORE_DISABLE_NUMBA set"
             _state["ok"], _state["checked"] = ok, True
     return bool(_state["ok"])
 
 
-def _tune_allocator() -> None:
-    """Keep freed memory in the process (glibc): a layer's feature buffers are megabytes, and
-    glibc otherwise returns them to the system after each step and takes page faults on the
-    next (measured: the [10,32,32,1] batch-8192 step took ~1900 faults and ~3 ms longer).
-    Raises the mmap threshold to its 32 MiB maximum and the trim threshold to 512 MiB.
-    KAN_CORE_MALLOC_TUNING=0 leaves the allocator alone."""
-    if not sys.platform.startswith("linux") or os.environ.get("KAN_CORE_MALLOC_TUNING") == "0":
+def unavailable_reason() -> str:
+    """Why `available()` is False ("" when it is True or not yet checked)."""
+    return str(_state["reason"])
+
+
+def tune_allocator() -> None:
+    """Opt-in for a host process (the kanscope server and workers call it; the library never
+    does): keep freed memory in the process (glibc). The numba engine's feature buffers are
+    megabytes, and glibc otherwise returns them to the system after each step and takes page
+    faults on the next (measured: the [10,32,32,1] batch-8192 step took ~1900 faults and ~3 ms
+    longer). Raises the mmap threshold to its 32 MiB maximum and the trim threshold to 512 MiB.
+    Process-wide and permanent; a no-op off glibc."""
+    if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None)
@@ -372,24 +390,35 @@ def _tune_allocator() -> None:
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Use the PyTorch ops inside this block (tests and benchmarks compare both paths); this
-    switches `kan_core.native` off too."""
-    previous, _state["disabled"] = _state["disabled"], True
+def kernel_scope(level: KernelLevel) -> Iterator[None]:
+    """Inside this block (this thread / task only) use CPU kernels up to `level`: "native"
+    (all), "numba" (not `kan_core.native`), "torch" (the PyTorch reference). A scope can only
+    narrow the enclosing one. Under torch.compile the level is read when a graph is traced."""
+    if level not in _LEVELS:
+        raise ValueError(f"unknown kernel level {level!r}; one of {list(_LEVELS)}")
+    narrowed = min(level, _ceiling.get(), key=_LEVELS.index)
+    token = _ceiling.set(narrowed)
     try:
         yield
     finally:
-        _state["disabled"] = previous
+        _ceiling.reset(token)
+
+
+def disabled() -> contextlib.AbstractContextManager[None]:
+    """Use the PyTorch ops inside this block (tests and benchmarks compare both paths); this
+    switches `kan_core.native` off too. Per thread / task (`kernel_scope("torch")`)."""
+    return kernel_scope("torch")
+
+
+@torch.compiler.assume_constant_result  # dynamo cannot trace ContextVar.get
+def allows(level: KernelLevel) -> bool:
+    """Whether the current context lets kernels of `level` run (see `kernel_scope`)."""
+    return _LEVELS.index(_ceiling.get()) >= _LEVELS.index(level)
 
 
 def enabled() -> bool:
-    """Available and not switched off by `disabled()`."""
-    return not _state["disabled"] and available()
-
-
-def switched_off() -> bool:
-    """Inside `disabled()`: every CPU fast path (these kernels and `kan_core.native`) is off."""
-    return bool(_state["disabled"])
+    """Available and allowed in this context (not inside `disabled()`)."""
+    return allows("numba") and available()
 
 
 def handles(x: torch.Tensor) -> bool:

@@ -15,8 +15,9 @@ CPU, float32/float64, and a small enough job. Anything else takes the PyTorch pa
 `torch.optim`.
 
 Parameter layout: per layer, w_base (out·in), coef (out·in·K), bias (out), in that order, in one
-flat vector (`theta`). The model's tensors are gathered before and scattered after each step, so
-grid updates and callbacks see (and may change) the model as usual.
+flat vector (`theta`). While a `FusedOptimizer` is in use the model's parameters are views into
+that vector (so grid updates and callbacks see, and may change, the model as usual);
+`release()` (which `fit` calls when it ends) gives every parameter its own storage again.
 """
 
 from __future__ import annotations
@@ -528,6 +529,14 @@ class FusedOptimizer:
         self._act = np.empty((self.act_width, 0), self.dtype)
         self._flatten()
 
+    def release(self) -> None:
+        """Give the model's parameters their own storage again (ordinary tensors, as before
+        this optimiser), with their current values."""
+        for p in self.params:
+            if p.data_ptr() in self._ptrs:
+                p.data = p.data.clone()
+        self._ptrs: list[int] = []
+
     def _flatten(self) -> None:
         """Re-point the parameters into one flat buffer that the compiled code updates in
         place (no gather/scatter per step)."""
@@ -542,23 +551,38 @@ class FusedOptimizer:
 
     @staticmethod
     def supports(model: nn.Module, x: torch.Tensor, task: str, lamb: float, batch: int) -> bool:
-        if not isinstance(model, KAN) or task not in ("regression", "classification") or lamb > 0:
-            return False
-        if x.device.type != "cpu" or not cpu_kernels.enabled():
-            return False
+        return not FusedOptimizer.unsupported_reason(model, x, task, lamb, batch)
+
+    @staticmethod
+    def unsupported_reason(
+        model: nn.Module, x: torch.Tensor, task: str, lamb: float, batch: int
+    ) -> str:
+        """Why this optimiser cannot train `model` on x ("" when it can)."""
+        if not isinstance(model, KAN):
+            return "not a KAN"
+        if task not in ("regression", "classification"):
+            return f"task {task!r}"
+        if lamb > 0:
+            return "a sparsity penalty (lamb > 0)"
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return "data not float32/float64 on the CPU"
+        if not cpu_kernels.enabled():
+            return "numba kernels not available or not allowed here"
         edges = 0
         for layer in model.layers:
             basis = layer.basis
             if not (isinstance(basis, BSplineBasis) and basis.k == 3 and basis._uniform):
-                return False
-            if bool((layer.sym_mask != 0).any()) or layer.coef.dtype != x.dtype:
-                return False
+                return "a layer without uniform cubic B-splines"
+            if layer.has_symbolic:
+                return "symbolic edges"
+            if layer.coef.dtype != x.dtype or layer.coef.device.type != "cpu":
+                return "parameters not on the CPU in the data's dtype"
             if not all(p.requires_grad for p in (layer.w_base, layer.coef, layer.bias)):
-                return False  # frozen parameters: the compiled optimisers update everything
-            if layer.coef.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-                return False
+                return "frozen parameters"  # the compiled optimisers update everything
             edges += layer.in_dim * layer.out_dim
-        return batch * edges <= FusedOptimizer.MAX_WORK
+        if batch * edges > FusedOptimizer.MAX_WORK:
+            return f"rows × edges {batch * edges} > {FusedOptimizer.MAX_WORK}"
+        return ""
 
     # ---- state (torch.optim-like, for checkpoints and grid-update resets) --------------------
 
@@ -674,12 +698,11 @@ def warm_up() -> bool:
     native.warm_up()
     if not cpu_kernels.available():
         return False
-    from kan_core.train import FitConfig, TrainData, fit  # train imports this module
-
     x = torch.linspace(-1, 1, 16).reshape(8, 2)
-    data = TrainData(x, x[:, :1] * x[:, 1:])
-    for optimizer in ("lbfgs", "adam"):
-        fit(KAN([2, 2, 1], seed=0), data, FitConfig(steps=2, optimizer=optimizer))  # type: ignore[arg-type]
+    for optimizer in ("lbfgs", "adam"):  # the whole-fit kernels, as `fit` calls them
+        opt = FusedOptimizer(KAN([2, 2, 1], seed=0), optimizer, 1.0)
+        opt.step(x, x[:, :1] * x[:, 1:])
+        opt.release()
     x_grad = x.clone().requires_grad_()
     KAN([2, 1], seed=0)(x_grad).sum().backward()  # the layer kernels' forward and backward
     adaptive = KAN([2, 2, 1], seed=0)

@@ -134,6 +134,11 @@ class KANLayer(nn.Module):
         self._rebuild_groups()
         return self
 
+    @property
+    def has_symbolic(self) -> bool:
+        """Whether any edge of this layer is symbolic (pruned ones included)."""
+        return bool(self._sym_groups)
+
     def _symbolic_edge_values(self, x: torch.Tensor):  # yields (js, is_, values (batch, E))
         for name, (js, is_) in self._sym_groups.items():
             p = self.sym_affine[js, is_]  # (E, 4)
@@ -144,7 +149,7 @@ class KANLayer(nn.Module):
     # ---- forward -----------------------------------------------------------------------------
 
     def numeric_mask(self) -> torch.Tensor:
-        if not self._sym_groups:  # no symbolic edge: the mask itself (saves two ops per call)
+        if not self.has_symbolic:  # no symbolic edge: the mask itself (saves two ops per call)
             return self.mask
         return self.mask * (1.0 - self.sym_mask)  # (out, in)
 

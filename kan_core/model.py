@@ -93,7 +93,7 @@ class KAN(nn.Module):
 
     def _fused_cpu_path(self, x: torch.Tensor) -> bool:
         return all(
-            not layer._sym_groups and spline_layer.usable(layer.basis, x, layer.coef)
+            not layer.has_symbolic and spline_layer.usable(layer.basis, x, layer.coef)
             for layer in self.layers
         )
 

@@ -44,7 +44,7 @@ from kan_core import cpu_kernels
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "spline_network.cpp"
-_state: dict[str, Any] = {"checked": False, "ok": False, "error": "", "disabled": False}
+_state: dict[str, Any] = {"checked": False, "ok": False, "error": ""}
 _lock = threading.Lock()
 
 # x86-64 micro-architecture levels (the psABI's), as /proc/cpuinfo names their features
@@ -120,6 +120,31 @@ def _build_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """PyTorch's builder runs `ninja` from PATH; where it is missing, the `ninja` wheel (a
+    dependency) ships the binary. PATH is extended for the build only and restored after it
+    (the build runs once per machine, under `_lock`)."""
+    bin_dir = None
+    if shutil.which("ninja") is None:
+        with contextlib.suppress(ImportError):
+            import ninja  # type: ignore[import-untyped]
+
+            bin_dir = ninja.BIN_DIR
+    if bin_dir is None:
+        yield
+        return
+    previous = os.environ.get("PATH")
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{previous or ''}"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = previous
+
+
 def _build_and_load(name: str, directory: Path) -> None:
     from torch.utils import cpp_extension
 
@@ -133,22 +158,18 @@ def _build_and_load(name: str, directory: Path) -> None:
         if failed.exists():
             reason = failed.read_text()[:300]
             raise RuntimeError(f"an earlier build failed (delete {failed} to retry): {reason}")
-        if shutil.which("ninja") is None:  # the `ninja` wheel (a dependency) ships the binary
-            with contextlib.suppress(ImportError):
-                import ninja  # type: ignore[import-untyped]
-
-                os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
         (directory / "lock").unlink(missing_ok=True)  # PyTorch's, left by a killed build
         try:
-            cpp_extension.load(
-                name=name,
-                sources=[str(SOURCE)],
-                extra_cflags=compile_flags(),
-                extra_ldflags=["-fopenmp"],
-                build_directory=str(directory),
-                is_python_module=False,
-                verbose=False,
-            )
+            with _ninja_on_path():
+                cpp_extension.load(
+                    name=name,
+                    sources=[str(SOURCE)],
+                    extra_cflags=compile_flags(),
+                    extra_ldflags=["-fopenmp"],
+                    build_directory=str(directory),
+                    is_python_module=False,
+                    verbose=False,
+                )
         except Exception as exc:
             failed.write_text(f"{type(exc).__name__}: {exc}")
             raise
@@ -188,19 +209,16 @@ def unavailable_reason() -> str:
     return str(_state["error"])
 
 
-@contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Leave the native operators unused inside this block (the numba or PyTorch path runs)."""
-    previous, _state["disabled"] = _state["disabled"], True
-    try:
-        yield
-    finally:
-        _state["disabled"] = previous
+def disabled() -> contextlib.AbstractContextManager[None]:
+    """Leave the native operators unused inside this block (the numba or PyTorch path runs);
+    per thread / task (`cpu_kernels.kernel_scope("numba")`)."""
+    return cpu_kernels.kernel_scope("numba")
 
 
 def enabled() -> bool:
-    """Available and not switched off by `disabled()` (or `cpu_kernels.disabled()`)."""
-    return not _state["disabled"] and not cpu_kernels.switched_off() and available()
+    """Available and allowed in this context (not inside `disabled()` or
+    `cpu_kernels.disabled()`)."""
+    return cpu_kernels.allows("native") and available()
 
 
 def handles(x: Tensor) -> bool:

@@ -21,13 +21,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kan_core import cpu_kernels, native
+from kan_core.engine import ENGINE_NAMES, Engine, select_engine, use_engine
 from kan_core.errors import ConfigError, NonFiniteLossError, TrainingDivergedError
 from kan_core.fused import FusedOptimizer
 from kan_core.grid import update_grid
@@ -86,11 +87,13 @@ class FitConfig:
     reset_lbfgs_on_grid_update: bool = False
     divergence_factor: float | None = 1e8  # stop when the loss exceeds this × its first value
     # torch.compile the forward pass. Compiling takes tens of seconds on a CPU, so "auto"
-    # compiles only big jobs, and only off the CPU (where the fused numba kernels are as fast).
+    # compiles only big jobs, and only on the torch engine (the CPU kernels are as fast).
     compile: bool | Literal["auto"] = False
     compile_auto_threshold: float = 5e11  # steps × batch × (edges or weights) × features
-    # small B-spline KANs on the CPU train through compiled whole-network loops
-    # (`kan_core.fused`); False forces the PyTorch path
+    # "auto" or one of `kan_core.engine.Engine` ("fused-cpu", "native", "numba", "torch"):
+    # see `kan_core.engine.select_engine`
+    engine: str = "auto"
+    # False: "auto" never picks the whole-fit numba engine ("fused-cpu")
     fused: bool = True
     early_stopping_patience: int | None = None
     seed: int = 0
@@ -119,6 +122,8 @@ class FitConfig:
             raise ConfigError("log_every must be ≥ 1")
         if self.checkpoint_every < 1:
             raise ConfigError("checkpoint_every must be ≥ 1")
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError(f"Unknown engine {self.engine!r}. Available: {ENGINE_NAMES}")
 
 
 @dataclass
@@ -139,7 +144,9 @@ class FitResult:
     train_loss: float = math.nan
     val_loss: float | None = None
     val_metric: float | None = None
-    engine: str = "torch"  # "fused-cpu" (kan_core.fused), "torch" or "torch-compiled"
+    engine: str = "torch"  # the `kan_core.engine.Engine` that ran the training steps
+    engine_reason: str = ""  # why `select_engine` chose it
+    compiled: bool = False  # the forward pass ran under torch.compile
 
 
 @dataclass
@@ -222,10 +229,10 @@ def _maybe_compiled(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's forward, compiled when asked to (or when "auto" finds the job big enough).
 
-    "auto" never compiles on the CPU when kan_core's CPU engines (native operators or numba
-    kernels) are there: the KAN's layers are one opaque operator either way, so compiling
-    gains at most what it saves on the loss and the optimiser step (measured on 2 cores, a
-    compiled [10,32,32,1] step is 0.96-1.05× the eager one) and costs 30-100 s."""
+    "auto" never compiles on the CPU when kan_core's CPU kernels (native or numba) may run in
+    this context (`use_engine`): the KAN's layers are one opaque operator either way, so
+    compiling gains at most what it saves on the loss and the optimiser step (measured on 2
+    cores, a compiled [10,32,32,1] step is 0.96-1.05× the eager one) and costs 30-100 s."""
     device = next(model.parameters()).device
     auto = cfg.compile == "auto" and not (
         device.type == "cpu" and (native.enabled() or cpu_kernels.enabled())
@@ -238,30 +245,139 @@ def _maybe_compiled(
     return torch.compile(model, dynamic=False)  # type: ignore[return-value]
 
 
-def _fused_optimizer(
-    model: nn.Module, data: TrainData, cfg: FitConfig, batch: int, compiled: bool
-) -> FusedOptimizer | None:
-    if not cfg.fused or compiled:
-        return None
-    if cfg.optimizer == "lbfgs" and batch != data.x_train.shape[0]:
-        return None  # mini-batch LBFGS keeps the closure-based path
-    if cfg.update_grid_every and cfg.grid_eps != 1.0:
-        return None  # adaptive grids are not uniform: Cox–de Boor path
-    if not FusedOptimizer.supports(model, data.x_train, cfg.task, cfg.lamb, batch):
-        return None
-    if cfg.task == "classification":  # the compiled loss indexes logits by label, unchecked
-        assert isinstance(model, KAN)  # FusedOptimizer.supports checked it
-        labels, n_classes = data.y_train.reshape(-1), model.width[-1]
-        if labels.numel() and not (int(labels.min()) >= 0 and int(labels.max()) < n_classes):
-            return None  # the PyTorch path raises its own clear error
-    return FusedOptimizer(model, cfg.optimizer, cfg.lr, task=cfg.task)  # type: ignore[arg-type]
-
-
 def _grads_finite(params: list[nn.Parameter]) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return True
     return bool(torch.isfinite(torch.stack([g.detach().abs().sum() for g in grads]).sum()))
+
+
+class Stepper(Protocol):
+    """What `fit` needs of an engine: one optimiser step at a time."""
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, step: int) -> float:
+        """Loss at the start of the step. A non-finite loss or gradient raises
+        NonFiniteLossError(step) with the model left at its last finite weights."""
+        ...
+
+    def reset_history(self) -> None:
+        """Forget curvature history (L-BFGS after a grid update)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def close(self) -> None:
+        """Leave the model's parameters as ordinary tensors (the caller's)."""
+        ...
+
+
+class TorchStepper:
+    """torch.optim's Adam or L-BFGS on autograd; the forward pass runs on whichever kernels the
+    enclosing `use_engine` allows (native, numba or the PyTorch reference)."""
+
+    def __init__(
+        self, model: nn.Module, cfg: FitConfig, forward: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
+        self.model, self.cfg, self.forward = model, cfg, forward
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.regularised = isinstance(model, KAN) and cfg.lamb > 0
+        if cfg.optimizer == "lbfgs":
+            self.opt: torch.optim.Optimizer = torch.optim.LBFGS(
+                self.params,
+                lr=cfg.lr,
+                history_size=10,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-32,
+                tolerance_change=1e-32,
+            )
+        else:
+            # torch's fused Adam: one kernel for all parameters (on the CPU ~4× faster than the
+            # default per-tensor loop for a KAN's dozen small tensors); same update rule
+            fused_adam = all(
+                p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in self.params
+            )
+            self.opt = torch.optim.Adam(self.params, lr=cfg.lr, fused=fused_adam or None)
+
+    def _closure(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        self.opt.zero_grad(set_to_none=True)
+        if self.regularised:
+            pred, reg = regularization(self.model, xb, cfg.lamb_l1, cfg.lamb_entropy)  # type: ignore[arg-type]
+            loss = _loss(pred, yb, cfg.task)
+            (loss + cfg.lamb * reg).backward()
+        else:
+            loss = _loss(self.forward(xb), yb, cfg.task)
+            loss.backward()
+        return loss
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, step: int) -> float:
+        params = self.params
+        if self.cfg.optimizer == "lbfgs":
+            snapshot = [p.detach().clone() for p in params]
+            loss: torch.Tensor = self.opt.step(lambda: self._closure(xb, yb))  # type: ignore[arg-type, assignment, return-value]
+            finite = bool(torch.isfinite(loss)) and all(
+                bool(torch.isfinite(p).all()) for p in params
+            )
+            if not finite:
+                with torch.no_grad():
+                    for p, s in zip(params, snapshot, strict=True):
+                        p.copy_(s)
+                raise NonFiniteLossError(step)
+        else:
+            loss = self._closure(xb, yb)
+            if not bool(torch.isfinite(loss)):
+                raise NonFiniteLossError(step)
+            if not _grads_finite(params):
+                raise NonFiniteLossError(step, "gradient")
+            self.opt.step()
+        return float(loss.detach())
+
+    def reset_history(self) -> None:
+        self.opt.state.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state)
+
+    def close(self) -> None:
+        pass
+
+
+class FusedStepper:
+    """`kan_core.fused.FusedOptimizer`: the whole step in compiled numba loops."""
+
+    def __init__(self, model: KAN, cfg: FitConfig) -> None:
+        self.opt = FusedOptimizer(model, cfg.optimizer, cfg.lr, task=cfg.task)
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, step: int) -> float:
+        loss, finite = self.opt.step(xb, yb)  # keeps the last finite weights
+        if not finite:
+            raise NonFiniteLossError(step)
+        return loss
+
+    def reset_history(self) -> None:
+        self.opt.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state)
+
+    def close(self) -> None:
+        self.opt.release()
+
+
+def make_stepper(model: nn.Module, cfg: FitConfig, n_rows: int, engine: Engine) -> Stepper:
+    """The stepper for `engine` (call inside `use_engine(engine)`)."""
+    if engine is Engine.FUSED_CPU:
+        assert isinstance(model, KAN)  # select_engine checked it
+        return FusedStepper(model, cfg)
+    return TorchStepper(model, cfg, _maybe_compiled(model, cfg, n_rows))
 
 
 def fit(
@@ -277,47 +393,48 @@ def fit(
     cfg.validate()
     if resume is not None and not 0 <= resume.step <= cfg.steps:
         raise ConfigError(f"checkpoint at step {resume.step} lies outside 0..{cfg.steps} steps")
-    device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    is_kan = isinstance(model, KAN)
-    forward = _maybe_compiled(model, cfg, data.x_train.shape[0])
-    gen = torch.Generator().manual_seed(cfg.seed)
     n = data.x_train.shape[0]
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    choice = select_engine(model, data.x_train, data.y_train, cfg, batch)
+    result = FitResult(engine=choice.engine.value, engine_reason=choice.reason)
+    with use_engine(choice.engine):  # this thread's forward passes use this engine's kernels
+        stepper = make_stepper(model, cfg, n, choice.engine)
+        result.compiled = isinstance(stepper, TorchStepper) and stepper.forward is not model
+        try:
+            _train(model, data, cfg, stepper, result, batch, callback, resume, on_checkpoint)
+        finally:
+            stepper.close()  # the parameters are the caller's ordinary tensors again
+    return result
+
+
+def _train(
+    model: nn.Module,
+    data: TrainData,
+    cfg: FitConfig,
+    stepper: Stepper,
+    result: FitResult,
+    batch: int,
+    callback: Callable[[FitProgress], bool | None] | None,
+    resume: FitCheckpoint | None,
+    on_checkpoint: Callable[[FitCheckpoint], None] | None,
+) -> None:
+    """fit's loop: grid updates, batches, steps, logging, early stopping, checkpoints."""
+    device = next(model.parameters()).device
+    is_kan = isinstance(model, KAN)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = data.x_train.shape[0]
     full_batch = batch == n
     if full_batch:
         xb_full, yb_full = data.x_train.to(device), data.y_train.to(device)
 
-    fused = _fused_optimizer(model, data, cfg, batch, forward is not model)
-    if cfg.optimizer == "lbfgs":
-        opt: torch.optim.Optimizer = torch.optim.LBFGS(
-            params,
-            lr=cfg.lr,
-            history_size=10,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-32,
-            tolerance_change=1e-32,
-        )
-    else:
-        # torch's fused Adam: one kernel for all parameters (on the CPU ~4× faster than the
-        # default per-tensor loop for a KAN's dozen small tensors); same update rule
-        fused_adam = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        opt = torch.optim.Adam(params, lr=cfg.lr, fused=fused_adam or None)
-    stateful: torch.optim.Optimizer | FusedOptimizer = opt if fused is None else fused
-
     grid_until = cfg.update_grid_until if cfg.update_grid_until is not None else cfg.steps
-    result = FitResult()
-    if fused is not None:
-        result.engine = "fused-cpu"
-    elif forward is not model:
-        result.engine = "torch-compiled"
     best_val, best_state, since_best = math.inf, None, 0
     start = time.perf_counter()
     perm, cursor = torch.randperm(n, generator=gen), 0
     first_loss, start_step = math.inf, 0
     if resume is not None:
         model.load_state_dict(resume.model_state)
-        stateful.load_state_dict(resume.optimizer_state)
+        stepper.load_state_dict(resume.optimizer_state)
         gen.set_state(resume.rng_state)
         perm, cursor, first_loss = resume.perm.clone(), resume.cursor, resume.first_loss
         best_val, since_best = resume.best_val, resume.since_best
@@ -335,10 +452,7 @@ def fit(
             idx = torch.randperm(n, generator=gen)[: cfg.grid_sample_size]
             update_grid(model, data.x_train[idx].to(device), cfg.grid_eps)  # type: ignore[arg-type]
             if cfg.optimizer == "lbfgs" and cfg.reset_lbfgs_on_grid_update:
-                if fused is not None:
-                    fused.reset()
-                else:
-                    opt.state.clear()  # curvature history predates the new grid
+                stepper.reset_history()  # curvature history predates the new grid
 
         if full_batch:
             xb, yb = xb_full, yb_full
@@ -349,42 +463,7 @@ def fit(
             cursor += batch
             xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
 
-        def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:  # noqa: B023
-            opt.zero_grad(set_to_none=True)
-            if is_kan and cfg.lamb > 0:
-                pred, reg = regularization(model, xb, cfg.lamb_l1, cfg.lamb_entropy)  # type: ignore[arg-type]
-                loss = _loss(pred, yb, cfg.task)
-                (loss + cfg.lamb * reg).backward()
-            else:
-                loss = _loss(forward(xb), yb, cfg.task)
-                loss.backward()
-            return loss
-
-        loss: torch.Tensor
-        if fused is not None:
-            fused_loss, finite = fused.step(xb, yb)  # keeps the last finite weights
-            if not finite:
-                raise NonFiniteLossError(step)
-            loss = torch.tensor(fused_loss)
-        elif cfg.optimizer == "lbfgs":
-            snapshot = [p.detach().clone() for p in params]
-            loss = opt.step(closure)  # type: ignore[arg-type, assignment]
-            finite = bool(torch.isfinite(loss)) and all(
-                bool(torch.isfinite(p).all()) for p in params
-            )
-            if not finite:
-                with torch.no_grad():
-                    for p, s in zip(params, snapshot, strict=True):
-                        p.copy_(s)
-                raise NonFiniteLossError(step)
-        else:
-            loss = closure()
-            if not bool(torch.isfinite(loss)):
-                raise NonFiniteLossError(step)
-            if not _grads_finite(params):
-                raise NonFiniteLossError(step, "gradient")
-            opt.step()
-        train_loss = float(loss.detach())
+        train_loss = stepper.step(xb, yb, step)
         if not math.isfinite(first_loss):  # the first step (a resumed fit brings its own)
             first_loss = max(train_loss, 1e-12)
         elif cfg.divergence_factor is not None and train_loss > cfg.divergence_factor * first_loss:
@@ -421,7 +500,7 @@ def fit(
                 FitCheckpoint(
                     step=step + 1,
                     model_state=_cpu_copy(model.state_dict()),
-                    optimizer_state=_cpu_copy(stateful.state_dict()),
+                    optimizer_state=_cpu_copy(stepper.state_dict()),
                     rng_state=gen.get_state(),
                     perm=perm.clone(),
                     cursor=cursor,
@@ -443,4 +522,3 @@ def fit(
         result.val_loss, result.val_metric = evaluate(
             model, data.x_val, data.y_val, cfg.task, cfg.eval_batch_size
         )
-    return result

@@ -1,0 +1,134 @@
+"""kan_core.engine: one choice of engine per fit, named truthfully, scoped to the caller's thread,
+and no process-wide side effects. (Each engine's values and gradients against the PyTorch
+reference: test_basis, test_spline_layer, test_native, test_fused.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from kan_core import cpu_kernels, native
+from kan_core.engine import Engine, select_engine
+from kan_core.errors import ConfigError
+from kan_core.model import KAN, MLP
+from kan_core.train import FitConfig, FitProgress, TrainData, fit
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="numba kernels unavailable")
+
+# the autograd node a KAN's forward leaves under each layer engine
+NODES = {"native": "_NativeSplineNetworkBackward", "numba": "_SplineNetworkBackward"}
+
+
+def _data(n: int = 64) -> TrainData:
+    x = torch.rand(n, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return TrainData(x, (x[:, :1] * x[:, 1:]).exp())
+
+
+@pytest.mark.parametrize("engine", ["native", "numba", "torch"])
+def test_the_engine_named_is_the_one_that_computes_the_forward_pass(engine: str) -> None:
+    if engine == "native" and not native.available():
+        pytest.skip(native.unavailable_reason())
+    data, model = _data(), KAN([2, 3, 1], seed=1)
+    seen: list[str] = []
+
+    def callback(_: FitProgress) -> None:  # runs inside fit, on fit's thread
+        seen.append(type(model(data.x_train.requires_grad_(False)).grad_fn).__name__)
+
+    result = fit(model, data, FitConfig(steps=2, engine=engine), callback)
+    assert result.engine == engine and result.engine_reason == "asked for"
+    assert set(seen) == {NODES.get(engine, "AddBackward0")}
+    # outside fit the default engine is back
+    default = NODES["native" if native.available() else "numba"]
+    assert type(model(data.x_train).grad_fn).__name__ == default
+
+
+def test_auto_picks_the_fastest_engine_that_applies_and_says_why_not_the_others() -> None:
+    data = _data()
+    choice = select_engine(KAN([2, 3, 1]), data.x_train, data.y_train, FitConfig(), 64)
+    assert choice.engine is Engine.FUSED_CPU
+    choice = select_engine(KAN([2, 3, 1]), data.x_train, data.y_train, FitConfig(lamb=0.1), 64)
+    assert choice.engine is Engine.NUMBA
+    assert "not fused-cpu: a sparsity penalty" in choice.reason
+    assert "not native: a sparsity penalty" in choice.reason
+    choice = select_engine(MLP([2, 3, 1]), data.x_train, data.y_train, FitConfig(), 64)
+    assert choice.engine is Engine.TORCH and "not a KAN" in choice.reason
+    with cpu_kernels.disabled():
+        choice = select_engine(KAN([2, 3, 1]), data.x_train, data.y_train, FitConfig(), 64)
+        assert choice.engine is Engine.TORCH
+
+
+def test_an_engine_that_cannot_run_the_job_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="engine 'fused-cpu' cannot train this job: not a KAN"):
+        fit(MLP([2, 3, 1]), _data(), FitConfig(steps=1, engine="fused-cpu"))
+    with pytest.raises(ConfigError, match="engine 'native' cannot .*sparsity penalty"):
+        fit(KAN([2, 3, 1]), _data(), FitConfig(steps=1, engine="native", lamb=0.1))
+    with pytest.raises(ConfigError, match="Unknown engine 'cuda-magic'. Available: \\['auto'"):
+        fit(KAN([2, 3, 1]), _data(), FitConfig(steps=1, engine="cuda-magic"))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_parameters_are_ordinary_tensors_after_a_fused_fit(optimizer: str) -> None:
+    model = KAN([2, 3, 1], seed=2)
+    result = fit(model, _data(), FitConfig(steps=3, optimizer=optimizer))  # type: ignore[arg-type]
+    assert result.engine == "fused-cpu"
+    storages = set()
+    for p in model.parameters():  # each its own storage, of its own size, as before fit
+        assert p.untyped_storage().nbytes() == p.numel() * p.element_size()
+        storages.add(p.untyped_storage().data_ptr())
+    assert len(storages) == len(list(model.parameters()))
+
+
+def test_disabling_kernels_in_one_thread_leaves_the_others_alone() -> None:
+    inside, release = threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def worker() -> None:
+        with cpu_kernels.disabled():
+            seen["worker"] = cpu_kernels.enabled()
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        assert cpu_kernels.enabled()  # this thread still has the kernels
+        assert native.enabled() == native.available()
+    finally:
+        release.set()
+        thread.join()
+    assert seen["worker"] is False
+
+
+def test_importing_and_fitting_leave_the_host_process_alone() -> None:
+    """No numba threading-layer override, no allocator tuning, no PATH edits, and
+    kan_core.fused does not import kan_core.train (no import cycle)."""
+    code = """
+import ctypes, json, os, sys
+path = os.environ.get("PATH")
+calls = []
+import kan_core.fused
+fused_imports_train = "kan_core.train" in sys.modules
+import numba, torch
+from kan_core import cpu_kernels
+cpu_kernels.tune_allocator = lambda: calls.append("tune_allocator")
+from kan_core.model import KAN
+from kan_core.train import FitConfig, TrainData, fit
+x = torch.rand(32, 2)
+fit(KAN([2, 2, 1]), TrainData(x, x[:, :1]), FitConfig(steps=2))
+fit(KAN([2, 2, 1]), TrainData(x, x[:, :1]), FitConfig(steps=2, engine="numba"))
+print(json.dumps({"layer": numba.config.THREADING_LAYER, "path": os.environ.get("PATH") == path,
+                  "calls": calls, "fused_imports_train": fused_imports_train}))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"layer": "default", "path": True, "calls": [], "fused_imports_train": False}
