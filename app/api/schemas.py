@@ -133,6 +133,30 @@ class DatasetPreviewOut(BaseModel):
     stats: list[ColumnInfo]
 
 
+class RowCheckIn(BaseModel):
+    """Columns a run would use; ``POST /datasets/{id}/row-check`` says how many rows remain."""
+
+    model_config = STRICT_INPUT
+
+    target_columns: list[ColumnName] = Field(min_length=1, max_length=64)
+    feature_columns: list[ColumnName] = Field(default=[], max_length=2048)
+    task: Task = "regression"
+
+
+class RowCheckColumn(BaseModel):
+    name: str
+    role: Literal["target", "feature"]
+    n_missing: int = Field(description="Rows this column alone leaves out (missing/non-numeric).")
+    n_complete_without: int = Field(description="Complete rows if this column were left out.")
+
+
+class RowCheckOut(BaseModel):
+    n_rows: int
+    n_complete: int = Field(description="Rows a run with these columns trains and validates on.")
+    n_dropped: int
+    columns: list[RowCheckColumn]
+
+
 # ── runs ────────────────────────────────────────────────────────────────────────────────────
 
 

@@ -173,6 +173,14 @@ def dataset_preview(dataset_id: int, limit: int = 20) -> dict[str, Any]:
     return _get_json(path, params={"limit": _id(limit, "row limit")})
 
 
+def row_check(
+    dataset_id: int, target: str, features: list[str], task: str = "regression"
+) -> dict[str, Any]:
+    """``POST /datasets/{id}/row-check``: rows left after dropping missing values, per column."""
+    body = {"target_columns": [target], "feature_columns": list(features), "task": task}
+    return _post_json(_path("datasets", _id(dataset_id, "dataset"), "row-check"), body)
+
+
 def upload_dataset(filename: str, content: bytes) -> dict[str, Any]:
     """``POST /datasets`` (multipart); the file name travels in the form data, not the path."""
     files = {"file": (filename, content, "text/csv")}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.dashboard.data_check import default_features, default_target
+
 
 def _looks_numeric(text: str) -> bool:
     try:
@@ -43,26 +45,13 @@ def upload_warnings(dataset: dict[str, Any]) -> list[str]:
     return warnings
 
 
-TARGET_NAMES = ("target", "Target", "TARGET", "label", "Label", "y", "class", "HV", "hardness")
-
-
-def default_target(stats: list[dict[str, Any]]) -> str | None:
-    """A column named like a target (case-sensitive, so the element ``Y`` is not ``y``), else
-    the last numeric column (the CSV convention)."""
-    names = [s["name"] for s in stats]
-    for candidate in TARGET_NAMES:
-        if candidate in names:
-            return candidate
-    numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
-    return numeric[-1] if numeric else (names[-1] if names else None)
-
-
 def initial_selection(
-    stats: list[dict[str, Any]], selection: dict[str, Any] | None, dataset_id: Any
+    stats: list[dict[str, Any]], selection: dict[str, Any] | None, dataset_id: Any, n_rows: int = 0
 ) -> tuple[str | None, list[str], str]:
     """(target, features, task) for a dataset's picker: the user's remembered choice for this
-    dataset when it still fits its columns, else the default target, every other numeric column
-    and the task the target's kind suggests."""
+    dataset when it still fits its columns, else the default target, the numeric columns that
+    are not identifiers, mostly empty or other measured properties (``data_check``), and the
+    task the target's kind suggests."""
     names = [s["name"] for s in stats]
     numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
     remembered = selection or {}
@@ -70,8 +59,8 @@ def initial_selection(
         target = remembered["target"]
         features = [f for f in remembered.get("features") or [] if f in numeric and f != target]
         return target, features, remembered.get("task", "regression")
-    target = default_target(stats)
-    features = [n for n in numeric if n != target]
+    target = default_target(stats, n_rows)
+    features, _reasons = default_features(stats, target, n_rows)
     return target, features, "regression" if target in numeric else "classification"
 
 

@@ -390,3 +390,48 @@ def delete_dataset(session: Session, dataset_id: int, cascade: bool = False) -> 
     session.delete(ds)
     session.flush()
     return int(n_runs)
+
+
+def row_check(
+    session: Session,
+    dataset_id: int,
+    target_columns: list[str],
+    feature_columns: list[str],
+    task: str = "regression",
+) -> dict[str, Any]:
+    """How many rows a run with these columns would train on: rows with a missing (or, for
+    numeric roles, non-numeric) value in any chosen column are dropped, as training does.
+    Per column: rows it alone misses, and the complete rows if it were left out."""
+    frame = load_frame(session, dataset_id)
+    chosen = list(dict.fromkeys([*target_columns, *feature_columns]))
+    unknown = [c for c in chosen if c not in frame.columns]
+    if unknown:
+        raise InvalidInputError(
+            f"Column(s) {unknown[:5]} are not in dataset {dataset_id}; its columns are "
+            f"{[str(c) for c in frame.columns[:20]]}."
+        )
+    usable = np.ones((len(frame), len(chosen)), dtype=bool)  # (rows, chosen columns)
+    for k, name in enumerate(chosen):
+        if task == "classification" and name in target_columns:
+            usable[:, k] = frame[name].notna().to_numpy()
+        else:
+            values = pd.to_numeric(frame[name], errors="coerce").astype("float64").to_numpy()
+            usable[:, k] = np.isfinite(values)
+    complete = usable.all(axis=1)
+    columns = []
+    for k, name in enumerate(chosen):
+        others = np.delete(usable, k, axis=1).all(axis=1)
+        columns.append(
+            {
+                "name": name,
+                "role": "target" if name in target_columns else "feature",
+                "n_missing": int((~usable[:, k]).sum()),
+                "n_complete_without": int(others.sum()),
+            }
+        )
+    return {
+        "n_rows": len(frame),
+        "n_complete": int(complete.sum()),
+        "n_dropped": int((~complete).sum()),
+        "columns": columns,
+    }

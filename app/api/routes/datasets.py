@@ -4,7 +4,14 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, 
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from app.api.deps import IdPath, SessionDep, SettingsDep
-from app.api.schemas import DatasetOut, DatasetPreviewOut, ErrorOut, Name
+from app.api.schemas import (
+    DatasetOut,
+    DatasetPreviewOut,
+    ErrorOut,
+    Name,
+    RowCheckIn,
+    RowCheckOut,
+)
 from app.services import datasets as svc
 from app.services.errors import InvalidInputError, PayloadTooLargeError
 
@@ -96,6 +103,14 @@ def preview_dataset(
     dataset_id: IdPath, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> DatasetPreviewOut:
     return DatasetPreviewOut.model_validate(svc.preview(session, dataset_id, limit))
+
+
+@router.post("/datasets/{dataset_id}/row-check", response_model=RowCheckOut, responses=ERRORS)
+def check_rows(dataset_id: IdPath, body: RowCheckIn, session: SessionDep) -> RowCheckOut:
+    """Rows a run with these columns would keep after dropping missing values, per column."""
+    return RowCheckOut.model_validate(
+        svc.row_check(session, dataset_id, body.target_columns, body.feature_columns, body.task)
+    )
 
 
 @router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)

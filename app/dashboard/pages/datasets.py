@@ -21,6 +21,12 @@ from app.dashboard.components import (
     task_radio,
     user_clicked,
 )
+from app.dashboard.data_check import (
+    default_features,
+    plural,
+    readable_name,
+    row_check_text,
+)
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import initial_selection, upload_warnings
 from app.dashboard.validation import one_of, positive_int
@@ -117,8 +123,12 @@ def layout(**_: Any) -> html.Div:
                         ],
                     ),
                     feature_checklist(
-                        "ds", "Inputs of the model. Non-numeric columns cannot be features."
+                        "ds",
+                        "Inputs of the model. Non-numeric columns cannot be features. "
+                        "Identifiers, years, references, mostly empty columns and other measured "
+                        "properties start unticked (the reason is shown next to them).",
                     ),
+                    html.Div(id="ds-row-check", role="status"),
                     html.Div(id="ds-role-alert"),
                 ],
             ),
@@ -177,8 +187,8 @@ def upload_dataset(contents: str | None, filename: str | None, version: int):
     except ApiError as exc:
         return error_alert(exc, f"Uploading {filename}"), no_update, no_update
     message = (
-        f"Stored {filename} as “{dataset['name']}”: {dataset['n_rows']:,} rows × "
-        f"{dataset['n_columns']} columns."
+        f"Stored {filename} as “{dataset['name']}”: {plural(dataset['n_rows'], 'row')} × "
+        f"{plural(dataset['n_columns'], 'column')}."
     )
     warnings = upload_warnings(dataset)
     if warnings:
@@ -205,7 +215,11 @@ def list_datasets(_version: int, current: int | None, selection: dict | None):
     except ApiError as exc:
         return [{"label": f"(could not list datasets: {exc})", "value": -1, "disabled": True}], None
     options = [
-        {"label": f"{d['name']} — {d['n_rows']:,} rows × {d['n_columns']} cols", "value": d["id"]}
+        {
+            "label": f"{d['name']} — {plural(d['n_rows'], 'row')} × "
+            f"{plural(d['n_columns'], 'col')}",
+            "value": d["id"],
+        }
         for d in datasets
     ]
     ids = [d["id"] for d in datasets]
@@ -217,10 +231,11 @@ def list_datasets(_version: int, current: int | None, selection: dict | None):
     return options, (max(ids) if ids else None)
 
 
-def stats_table(stats: list[dict[str, Any]]) -> dash_table.DataTable:
+def stats_table(stats: list[dict[str, Any]], notes: dict[str, str]) -> dash_table.DataTable:
+    """Per column: type, missing, range; ``notes`` says why a column starts unticked."""
     rows = [
         {
-            "column": s["name"],
+            "column": readable_name(s["name"]),
             "type": s.get("kind", ""),
             "dtype": s.get("dtype", ""),
             "missing": s.get("n_missing"),
@@ -230,10 +245,13 @@ def stats_table(stats: list[dict[str, Any]]) -> dash_table.DataTable:
             "min": fmt_number(s.get("min")),
             "max": fmt_number(s.get("max")),
             "top values": ", ".join((s.get("top_values") or [])[:5]),
+            "default": notes.get(s["name"], ""),
         }
         for s in stats
     ]
     columns = ["column", "type", "dtype", "missing", "unique", "mean", "std", "min", "max"]
+    if notes:
+        columns.append("default")
     if any(r["top values"] for r in rows):
         columns.append("top values")
     return dash_table.DataTable(
@@ -256,11 +274,13 @@ def preview_table(columns: list[str], rows: list[list[Any]]) -> dash_table.DataT
     return dash_table.DataTable(
         id="ds-preview-table",
         data=data,
-        columns=[{"name": name, "id": cid} for name, cid in zip(columns, ids, strict=True)],
+        columns=[
+            {"name": readable_name(name), "id": cid} for name, cid in zip(columns, ids, strict=True)
+        ],
         style_table={"overflowX": "auto"},
         style_cell={"fontSize": 12, "padding": "3px 6px", "minWidth": 60, "maxWidth": 160},
-        style_header={"fontWeight": 600, "whiteSpace": "normal"},
-        fixed_rows={"headers": True},
+        # headers wrap to as many lines as they need ("PROPERTY: HV" whole, not "PROPERTY")
+        style_header={"fontWeight": 600, "whiteSpace": "normal", "height": "auto"},
     )
 
 
@@ -299,28 +319,67 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
     stats = preview.get("stats") or []
     numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
     names = [s["name"] for s in stats]
+    n_rows = int(preview.get("n_rows") or 0)
     summary = [
-        html.Div([html.Span("rows"), html.Span(f"{preview.get('n_rows', 0):,}")]),
+        html.Div([html.Span("rows"), html.Span(f"{n_rows:,}")]),
         html.Div([html.Span("columns"), html.Span(str(len(names)))]),
         html.Div([html.Span("numeric"), html.Span(str(len(numeric)))]),
     ]
-    target, features, task = initial_selection(stats, selection, dataset_id)
-    feature_options = [{"label": f" {n}", "value": n, "disabled": n == target} for n in numeric]
+    target, features, task = initial_selection(stats, selection, dataset_id, n_rows)
+    _, notes = default_features(stats, target, n_rows)
     return (
         summary,
-        stats_table(stats),
+        stats_table(stats, {n: f"unticked: {reason}" for n, reason in notes.items()}),
         preview_table(preview.get("columns") or names, preview.get("rows") or []),
-        f"Preview (first {min(PREVIEW_ROWS, preview.get('n_rows', 0))} of "
-        f"{preview.get('n_rows', 0):,} rows)",
-        [{"label": n, "value": n} for n in names],
+        f"Preview (first {plural(min(PREVIEW_ROWS, n_rows), 'row')} of {n_rows:,})",
+        [{"label": readable_name(n), "value": n} for n in names],
         target,
-        feature_options,
+        feature_options(numeric, target, notes),
         features,
         task,
     )
 
 
+def feature_options(numeric: list[str], target: str | None, notes: dict[str, str]) -> list[dict]:
+    """Checklist options: readable names, the reason a column starts unticked beside it."""
+    options = []
+    for name in numeric:
+        label = f" {readable_name(name)}" + (f" — {notes[name]}" if name in notes else "")
+        options.append({"label": label, "value": name, "disabled": name == target})
+    return options
+
+
 register_feature_picker("ds")
+
+
+def check_rows(dataset_id: Any, target: Any, features: Any, task: Any) -> tuple[str, str] | None:
+    """(alert kind, text) of the data check for this choice; None when there is nothing to
+    check yet. Raises ApiError."""
+    dataset_id = positive_int(dataset_id)
+    if dataset_id is None or not isinstance(target, str) or not target:
+        return None
+    features = [f for f in features or [] if isinstance(f, str) and f != target]
+    task = one_of(task, TASKS) or "regression"
+    return row_check_text(api_client.row_check(dataset_id, target, features, task))
+
+
+@callback(
+    Output("ds-row-check", "children"),
+    Input("ds-target", "value"),
+    Input("ds-features", "value"),
+    Input("ds-task", "value"),
+    State("ds-select", "value"),
+)
+def show_row_check(target, features, task, dataset_id):
+    """Rows left after dropping missing values for the current choice, updated live."""
+    try:
+        checked = check_rows(dataset_id, target, features, task)
+    except ApiError as exc:
+        return error_alert(exc, "Checking the rows")
+    if checked is None:
+        return None
+    kind, text = checked
+    return alert(text, kind, role="status")
 
 
 @callback(
@@ -349,6 +408,13 @@ def go_to_train(_clicks, dataset_id, target, features, task, options):
     task = one_of(task, TASKS)
     if task is None:
         return no_update, no_update, alert("Choose regression or classification.", "warning")
+    try:
+        kind, text = check_rows(dataset_id, target, features, task) or ("info", "")
+    except ApiError as exc:
+        return no_update, no_update, error_alert(exc, "Checking the rows")
+    if kind == "danger":  # the data check above names the columns to untick
+        refused = "Too few complete rows to train on: untick the columns named above."
+        return no_update, no_update, alert(refused, "danger")
     label = next((o["label"] for o in options or [] if o["value"] == dataset_id), "")
     selection = {
         "dataset_id": dataset_id,

@@ -208,7 +208,9 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
     stats = preview.get("stats") or []
     names = [s["name"] for s in stats]
     numeric = [s["name"] for s in stats if s.get("kind") == "numeric"]
-    target, features, task = initial_selection(stats, selection, dataset_id)
+    target, features, task = initial_selection(
+        stats, selection, dataset_id, int(preview.get("n_rows") or 0)
+    )
     detected = composition.get("detected")
     source = (detected.get("formula_column") or "element columns") if detected else None
     groups = group_options(names, source)

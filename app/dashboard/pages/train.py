@@ -27,6 +27,7 @@ from app.dashboard.components import (
     status_badge,
     user_clicked,
 )
+from app.dashboard.data_check import row_check_text
 from app.dashboard.forms import build_payload, estimate_parameters, parse_hidden
 from app.dashboard.validation import positive_int
 
@@ -63,15 +64,22 @@ HELP = {
 }
 
 
+#: Form values survive a reload and a visit to another page (the tab's session storage).
+KEEP = {"persistence": True, "persistence_type": "session"}
+
+
 def number_input(element_id: str, value: Any, **kwargs: Any) -> dcc.Input:
-    return dcc.Input(id=element_id, type="number", value=value, debounce=True, **kwargs)
+    return dcc.Input(id=element_id, type="number", value=value, debounce=True, **KEEP, **kwargs)
 
 
 def layout(**_: Any) -> html.Div:
     return html.Div(
         [
             html.H2("Train a model"),
-            dcc.Store(id="tr-run", data=None),  # {"id": int, "last_step": int | None}
+            # The run this tab started last (session storage): a reload or coming back to the
+            # page reattaches to it. tr-run is the poll's cursor over its metrics.
+            dcc.Store(id="tr-active", storage_type="session"),
+            dcc.Store(id="tr-run", data=None),  # {"id", "last_step": int | None, "status"}
             dcc.Interval(id="tr-interval", interval=POLL_MS, disabled=True),
             html.Div(id="tr-selection", className="card"),
             html.Div(
@@ -89,18 +97,23 @@ def layout(**_: Any) -> html.Div:
                                         {"label": " MLP", "value": "mlp"},
                                     ],
                                     value="kan",
+                                    **KEEP,
                                     inline=True,
                                 ),
                                 HELP["model"],
                             ),
                             field(
                                 "Hidden layers",
-                                dcc.Input(id="tr-hidden", type="text", value="5", debounce=True),
+                                dcc.Input(
+                                    id="tr-hidden", type="text", value="5", debounce=True, **KEEP
+                                ),
                                 HELP["hidden"],
                             ),
                             field(
                                 "Run name",
-                                dcc.Input(id="tr-name", type="text", value="", debounce=True),
+                                dcc.Input(
+                                    id="tr-name", type="text", value="", debounce=True, **KEEP
+                                ),
                                 HELP["name"],
                             ),
                             html.Div(id="tr-shape", className="kv"),
@@ -120,6 +133,7 @@ def layout(**_: Any) -> html.Div:
                                     id="tr-basis",
                                     options=BASES,
                                     value="bspline",
+                                    **KEEP,
                                     clearable=False,
                                 ),
                                 HELP["basis"],
@@ -142,6 +156,7 @@ def layout(**_: Any) -> html.Div:
                                     id="tr-activation",
                                     options=["silu", "relu", "tanh", "gelu"],
                                     value="silu",
+                                    **KEEP,
                                     clearable=False,
                                 ),
                                 HELP["activation"],
@@ -163,6 +178,7 @@ def layout(**_: Any) -> html.Div:
                                     id="tr-optimizer",
                                     options=["adam", "lbfgs"],
                                     value="adam",
+                                    **KEEP,
                                     clearable=False,
                                 ),
                                 HELP["optimizer"],
@@ -202,6 +218,7 @@ def layout(**_: Any) -> html.Div:
                                         {"label": " grouped K-fold CV", "value": "kfold"},
                                     ],
                                     value="holdout",
+                                    **KEEP,
                                 ),
                                 HELP["split"],
                             ),
@@ -326,11 +343,8 @@ def show_shape(model, hidden, grid, k, selection):
 
 
 @callback(
-    Output("tr-run", "data"),
+    Output("tr-active", "data"),
     Output("tr-alert", "children"),
-    Output("tr-interval", "disabled"),
-    Output("tr-loss", "figure"),
-    Output("tr-open-link", "children"),
     Input("tr-start", "n_clicks"),
     State("selection-store", "data"),
     State("tr-model", "value"),
@@ -378,15 +392,12 @@ def start_training(
     folds=None,
     group=None,
 ):
-    nothing = (no_update,) * 5
     if not user_clicked():
-        return nothing
+        return no_update, no_update
     dataset_id = positive_int(selection.get("dataset_id")) if isinstance(selection, dict) else None
     if dataset_id is None:
-        return (
-            no_update,
-            alert("Choose a dataset and target on the Datasets page first.", "warning"),
-            *nothing[2:],
+        return no_update, alert(
+            "Choose a dataset and target on the Datasets page first.", "warning"
         )
     values = dict(
         model=model,
@@ -409,34 +420,55 @@ def start_training(
     try:
         payload = build_payload(selection, values)
     except ValueError as exc:
-        return no_update, alert(str(exc), "warning"), *nothing[2:]
+        return no_update, alert(str(exc), "warning")
+    try:  # refuse here, naming what to untick, what training would refuse after queueing
+        check = api_client.row_check(
+            dataset_id,
+            str(selection.get("target")),
+            selection.get("features") or [],
+            payload["task"],
+        )
+    except ApiError as exc:
+        return no_update, error_alert(exc, "Checking the rows")
+    kind, text = row_check_text(check)
+    if kind == "danger":
+        return no_update, alert([text, " ", dcc.Link("Change the columns", href="/")], "danger")
     # One key per click (the button is disabled while the request runs): a retried request
     # starts one run.
     if split_kind == "kfold":
         try:
             body = cross_validated_run_request(payload, split_body(group, folds, payload["seed"]))
         except (TypeError, ValueError) as exc:
-            return no_update, alert(str(exc), "warning"), *nothing[2:]
+            return no_update, alert(str(exc), "warning")
         try:
             created = api_client.create_leaderboard(dataset_id, body)
         except ApiError as exc:
-            return no_update, error_alert(exc, "Starting the cross-validated run"), *nothing[2:]
+            return no_update, error_alert(exc, "Starting the cross-validated run")
         run = created["runs"][0]
     else:
         try:
             run = api_client.create_run(payload, idempotency_key=str(uuid.uuid4()))
         except ApiError as exc:
-            return no_update, error_alert(exc, "Starting the run"), *nothing[2:]
-    link = dcc.Link(
-        f"Open run {run['id']} →", href=f"/runs/{run['id']}", className="button secondary"
-    )
-    return (
-        {"id": run["id"], "last_step": None},
-        alert(f"Run {run['id']} queued.", "success", role="status"),
-        False,
-        figures.loss_figure([], uirevision=f"run-{run['id']}"),
-        link,
-    )
+            return no_update, error_alert(exc, "Starting the run")
+    return run["id"], alert(f"Run {run['id']} submitted.", "success", role="status")
+
+
+@callback(
+    Output("tr-run", "data"),
+    Output("tr-interval", "disabled"),
+    Output("tr-loss", "figure"),
+    Output("tr-open-link", "children"),
+    Input("tr-active", "data"),
+)
+def attach_run(active: Any):
+    """Follow the run this tab started: right after Start, and again after a reload or a visit
+    to another page (the id is kept in the tab's session storage)."""
+    run_id = positive_int(active)
+    if run_id is None:
+        return None, True, no_update, None
+    link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
+    figure = figures.loss_figure([], uirevision=f"run-{run_id}")
+    return {"id": run_id, "last_step": None, "status": None}, False, figure, link
 
 
 @callback(
@@ -445,6 +477,7 @@ def start_training(
     Output("tr-status", "children"),
     Output("tr-interval", "disabled", allow_duplicate=True),
     Output("tr-cancel", "disabled"),
+    Output("tr-alert", "children", allow_duplicate=True),
     Input("tr-interval", "n_intervals"),
     State("tr-run", "data"),
     prevent_initial_call=True,
@@ -452,7 +485,7 @@ def start_training(
 def poll_training(_n, run_state):
     run_id = positive_int(run_state.get("id")) if isinstance(run_state, dict) else None
     if run_id is None:
-        return no_update, no_update, no_update, True, True
+        return no_update, no_update, no_update, True, True, no_update
     after_step = run_state.get("last_step")
     if not isinstance(after_step, int) or isinstance(after_step, bool) or after_step < -1:
         after_step = None  # a store from the browser: anything else starts from the beginning
@@ -460,7 +493,8 @@ def poll_training(_n, run_state):
         metrics = api_client.run_metrics(run_id, after_step=after_step)
         run = api_client.get_run(run_id)
     except ApiError as exc:
-        return no_update, no_update, error_alert(exc, "Reading progress"), no_update, no_update
+        failed = error_alert(exc, "Reading progress")
+        return no_update, no_update, failed, no_update, no_update, no_update
     points = metrics.get("points") or []
     extend = no_update
     if points:
@@ -471,13 +505,26 @@ def poll_training(_n, run_state):
         last_step = run_state.get("last_step")
     status = run.get("status")
     done = status in TERMINAL_STATUSES
+    # once it ends, the "submitted" message gives way to how it ended (never a stale one)
+    ended = finished_alert(run) if done and run_state.get("status") != status else no_update
     return (
         extend,
-        {"id": run_id, "last_step": last_step},
+        {"id": run_id, "last_step": last_step, "status": status},
         run_status_items(run, last_step, metrics.get("metric_name")),
         done,
         done or bool(run.get("cancel_requested")),
+        ended,
     )
+
+
+def finished_alert(run: dict) -> html.Div:
+    run_id, status = run.get("id"), run.get("status")
+    link = dcc.Link(f"open run {run_id} →", href=f"/runs/{run_id}")
+    if status == "succeeded":
+        return alert([f"Run {run_id} succeeded: ", link], "success", role="status")
+    if status == "cancelled":
+        return alert([f"Run {run_id} was cancelled: ", link], "info", role="status")
+    return alert([f"Run {run_id} failed: {run.get('error') or 'see the run page'} ", link])
 
 
 def run_status_items(run: dict, last_step: int | None, metric_name: str | None) -> list:
@@ -513,6 +560,13 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
                 ]
             )
         )
+    if summary.get("n_rows_used") is not None:
+        used = f"{summary['n_rows_used']:,}"
+        if summary.get("n_rows_dropped"):
+            used += f" ({summary['n_rows_dropped']:,} dropped: missing values)"
+        items.append(html.Div([html.Span("rows"), html.Span(used, id="tr-rows")]))
+    if run.get("status") == "queued" and run.get("queue_note"):
+        items.append(html.Div(alert(run["queue_note"], "info"), style={"flexBasis": "100%"}))
     if run.get("error"):
         items.append(html.Div(alert(run["error"], "danger"), style={"flexBasis": "100%"}))
     return items
