@@ -23,6 +23,18 @@ class Standardizer:
         return cls(mean.to(x.dtype), std.to(x.dtype))
 
     @classmethod
+    def fit_range(cls, x: torch.Tensor, lo: float = -1.0, hi: float = 1.0) -> Standardizer:
+        """Maps each column of x (rows, cols) linearly onto [lo, hi] (a constant column is only
+        shifted): a KAN's initial grid spans its ``grid_range``, so inputs in that range meet
+        the spline from the first step."""
+        x2 = x.reshape(x.shape[0], -1).to(torch.float64)
+        xmin, xmax = x2.min(0).values, x2.max(0).values
+        scale = (xmax - xmin) / (hi - lo)
+        scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
+        mean = (xmin + xmax) / 2 - scale * (lo + hi) / 2
+        return cls(mean.to(x.dtype), scale.to(x.dtype))
+
+    @classmethod
     def identity(cls, n_cols: int) -> Standardizer:
         return cls(torch.zeros(n_cols), torch.ones(n_cols))
 
