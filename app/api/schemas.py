@@ -477,6 +477,12 @@ class AutoSymbolicOut(BaseModel):
     fixed: list[EdgeStateOut] = Field(description="Edges fixed by this call.")
     n_fixed: int
     n_numeric: int = Field(description="Live edges left numeric (best R² below threshold).")
+    n_already_symbolic: int = Field(
+        default=0, description="Live edges that were symbolic before this call (unchanged)."
+    )
+    n_inactive: int = Field(
+        default=0, description="Pruned edges and edges into nodes that reach no output."
+    )
     n_edges: int
 
 

@@ -208,6 +208,8 @@ def auto_symbolic(
         "n_fixed": len(fixed),
         "n_edges": n_edges,
         "n_numeric": len(report.numeric),
+        "n_already_symbolic": report.already_symbolic,
+        "n_inactive": report.inactive,
     }
 
 

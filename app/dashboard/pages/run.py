@@ -31,6 +31,7 @@ from app.dashboard.components import (
     status_badge,
     user_clicked,
 )
+from app.dashboard.messages import auto_symbolic_text, shorten, ui_words
 from app.dashboard.validation import finite_number, index_int, one_of, positive_int, valid_edge
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Run · kanscope")
@@ -136,6 +137,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                                 ],
                             ),
                             dcc.Loading(html.Div(id="run-edge-alert"), type="dot"),
+                            # Fix / Unfix outcomes: written by that callback only, so the
+                            # refresh the edit triggers does not clear them
+                            html.Div(id="run-edge-notice"),
                             html.Div(
                                 "Symbolic candidates (select one to preview it)",
                                 className="muted small",
@@ -227,8 +231,11 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                                 className="actions",
                                 children=[html.Span("Export:", className="muted")]
                                 + [
-                                    html.Button(
-                                        label, id=f"run-export-{kind}", className="secondary"
+                                    html.Button(  # enabled once there is something to export
+                                        label,
+                                        id=f"run-export-{kind}",
+                                        className="secondary",
+                                        disabled=True,
                                     )
                                     for kind, label in EXPORTS
                                 ],
@@ -278,7 +285,11 @@ def header(
         items.append(
             html.Div(
                 [
-                    html.Span(f"val {METRIC_LABELS.get(metric_name or '', 'metric')}"),
+                    html.Span(
+                        f"val {METRIC_LABELS.get(metric_name or '', 'metric')} (as trained)",
+                        title="The trained network on the validation rows, before any symbolic "
+                        "edit (the predictions plot shows the current model).",
+                    ),
                     html.Span(fmt_number(summary["val_metric"]), id="run-val-metric"),
                 ]
             )
@@ -594,7 +605,7 @@ def preview_candidate(selected_rows, suggestions, edge):
 
 @callback(
     Output("run-version", "data", allow_duplicate=True),
-    Output("run-edge-alert", "children", allow_duplicate=True),
+    Output("run-edge-notice", "children"),
     Input("run-fix", "n_clicks"),
     Input("run-unfix", "n_clicks"),
     State("run-candidates", "selected_rows"),
@@ -611,12 +622,13 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
     edge, run_id = valid_edge(edge_address), positive_int(run_id)
     if edge is None or run_id is None:
         return no_update, alert("Click an edge in the network first.", "warning")
+    where = "Edge ({}, {}→{})".format(*edge)
     if ctx.triggered_id == "run-unfix":
         try:
             api_client.unfix_edge(run_id, edge)
         except ApiError as exc:
-            return no_update, error_alert(exc, "Unfixing the edge")
-        return (version or 0) + 1, alert("Edge is a spline again.", "success", role="status")
+            return no_update, error_alert(exc, f"Unfixing edge ({edge[0]}, {edge[1]}→{edge[2]})")
+        return (version or 0) + 1, alert(f"{where} is a spline again.", "success", role="status")
     if not suggestions or not isinstance(suggestions, list):
         return no_update, alert("No candidates for this edge yet.", "warning")
     if not isinstance(selected_rows, list) or not selected_rows:  # never a silent default
@@ -633,7 +645,7 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
         api_client.fix_edge(run_id, edge, name)
     except ApiError as exc:
         return no_update, error_alert(exc, f"Fixing the edge to {name}")
-    return (version or 0) + 1, alert(f"Fixed to {name}.", "success", role="status")
+    return (version or 0) + 1, alert(f"{where} fixed to {name}.", "success", role="status")
 
 
 # ── whole-model actions ───────────────────────────────────────────────────────────────────
@@ -685,9 +697,7 @@ def model_action(
                     (no_update),
                 )
             result = api_client.auto_symbolic(run_id, threshold)
-            kept = result["n_edges"] - result["n_fixed"]
-            text = f"Auto-symbolic fixed {result['n_fixed']} of {result['n_edges']} edges"
-            text += f"; {kept} stayed splines (best R² below {threshold})." if kept else "."
+            text = auto_symbolic_text(result, threshold)
             return bumped, alert(text, "success", role="status"), no_update
         if action == "run-prune":
             prune_threshold = finite_number(prune_threshold)
@@ -715,7 +725,7 @@ def model_action(
             "run-prune": "Pruning",
             "run-reset": "Resetting edits",
         }.get(action, "Retraining")
-        return no_update, error_alert(exc, label), no_update
+        return no_update, alert([html.Strong(f"{label} failed: "), ui_words(str(exc))]), no_update
 
 
 # ── formula, predictions and exports ──────────────────────────────────────────────────────
@@ -731,7 +741,7 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
     network_r2 = formula.get("network_r2")
     note = formula.get("note")
     if isinstance(note, str) and note:  # a partial formula: which edges are still splines
-        children.append(alert(note, "info", role="status"))
+        children.append(alert(ui_words(note), "info", role="status"))
     for output in formula.get("outputs") or []:
         children.append(
             dcc.Markdown(
@@ -749,11 +759,16 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
                 children=[
                     html.Div(
                         [
-                            html.Span("formula R²"),
+                            html.Span("formula R² (this formula)"),
                             html.Span(fmt_number(output.get("r2")), className="formula-r2"),
                         ]
                     ),
-                    html.Div([html.Span("network R²"), html.Span(fmt_number(network_r2))]),
+                    html.Div(
+                        [
+                            html.Span("network R² (current model, with edits)"),
+                            html.Span(fmt_number(network_r2)),
+                        ]
+                    ),
                     html.Div(
                         [html.Span("formula RMSE"), html.Span(fmt_number(output.get("rmse")))]
                     ),
@@ -772,9 +787,23 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
     return children
 
 
+FORMULA_EXPORTS = ("latex", "python", "sympy")
+
+
+def export_states(model_ready: bool, formula_ready: bool, why_not: str) -> list[Any]:
+    """``disabled`` and ``title`` of each export button, in ``EXPORTS`` order."""
+    states: list[Any] = []
+    for kind, label in EXPORTS:
+        ready = formula_ready if kind in FORMULA_EXPORTS else model_ready
+        reason = why_not if kind in FORMULA_EXPORTS and model_ready else "No trained model yet."
+        states += [not ready, f"Download {label}" if ready else reason]
+    return states
+
+
 @callback(
     Output("run-formula", "children"),
     Output("run-predictions", "figure"),
+    *[Output(f"run-export-{kind}", prop) for kind, _ in EXPORTS for prop in ("disabled", "title")],
     Input("run-info", "data"),
     Input("run-version", "data"),
     State("run-id", "data"),
@@ -787,9 +816,8 @@ def load_formula(info, _version, run_id):
         or info.get("status") != "succeeded"
         or not info.get("has_model")
     ):
-        return html.Div("The formula appears when training has finished.", className="muted"), (
-            no_update
-        )
+        waiting = html.Div("The formula appears when training has finished.", className="muted")
+        return waiting, no_update, *export_states(False, False, "")
     predictions_fig = no_update
     try:
         predictions = api_client.run_predictions(run_id)
@@ -797,7 +825,10 @@ def load_formula(info, _version, run_id):
         if y_true and isinstance(y_true[0], list):
             y_true, y_pred = [r[0] for r in y_true], [r[0] for r in y_pred]
         metric = METRIC_LABELS.get(predictions.get("metric_name") or "", "metric")
-        title = f"validation {metric} {fmt_number(predictions.get('metric'))}"
+        title = (
+            f"current model (with any symbolic edits): validation {metric} "
+            f"{fmt_number(predictions.get('metric'))}"
+        )
         if y_true and not isinstance(y_true[0], str):
             predictions_fig = figures.predictions_figure(y_true, y_pred, title=title)
         else:
@@ -805,13 +836,22 @@ def load_formula(info, _version, run_id):
     except ApiError as exc:
         predictions_fig = figures.message_figure(f"Predictions unavailable: {exc}")
     if info.get("model") != "kan":
-        return html.Div("Formulas come from KAN runs.", className="muted"), predictions_fig
+        no_formula = export_states(True, False, "Formulas come from KAN runs.")
+        return (
+            html.Div("Formulas come from KAN runs.", className="muted"),
+            predictions_fig,
+            *(no_formula),
+        )
     try:
         formula = api_client.run_formula(run_id)
     except ApiError as exc:
-        detail = str(exc) if len(str(exc)) <= 240 else str(exc)[:240] + "…"
-        return alert(f"No formula yet. {detail}", "info"), predictions_fig
-    return formula_block(formula), predictions_fig
+        detail = shorten(ui_words(str(exc)))
+        states = export_states(True, False, "No formula yet: see the message above.")
+        return alert(f"No formula yet. {detail}", "info"), predictions_fig, *states
+    if formula.get("numeric_edges"):
+        why = "Some edges are still splines: run Auto-symbolic or fix them first."
+        return formula_block(formula), predictions_fig, *export_states(True, False, why)
+    return formula_block(formula), predictions_fig, *export_states(True, True, "")
 
 
 @callback(
@@ -831,6 +871,7 @@ def export(*args):
     try:
         content, filename = api_client.export_run(run_id, kind)
     except ApiError as exc:
-        return no_update, error_alert(exc, f"Exporting {kind}")
+        failed = [html.Strong(f"Exporting {kind} failed: "), shorten(ui_words(str(exc)))]
+        return no_update, alert(failed)
     filename = filename or f"run{run_id}_{EXPORT_FALLBACK_NAMES[kind]}"
     return dcc.send_bytes(content, filename), None

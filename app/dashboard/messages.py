@@ -1,0 +1,56 @@
+"""Pure text helpers for the run page's messages: the API's words turned into the buttons'
+words, long messages shortened at a word boundary, and the auto-symbolic report counted right
+(fixed / already symbolic / pruned / left as splines)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+#: API names in messages from the server → what the run page calls them.
+UI_WORDS = (
+    (re.compile(r"\bauto_symbolic\b"), "Auto-symbolic"),
+    (re.compile(r"\br2_threshold\b"), "R² threshold"),
+    (re.compile(r"\bFix them \(fix or\b"), "Fix them (Fix or"),
+    (re.compile(r"\bcomplexity_weight\b"), "complexity weight"),
+    (re.compile(r"\bPOST /api/runs/\{id\}/prune\b"), "Prune"),
+    (re.compile(r"\bPOST /api/runs/\{id\}/reset-edits\b"), "Reset edits"),
+)
+
+
+def ui_words(text: str) -> str:
+    for pattern, words in UI_WORDS:
+        text = pattern.sub(words, text)
+    return text
+
+
+def shorten(text: str, limit: int = 600) -> str:
+    """``text`` if it fits, else cut at the last space before ``limit`` with "…" (never
+    mid-word)."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > limit // 2 else limit].rstrip(" ,;:") + " …"
+
+
+def _edges(n: int) -> str:
+    return f"{n} edge" if n == 1 else f"{n} edges"
+
+
+def auto_symbolic_text(result: dict[str, Any], threshold: float) -> str:
+    """What one Auto-symbolic click did, each edge counted once."""
+    fixed = int(result.get("n_fixed") or 0)
+    numeric = int(result.get("n_numeric") or 0)
+    already = int(result.get("n_already_symbolic") or 0)
+    inactive = int(result.get("n_inactive") or 0)
+    total = int(result.get("n_edges") or fixed + numeric + already + inactive)
+    parts = [f"Auto-symbolic fixed {fixed} of {total} edges"]
+    if already:
+        parts.append(f"{_edges(already)} already symbolic")
+    if inactive:
+        parts.append(f"{_edges(inactive)} pruned or unused")
+    if numeric:
+        parts.append(f"{_edges(numeric)} left as splines (best R² below {threshold:g})")
+    elif not fixed and not already:
+        parts.append("no edge left to fit")
+    return "; ".join(parts) + "."

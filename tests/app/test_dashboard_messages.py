@@ -1,0 +1,38 @@
+"""The run page's message text: auto-symbolic counts, the buttons' words, no cut mid-word."""
+
+from __future__ import annotations
+
+from app.dashboard.messages import auto_symbolic_text, shorten, ui_words
+
+
+def test_auto_symbolic_counts_each_edge_once():
+    # all 32 symbolic: 16 fixed now, 16 before
+    everything = {"n_fixed": 16, "n_edges": 32, "n_numeric": 0, "n_already_symbolic": 16}
+    assert auto_symbolic_text(everything, 0.9) == (
+        "Auto-symbolic fixed 16 of 32 edges; 16 edges already symbolic."
+    )
+    # 25 pruned, 2 fixed, 5 left: not "30 stayed splines"
+    pruned = {"n_fixed": 2, "n_edges": 32, "n_numeric": 5, "n_inactive": 25}
+    assert auto_symbolic_text(pruned, 0.99) == (
+        "Auto-symbolic fixed 2 of 32 edges; 25 edges pruned or unused; "
+        "5 edges left as splines (best R² below 0.99)."
+    )
+    nothing = {"n_fixed": 0, "n_edges": 4, "n_numeric": 0, "n_inactive": 4}
+    assert auto_symbolic_text(nothing, 0.9) == (
+        "Auto-symbolic fixed 0 of 4 edges; 4 edges pruned or unused; no edge left to fit."
+    )
+
+
+def test_server_messages_use_the_buttons_names_and_are_not_cut_mid_word():
+    api = (
+        "3 edge(s) are still numeric: (layer 0, 0→0). Fix them (fix or auto_symbolic with a "
+        "lower r2_threshold) or prune them before asking for a formula."
+    )
+    assert ui_words(api) == (
+        "3 edge(s) are still numeric: (layer 0, 0→0). Fix them (Fix or Auto-symbolic with a "
+        "lower R² threshold) or prune them before asking for a formula."
+    )
+    long = "word " * 200
+    short = shorten(long, 240)
+    assert short.endswith("word …") and len(short) <= 242
+    assert shorten("short", 240) == "short"
