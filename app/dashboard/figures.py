@@ -530,10 +530,21 @@ def _metric_series(metrics: Sequence[dict[str, Any]], key: str) -> tuple[list, l
 
 
 def loss_figure(
-    metrics: Sequence[dict[str, Any]], *, uirevision: str | int | None = None
+    metrics: Sequence[dict[str, Any]],
+    *,
+    uirevision: str | int | None = None,
+    best_step: int | None = None,
 ) -> go.Figure:
-    """Train and validation loss against step (two traces, extended live with ``extendData``)."""
+    """Train and validation loss against step (two traces, extended live with ``extendData``);
+    ``best_step``: the step whose weights the run kept (early stopping), marked by a line."""
     fig = go.Figure()
+    if best_step is not None:
+        fig.add_vline(
+            x=best_step,
+            line={"color": "#667085", "dash": "dash", "width": 1},
+            annotation={"text": f"best, kept (step {best_step:,})", "font": {"size": 11}},
+            annotation_position="top",
+        )
     for key, name, color in (
         ("train_loss", "train loss", RUN_COLORS[0]),
         ("val_loss", "validation loss", RUN_COLORS[1]),

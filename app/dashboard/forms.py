@@ -115,7 +115,7 @@ def build_payload(selection: dict, values: dict[str, Any]) -> dict[str, Any]:
     )
     if values.get("batch"):
         payload["batch_size"] = int(values["batch"])
-    if values.get("patience"):
+    if values.get("patience") and payload["val_fraction"] > 0:  # no validation rows: no stopping
         payload["early_stopping_patience"] = int(values["patience"])
     if values["model"] == "kan":
         if values.get("grid") is None or values.get("k") is None:

@@ -263,6 +263,10 @@ def test_build_payload_matches_the_run_schema():
     assert RunCreate.model_validate(mlp).activation == "tanh" and "grid" not in mlp
     with pytest.raises(ValueError, match="Steps"):
         build_payload(selection, {**values, "steps": None})
+    # early stopping (the Train form's default) needs validation rows to watch
+    stopping = {**values, "patience": 100}
+    assert build_payload(selection, stopping)["early_stopping_patience"] == 100
+    assert "early_stopping_patience" not in build_payload(selection, {**stopping, "val": 0.0})
 
 
 def test_estimate_parameters():
@@ -350,3 +354,13 @@ def test_edge_figure_thins_many_data_points_evenly():
     assert len(data.x) == figures.MAX_EDGE_DATA_POINTS
     assert data.x[0] == 0 and data.x[-1] >= n - n / figures.MAX_EDGE_DATA_POINTS - 1
     assert list(data.x) == list(data.y)  # pairs stay together
+
+
+def test_loss_figure_marks_the_step_whose_weights_were_kept():
+    from app.dashboard.figures import loss_figure
+
+    points = [{"step": s, "train_loss": 1 / s, "val_loss": abs(s - 5) + 1} for s in range(1, 11)]
+    marked = loss_figure(points, best_step=5)
+    assert [(shape.x0, shape.x1) for shape in marked.layout.shapes] == [(5, 5)]
+    assert "step 5" in marked.layout.annotations[0].text
+    assert not loss_figure(points).layout.shapes

@@ -74,6 +74,7 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     # small KANs train in well under a millisecond a step (kan_core.fused): enough steps that
     # the curve is seen growing between the dashboard's polls
     set_number(page, "#tr-steps", 8000)
+    set_number(page, "#tr-patience", "")  # every step, for the growing curve (no early stop)
     page.wait_for_selector("#tr-param-estimate")
     page.click("#tr-start")
     page.wait_for_selector("#tr-open-link a", timeout=30_000)
@@ -315,6 +316,7 @@ def test_cancel_a_running_training_from_the_train_page(page, kanscope_server, sc
     page.click("#ds-to-train")
     page.wait_for_url(re.compile(r"/train$"))
     set_number(page, "#tr-steps", 50_000)
+    set_number(page, "#tr-patience", "")  # still training when cancelled
     page.click("#tr-start")
     page.wait_for_function(
         "() => (document.querySelector('#tr-status-badge') || {}).innerText === 'running'",
@@ -370,7 +372,7 @@ def test_cancel_a_running_training_from_the_train_page(page, kanscope_server, sc
 MPEA_RAW = Path(__file__).resolve().parents[2] / "app" / "demo_data" / "MPEA_dataset.csv"
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_data_check_and_defaults_on_the_raw_mpea_table(page, kanscope_server, screenshot_dir):
     """Borg 2020 MPEA as published (1,545 × 23, provenance in app/demo_data): hardness is the
     default target, identifiers / years / mostly empty columns / other properties start
@@ -421,5 +423,36 @@ def test_data_check_and_defaults_on_the_raw_mpea_table(page, kanscope_server, sc
     page.screenshot(path=screenshot_dir / "09_datasets_data_check.png", full_page=True)
     page.locator("#ds-features label", has_text="PROPERTY: C content").click()
     page.wait_for_selector("#ds-row-check .alert:not(.alert-danger)")
+
+    # ── Train with the defaults: early stopping is on and keeps the best validation loss ──
+    page.click("#ds-to-train")
+    page.wait_for_url(re.compile(r"/train$"))
+    assert page.input_value("#tr-patience") == "100"
+    set_number(page, "#tr-steps", 3000)
+    page.wait_for_selector("#tr-param-estimate")
+    clicked = time.monotonic()
+    page.click("#tr-start")
+    wait_for_trace(page, "tr-loss", "train loss")
+    first_point_s = time.monotonic() - clicked
+    page.wait_for_function(
+        "() => (document.querySelector('#tr-status-badge') || {}).innerText === 'succeeded'",
+        timeout=90_000,
+    )
+    print(f"Train click → first curve point: {first_point_s:.2f} s")
+    assert "1,545" not in page.inner_text("#tr-rows")  # rows used, and those dropped, shown
+    assert "dropped: missing values" in page.inner_text("#tr-rows")
+    run_id = int(page.inner_text("#tr-run-id"))
+    run = kanscope_server.api.get(f"/runs/{run_id}").json()
+    assert run["summary"]["stopped_reason"] == "early_stopping", run["summary"]
+    points = kanscope_server.api.get(f"/runs/{run_id}/metrics").json()["points"]
+    best = min(points, key=lambda p: p["val_loss"])
+    assert run["summary"]["best_step"] == best["step"] < points[-1]["step"]
+    # the run's scores are those of the best step's weights, not of the last step's
+    assert run["summary"]["val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    page.click("#tr-open-link a")
+    page.wait_for_selector("#run-best-step")
+    assert page.inner_text("#run-best-step").endswith(f"step {best['step']:,}")
+    assert page.inner_text("#run-stopped") == "early stopping"
+    page.screenshot(path=screenshot_dir / "10_run_early_stopping.png", full_page=True)
     no_traceback(page)
     assert not page.js_errors, page.js_errors

@@ -265,6 +265,16 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
 # ── header and live loss ──────────────────────────────────────────────────────────────────
 
 
+def kept_best_step(run: dict[str, Any]) -> int | None:
+    """The step whose weights a finished run kept: early stopping restores the best
+    validation loss; without it the last step's weights are kept (None)."""
+    summary, config = run.get("summary") or {}, run.get("config") or {}
+    best = summary.get("best_step")
+    if config.get("early_stopping_patience") is None or not isinstance(best, int):
+        return None
+    return best
+
+
 def header(
     run: dict[str, Any], metric_name: str | None, dataset_name: str | None = None
 ) -> list[Any]:
@@ -295,7 +305,16 @@ def header(
             )
         )
     if summary.get("stopped_reason"):
-        items.append(html.Div([html.Span("stopped"), html.Span(summary["stopped_reason"])]))
+        stopped = str(summary["stopped_reason"]).replace("_", " ")
+        items.append(html.Div([html.Span("stopped"), html.Span(stopped, id="run-stopped")]))
+    best = kept_best_step(run)
+    if best is not None:
+        items.append(
+            html.Div(
+                [html.Span("weights kept (best val loss)"), html.Span(f"step {best:,}")],
+                id="run-best-step",
+            )
+        )
     for note in summary.get("notes") or []:  # e.g. resumed from a checkpoint after a lost worker
         items.append(html.Div([html.Span("note"), html.Span(str(note))]))
     items.append(
@@ -380,7 +399,7 @@ def load_run(run_id):
     done = run.get("status") in TERMINAL_STATUSES
     return (
         header(run, info["metric_name"], info["dataset_name"]),
-        figures.loss_figure(points, uirevision=f"run-{run_id}"),
+        figures.loss_figure(points, uirevision=f"run-{run_id}", best_step=kept_best_step(run)),
         {"last_step": last_step},
         done,
         info,

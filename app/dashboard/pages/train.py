@@ -34,6 +34,8 @@ from app.dashboard.validation import positive_int
 dash.register_page(__name__, path="/train", name="Train", title="Train · kanscope")
 
 POLL_MS = 1000
+#: Early stopping is on by default: overfitting runs keep their best validation weights.
+DEFAULT_PATIENCE = 100
 BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational"]
 
 HELP = {
@@ -53,7 +55,9 @@ HELP = {
     "update_grid_every": "Refit spline grids to the data every n steps (0 = never).",
     "val_fraction": "Share of rows held out for validation (0–0.9).",
     "seed": "Random seed: the same seed and data give the same run.",
-    "patience": "Stop when validation loss has not improved for this many steps (empty = off).",
+    "patience": "Stop when the validation loss has not improved for this many steps and keep "
+    "the weights of its best step (empty = off: train every step and keep the last weights). "
+    "Needs validation rows: off when the validation fraction is 0.",
     "name": "Optional run name shown in the runs table.",
     "split": "Random hold-out: one validation share. Grouped K-fold: the model is trained K times "
     "and each fold is the test set once; rows of one group (e.g. the same alloy) never sit in both "
@@ -200,7 +204,9 @@ def layout(**_: Any) -> html.Div:
                             ),
                             field(
                                 "Early-stopping patience",
-                                number_input("tr-patience", None, min=1, placeholder="off"),
+                                number_input(
+                                    "tr-patience", DEFAULT_PATIENCE, min=1, placeholder="off"
+                                ),
                                 HELP["patience"],
                             ),
                             field("Seed", number_input("tr-seed", 0, min=0), HELP["seed"]),
