@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     model_plugins: str = Field(
         default="",
         description="Comma-separated modules that register more model kinds "
-        "(app.services.training.register_model); imported by the API and every trainer.",
+        "(app.services.model_registry.register_model); imported by the API and every trainer.",
     )
     migrate_on_start: bool = Field(
         default=True, description="Run Alembic migrations when the app starts."

@@ -26,9 +26,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from app.services.errors import InvalidInputError
+from app.services.model_contract import ModelSpec, PreparedData, TrainingJob, TrainOutcome
+from kan_core.train import FitProgress
 
 __all__ = [
     "BASELINE_KINDS",
+    "BASELINE_SPECS",
     "BaselineFit",
     "UnknownBaselineError",
     "baseline_label",
@@ -206,14 +209,11 @@ def fit_baseline(
     return BaselineFit(kind, task, estimator, elapsed, parameter_count(estimator), classes)
 
 
-# ── registration as run model kinds (app.services.training imports this module) ────────────
+# ── the baselines as run model kinds ──────────────────────────────────────────────────────────
 
 
-def _train_job(kind: str) -> Any:
-    def train(job: Any) -> Any:
-        from app.services.training import TrainOutcome
-        from kan_core.train import FitProgress
-
+def _train_job(kind: str) -> Callable[[TrainingJob], TrainOutcome]:
+    def train(job: TrainingJob) -> TrainOutcome:
         data, task = job.data, job.data.task
         if task == "regression" and len(data.target_names) != 1:
             raise InvalidInputError(
@@ -241,7 +241,9 @@ def _train_job(kind: str) -> Any:
     return train
 
 
-def _losses(fitted: BaselineFit, data: Any) -> tuple[float, float | None, float | None, Any]:
+def _losses(
+    fitted: BaselineFit, data: PreparedData
+) -> tuple[float, float | None, float | None, Any]:
     """(train loss, val loss, val R² / accuracy, val predictions) in the trainer's units:
     MSE on standardised targets, or cross-entropy; predictions (n, 1) standardised / class ids."""
     x_tr = data.x_train.numpy().astype(float)
@@ -250,7 +252,7 @@ def _losses(fitted: BaselineFit, data: Any) -> tuple[float, float | None, float 
         train_loss = float(np.mean((fitted.predict(x_tr) - y_tr) ** 2))
     else:
         train_loss = _cross_entropy(fitted, x_tr, y_tr)
-    if data.x_val is None or len(data.x_val) == 0:
+    if data.x_val is None or data.y_val is None or len(data.x_val) == 0:
         return train_loss, None, None, None
     x_val = data.x_val.numpy().astype(float)
     y_val = data.y_val.numpy().reshape(-1)
@@ -281,24 +283,18 @@ def _options_checker(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return check_config
 
 
-def _register() -> None:
-    from app.services.training import ModelSpec, register_model
-
-    descriptions = {
-        "linear": "Ridge regression / logistic regression on standardised inputs (scikit-learn)",
-        "random_forest": "Random forest, 300 trees (scikit-learn)",
-        "gradient_boosting": "Histogram gradient boosting, 300 iterations (scikit-learn)",
-    }
-    for kind in BASELINE_KINDS:
-        register_model(
-            ModelSpec(
-                kind,
-                descriptions[kind],
-                ("regression", "classification"),
-                _train_job(kind),
-                check_config=_options_checker(kind),
-            )
-        )
-
-
-_register()
+_DESCRIPTIONS = {
+    "linear": "Ridge regression / logistic regression on standardised inputs (scikit-learn)",
+    "random_forest": "Random forest, 300 trees (scikit-learn)",
+    "gradient_boosting": "Histogram gradient boosting, 300 iterations (scikit-learn)",
+}
+BASELINE_SPECS: tuple[ModelSpec, ...] = tuple(
+    ModelSpec(
+        kind,
+        _DESCRIPTIONS[kind],
+        ("regression", "classification"),
+        _train_job(kind),
+        check_config=_options_checker(kind),
+    )
+    for kind in BASELINE_KINDS
+)

@@ -22,7 +22,9 @@ from app.db.models import Dataset, ModelArtifact, Run
 from app.services.datasets import frame_from_bytes
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.runs import get_run
-from app.services.training import PreparedData, get_model_spec, prepare_data
+from app.services.model_contract import PreparedData
+from app.services.model_registry import get_model_spec
+from app.services.run_data import prepare_data
 
 MAX_INSPECT_ROWS = 2048
 #: the network response carries at most this many curve samples; wider models get fewer
@@ -185,6 +187,14 @@ def _floats(a: np.ndarray | list[float]) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(a).ravel()]
 
 
+def input_scales(loaded: LoadedModel) -> list[list[float | None]]:
+    """Per input column ``[mean, std]`` of the training rows: the network sees
+    ``(value - mean) / std``, so an input edge's ``x`` is ``mean + std · x`` in the column's own
+    units."""
+    scaler = loaded.data.x_scaler
+    return [list(pair) for pair in zip(_floats(scaler.mean), _floats(scaler.std), strict=True)]
+
+
 def output_names(loaded: LoadedModel) -> list[str]:
     d = loaded.data
     return list(d.classes) if d.classes is not None else list(d.target_names)
@@ -247,6 +257,7 @@ def _network(loaded: LoadedModel, n_points: int) -> dict[str, Any]:
         "run_id": loaded.run_id,
         "width": [int(w) for w in model.width],
         "input_names": list(loaded.data.feature_names),
+        "input_scales": input_scales(loaded),
         "output_names": output_names(loaded),
         "layers": layers,
         "node_scores": [_floats(n.detach().cpu().numpy()) for n in nodes],
@@ -271,6 +282,7 @@ def edge_detail(session: Session, run_id: int, layer: int, i: int, j: int) -> di
         "i": i,
         "j": j,
         "input_name": loaded.data.feature_names[i] if layer == 0 else None,
+        "input_scale": input_scales(loaded)[i] if layer == 0 else None,
         "x": _floats(c.x),
         "y": _floats(c.y),
         "data_x": _floats(c.data_x),

@@ -19,9 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from sqlalchemy.orm import Session
 
 from app.services import baselines
-from app.services.errors import InvalidInputError
+from app.services.datasets import get_dataset, load_frame
+from app.services.errors import InvalidInputError, NotFoundError
 from app.services.evaluation import (
     Split,
     SplitSpec,
@@ -32,9 +34,12 @@ from app.services.evaluation import (
     regression_metrics,
     summarise_folds,
 )
-from kan_core.model import KAN, MLP
+from app.services.model_contract import PreparedData, TrainingJob, TrainOutcome
+from app.services.model_registry import available_models, get_model_spec
+from app.services.runs import create_run, list_runs
+from kan_core.io import model_from_bytes
 from kan_core.scaling import Standardizer
-from kan_core.train import FitConfig, FitProgress, TrainData, fit
+from kan_core.train import FitProgress
 
 __all__ = [
     "CVResult",
@@ -49,7 +54,6 @@ __all__ = [
 
 Task = Literal["regression", "classification"]
 NETWORK_KINDS = ("kan", "mlp")
-MODEL_KINDS = NETWORK_KINDS + baselines.BASELINE_KINDS
 
 # Training settings a spec may override (kan_core.train.FitConfig fields) and model settings.
 _FIT_KEYS = {
@@ -77,17 +81,19 @@ class UnknownModelKindError(InvalidInputError, ValueError):
 
 @dataclass(frozen=True)
 class LeaderboardModel:
-    """One leaderboard entry. ``kind``: ``kan``, ``mlp`` or a baseline kind
-    (:data:`app.services.baselines.BASELINE_KINDS`); ``params``: its settings."""
+    """One leaderboard entry. ``kind``: any registered model kind
+    (:mod:`app.services.model_registry`: ``kan``, ``mlp``, the scikit-learn baselines, plugins);
+    ``params``: for ``kan`` / ``mlp`` their settings, for other kinds their ``model_options``."""
 
     name: str
     kind: str
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.kind not in MODEL_KINDS:
+        models = available_models()
+        if self.kind not in models:
             raise UnknownModelKindError(
-                f"Unknown model kind {self.kind!r}. Available: {list(MODEL_KINDS)}."
+                f"Unknown model kind {self.kind!r}. Available: {sorted(models)}."
             )
         if self.kind in NETWORK_KINDS:
             allowed = _FIT_KEYS | _COMMON_KEYS | (_KAN_KEYS if self.kind == "kan" else _MLP_KEYS)
@@ -96,8 +102,8 @@ class LeaderboardModel:
                 raise UnknownModelKindError(
                     f"Unknown setting(s) {unknown} for {self.kind}; allowed: {sorted(allowed)}."
                 )
-        else:
-            baselines.make_estimator(self.kind, "regression", 0, self.params)  # validates keys
+        elif models[self.kind].check_config is not None:  # its own options, as a run's
+            models[self.kind].check_config({"model_options": dict(self.params)})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "params": dict(self.params)}
@@ -164,67 +170,77 @@ def network_defaults(kind: str) -> dict[str, Any]:
     }
 
 
-def _fit_config(params: Mapping[str, Any], task: Task, seed: int, kind: str) -> FitConfig:
-    base: dict[str, Any] = {**network_defaults(kind), "task": task, "seed": seed}
-    base.update({k: v for k, v in params.items() if k in _FIT_KEYS})
-    if isinstance(base.get("update_grid_until"), float):
-        base["update_grid_until"] = int(base["update_grid_until"])
-    return FitConfig(**base)
+def _fold_config(spec: LeaderboardModel, task: Task, seed: int, has_val: bool) -> dict[str, Any]:
+    """The run config the kind's trainer gets for one fold: a network's settings over
+    :func:`network_defaults` (no early stopping without validation rows), or ``model_options``."""
+    config: dict[str, Any] = {"model": spec.kind, "task": task, "seed": seed}
+    if spec.kind not in NETWORK_KINDS:
+        return config | {"model_options": dict(spec.params) or None}
+    config |= network_defaults(spec.kind) | {"hidden": [4]} | dict(spec.params)
+    if isinstance(config.get("update_grid_until"), float):
+        config["update_grid_until"] = int(config["update_grid_until"])
+    if not has_val:
+        config["early_stopping_patience"] = None
+    return config
 
 
-def _train_network(
-    spec: LeaderboardModel,
+def _fold_data(
     task: Task,
-    x_fit: np.ndarray,
-    y_fit: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    n_out: int,
-    seed: int,
-    callback: Callable[[FitProgress], bool | None] | None = None,
-) -> tuple[torch.nn.Module, Standardizer, Standardizer | None, dict[str, Any]]:
-    p = spec.params
-    xf = torch.as_tensor(x_fit, dtype=torch.float32)
+    x: np.ndarray,
+    target: np.ndarray,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    classes: list[Any] | None,
+) -> PreparedData:
+    """A fold's rows as a trainer's data: inputs (and regression targets) standardised on the
+    fitting rows, float32, as :func:`app.services.run_data.prepare_data` does for a run."""
+    xf = torch.as_tensor(x[fit_rows], dtype=torch.float32)
     x_scaler = Standardizer.fit(xf)
+    xv = torch.as_tensor(x[val_rows], dtype=torch.float32)
     y_scaler = None
     if task == "regression":
-        yf = torch.as_tensor(y_fit, dtype=torch.float32).reshape(-1, 1)
+        yf = torch.as_tensor(target[fit_rows], dtype=torch.float32).reshape(-1, 1)
         y_scaler = Standardizer.fit(yf)
-        yv = torch.as_tensor(y_val, dtype=torch.float32).reshape(-1, 1)
+        yv = torch.as_tensor(target[val_rows], dtype=torch.float32).reshape(-1, 1)
         yf, yv = y_scaler.transform(yf), y_scaler.transform(yv)
     else:
-        yf = torch.as_tensor(y_fit, dtype=torch.long)
-        yv = torch.as_tensor(y_val, dtype=torch.long)
-    xv = torch.as_tensor(x_val, dtype=torch.float32)
-    width = [x_fit.shape[1], *[int(h) for h in p.get("hidden", [4])], n_out]
-    if spec.kind == "kan":
-        model: torch.nn.Module = KAN(
-            width,
-            grid=int(p.get("grid", 5)),
-            k=int(p.get("k", 3)),
-            basis=str(p.get("basis", "bspline")),
-            seed=seed,
-        )
-    else:
-        model = MLP(width, activation=str(p.get("activation", "silu")), seed=seed)
-    has_val = len(x_val) > 0
-    data = TrainData(
-        x_scaler.transform(xf),
-        yf,
-        x_scaler.transform(xv) if has_val else None,
-        yv if has_val else None,
+        yf = torch.as_tensor(target[fit_rows], dtype=torch.long)
+        yv = torch.as_tensor(target[val_rows], dtype=torch.long)
+    has_val = len(val_rows) > 0
+    return PreparedData(
+        task=task,
+        feature_names=[f"x{i}" for i in range(x.shape[1])],
+        target_names=["y"],
+        x_train=x_scaler.transform(xf),
+        y_train=yf,
+        x_val=x_scaler.transform(xv) if has_val else None,
+        y_val=yv if has_val else None,
+        train_rows=np.asarray(fit_rows, dtype=np.int64),
+        val_rows=np.asarray(val_rows, dtype=np.int64),
+        x_scaler=x_scaler,
+        y_scaler=y_scaler,
+        classes=[str(c) for c in classes] if classes is not None else None,
+        n_rows_dropped=0,
     )
-    config = _fit_config(p, task, seed, spec.kind)
-    if not has_val:
-        config.early_stopping_patience = None
-    result = fit(model, data, config, callback=callback)
-    info = {
-        "best_step": result.best_step,
-        "stopped_reason": result.stopped_reason,
-        "steps_run": result.history[-1].step if result.history else 0,
-        "width": width,
-    }
-    return model, x_scaler, y_scaler, info
+
+
+def _test_predictions(
+    outcome: TrainOutcome, data: PreparedData, x_test: np.ndarray, early_stopping: bool
+) -> tuple[np.ndarray, torch.nn.Module | None]:
+    """The fold's test predictions in the trainer's units (standardised regression values or
+    class indices): from the model in ``outcome.weights`` for a kind that stops early on its
+    inner validation rows, else its validation predictions (its validation rows are the test
+    rows). Returns (predictions, the model or None)."""
+    if not early_stopping:
+        if outcome.val_predictions is None:
+            raise InvalidInputError("The model kind returned no predictions for the test rows.")
+        return np.asarray(outcome.val_predictions), None
+    if outcome.weights is None:
+        raise InvalidInputError("The model kind stops early but returned no model weights.")
+    model, _ = model_from_bytes(outcome.weights)
+    with torch.no_grad():
+        out = model(data.x_scaler.transform(torch.as_tensor(x_test, dtype=torch.float32)))
+    return (out.argmax(-1).numpy() if data.task == "classification" else out.numpy()), model
 
 
 def train_fold(
@@ -240,57 +256,58 @@ def train_fold(
     seed: int = 0,
     classes: Sequence[Any] | None = None,
     callback: Callable[[FitProgress], bool | None] | None = None,
+    device: str = "cpu",
 ) -> FoldResult:
-    """Train ``spec`` on ``train_rows`` and score it on ``test_rows``.
+    """Train ``spec`` on ``train_rows`` with its kind's registered trainer and score it on
+    ``test_rows``.
 
     Classification targets are class labels; ``classes`` (all labels of the dataset, sorted)
-    fixes the network's output order. KAN/MLP hold out a grouped ``val_fraction`` (default 0.2)
-    of the training rows for early stopping; baselines use all training rows.
+    fixes the network's output order. A kind that stops early (``ModelSpec.early_stopping``:
+    KAN, MLP) holds out a grouped ``val_fraction`` (default 0.2) of the training rows for it;
+    the others train on all training rows. ``callback`` sees the trainer's progress and stops
+    it by returning False.
     """
     spec.validate()
+    kind = get_model_spec(spec.kind)
     x = np.asarray(x, dtype=float)
     y = np.asarray(y)
     if task == "classification":
         classes = list(classes) if classes is not None else sorted(set(y.tolist()))
-        y_codes = np.searchsorted(np.asarray(classes), y)
-    info: dict[str, Any] = {}
-    start = time.perf_counter()
-    if spec.kind in NETWORK_KINDS:
-        fit_rows, val_rows = inner_validation_split(
-            train_rows, groups, float(spec.params.get("val_fraction", 0.2)), seed
-        )
-        target = y.astype(float) if task == "regression" else y_codes
-        model, x_scaler, y_scaler, info = _train_network(
-            spec,
-            task,
-            x[fit_rows],
-            target[fit_rows],
-            x[val_rows],
-            target[val_rows],
-            1 if task == "regression" else len(classes or []),
-            seed,
-            callback=callback,
-        )
-        elapsed = time.perf_counter() - start
-        with torch.no_grad():
-            out = model(x_scaler.transform(torch.as_tensor(x[test_rows], dtype=torch.float32)))
-        if task == "regression":
-            assert y_scaler is not None
-            pred: np.ndarray = y_scaler.inverse_transform(out).reshape(-1).numpy().astype(float)
-        else:
-            pred = np.asarray(classes)[out.argmax(-1).numpy()]
-        n_parameters = int(model.num_parameters())  # type: ignore[operator]
-        info["model"] = model
-        info["x_scaler"] = x_scaler
-        info["y_scaler"] = y_scaler
+        target = np.searchsorted(np.asarray(classes), y)
     else:
-        target = y.astype(float) if task == "regression" else y
-        fitted = baselines.fit_baseline(
-            spec.kind, task, x[train_rows], target[train_rows], seed=seed, params=spec.params
-        )
-        elapsed = fitted.train_time_s
-        pred = fitted.predict(x[test_rows])
-        n_parameters = fitted.n_parameters
+        target = y.astype(float)
+    if kind.early_stopping:
+        fraction = float(spec.params.get("val_fraction", 0.2))
+        fit_rows, val_rows = inner_validation_split(train_rows, groups, fraction, seed)
+    else:
+        fit_rows, val_rows = train_rows, test_rows
+    data = _fold_data(task, x, target, fit_rows, val_rows, classes)
+    last_step = 0
+
+    def report(p: FitProgress) -> bool:
+        nonlocal last_step
+        last_step = int(p.step)
+        return callback is None or callback(p) is not False
+
+    config = _fold_config(spec, task, seed, has_val=len(val_rows) > 0)
+    start = time.perf_counter()
+    outcome = kind.train(TrainingJob(0, config, data, report, device))
+    elapsed = float(outcome.extra.get("train_time_s", time.perf_counter() - start))
+    out, model = _test_predictions(outcome, data, x[test_rows], kind.early_stopping)
+    if task == "regression":
+        assert data.y_scaler is not None
+        original = data.y_scaler.inverse_transform(torch.as_tensor(out))  # out's own dtype
+        pred: np.ndarray = original.reshape(-1).numpy().astype(float)
+    else:
+        pred = np.asarray(classes)[np.asarray(out).reshape(-1)]
+    info: dict[str, Any] = {
+        "best_step": outcome.extra.get("best_step"),
+        "stopped_reason": outcome.stopped_reason,
+        "steps_run": last_step,
+        "width": outcome.extra.get("width"),
+    }
+    if model is not None:
+        info |= {"model": model, "x_scaler": data.x_scaler, "y_scaler": data.y_scaler}
     truth = y[test_rows]
     metrics = (
         regression_metrics(truth.astype(float), pred)
@@ -301,7 +318,7 @@ def train_fold(
         fold=fold,
         metrics=metrics,
         train_time_s=elapsed,
-        n_parameters=n_parameters,
+        n_parameters=int(outcome.n_parameters),
         test_rows=[int(r) for r in test_rows],
         predictions=[float(v) if task == "regression" else v for v in pred.tolist()],
         info=info,
@@ -378,13 +395,11 @@ def _entry_from_config(config: Mapping[str, Any]) -> LeaderboardModel:
     return LeaderboardModel(entry["name"], entry["kind"], dict(entry.get("params") or {}))
 
 
-def train_cross_validated(job: Any) -> Any:
+def train_cross_validated(job: TrainingJob) -> TrainOutcome:
     """The trainer for a run whose config carries ``cv`` (see :func:`start_leaderboard`):
     every fold of the stored split, trained as :func:`train_fold` does, with progress and
     cancellation through the run's reporter. Returns a ``TrainOutcome`` whose ``extra["cv"]``
     holds per-fold metrics, their summary and the out-of-fold predictions."""
-    from app.services.training import TrainOutcome
-
     data, config = job.data, job.config
     spec = _entry_from_config(config)
     split = Split.from_dict(config["cv"]["split"])
@@ -405,6 +420,7 @@ def train_cross_validated(job: Any) -> Any:
     fold_of = split.fold_of_row[rows]
     step_offset = 0
     cancelled = False
+    stop = False  # the run's reporter said stop (cancel requested, claim lost)
     folds: list[FoldResult] = []
     for k in range(split.spec.n_splits):
         train_pos, test_pos = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
@@ -412,27 +428,24 @@ def train_cross_validated(job: Any) -> Any:
             continue  # every row of this fold had missing values
 
         def report(p: FitProgress, offset: int = step_offset) -> bool:
+            nonlocal stop
             renumbered = FitProgress(
                 offset + p.step, p.total_steps, p.train_loss, p.val_loss, p.val_metric,
                 p.elapsed_s,
             )  # fmt: skip
-            return bool(job.report(renumbered))
+            stop = stop or not job.report(renumbered)
+            return not stop
 
         result = train_fold(
             spec, task, x, y, groups[rows], train_pos, test_pos, fold=k,
-            seed=split.spec.seed + k, classes=data.classes, callback=report,
+            seed=split.spec.seed + k, classes=data.classes, callback=report, device=job.device,
         )  # fmt: skip
         result.test_rows = [int(rows[i]) for i in result.test_rows]
-        stopped = result.info.get("stopped_reason")
         for key in ("model", "x_scaler", "y_scaler"):
             result.info.pop(key, None)
-        if spec.kind not in NETWORK_KINDS:
-            metric = result.metrics.get("r2", result.metrics.get("accuracy"))
-            if not report(FitProgress(1, 1, math.nan, None, metric, result.train_time_s)):
-                stopped = "cancelled"
-        step_offset += int(result.info.get("steps_run", 1)) + 1
+        step_offset += max(1, int(result.info["steps_run"])) + 1
         folds.append(result)
-        if stopped == "cancelled":
+        if stop or result.info.get("stopped_reason") == "cancelled":
             cancelled = True
             break
     cv = CVResult(spec=spec, task=task, folds=folds)
@@ -482,7 +495,7 @@ def train_cross_validated(job: Any) -> Any:
 
 
 def start_leaderboard(
-    session: Any,
+    session: Session,
     dataset_id: int,
     *,
     target_columns: Sequence[str],
@@ -495,9 +508,6 @@ def start_leaderboard(
 ) -> tuple[str, list[Any]]:
     """Create one queued cross-validated run per model, all on the same stored split (the
     caller commits and submits the runs to the executor). Returns (leaderboard id, runs)."""
-    from app.services import runs as runs_svc
-    from app.services.datasets import load_frame
-
     split = split or SplitSpec()
     models = list(models) if models else default_model_specs(task)
     names = [m.name for m in models]
@@ -536,24 +546,20 @@ def start_leaderboard(
                 "groups": codes.astype(int).tolist(),
             },
         }
-        run, _ = runs_svc.create_run(session, payload, max_parameters)
+        run, _ = create_run(session, payload, max_parameters)
         runs.append(run)
     return leaderboard_id, runs
 
 
-def _leaderboard_runs(session: Any, dataset_id: int) -> list[Any]:
-    from app.services import runs as runs_svc
-
+def _leaderboard_runs(session: Session, dataset_id: int) -> list[Any]:
     return [
-        r for r in runs_svc.list_runs(session, dataset_id=dataset_id, limit=10_000)
+        r for r in list_runs(session, dataset_id=dataset_id, limit=10_000)
         if isinstance(r.config, dict) and isinstance(r.config.get("cv"), dict)
     ]  # fmt: skip
 
 
-def list_leaderboards(session: Any, dataset_id: int) -> list[dict[str, Any]]:
+def list_leaderboards(session: Session, dataset_id: int) -> list[dict[str, Any]]:
     """Leaderboards of a dataset, newest first: id, target, split, run ids and statuses."""
-    from app.services.datasets import get_dataset
-
     get_dataset(session, dataset_id)
     boards: dict[str, dict[str, Any]] = {}
     for run in sorted(_leaderboard_runs(session, dataset_id), key=lambda r: r.id):
@@ -577,7 +583,7 @@ def list_leaderboards(session: Any, dataset_id: int) -> list[dict[str, Any]]:
 
 
 def get_leaderboard(
-    session: Any, dataset_id: int, leaderboard_id: str, with_predictions: bool = True
+    session: Session, dataset_id: int, leaderboard_id: str, with_predictions: bool = True
 ) -> dict[str, Any]:
     """The table (one row per model, best score first, unfinished runs last) and, per model,
     the out-of-fold predicted-vs-measured pairs."""
@@ -586,8 +592,6 @@ def get_leaderboard(
         if r.config["cv"].get("leaderboard_id") == leaderboard_id
     ]  # fmt: skip
     if not runs:
-        from app.services.errors import NotFoundError
-
         raise NotFoundError(f"Dataset {dataset_id} has no leaderboard {leaderboard_id!r}.")
     runs.sort(key=lambda r: r.id)
     task = runs[0].task

@@ -83,7 +83,7 @@ def _measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from app.services.memory import estimate_run_memory_bytes
-    from app.services.training import fit_config_from
+    from app.services.torch_trainer import fit_config_from
     from kan_core import native
     from kan_core.model import KAN, MLP
     from kan_core.train import TrainData, fit

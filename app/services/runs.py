@@ -20,7 +20,9 @@ from app.services.datasets import get_dataset
 from app.services.devices import check_device
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.memory import check_run_memory
-from app.services.training import delete_checkpoint, get_model_spec, resolve_columns
+from app.services.model_registry import get_model_spec
+from app.services.run_claims import delete_checkpoint
+from app.services.run_data import resolve_columns
 
 CONFIG_EXCLUDE = {"dataset_id", "name"}
 

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from app.db.models import Run, RunStatus
 from app.db.session import Database
-from app.services.training import (
+from app.services.run_claims import (
     fail_if_still_queued,
     fail_runs_of_owner_prefix,
     mark_failed_if_owned,

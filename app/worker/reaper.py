@@ -6,7 +6,7 @@ import logging
 import threading
 
 from app.db.session import Database
-from app.services.training import reap_stale_runs
+from app.services.run_claims import reap_stale_runs
 
 log = logging.getLogger("kanscope.reaper")
 

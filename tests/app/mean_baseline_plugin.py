@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.services.training import ModelSpec, TrainingJob, TrainOutcome, register_model
+from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
+from app.services.model_registry import register_model
 
 
 def train_mean(job: TrainingJob) -> TrainOutcome:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from app.db.models import Run
 from app.db.session import Database
 from app.main import create_app
-from app.services.training import MODEL_REGISTRY, available_models
+from app.services.model_registry import MODEL_REGISTRY, available_models
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,13 +37,13 @@ def test_dashboard_mounted_at_root_and_api_stays_json(sqlite_url, tmp_path):
 
 @pytest.fixture
 def plugin_client(db_url, tmp_path, monkeypatch):
-    import app.services.training as training
+    import app.services.model_registry as model_registry
     from app.config import get_settings
 
     monkeypatch.setenv("KANSCOPE_MODEL_PLUGINS", "mean_baseline_plugin")
     monkeypatch.setenv("KANSCOPE_DATABASE_URL", db_url)
     get_settings.cache_clear()
-    monkeypatch.setattr(training, "_extensions_loaded", False)
+    monkeypatch.setattr(model_registry, "_plugins_loaded", False)
     monkeypatch.delitem(sys.modules, "mean_baseline_plugin", raising=False)
     settings = make_settings(db_url, tmp_path, model_plugins="mean_baseline_plugin")
     with TestClient(create_app(settings, mount_dashboard=False)) as c:
@@ -165,7 +165,7 @@ def test_network_of_a_wide_model_stays_bounded(sqlite_url, tmp_path):
     from app.db.models import ModelArtifact
     from app.services.datasets import create_dataset_from_frame, load_frame
     from app.services.runs import create_run
-    from app.services.training import prepare_data
+    from app.services.run_data import prepare_data
     from kan_core.io import model_to_bytes
     from kan_core.model import KAN
 
@@ -207,7 +207,7 @@ def _symbolic_run(sqlite_url: str) -> int:
     from app.db.models import ModelArtifact
     from app.services.datasets import create_dataset_from_frame, load_frame
     from app.services.runs import create_run
-    from app.services.training import prepare_data
+    from app.services.run_data import prepare_data
     from kan_core.io import model_to_bytes
     from kan_core.model import KAN
     from kan_core.symbolic import auto_symbolic

@@ -18,7 +18,9 @@ from app.config import get_settings
 from app.db.clock import utcnow_minus
 from app.db.models import ModelArtifact, Run, RunCheckpoint, RunMetric
 from app.db.session import Database
-from app.services.training import _RunSink, claim_run, reap_stale_runs, run_training
+from app.services.run_claims import claim_run, reap_stale_runs
+from app.services.run_sink import RunSink
+from app.services.training import run_training
 from kan_core.train import FitCheckpoint, FitProgress
 
 STEPS, EVERY = 12, 3  # checkpoints after steps 3, 6, 9 (never after the last one)
@@ -182,7 +184,7 @@ def test_only_the_owner_writes_checkpoints_and_they_go_with_the_run(db, dataset_
     run_id = new_run(db, dataset_id)
     with db.write() as s:
         assert claim_run(s, run_id, "owner")
-    sink = _RunSink(db, run_id, "owner", heartbeat_s=60, checkpoint_interval_s=0)
+    sink = RunSink(db, run_id, "owner", heartbeat_s=60, checkpoint_interval_s=0)
     sink.buffer = [{"run_id": run_id, "step": k, "train_loss": 1.0} for k in (1, 2)]
     sink.checkpoint(_checkpoint(2))
     sink.checkpoint(_checkpoint(4))  # replaces the row
@@ -191,11 +193,11 @@ def test_only_the_owner_writes_checkpoints_and_they_go_with_the_run(db, dataset_
     with db.read() as s:
         assert len(s.scalars(select(RunCheckpoint.run_id)).all()) == 1
 
-    throttled = _RunSink(db, run_id, "owner", heartbeat_s=60, checkpoint_interval_s=3600)
+    throttled = RunSink(db, run_id, "owner", heartbeat_s=60, checkpoint_interval_s=3600)
     throttled.checkpoint(_checkpoint(5))  # too soon after the worker started: skipped
     assert checkpoint_step(db, run_id) == 4
 
-    stale = _RunSink(db, run_id, "someone-else", heartbeat_s=60, checkpoint_interval_s=0)
+    stale = RunSink(db, run_id, "someone-else", heartbeat_s=60, checkpoint_interval_s=0)
     stale.buffer = [{"run_id": run_id, "step": 3, "train_loss": 9.0}]
     stale.checkpoint(_checkpoint(6))
     assert stale.lost.is_set() and stale.buffer == []
@@ -214,7 +216,7 @@ def test_only_the_owner_writes_checkpoints_and_they_go_with_the_run(db, dataset_
         run = new_run(db, dataset_id)
         with db.write() as s:
             assert claim_run(s, run, "owner")
-        _RunSink(db, run, "owner", heartbeat_s=60, checkpoint_interval_s=0).checkpoint(
+        RunSink(db, run, "owner", heartbeat_s=60, checkpoint_interval_s=0).checkpoint(
             _checkpoint(2)
         )
         assert checkpoint_step(db, run) == 2

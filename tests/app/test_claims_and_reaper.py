@@ -14,7 +14,8 @@ from sqlalchemy.exc import DBAPIError
 from app.db.clock import utcnow, utcnow_minus
 from app.db.models import Dataset, Run, RunMetric
 from app.db.session import Database
-from app.services.training import claim_run, reap_stale_runs, run_training
+from app.services.run_claims import claim_run, reap_stale_runs
+from app.services.training import run_training
 
 
 @pytest.fixture

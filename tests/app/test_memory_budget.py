@@ -175,7 +175,7 @@ def wide_kan_run(db_url: str, tmp_path: Any) -> tuple[Any, int]:
     from app.db.session import Database
     from app.services.datasets import create_dataset_from_frame, load_frame
     from app.services.runs import create_run
-    from app.services.training import prepare_data
+    from app.services.run_data import prepare_data
     from kan_core.io import model_to_bytes
     from kan_core.model import KAN
 
@@ -272,7 +272,7 @@ def test_a_trainer_out_of_memory_ends_the_run_failed_naming_the_setting(
 ) -> None:
     from app.db.models import Run
     from app.db.session import Database
-    from app.services import training
+    from app.services import model_registry, training
     from app.services.datasets import create_dataset_from_frame
     from app.services.runs import create_run
 
@@ -281,8 +281,8 @@ def test_a_trainer_out_of_memory_ends_the_run_failed_naming_the_setting(
             "DefaultCPUAllocator: can't allocate memory: you tried to allocate 3006590400 bytes."
         )
 
-    spec = dataclasses.replace(training.MODEL_REGISTRY["kan"], train=allocate)
-    monkeypatch.setitem(training.MODEL_REGISTRY, "kan", spec)
+    spec = dataclasses.replace(model_registry.MODEL_REGISTRY["kan"], train=allocate)
+    monkeypatch.setitem(model_registry.MODEL_REGISTRY, "kan", spec)
     db = Database(db_url)
     with db.write() as s:
         ds = create_dataset_from_frame(s, issue_frame(60, 3), "small")

@@ -24,7 +24,8 @@ from app.db.clock import utcnow_minus
 from app.db.models import Dataset, Run, RunMetric
 from app.db.session import Database
 from app.services import symbolic as svc
-from app.services.training import reap_stale_runs, run_training
+from app.services.run_claims import reap_stale_runs
+from app.services.training import run_training
 
 N_FEATURES, HIDDEN = 10, 60  # 660 edges: the auto-symbolic takes a few seconds on one thread
 

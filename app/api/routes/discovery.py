@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from app.api.deps import ExecutorDep, IdPath, SessionDep, SettingsDep
 from app.api.schemas import DiscoverIn, DiscoveryOut, ErrorOut, LimitsOut, RunCreate, RunOut
 from app.services import discovery as svc
+from app.services import discovery_views as views
 from app.services.errors import InvalidInputError
 from app.services.runs import create_run
 
@@ -40,7 +41,7 @@ def start_discovery(
     the same validation rows (a child run, ``parent_run_id``). Poll
     ``GET /runs/{child}/discovery`` for progress and the result."""
     body = body or DiscoverIn()
-    payload = svc.discovery_payload(session, run_id, body.budget_s, body.noise, body.name)
+    payload = views.discovery_payload(session, run_id, body.budget_s, body.noise, body.name)
     try:
         checked = RunCreate.model_validate(payload).model_dump()
     except ValidationError as exc:  # the parent's stored config no longer passes today's checks
@@ -67,7 +68,7 @@ def get_discovery(run_id: IdPath, session: SessionDep) -> DiscoveryOut:
     """A discovery run: status and progress while it runs; then the chosen formula, the Pareto
     front (complexity, R², RMSE on the search's and on the run's validation rows) and the
     networks scored on the same validation rows. 404 when the run is not a discovery."""
-    return DiscoveryOut.model_validate(svc.discovery_view(session, run_id))
+    return DiscoveryOut.model_validate(views.discovery_view(session, run_id))
 
 
 @router.get("/limits", response_model=LimitsOut)

@@ -14,7 +14,7 @@ from app.api.schemas import (
     RunStatus,
 )
 from app.services import runs as svc
-from app.services.training import available_models
+from app.services.model_registry import available_models
 from app.worker.status import executor_status, queue_note
 
 router = APIRouter(tags=["runs"])

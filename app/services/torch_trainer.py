@@ -1,0 +1,146 @@
+"""The torch trainer of the ``kan`` and ``mlp`` model kinds: a kan_core KAN / MLP built from the
+run's settings (or its parent's model, for a retrain), trained by ``kan_core.train.fit``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from app.services.errors import InvalidInputError
+from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
+from kan_core.io import model_from_bytes, model_to_bytes
+from kan_core.model import KAN, MLP
+from kan_core.train import FitConfig, TrainData, fit
+
+
+def model_width(config: dict[str, Any], n_in: int, n_out: int) -> list[int]:
+    return [n_in, *[int(h) for h in config.get("hidden", [])], n_out]
+
+
+def estimate_kan_parameters(config: dict[str, Any], n_in: int, n_out: int) -> int:
+    width = model_width(config, n_in, n_out)
+    edges = sum(a * b for a, b in zip(width[:-1], width[1:], strict=False))
+    # spline coefficients (grid + k) + base weight + spline scale + symbolic affine (4) + masks
+    per_edge = int(config.get("grid", 5)) + int(config.get("k", 3)) + 8
+    return edges * per_edge + sum(width[1:])
+
+
+def estimate_mlp_parameters(config: dict[str, Any], n_in: int, n_out: int) -> int:
+    width = model_width(config, n_in, n_out)
+    return sum(a * b + b for a, b in zip(width[:-1], width[1:], strict=False))
+
+
+def fit_config_from(config: dict[str, Any]) -> FitConfig:
+    return FitConfig(
+        steps=int(config.get("steps", 200)),
+        optimizer=config.get("optimizer", "adam"),
+        lr=float(config.get("lr", 1e-2)),
+        batch_size=config.get("batch_size"),
+        task=config.get("task", "regression"),
+        lamb=float(config.get("lamb", 0.0)),
+        lamb_l1=float(config.get("lamb_l1", 1.0)),
+        lamb_entropy=float(config.get("lamb_entropy", 2.0)),
+        update_grid_every=int(config.get("update_grid_every", 0)),
+        update_grid_until=config.get("update_grid_until"),
+        grid_eps=float(config.get("grid_eps", 1.0)),
+        early_stopping_patience=config.get("early_stopping_patience"),
+        seed=int(config.get("seed", 0)),
+        log_every=int(config.get("log_every", 1)),
+    )
+
+
+def build_torch_model(job: TrainingJob) -> torch.nn.Module:
+    cfg, data = job.config, job.data
+    if job.init_weights is not None:
+        model, _ = model_from_bytes(job.init_weights, device=job.device)
+        if list(model.width) != [len(data.feature_names), *model.width[1:-1], data.n_outputs]:
+            raise InvalidInputError("The parent model's inputs/outputs do not match this data.")
+        model.train()
+        return model
+    width = model_width(cfg, len(data.feature_names), data.n_outputs)
+    if cfg.get("model", "kan") == "kan":
+        return KAN(
+            width,
+            grid=int(cfg.get("grid", 5)),
+            k=int(cfg.get("k", 3)),
+            basis=cfg.get("basis", "bspline"),
+            seed=int(cfg.get("seed", 0)),
+            device=job.device,
+        )
+    return MLP(
+        width,
+        activation=cfg.get("activation", "silu"),
+        seed=int(cfg.get("seed", 0)),
+        device=job.device,
+    )
+
+
+def train_torch(job: TrainingJob) -> TrainOutcome:
+    data = job.data
+    # a resumed run builds its model as the first attempt did (a retrain from its parent's
+    # model, so symbolic edges are set), then fit loads the checkpoint's state into it
+    model = build_torch_model(job)
+    cfg = fit_config_from(job.config)
+    if job.checkpoint_every is not None:
+        cfg.checkpoint_every = job.checkpoint_every
+    result = fit(
+        model,
+        TrainData(data.x_train, data.y_train, data.x_val, data.y_val),
+        cfg,
+        callback=job.report,
+        resume=job.resume,
+        on_checkpoint=job.on_checkpoint,
+    )
+    model.eval()
+    preds = None
+    if data.x_val is not None:
+        with torch.no_grad():
+            out = model(data.x_val.to(next(model.parameters()).device)).cpu()
+        preds = out.argmax(-1).numpy() if data.task == "classification" else out.numpy()
+    meta = data.metadata() | {"run_id": job.run_id}
+    return TrainOutcome(
+        stopped_reason=result.stopped_reason,
+        train_loss=result.train_loss,
+        val_loss=result.val_loss,
+        val_metric=result.val_metric,
+        n_parameters=int(model.num_parameters()),
+        weights=model_to_bytes(model.cpu(), meta),
+        val_predictions=preds,
+        # engine: "fused-cpu" (kan_core.fused), "torch" or "torch-compiled"
+        extra={"best_step": result.best_step, "width": list(model.width), "engine": result.engine},
+    )
+
+
+def check_no_model_options(config: dict[str, Any]) -> dict[str, Any]:
+    """``ModelSpec.check_config`` of the networks: their settings are the run's own fields, so
+    ``model_options`` must be empty (an option given there would be ignored silently)."""
+    options = config.get("model_options") or {}
+    if options:
+        raise InvalidInputError(
+            f"Model {config.get('model', 'kan')!r} takes no model_options (got "
+            f"{sorted(options)}); set its options as the run's own fields (hidden, grid, k, "
+            "basis, activation, lr …)."
+        )
+    return config
+
+
+KAN_SPEC = ModelSpec(
+    "kan",
+    "Kolmogorov–Arnold Network (learnable edge functions)",
+    ("regression", "classification"),
+    train_torch,
+    inspectable=True,
+    estimate_parameters=estimate_kan_parameters,
+    check_config=check_no_model_options,
+    early_stopping=True,
+)
+MLP_SPEC = ModelSpec(
+    "mlp",
+    "Multi-layer perceptron baseline (same training loop)",
+    ("regression", "classification"),
+    train_torch,
+    estimate_parameters=estimate_mlp_parameters,
+    check_config=check_no_model_options,
+    early_stopping=True,
+)
