@@ -1,4 +1,4 @@
-"""``kanscope serve | worker | migrate | train`` — the command line.
+"""kanscope serve | worker | migrate | train — the command line.
 
 ``serve`` runs migrations, repairs runs left running by a dead process, loads the demo dataset
 on first start, then serves the API (/api) and the dashboard (/) with uvicorn.
@@ -77,7 +77,12 @@ def _warm_kernels_in_background() -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Celery worker for KANSCOPE_EXECUTOR=celery (app.worker.celery_app)."""
+    from app.config import get_settings
     from app.worker.celery_app import run_worker
+
+    if args.database_url:  # the worker and its pool children read the settings themselves
+        os.environ["KANSCOPE_DATABASE_URL"] = args.database_url
+        get_settings.cache_clear()
 
     _warm_kernels_in_background()
     run_worker(args.celery_args)
@@ -167,12 +172,28 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kanscope")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kanscope", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"kanscope {_version()}")
     p.add_argument("--database-url", default=None, help="overrides KANSCOPE_DATABASE_URL")
+    # the same option after the subcommand (`kanscope migrate --database-url ...`); SUPPRESS
+    # keeps a value given before the subcommand when it is not repeated after it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url", default=argparse.SUPPRESS, help="overrides KANSCOPE_DATABASE_URL"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="API + dashboard on 127.0.0.1")
+    s = sub.add_parser("serve", parents=[common], help="API + dashboard on 127.0.0.1")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8050)
     s.add_argument("--no-demo", action="store_true", help="do not load the demo dataset")
@@ -180,14 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 
-    m = sub.add_parser("migrate", help="bring the database schema up to date")
+    m = sub.add_parser("migrate", parents=[common], help="bring the database schema up to date")
     m.set_defaults(func=cmd_migrate)
 
-    w = sub.add_parser("worker", help="Celery worker (KANSCOPE_EXECUTOR=celery)")
+    w = sub.add_parser("worker", parents=[common], help="Celery worker (KANSCOPE_EXECUTOR=celery)")
     w.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra celery worker options")
     w.set_defaults(func=cmd_worker)
 
-    t = sub.add_parser("train", help="train one run headless (tqdm progress)")
+    t = sub.add_parser("train", parents=[common], help="train one run headless (tqdm progress)")
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", help="CSV file to upload as a new dataset")
     src.add_argument("--dataset-id", type=int)
@@ -203,9 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``kanscope worker`` passes the options kanscope does not know on to Celery
+    (``kanscope worker --database-url URL -c 2``: kanscope's own options first)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "worker":
+        args.celery_args = [a for a in [*unknown, *args.celery_args] if a != "--"]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
