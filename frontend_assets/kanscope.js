@@ -56,7 +56,12 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
           title: { text: title, font: { size: 14 } },
           height: 340,
           margin: { l: 50, r: 10, t: 40, b: 40 },
-          xaxis: { title: { text: "input" + (input ? " (" + input + ")" : "") } },
+          xaxis: {
+            title: {
+              text: layer === 0 && curves.x_titles && curves.x_titles[i]
+                ? curves.x_titles[i] : "hidden node " + i + " of layer " + layer,
+            },
+          },
           yaxis: { title: { text: "φ(x)" } },
           legend: { orientation: "h", y: -0.2 },
           showlegend: true,

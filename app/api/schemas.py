@@ -371,6 +371,11 @@ class NetworkOut(BaseModel):
     run_id: int
     width: list[int]
     input_names: list[str]
+    input_scales: list[list[MaybeFloat]] = Field(
+        default=[],
+        description="Per input [mean, std] of the training rows: an input edge's x in the "
+        "column's own units is mean + std·x.",
+    )
     output_names: list[str]
     layers: list[LayerOut]
     node_scores: list[list[MaybeFloat]]
@@ -382,6 +387,10 @@ class EdgeDetailOut(BaseModel):
     i: int
     j: int
     input_name: str | None = Field(description="Column name when the edge starts at an input.")
+    input_scale: list[MaybeFloat] | None = Field(
+        default=None,
+        description="[mean, std] of that input column: x in its own units is mean + std·x.",
+    )
     x: list[MaybeFloat]
     y: list[MaybeFloat]
     data_x: list[MaybeFloat] = Field(description="Actual pre-activations seen on the data.")

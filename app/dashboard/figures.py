@@ -17,6 +17,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from app.dashboard.data_check import readable_name
+
 # Above this many edges only the TOP_K_MINI_PLOTS edges by attribution get a mini-plot; the
 # rest are drawn as lines (a 1-pixel-wide thumbnail shows nothing and costs render time).
 MINI_PLOT_EDGE_LIMIT = 100
@@ -426,16 +428,35 @@ def selection_shapes(width: Sequence[int], selected: Sequence[int] | None) -> li
     ]
 
 
+def in_units(xs: Sequence[Any], scale: Sequence[Any] | None) -> list[Any]:
+    """Standardised inputs ``xs`` in the column's own units, ``mean + std · x`` for
+    ``scale = [mean, std]`` (``xs`` unchanged without a usable scale; ``None`` stays ``None``)."""
+    if not scale or len(scale) != 2 or not all(isinstance(v, int | float) for v in scale):
+        return list(xs)
+    mean, std = float(scale[0]), float(scale[1])
+    return [None if x is None else mean + std * float(x) for x in xs]
+
+
+def edge_x_title(layer: int, i: int, input_name: str | None, scale: Any) -> str:
+    if input_name and scale:
+        return f"{readable_name(input_name)} (data units)"
+    if input_name:
+        return f"input ({readable_name(input_name)}, standardised)"
+    return f"hidden node {i} of layer {layer}"
+
+
 def edge_figure(
     edge: dict[str, Any],
     *,
     input_name: str | None = None,
     candidate: dict[str, Any] | None = None,
 ) -> go.Figure:
-    """A large φ(x) plot: the learned curve, the data's actual pre-activations, a candidate."""
+    """A large φ(x) plot: the learned curve, the data's actual pre-activations, a candidate;
+    an input edge's x axis in the column's own units (``edge["input_scale"]``)."""
     layer, i, j = int(edge.get("layer", 0)), int(edge.get("i", 0)), int(edge.get("j", 0))
+    scale = edge.get("input_scale")
     fig = go.Figure()
-    data_x, data_y = edge.get("data_x") or [], edge.get("data_y") or []
+    data_x, data_y = in_units(edge.get("data_x") or [], scale), edge.get("data_y") or []
     if len(data_x) > MAX_EDGE_DATA_POINTS:
         step = len(data_x) / MAX_EDGE_DATA_POINTS
         picked = [int(k * step) for k in range(MAX_EDGE_DATA_POINTS)]
@@ -453,7 +474,7 @@ def edge_figure(
     symbolic = edge.get("symbolic")
     fig.add_trace(
         go.Scatter(
-            x=edge.get("x") or [],
+            x=in_units(edge.get("x") or [], scale),
             y=edge.get("y") or [],
             mode="lines",
             name=f"φ(x) = {symbolic}" if symbolic else "φ(x) (spline)",
@@ -461,12 +482,13 @@ def edge_figure(
         )
     )
     if candidate is not None:
+        candidate = {**candidate, "x": in_units(candidate.get("x") or [], scale)}
         fig.add_trace(candidate_trace(candidate))
     fig.update_layout(
         title={"text": edge_label(layer, i, j, input_name), "font": {"size": 14}},
         height=340,
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
-        xaxis_title=f"input{f' ({input_name})' if input_name else ''}",
+        xaxis_title=edge_x_title(layer, i, input_name, scale),
         yaxis_title="φ(x)",
         legend={"orientation": "h", "y": -0.2},
         plot_bgcolor="#fafafa",
@@ -660,14 +682,19 @@ def edge_curves_for_client(network: dict[str, Any]) -> dict[str, Any]:
     """``{"edges": {"l-i-j": [xs, ys, symbolic]}, "inputs": [...]}`` for the browser's instant
     preview of a clicked edge (``frontend_assets/kanscope.js``)."""
     edges = {}
+    scales = network.get("input_scales") or []
     for e in iter_edges(network):
         xs, ys = _downsample(e.x, e.y, 64)
+        if e.layer == 0 and e.i < len(scales):
+            xs = in_units(xs, scales[e.i])
         edges[f"{e.layer}-{e.i}-{e.j}"] = [
             [round(v, 5) for v in xs],
             [round(v, 5) for v in ys],
             e.symbolic,
         ]
-    return {"edges": edges, "inputs": list(network.get("input_names") or [])}
+    inputs = list(network.get("input_names") or [])
+    titles = [edge_x_title(0, k, name, k < len(scales)) for k, name in enumerate(inputs)]
+    return {"edges": edges, "inputs": inputs, "x_titles": titles}
 
 
 def message_figure(text: str, height: int = 260) -> go.Figure:

@@ -364,3 +364,32 @@ def test_loss_figure_marks_the_step_whose_weights_were_kept():
     assert [(shape.x0, shape.x1) for shape in marked.layout.shapes] == [(5, 5)]
     assert "step 5" in marked.layout.annotations[0].text
     assert not loss_figure(points).layout.shapes
+
+
+def test_input_edges_are_drawn_in_the_columns_own_units():
+    from app.dashboard.figures import edge_curves_for_client, edge_figure, in_units
+
+    assert in_units([-1.0, None, 2.0], [10.0, 0.5]) == [9.5, None, 11.0]
+    assert in_units([1.0], None) == [1.0]
+    edge = {
+        "layer": 0, "i": 0, "j": 0, "x": [-1.0, 1.0], "y": [0.0, 1.0], "data_x": [0.0],
+        "data_y": [0.5], "input_scale": [8.0, 2.0],
+    }  # fmt: skip
+    candidate = {"name": "x", "r2": 1.0, "x": [-1.0, 1.0], "y": [0.0, 1.0]}
+    fig = edge_figure(edge, input_name="PROPERTY: grain size ($\\mu$m)", candidate=candidate)
+    assert [list(t.x) for t in fig.data] == [[8.0], [6.0, 10.0], [6.0, 10.0]]
+    assert fig.layout.xaxis.title.text == "PROPERTY: grain size (μm) (data units)"
+    hidden = edge_figure({**edge, "layer": 1, "i": 2, "input_scale": None})
+    assert hidden.layout.xaxis.title.text == "hidden node 2 of layer 1"
+    network = {
+        "input_names": ["VEC"], "input_scales": [[8.0, 2.0]],
+        "layers": [
+            {"index": 0, "in_dim": 1, "out_dim": 1, "edges": [
+                {"i": 0, "j": 0, "score": 1.0, "symbolic": None, "active": True,
+                 "x": [-1.0, 1.0], "y": [0.0, 1.0]},
+            ]},
+        ],
+    }  # fmt: skip
+    client = edge_curves_for_client(network)
+    assert client["edges"]["0-0-0"][0] == [6.0, 10.0]
+    assert client["x_titles"] == ["VEC (data units)"]

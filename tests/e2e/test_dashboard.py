@@ -119,6 +119,13 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
         arg=label,
     )
     assert trace_length(page, "run-edge", "data (pre-activations)") > 10
+    # the input edge's x axis is in the column's own units (the stored scaler undone)
+    edge_x = page.evaluate(EDGE_DATA_X_JS)
+    dataset_id = kanscope_server.api.get(f"/runs/{run_id}").json()["dataset_id"]
+    columns = kanscope_server.api.get(f"/datasets/{dataset_id}").json()["columns"]
+    column = next(c for c in columns if c["name"] == FEATURES[address[1]])
+    assert column["min"] - 1e-3 <= min(edge_x) < max(edge_x) <= column["max"] + 1e-3, edge_x
+    assert page.evaluate(EDGE_X_TITLE_JS) == f"{FEATURES[address[1]]} (data units)"
     page.wait_for_selector("#run-candidates tbody tr td[data-dash-column=name]")
     candidates = page.locator("#run-candidates td[data-dash-column=name]").all_inner_texts()
     assert len(candidates) >= 3, candidates
@@ -222,6 +229,10 @@ ZOOM_LOSS_JS = """() => {
   const gd = document.querySelector('#tr-loss .js-plotly-plot');
   return window.Plotly.relayout(gd, {'xaxis.range': [0, 50]}).then(() => true);
 }"""
+EDGE_DATA_X_JS = """() => document.querySelector('#run-edge .js-plotly-plot').data
+  .find(t => t.name === 'data (pre-activations)').x"""
+EDGE_X_TITLE_JS = """() => document.querySelector('#run-edge .js-plotly-plot')
+  .layout.xaxis.title.text"""
 LOSS_RANGE_JS = """() => document.querySelector('#tr-loss .js-plotly-plot').layout.xaxis.range"""
 
 EVALUATE_EXPORT = r"""
