@@ -13,6 +13,7 @@ collide.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -116,18 +117,34 @@ def _truncate_all(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session; tests get copies (a copy takes
+    ~0.1 ms, a migration ~0.1 s)."""
+    from app.db.migrate import upgrade
+    from app.db.session import forget_databases
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "kanscope.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    forget_databases()
+    return path
+
+
+def _sqlite_copy(template: Path, tmp_path: Path) -> str:
+    target = tmp_path / "kanscope.sqlite3"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database: a SQLite file, or the session's PostgreSQL schema."""
     if request.param == "postgresql":
         yield request.getfixturevalue("pg_url")  # its teardown forgets the engines
         return
-    from app.db.migrate import upgrade
     from app.db.session import forget_databases
 
-    url = f"sqlite:///{tmp_path / 'kanscope.sqlite3'}"
-    upgrade(url)
-    yield url
+    yield _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
     forget_databases()
 
 
@@ -142,12 +159,8 @@ def pg_url(pg_schema_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    from app.db.migrate import upgrade
-
-    url = f"sqlite:///{tmp_path / 'kanscope.sqlite3'}"
-    upgrade(url)
-    return url
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    return _sqlite_copy(sqlite_template, tmp_path)
 
 
 @pytest.fixture
