@@ -1,12 +1,18 @@
 # kanscope image: API + dashboard (`kanscope serve`) or a Celery worker (`kanscope worker`).
 #
-# CPU torch by default (small image). For GPU workers build with a CUDA wheel index:
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 -t kanscope:cuda .
-# docker-compose.yml does this for the `worker` service.
+# CPU torch by default (small image). For GPU workers build with a CUDA wheel index that carries
+# the same torch version (TORCH_VERSION below; the build stops if it has none):
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t kanscope:cuda .
+# docker-compose.yml does this for the `worker` service. Every other version comes from
+# requirements.lock, so the API, the workers and CI run the same set.
 FROM python:3.11-slim AS base
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG TORCH_VERSION=
+# The torch every kanscope process runs (API, workers, CI: requirements.lock pins the same).
+# The build fails if the chosen index has no build of this version, never silently takes another.
+ARG TORCH_VERSION=2.13.0
+# Optional features baked in (pyproject's extras): PostgreSQL, Celery + Redis, alloy featurisation
+ARG KANSCOPE_EXTRAS=postgres,distributed,alloys
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -15,8 +21,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     KANSCOPE_DATA_DIR=/data \
     KAN_CORE_NATIVE_DIR=/opt/kan_core/native
 
-WORKDIR /app
-
 # libgomp: the OpenMP threading layer of kan_core's numba CPU kernels; g++: kan_core's C++
 # operators are built at image build time for this CPU's x86-64 level, and again (once, into
 # KAN_CORE_NATIVE_DIR) if the image runs on a CPU of another level
@@ -24,17 +28,30 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 g++ \
     && rm -rf /var/lib/apt/lists/*
 
 # torch first, from the chosen wheel index, so the layer is cached across code changes.
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch${TORCH_VERSION:+==${TORCH_VERSION}}"
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
-# Dependencies next (only pyproject changes invalidate this layer), then the code.
-COPY pyproject.toml README.md ./
-RUN mkdir -p kan_core app && touch kan_core/__init__.py app/__init__.py \
-    && pip install . && pip uninstall -y kanscope
+# Dependencies next, at the locked versions (only pyproject or the lock invalidate this layer):
+# the project's dependencies and those of the chosen extras, read from pyproject.toml.
+WORKDIR /src
+COPY pyproject.toml requirements.lock ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = [e for e in '${KANSCOPE_EXTRAS}'.split(',') if e]; \
+print('\n'.join(p['dependencies'] + [d for e in extras for d in p['optional-dependencies'][e]]))" \
+    > requirements.txt \
+    && pip install -c requirements.lock -r requirements.txt
 
+# The project itself, installed as a wheel (migrations/ and frontend_assets/ go inside it); the
+# sources are removed so that every process, the cache warm-up included, imports the installed
+# copy.
+COPY README.md ./
 COPY kan_core ./kan_core
 COPY app ./app
-# bake the numba kernel cache and the native operators in
-RUN pip install --no-deps . && python -m kan_core.fused
+COPY migrations ./migrations
+COPY frontend_assets ./frontend_assets
+RUN pip install --no-deps . && cd / && rm -rf /src
+WORKDIR /srv
+# bake the numba kernel cache (next to the installed kan_core) and the native operators in
+RUN python -m kan_core.fused
 
 # Never run as root; /data holds the SQLite file when no database URL is given.
 RUN useradd --create-home --uid 10001 kanscope && mkdir -p /data && chown kanscope /data \

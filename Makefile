@@ -4,14 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast lint bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: 2.13.0 is a local CPU wheel here; a bare `torch` pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	# every version pinned to the tested set (requirements.lock, `make lock` rewrites it)
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	# build kan_core's C++ operators (~15-25 s) and compile its numba kernels (~10-20 s) once
 	# into their on-disk caches
 	$(BIN)/python -m kan_core.fused
@@ -38,6 +39,12 @@ bench: setup
 	$(BIN)/python -m pip install -q "pykan==0.2.8" matplotlib pyyaml
 	$(BIN)/python benchmarks/bench_kan_core.py --compile
 	$(BIN)/python benchmarks/bench_symbolic.py
+
+# pin what the tested venv holds (torch without its +cpu tag: the CUDA builds of the same
+# version satisfy it too)
+lock: setup
+	{ echo "# kanscope's tested versions: pip install -c requirements.lock ... (make lock)"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed -E 's/\+cpu$$//'; } > requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -78,6 +78,9 @@ def _warm_kernels_in_background() -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Celery worker for KANSCOPE_EXECUTOR=celery (app.worker.celery_app)."""
     from app.config import get_settings
+    from app.extras import require
+
+    require("celery", "kanscope worker")
     from app.worker.celery_app import run_worker
 
     if args.database_url:  # the worker and its pool children read the settings themselves

