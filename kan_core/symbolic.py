@@ -47,6 +47,7 @@ from kan_core.export import (
     placeholder_edges,
 )
 from kan_core.functions import SymbolicFunction, get_function, resolve_library
+from kan_core.metrics import r2_score
 from kan_core.model import KAN
 from kan_core.naming import SymbolMap, make_symbols
 
@@ -891,13 +892,11 @@ def _simplify(expr: sympy.Expr, limits: _Limits | None = None) -> sympy.Expr:
 
 
 def _metrics(pred: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(R², RMSE); NaN when the prediction is non-finite anywhere."""
+    """(R², RMSE); both NaN when the prediction is non-finite anywhere."""
     if not bool(torch.isfinite(pred).all()):
         return math.nan, math.nan
     sse = float(((pred - y) ** 2).sum())
-    sst = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0)
-    return r2, math.sqrt(sse / max(1, y.numel()))
+    return r2_score(y, pred), math.sqrt(sse / max(1, y.numel()))
 
 
 def _mse(compiled: CompiledExpression, x: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> float:

@@ -32,6 +32,7 @@ from kan_core.engine import ENGINE_NAMES, Engine, select_engine, use_engine
 from kan_core.errors import ConfigError, NonFiniteLossError, TrainingDivergedError
 from kan_core.fused import FusedOptimizer
 from kan_core.grid import update_grid
+from kan_core.metrics import r2_score
 from kan_core.model import KAN
 
 
@@ -212,10 +213,7 @@ def evaluate(
     loss = float(_loss(preds, y, task))
     if task == "classification":
         return loss, float((preds.argmax(-1) == y.long()).float().mean())
-    y2 = y.reshape(preds.shape)
-    ss_res = float(((preds - y2) ** 2).sum())
-    ss_tot = float(((y2 - y2.mean(0)) ** 2).sum())
-    return loss, 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+    return loss, r2_score(y.reshape(preds.shape), preds)
 
 
 def _job_size(model: nn.Module, cfg: FitConfig, n_rows: int) -> float:

@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec, PreparedData, TrainingJob, TrainOutcome
+from kan_core.metrics import r2_score
 from kan_core.train import FitProgress
 
 __all__ = [
@@ -259,9 +260,7 @@ def _losses(
     pred = fitted.predict(x_val)
     if data.task == "regression":
         val_loss = float(np.mean((pred - y_val) ** 2))
-        ss_tot = float(np.sum((y_val - y_val.mean()) ** 2))
-        r2 = 1.0 - float(np.sum((pred - y_val) ** 2)) / ss_tot if ss_tot > 0 else None
-        return train_loss, val_loss, r2, pred.reshape(-1, 1)
+        return train_loss, val_loss, r2_score(y_val, pred), pred.reshape(-1, 1)
     val_loss = _cross_entropy(fitted, x_val, y_val)
     return train_loss, val_loss, float(np.mean(pred == y_val)), pred.astype(np.int64)
 

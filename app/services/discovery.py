@@ -31,6 +31,7 @@ import torch
 from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
 from app.services.numbers import finite_or_none
+from kan_core.metrics import r2_score
 from kan_core.train import FitProgress
 
 MODEL = "discover"
@@ -128,9 +129,7 @@ def _scores(pred: np.ndarray | None, y: np.ndarray) -> dict[str, float | None]:
     if pred is None or len(y) == 0:
         return {"r2": None, "rmse": None}
     mse = float(np.mean((pred - y) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - mse * len(y) / ss_tot if ss_tot > 0 else math.nan
-    return {"r2": finite_or_none(r2), "rmse": finite_or_none(math.sqrt(mse))}
+    return {"r2": finite_or_none(r2_score(y, pred)), "rmse": finite_or_none(math.sqrt(mse))}
 
 
 def _predict(expr: Any, symbols: Any, x: np.ndarray) -> np.ndarray | None:

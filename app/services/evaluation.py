@@ -25,6 +25,7 @@ from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGro
 
 from app.services import alloys
 from app.services.errors import InvalidInputError
+from kan_core.metrics import r2_score
 
 __all__ = [
     "COMPOSITION",
@@ -205,15 +206,14 @@ Task = Literal["regression", "classification"]
 
 
 def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
-    """R², MAE, RMSE of one fold (R² is NaN for a constant target)."""
+    """R² (:func:`kan_core.metrics.r2_score`: NaN for a constant target), MAE, RMSE of one
+    fold."""
     y = np.asarray(y_true, dtype=float).reshape(-1)
     p = np.asarray(y_pred, dtype=float).reshape(-1)
-    ss_res = float(((y - p) ** 2).sum())
-    ss_tot = float(((y - y.mean()) ** 2).sum())
     return {
-        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
+        "r2": r2_score(y, p),
         "mae": float(np.abs(y - p).mean()),
-        "rmse": math.sqrt(ss_res / len(y)),
+        "rmse": math.sqrt(float(((y - p) ** 2).mean())),
     }
 
 

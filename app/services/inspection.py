@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session, undefer
 from app.db.models import Dataset, ModelArtifact, Run
 from app.services.datasets import frame_from_bytes
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
-from app.services.runs import get_run
 from app.services.model_contract import PreparedData
 from app.services.model_registry import get_model_spec
 from app.services.run_data import prepare_data
+from app.services.runs import get_run
+from kan_core.metrics import r2_score
 
 MAX_INSPECT_ROWS = 2048
 #: the network response carries at most this many curve samples; wider models get fewer
@@ -307,12 +308,6 @@ def _check_edge(loaded: LoadedModel, layer: int, i: int, j: int) -> None:
         )
 
 
-def _r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    ss_res = float(((y_true - y_pred) ** 2).sum())
-    ss_tot = float(((y_true - y_true.mean(0)) ** 2).sum())
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
-
-
 def predictions(session: Session, run_id: int, split: str = "validation") -> dict[str, Any]:
     """Predictions in original units (regression) or labels (classification) vs the truth."""
     run = get_run(session, run_id)
@@ -362,7 +357,7 @@ def predictions(session: Session, run_id: int, split: str = "validation") -> dic
     pred_t = torch.as_tensor(np.asarray(pred, dtype=np.float32).reshape(len(rows), -1))
     y_true = data.y_scaler.inverse_transform(y).numpy() if y is not None else np.zeros((0, 1))
     y_pred = data.y_scaler.inverse_transform(pred_t).numpy()
-    metric = _r2(y_true, y_pred) if len(rows) else math.nan
+    metric = r2_score(y_true, y_pred)
     return {
         "run_id": run_id,
         "split": split,
