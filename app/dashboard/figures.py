@@ -389,6 +389,32 @@ def network_figure(
     return fig
 
 
+def zoom_from_relayout(relayout: Any) -> dict[str, list[float] | None] | None:
+    """The axis ranges a Plotly ``relayoutData`` event sets, ``{"xaxis": [lo, hi] | None,
+    "yaxis": …}`` (None = back to the full view); None when the event is not a zoom (a shape
+    drawn, a hover …)."""
+    if not isinstance(relayout, dict):
+        return None
+    zoom: dict[str, list[float] | None] = {}
+    for axis in ("xaxis", "yaxis"):
+        lo, hi = relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")
+        if isinstance(lo, int | float) and isinstance(hi, int | float):
+            zoom[axis] = [float(lo), float(hi)]
+        elif relayout.get(f"{axis}.autorange") is True:
+            zoom[axis] = None
+    return zoom or None
+
+
+def keep_zoom(fig: go.Figure, zoom: Any) -> go.Figure:
+    """``fig`` with the ranges the user zoomed to (``zoom_from_relayout``'s form)."""
+    if isinstance(zoom, dict):
+        for axis in ("xaxis", "yaxis"):
+            bounds = zoom.get(axis)
+            if isinstance(bounds, list) and len(bounds) == 2:
+                fig.layout[axis].range = bounds
+    return fig
+
+
 def selection_shape_style() -> dict[str, Any]:
     """What ``frontend_assets/kanscope.js`` needs to outline a slot exactly as below."""
     return {

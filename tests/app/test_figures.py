@@ -393,3 +393,19 @@ def test_input_edges_are_drawn_in_the_columns_own_units():
     client = edge_curves_for_client(network)
     assert client["edges"]["0-0-0"][0] == [6.0, 10.0]
     assert client["x_titles"] == ["VEC (data units)"]
+
+
+def test_a_zoom_is_remembered_and_reapplied_but_other_relayouts_are_not_zooms():
+    import plotly.graph_objects as go
+
+    from app.dashboard.figures import keep_zoom, zoom_from_relayout
+
+    box = {"xaxis.range[0]": 0.3, "xaxis.range[1]": 0.6, "yaxis.range[0]": 0, "yaxis.range[1]": 1}
+    zoom = zoom_from_relayout(box)
+    assert zoom == {"xaxis": [0.3, 0.6], "yaxis": [0.0, 1.0]}
+    assert zoom_from_relayout({"shapes": []}) is None  # the selection outline, not a zoom
+    assert zoom_from_relayout({"xaxis.autorange": True}) == {"xaxis": None}
+    fig = keep_zoom(go.Figure(layout={"xaxis": {"range": [-0.01, 1.01]}}), zoom)
+    assert list(fig.layout.xaxis.range) == [0.3, 0.6]
+    reset = keep_zoom(go.Figure(layout={"xaxis": {"range": [-0.01, 1.01]}}), {"xaxis": None})
+    assert list(reset.layout.xaxis.range) == [-0.01, 1.01]

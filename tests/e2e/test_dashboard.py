@@ -140,12 +140,15 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     page.screenshot(path=screenshot_dir / "03_run_edge.png", full_page=True)
     # Fix: the confirmation names the edge and stays (the refresh the fix causes keeps it)
     fixed_to = page.locator("#run-candidates td[data-dash-column=name]").first.inner_text()
+    zoomed = zoom_by_dragging(page, "#run-network")  # a fix keeps the user's zoom
     page.click("#run-fix")
     page.wait_for_selector("#run-edge-notice .alert-success")
     time.sleep(3)
     notice = page.inner_text("#run-edge-notice")
     assert notice == f"Edge ({address[0]}, {address[1]}→{address[2]}) fixed to {fixed_to}.", notice
     assert page.is_disabled("#run-export-python")  # nothing to export while splines remain
+    page.wait_for_function(SYMBOLIC_DRAWN_JS)  # the diagram was redrawn with the fixed edge
+    assert page.evaluate(NETWORK_RANGE_JS) == zoomed
 
     # ── Before auto-symbolic: a partial formula, the spline edges shown as φ and named ──
     page.wait_for_function(
@@ -229,6 +232,29 @@ ZOOM_LOSS_JS = """() => {
   const gd = document.querySelector('#tr-loss .js-plotly-plot');
   return window.Plotly.relayout(gd, {'xaxis.range': [0, 50]}).then(() => true);
 }"""
+
+
+def zoom_by_dragging(page, graph: str) -> list[float]:
+    """A box zoom with the mouse (a GUI edit, which ``uirevision`` keeps; Plotly.relayout from
+    script is not one); returns the x range it left."""
+    box = page.locator(f"{graph} .nsewdrag").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.8, steps=8)
+    page.mouse.up()
+    page.wait_for_function(
+        "(g) => document.querySelector(g + ' .js-plotly-plot').layout.xaxis.range[0] > 0.1",
+        arg=graph,
+    )
+    return page.evaluate(
+        "(g) => document.querySelector(g + ' .js-plotly-plot').layout.xaxis.range", graph
+    )
+
+
+NETWORK_RANGE_JS = """() => document.querySelector('#run-network .js-plotly-plot')
+  .layout.xaxis.range"""
+SYMBOLIC_DRAWN_JS = """() => document.querySelector('#run-network .js-plotly-plot').data
+  .some(t => (t.name || '').startsWith('symbolic-'))"""
 EDGE_DATA_X_JS = """() => document.querySelector('#run-edge .js-plotly-plot').data
   .find(t => t.name === 'data (pre-activations)').x"""
 EDGE_X_TITLE_JS = """() => document.querySelector('#run-edge .js-plotly-plot')

@@ -79,6 +79,8 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             dcc.Store(id="run-highlight", data=None),  # written by the client-side outline
             # Every edge's curve for the instant client-side preview on click (browser only).
             dcc.Store(id="run-curves", data=None),
+            # the diagram's zoom, kept across the redraws a fix or prune causes
+            dcc.Store(id="run-network-zoom", data=None),
             dcc.Store(id="run-version", data=0),  # bumped after every change to the model
             dcc.Store(id="run-selected-edge", data=None),  # [layer, i, j]
             dcc.Store(id="run-edge-data", data=None),
@@ -480,8 +482,9 @@ def inspectable(info: dict | None) -> bool:
     Input("run-version", "data"),
     State("run-selected-edge", "data"),
     State("run-id", "data"),
+    State("run-network-zoom", "data"),
 )
-def load_network(info, _version, selected, run_id):
+def load_network(info, _version, selected, run_id, zoom=None):
     run_id = positive_int(run_id)
     if not isinstance(info, dict) or not info or run_id is None:
         return no_update, no_update, no_update, no_update
@@ -505,12 +508,25 @@ def load_network(info, _version, selected, run_id):
         )
     selected = list(valid_edge(selected) or []) or None
     fig = figures.network_figure(network, selected=selected, uirevision=f"run-{run_id}")
+    fig = figures.keep_zoom(fig, zoom)
     diagram = {
         "width": figures.network_width(network),
         "shape": figures.selection_shape_style(),
         "inputs": network.get("input_names") or [],
     }
     return fig, diagram, figures.edge_curves_for_client(network), None
+
+
+@callback(
+    Output("run-network-zoom", "data"),
+    Input("run-network", "relayoutData"),
+    prevent_initial_call=True,
+)
+def remember_zoom(relayout):
+    """The last zoom (or reset) of the diagram; other relayouts (the selection outline) are not
+    zooms and leave it."""
+    zoom = figures.zoom_from_relayout(relayout)
+    return no_update if zoom is None else zoom
 
 
 # The selection outline is drawn in the browser with Plotly.relayout on the diagram itself, when
