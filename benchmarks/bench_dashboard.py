@@ -10,6 +10,10 @@ for a few steps, then in headless Debian chromium at 1280×800:
    plot shows that edge's curve (drawn in the browser from the curves the page holds), and
    **click → full detail**: until the server's figure with the data's pre-activations is painted
    (Dash callback → pooled httpx → API → model inspection). Median and p90 over many edges.
+4. **Train click → first curve point** on a 300-step KAN with the Datasets page's defaults
+   (issue #22's goal: < 1.5 s; today the trainer process's start-up dominates), and
+   **reload → reattached**: a reload of the Train page mid-run until the run's id, link and
+   curve are back (goal < 2 s).
 
 Usage: ``python benchmarks/bench_dashboard.py [--clicks 21] [--renders 9] [--json out.json]``
 """
@@ -114,6 +118,51 @@ def train_run(server: ServerProcess) -> int:
     raise TimeoutError("training did not finish")
 
 
+TRAIN_POINTS_JS = """() => {
+  const gd = document.querySelector('#tr-loss .js-plotly-plot');
+  const t = gd && gd.data && gd.data.find(d => d.name === 'train loss');
+  return t && t.x ? t.x.length : 0;
+}"""
+
+
+def measure_train_page(browser, server: ServerProcess) -> dict[str, float]:
+    """Train click → first loss point (300 steps, no early stop), reload → reattached run."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(120_000)
+    page.goto(server.url + "/")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ds-features input:checked').length > 0"
+    )
+    page.click("#ds-to-train")
+    page.wait_for_selector("#tr-selection .kv")
+    out: dict[str, float] = {}
+    for steps, key in ((300, "train_click_to_first_point_ms"), (200_000, None)):
+        page.fill("#tr-steps", str(steps))
+        page.fill("#tr-patience", "")
+        page.press("#tr-patience", "Tab")
+        page.wait_for_timeout(300)  # the debounced inputs commit
+        t0 = time.perf_counter()
+        page.click("#tr-start")
+        page.wait_for_function(f"() => ({TRAIN_POINTS_JS})() > 0")
+        if key:
+            out[key] = round((time.perf_counter() - t0) * 1000, 1)
+            page.wait_for_function(
+                "() => ['succeeded', 'failed'].includes("
+                "(document.querySelector('#tr-status-badge') || {}).innerText)"
+            )
+    run_id = int(page.inner_text("#tr-run-id"))
+    t0 = time.perf_counter()
+    page.reload()
+    page.wait_for_function(
+        f"""() => (document.querySelector('#tr-run-id') || {{}}).innerText === '{run_id}'
+                  && ({TRAIN_POINTS_JS})() > 0"""
+    )
+    out["reload_to_reattached_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    server.api.post(f"/runs/{run_id}/cancel")
+    page.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clicks", type=int, default=21)
@@ -199,6 +248,7 @@ def main() -> None:
                     results[f"{key}_median_ms"] = round(statistics.median(ok), 1)
                     results[f"{key}_p90_ms"] = round(ok[int(0.9 * (len(ok) - 1))], 1)
                     results[f"{key}_all_ms"] = [None if v is None else round(v, 1) for v in values]
+                results.update(measure_train_page(browser, server))
                 browser.close()
         finally:
             server.stop()
