@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,9 +17,7 @@ import tomllib
 from setuptools import find_packages
 from sqlalchemy import create_engine, inspect
 
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED = {"app.migrations": "migrations", "app.frontend_assets": "frontend_assets"}
-SOURCES = ("pyproject.toml", "README.md", "app", "kan_core", *SHIPPED.values())
+from tests.wheel_build import REPO, SHIPPED, build_wheel
 
 
 def _shipped_files() -> list[str]:
@@ -47,25 +44,7 @@ def test_package_list_covers_every_package():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built from a copy of the sources, so the build leaves nothing in the checkout (~2 s)."""
-    src = tmp_path_factory.mktemp("src")
-    junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info")
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, ignore=junk)
-        else:
-            shutil.copy2(REPO / name, src / name)
-    out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(out), str(src)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert build.returncode == 0, build.stderr
-    (whl,) = out.glob("kanscope-*.whl")
-    return whl
+    return build_wheel(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_carries_assets_and_migrations(wheel: Path):

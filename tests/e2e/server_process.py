@@ -36,7 +36,14 @@ def free_port() -> int:
 class ServerProcess:
     """``kanscope serve`` in a temp data dir; ``url`` is its root, ``api`` an httpx client."""
 
-    def __init__(self, data_dir: Path, env_extra: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env_extra: dict[str, str] | None = None,
+        kanscope: list[str] | None = None,
+        cwd: Path = REPO,
+    ) -> None:
+        """``kanscope``: the command to run (default: this checkout's ``python -m app.cli``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -52,16 +59,14 @@ class ServerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "app.cli",
+                *(kanscope or [sys.executable, "-m", "app.cli"]),
                 "serve",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(self.port),
             ],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
