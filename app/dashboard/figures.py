@@ -582,9 +582,11 @@ def loss_figure(
     *,
     uirevision: str | int | None = None,
     best_step: int | None = None,
+    task: str | None = None,
 ) -> go.Figure:
     """Train and validation loss against step (two traces, extended live with ``extendData``);
-    ``best_step``: the step whose weights the run kept (early stopping), marked by a line."""
+    ``best_step``: the step whose weights the run kept (early stopping), marked by a line;
+    ``task`` names the loss on the axis."""
     fig = go.Figure()
     if best_step is not None:
         fig.add_vline(
@@ -603,12 +605,21 @@ def loss_figure(
         height=300,
         margin={"l": 55, "r": 10, "t": 30, "b": 40},
         xaxis_title="step",
-        yaxis={"title": "loss", "type": "log"},
+        yaxis={"title": loss_axis_title(task), "type": "log"},
         legend={"orientation": "h", "y": 1.12},
         uirevision=uirevision if uirevision is not None else "loss",
         plot_bgcolor="#fafafa",
     )
     return fig
+
+
+def loss_axis_title(task: str | None) -> str:
+    """What the loss is: the network fits a standardised target (regression)."""
+    if task == "regression":
+        return "MSE (standardised target)"
+    if task == "classification":
+        return "cross-entropy"
+    return "loss"
 
 
 def loss_extension(metrics: Sequence[dict[str, Any]]) -> tuple[dict[str, list], list[int]]:

@@ -364,6 +364,9 @@ def test_loss_figure_marks_the_step_whose_weights_were_kept():
     assert [(shape.x0, shape.x1) for shape in marked.layout.shapes] == [(5, 5)]
     assert "step 5" in marked.layout.annotations[0].text
     assert not loss_figure(points).layout.shapes
+    assert loss_figure(points, task="regression").layout.yaxis.title.text == (
+        "MSE (standardised target)"
+    )
 
 
 def test_input_edges_are_drawn_in_the_columns_own_units():

@@ -401,7 +401,12 @@ def load_run(run_id):
     done = run.get("status") in TERMINAL_STATUSES
     return (
         header(run, info["metric_name"], info["dataset_name"]),
-        figures.loss_figure(points, uirevision=f"run-{run_id}", best_step=kept_best_step(run)),
+        figures.loss_figure(
+            points,
+            uirevision=f"run-{run_id}",
+            best_step=kept_best_step(run),
+            task=(run.get("config") or {}).get("task"),
+        ),
         {"last_step": last_step},
         done,
         info,

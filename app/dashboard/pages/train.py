@@ -465,15 +465,17 @@ def start_training(
     Output("tr-loss", "figure"),
     Output("tr-open-link", "children"),
     Input("tr-active", "data"),
+    State("selection-store", "data"),
 )
-def attach_run(active: Any):
+def attach_run(active: Any, selection: Any = None):
     """Follow the run this tab started: right after Start, and again after a reload or a visit
     to another page (the id is kept in the tab's session storage)."""
     run_id = positive_int(active)
     if run_id is None:
         return None, True, no_update, None
     link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
-    figure = figures.loss_figure([], uirevision=f"run-{run_id}")
+    task = selection.get("task") if isinstance(selection, dict) else None
+    figure = figures.loss_figure([], uirevision=f"run-{run_id}", task=task)
     return {"id": run_id, "last_step": None, "status": None}, False, figure, link
 
 
