@@ -59,7 +59,7 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
           xaxis: {
             title: {
               text: layer === 0 && curves.x_titles && curves.x_titles[i]
-                ? curves.x_titles[i] : "hidden node " + i + " of layer " + layer,
+                ? curves.x_titles[i] : "hidden node " + layer + "." + i,
             },
           },
           yaxis: { title: { text: "φ(x)" } },

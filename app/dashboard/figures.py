@@ -334,8 +334,8 @@ def network_figure(
                 name = output_names[k] if k < len(output_names) else f"y{k}"
                 labels.append(_short(name, label_chars))
                 node_text.append(f"output {k}: {name}")
-            else:
-                labels.append("")
+            else:  # named as the edge plot's x axis names it
+                labels.append(f"{layer_index}.{k}" if count <= 24 else "")
                 node_text.append(f"hidden node {layer_index}.{k}")
     traces.append(
         go.Scatter(
@@ -468,7 +468,7 @@ def edge_x_title(layer: int, i: int, input_name: str | None, scale: Any) -> str:
         return f"{readable_name(input_name)} (data units)"
     if input_name:
         return f"input ({readable_name(input_name)}, standardised)"
-    return f"hidden node {i} of layer {layer}"
+    return f"hidden node {layer}.{i}"
 
 
 def edge_figure(

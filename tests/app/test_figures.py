@@ -383,7 +383,7 @@ def test_input_edges_are_drawn_in_the_columns_own_units():
     assert [list(t.x) for t in fig.data] == [[8.0], [6.0, 10.0], [6.0, 10.0]]
     assert fig.layout.xaxis.title.text == "PROPERTY: grain size (μm) (data units)"
     hidden = edge_figure({**edge, "layer": 1, "i": 2, "input_scale": None})
-    assert hidden.layout.xaxis.title.text == "hidden node 2 of layer 1"
+    assert hidden.layout.xaxis.title.text == "hidden node 1.2"  # as the diagram labels it
     network = {
         "input_names": ["VEC"], "input_scales": [[8.0, 2.0]],
         "layers": [

@@ -140,8 +140,8 @@ def test_discover_formula_on_train_and_run_pages(
     unexplained = [1 - v + 1e-6 for v in r2s]
     assert unexplained[0] <= min(unexplained) * 10**0.05 + 1e-3, r2s  # the best fit first
     page.click("#run-fix")
-    page.wait_for_selector("#run-edge-alert .alert-warning")
-    assert "Select a candidate" in page.inner_text("#run-edge-alert")
+    page.wait_for_selector("#run-edge-notice .alert-warning")
+    assert "Select a candidate" in page.inner_text("#run-edge-notice")
     edges = api.get(f"/runs/{kan['id']}/network").json()["layers"][0]["edges"]
     assert all(e["symbolic"] is None for e in edges)  # nothing was fixed
 
