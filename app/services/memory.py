@@ -32,6 +32,7 @@ that module's docstring): each constant is the measured count, per row and layer
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,9 +84,9 @@ LBFGS_STEP_VECTORS = 28
 DATA_BYTES_PER_CELL = 8 * 3 + 4 * 2
 #: the measured growth of a tiny fit (allocator arenas, autograd, thread buffers): 60-90 MB
 FIXED_SLACK = 96 * MB
-#: glibc serves allocations below 32 MiB from its heap (kan_core raises the mmap threshold to
-#: its maximum) and keeps freed heap memory: measured 0.4-1.3 × the heap-sized live bytes of a
-#: KAN's largest phase (an MLP's same-sized buffers are reused: none)
+#: glibc serves allocations below 32 MiB from its heap (trainers raise the mmap threshold to
+#: its maximum: `tune_trainer_allocator`) and keeps freed heap memory: measured 0.4-1.3 × the
+#: heap-sized live bytes of a KAN's largest phase (an MLP's same-sized buffers are reused: none)
 HEAP_BUFFER_LIMIT = 32 * MB
 HEAP_SLACK_FACTOR = 1.3
 HEAP_SLACK_MAX = 1024 * MB
@@ -567,6 +568,18 @@ def limit_trainer_memory(max_mb: int) -> int | None:
         return soft
     resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
     return limit
+
+
+def tune_trainer_allocator() -> None:
+    """A training process's opt-in to kan_core's glibc tuning (`cpu_kernels.tune_allocator`:
+    freed feature buffers stay in the process instead of being page-faulted back every step;
+    `HEAP_BUFFER_LIMIT` assumes it). The library never changes its host's allocator itself.
+    KAN_CORE_MALLOC_TUNING=0 leaves the allocator alone."""
+    if os.environ.get("KAN_CORE_MALLOC_TUNING") == "0":
+        return
+    from kan_core.cpu_kernels import tune_allocator
+
+    tune_allocator()
 
 
 _OOM_PATTERNS = ("can't allocate memory", "not enough memory", "cannot allocate memory",

@@ -134,5 +134,8 @@ def run_worker(extra: list[str] | None = None) -> None:
     each pool child starts training at once instead of importing torch per child.
     """
     import app.services.training  # noqa: F401  (preload for the pool children)
+    from app.services.memory import tune_trainer_allocator
+
+    tune_trainer_allocator()  # inherited by the pool children
 
     celery_app.worker_main(worker_argv(extra))

@@ -79,12 +79,13 @@ def _child_main(
     threading.Thread(target=watch_parent, daemon=True).start()
     from app.config import get_settings
     from app.db.session import Database
-    from app.services.memory import limit_trainer_memory
+    from app.services.memory import limit_trainer_memory, tune_trainer_allocator
     from app.services.training import run_training
 
     # an allocation beyond the budget fails in this process (the run ends `failed` naming
     # KANSCOPE_MAX_RUN_MEMORY_MB) instead of exhausting the machine
     limit_trainer_memory(get_settings().max_run_memory_mb)
+    tune_trainer_allocator()
     db = Database(database_url)
     try:
         run_training(run_id, f"{prefix}pid{os.getpid()}", db=db)
