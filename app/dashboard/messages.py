@@ -1,6 +1,6 @@
-"""Pure text helpers for the run page's messages: the API's words turned into the buttons'
-words, long messages shortened at a word boundary, and the auto-symbolic report counted right
-(fixed / already symbolic / pruned / left as splines)."""
+"""Pure text helpers for the run pages' messages: the API's words turned into the buttons'
+words, long messages shortened at a word boundary, the auto-symbolic report counted right
+(fixed / already symbolic / pruned / left as splines), and the Runs table's compact cells."""
 
 from __future__ import annotations
 
@@ -54,3 +54,20 @@ def auto_symbolic_text(result: dict[str, Any], threshold: float) -> str:
     elif not fixed and not already:
         parts.append("no edge left to fit")
     return "; ".join(parts) + "."
+
+
+def rows_used(summary: dict[str, Any]) -> str:
+    """``415 (1,130 dropped)``: a run's rows after dropping missing values."""
+    used, dropped = summary.get("n_rows_used"), summary.get("n_rows_dropped")
+    if used is None:
+        return ""
+    return f"{used:,}" + (f" ({dropped:,} dropped)" if dropped else "")
+
+
+def settings_text(config: dict[str, Any]) -> str:
+    """The hyperparameters that most often differ between runs, in one cell."""
+    if config.get("steps") is None:
+        return ""
+    patience = config.get("early_stopping_patience")
+    stop = f"early stop {patience}" if patience else "all steps"
+    return f"{config['steps']:,} · {config.get('lr', '?')} · {stop}"

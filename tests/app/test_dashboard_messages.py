@@ -36,3 +36,15 @@ def test_server_messages_use_the_buttons_names_and_are_not_cut_mid_word():
     short = shorten(long, 240)
     assert short.endswith("word …") and len(short) <= 242
     assert shorten("short", 240) == "short"
+
+
+def test_runs_table_cells_say_rows_used_and_settings():
+    from app.dashboard.messages import rows_used, settings_text
+
+    assert rows_used({"n_rows_used": 415, "n_rows_dropped": 1130}) == "415 (1,130 dropped)"
+    assert rows_used({"n_rows_used": 366, "n_rows_dropped": 0}) == "366"
+    assert rows_used({}) == ""
+    config = {"steps": 3000, "lr": 0.01, "early_stopping_patience": 100}
+    assert settings_text(config) == "3,000 · 0.01 · early stop 100"
+    assert settings_text({**config, "early_stopping_patience": None}) == "3,000 · 0.01 · all steps"
+    assert settings_text({"model_options": {}}) == ""

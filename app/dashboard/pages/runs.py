@@ -10,6 +10,8 @@ from dash import Input, Output, State, callback, dash_table, dcc, html, no_updat
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import TERMINAL_STATUSES, alert, error_alert, fmt_number, user_clicked
+from app.dashboard.data_check import readable_name
+from app.dashboard.messages import rows_used, settings_text, shorten
 from app.dashboard.validation import positive_ints
 
 dash.register_page(__name__, path="/runs", name="Runs", title="Runs · kanscope")
@@ -23,13 +25,18 @@ COLUMNS = [
     ("name", "name", "text"),
     ("status", "status", "text"),
     ("dataset", "dataset", "text"),
+    ("target", "target", "text"),
+    ("features", "features", "text"),
+    ("rows", "rows used", "text"),
     ("model", "model", "text"),
     ("width", "width", "text"),
+    ("settings", "steps · lr · stop", "text"),
     ("params", "parameters", "text"),
     ("train_loss", "train loss", "text"),
     ("val_loss", "val loss", "text"),
     ("val_metric", "val R² / acc.", "text"),
     ("created", "created", "text"),
+    ("problem", "failure / note", "text"),
 ]
 
 
@@ -107,13 +114,18 @@ def run_row(run: dict[str, Any], dataset_names: dict[int, str]) -> dict[str, Any
         "name": run.get("name") or "",
         "status": run.get("status"),
         "dataset": dataset_names.get(run.get("dataset_id"), str(run.get("dataset_id"))),
+        "target": readable_name(", ".join(config.get("target_columns") or [])),
+        "features": len(summary.get("inputs") or config.get("feature_columns") or []) or "",
+        "rows": rows_used(summary),
         "model": run.get("model"),
         "width": str(width),
+        "settings": settings_text(config),
         "params": fmt_number(summary.get("n_parameters")),
         "train_loss": fmt_number(summary.get("train_loss")),
         "val_loss": fmt_number(summary.get("val_loss")),
         "val_metric": fmt_number(summary.get("val_metric")),
         "created": str(run.get("created_at", ""))[:19].replace("T", " "),
+        "problem": shorten(str(run.get("error") or ""), 120),
     }
 
 
