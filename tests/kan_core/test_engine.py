@@ -132,3 +132,26 @@ print(json.dumps({"layer": numba.config.THREADING_LAYER, "path": os.environ.get(
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"layer": "default", "path": True, "calls": [], "fused_imports_train": False}
+
+
+@pytest.mark.parametrize("lamb", [0.0, 1e-2])
+def test_every_engine_trains_to_the_torch_reference_weights(lamb: float) -> None:
+    """The same fit (float64, Adam) on each engine that applies ends at the pure-PyTorch
+    reference's weights, to float tolerance. lamb 0: uniform grids (every engine applies);
+    lamb > 0: adaptive grid updates (numba's de Boor basis kernels, and torch)."""
+    x = torch.rand(96, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
+    data = TrainData(x, x[:, :1].sin() * x[:, 1:2] + x[:, 2:] ** 2)
+    if lamb:
+        cfg = {"lamb": lamb, "update_grid_every": 3, "grid_eps": 0.5}
+        engines = ["numba", "torch"]
+    else:
+        cfg = {"update_grid_every": 0}
+        engines = ["fused-cpu", *(["native"] if native.available() else []), "numba", "torch"]
+    weights = {}
+    for engine in engines:
+        model = KAN([3, 4, 1], seed=5, dtype=torch.float64)
+        result = fit(model, data, FitConfig(steps=6, engine=engine, **cfg))  # type: ignore[arg-type]
+        assert result.engine == engine
+        weights[engine] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    for engine in engines[:-1]:
+        torch.testing.assert_close(weights[engine], weights["torch"], rtol=1e-7, atol=1e-9)
