@@ -216,6 +216,7 @@ def main() -> None:
     ap.add_argument("--no-pykan", action="store_true")
     args = ap.parse_args()
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]
+    cpu_kernels.tune_allocator()  # as kanscope's trainers do (the library itself never does)
     t = time.perf_counter()
     warm_up()  # native operators and numba kernels: built once per machine, then loaded
     warm_s = time.perf_counter() - t
