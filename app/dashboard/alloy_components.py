@@ -30,19 +30,6 @@ def split_body(group: str | None, folds: Any, seed: Any) -> dict[str, Any]:
     }
 
 
-def network_models(task: str, steps: int | None) -> list[dict[str, Any]]:
-    """The line-up the page asks for: the API's defaults, with the networks' step limit."""
-    limit = {"steps": int(steps)} if steps else {}
-    linear = "Ridge" if task == "regression" else "Logistic regression"
-    return [
-        {"name": "KAN", "kind": "kan", "params": {"hidden": [4], "grid": 5, "lamb": 1e-4, **limit}},
-        {"name": "MLP", "kind": "mlp", "params": {"hidden": [64, 64], **limit}},
-        {"name": linear, "kind": "linear", "params": {}},
-        {"name": "Random forest", "kind": "random_forest", "params": {}},
-        {"name": "Gradient boosting", "kind": "gradient_boosting", "params": {}},
-    ]
-
-
 def build_request(
     target: str | None,
     features: list[str] | None,
@@ -52,7 +39,9 @@ def build_request(
     steps: Any,
     seed: Any,
 ) -> dict[str, Any]:
-    """The ``POST /datasets/{id}/leaderboards`` body; ValueError says what to fix."""
+    """The ``POST /datasets/{id}/leaderboards`` body; ValueError says what to fix. The models
+    are the API's default line-up (not sent: the API owns the defaults), ``steps`` their
+    networks' step limit."""
     if not target:
         raise ValueError("Choose the target column.")
     features = [f for f in features or [] if f != target]
@@ -60,14 +49,13 @@ def build_request(
         raise ValueError("Choose at least one feature column.")
     if steps is not None and int(steps) < 1:
         raise ValueError("Network steps must be at least 1 (or empty for the default).")
-    task = task or "regression"
-    return {
+    body = {
         "target_columns": [target],
         "feature_columns": features,
-        "task": task,
+        "task": task or "regression",
         "split": split_body(group, folds, seed),
-        "models": network_models(task, int(steps) if steps else None),
     }
+    return body | ({"network_steps": int(steps)} if steps else {})
 
 
 _NETWORK_PARAM_KEYS = {

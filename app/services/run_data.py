@@ -53,6 +53,17 @@ def resolve_columns(
     return features, targets
 
 
+def standardised(
+    train: np.ndarray, val: np.ndarray
+) -> tuple[Standardizer, torch.Tensor, torch.Tensor | None]:
+    """(scaler, train, val): float32 copies of the ``train`` and ``val`` rows (n, cols),
+    standardised with the training rows' statistics; val None when it has no rows."""
+    raw = torch.tensor(train, dtype=torch.float32)
+    scaler = Standardizer.fit(raw)
+    val_std = scaler.transform(torch.tensor(val, dtype=torch.float32)) if len(val) else None
+    return scaler, scaler.transform(raw), val_std
+
+
 def prepare_data(
     frame: pd.DataFrame, columns: list[dict[str, Any]], config: dict[str, Any]
 ) -> PreparedData:
@@ -100,25 +111,11 @@ def prepare_data(
             f"{n_dropped} row(s) with missing values; at least 2 are needed."
         )
 
-    x_train_raw = torch.tensor(x_all[train_rows], dtype=torch.float32)
-    x_scaler = Standardizer.fit(x_train_raw)
-    x_train = x_scaler.transform(x_train_raw)
-    x_val = (
-        x_scaler.transform(torch.tensor(x_all[val_rows], dtype=torch.float32))
-        if len(val_rows)
-        else None
-    )
+    x_scaler, x_train, x_val = standardised(x_all[train_rows], x_all[val_rows])
     classes: list[str] | None = None
     y_scaler: Standardizer | None = None
     if task == "regression":
-        y_train_raw = torch.tensor(y_all[train_rows], dtype=torch.float32)
-        y_scaler = Standardizer.fit(y_train_raw)
-        y_train = y_scaler.transform(y_train_raw)
-        y_val = (
-            y_scaler.transform(torch.tensor(y_all[val_rows], dtype=torch.float32))
-            if len(val_rows)
-            else None
-        )
+        y_scaler, y_train, y_val = standardised(y_all[train_rows], y_all[val_rows])
     else:
         labels = frame[targets[0]].astype(str)
         classes = sorted(labels[complete].unique().tolist())

@@ -150,7 +150,35 @@ def test_leaderboard_input_errors(client, demo_csv):
     ]:
         r = client.post(url, json={"target_columns": ["HV"], "models": [model]})
         assert r.status_code == 422 and message in r.json()["detail"], r.text
+    both = {"target_columns": ["HV"], "models": [{"name": "r", "kind": "linear"}]}
+    r = client.post(url, json=both | {"network_steps": 5})
+    assert r.status_code == 422 and "network_steps" in r.json()["detail"]
     assert client.get(f"/api/runs?dataset_id={ds['id']}").json()["runs"] == []
+
+
+def test_default_line_up_comes_from_the_api_with_the_networks_step_limit(client, demo_csv):
+    """The dashboard sends no models, only ``network_steps``: the benchmarked defaults hold."""
+    from app.services.leaderboard import DEFAULT_KAN_PARAMS
+
+    ds = upload(client, demo_csv, "gorsse.csv")
+    body = {"target_columns": ["HV"], "split": {"n_splits": 2, "group_by": None}}
+    created = client.post(
+        f"/api/datasets/{ds['id']}/leaderboards", json=body | {"network_steps": 3}
+    )
+    assert created.status_code == 201, created.text
+    runs = created.json()["runs"]
+    for run in runs:
+        client.post(f"/api/runs/{run['id']}/cancel")
+    assert [r["model"] for r in runs] == [
+        "kan",
+        "mlp",
+        "linear",
+        "random_forest",
+        "gradient_boosting",
+    ]
+    kan, mlp = runs[0]["config"], runs[1]["config"]
+    assert {k: kan[k] for k in DEFAULT_KAN_PARAMS} == DEFAULT_KAN_PARAMS
+    assert kan["lamb"] == 1e-3 and kan["grid_eps"] == 0.02 and kan["steps"] == mlp["steps"] == 3
 
 
 @pytest.mark.slow

@@ -111,3 +111,27 @@ def test_spec_validation():
         "random_forest",
         "gradient_boosting",
     ]
+
+
+def test_a_plugin_model_kind_joins_a_leaderboard(regression_data, monkeypatch):
+    """Any registered kind: here the KANSCOPE_MODEL_PLUGINS example, predicting the mean of each
+    fold's training targets (it returns validation predictions only, and stops on nothing)."""
+    import importlib
+    import sys
+
+    from app.services import model_registry
+
+    monkeypatch.setattr(model_registry, "MODEL_REGISTRY", dict(model_registry.MODEL_REGISTRY))
+    monkeypatch.delitem(sys.modules, "mean_baseline_plugin", raising=False)
+    importlib.import_module("mean_baseline_plugin")  # registers "mean_baseline"
+    x, y, groups = regression_data
+    split = make_split(pd.DataFrame({"g": groups}), SplitSpec(n_splits=3, group_by="g", seed=1))
+    spec = LeaderboardModel("Mean", "mean_baseline")
+    result = leaderboard.cross_validate(spec, "regression", x, y, groups, split)
+    for (train_rows, _), fold in zip(split.folds(), result.folds, strict=True):
+        assert fold.predictions == pytest.approx(
+            [float(y[train_rows].mean())] * len(fold.test_rows)
+        )
+        assert fold.metrics["r2"] <= 0.0 and fold.n_parameters == 1
+    row = leaderboard.leaderboard_rows([result])[0]
+    assert row["kind"] == "mean_baseline" and row["n_folds"] == 3

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from app.dashboard import figures
-from app.dashboard.alloy_components import NO_GROUPS, build_request, network_models
+from app.dashboard.alloy_components import NO_GROUPS, build_request
 
 
 def board(task: str = "regression") -> dict:
@@ -136,15 +136,11 @@ def test_request_body_carries_split_features_and_network_step_limit():
     assert body["target_columns"] == ["HV"]
     assert body["feature_columns"] == ["vec", "delta"]  # the target is never a feature
     assert body["split"] == {"n_splits": 3, "group_by": "composition", "seed": 7}
-    names = [m["name"] for m in body["models"]]
-    assert names == ["KAN", "MLP", "Ridge", "Random forest", "Gradient boosting"]
-    assert body["models"][0]["params"]["steps"] == 40
-    assert body["models"][1]["params"]["steps"] == 40
-    assert "steps" not in body["models"][2]["params"]
+    # the line-up is the API's default (one source of its settings), with the networks' limit
+    assert "models" not in body and body["network_steps"] == 40
     plain = build_request("HV", ["vec"], "classification", NO_GROUPS, 5, None, None)
     assert plain["split"]["group_by"] is None and plain["split"]["seed"] == 0
-    assert plain["models"][2]["name"] == "Logistic regression"
-    assert "steps" not in plain["models"][0]["params"]
+    assert "models" not in plain and "network_steps" not in plain
 
 
 @pytest.mark.parametrize(
@@ -160,16 +156,6 @@ def test_request_body_carries_split_features_and_network_step_limit():
 def test_request_body_says_what_to_fix(args, message):
     with pytest.raises(ValueError, match=message):
         build_request(*args)
-
-
-def test_network_models_match_the_api_line_up():
-    assert [m["kind"] for m in network_models("regression", None)] == [
-        "kan",
-        "mlp",
-        "linear",
-        "random_forest",
-        "gradient_boosting",
-    ]
 
 
 def test_train_fold_reports_network_progress_to_its_callback():

@@ -142,6 +142,13 @@ class LeaderboardIn(BaseModel):
         max_length=12,
         description="Default: KAN, MLP, ridge/logistic, random forest, gradient boosting.",
     )
+    network_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Step limit of the default line-up's KAN and MLP (with models omitted); "
+        "default 2000, with early stopping.",
+    )
     device: str = Field(default="cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
 
 
@@ -283,6 +290,11 @@ def create_leaderboard(
         if body.models
         else None
     )
+    if models and body.network_steps is not None:
+        raise InvalidInputError(
+            "network_steps limits the default line-up's networks; with models given, set "
+            "steps in each network's params instead."
+        )
     for model in models or []:
         _check_run_settings(model, body)
     board_id, runs = lb_svc.start_leaderboard(
@@ -293,6 +305,7 @@ def create_leaderboard(
         feature_columns=body.feature_columns,
         split=SplitSpec(**body.split.model_dump()),
         models=models,
+        network_steps=body.network_steps,
         max_parameters=settings.max_parameters,
         device=body.device,
     )
