@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         "(KANSCOPE_MAX_CONCURRENT_RUNS) allow N times this.",
     )
     max_concurrent_runs: int = Field(default=2, ge=1, description="Local executor processes.")
+    warm_trainer: bool = Field(
+        default=True,
+        description="Local executor: keep one trainer process started ahead (torch and the "
+        "trainer imported), so a run starts training within about a second instead of after "
+        "an interpreter's start-up; costs one idle process (about 0.5 GB).",
+    )
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     lease_s: float = Field(
         default=60.0,

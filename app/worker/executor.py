@@ -43,6 +43,7 @@ def make_executor(settings: Settings, db: Database) -> Executor:
         max_concurrent=settings.max_concurrent_runs,
         database_url=settings.effective_database_url,
         child_env=settings_env(settings),
+        warm_spare=settings.warm_trainer,
     )
 
 

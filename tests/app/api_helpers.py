@@ -27,6 +27,9 @@ def make_settings(url: str, data_dir: Path, **overrides: Any) -> Any:
         "reaper_interval_s": 2.0,
         "max_concurrent_runs": 2,
         "max_upload_bytes": 10 * 1024 * 1024,
+        # a spare trainer per test app would cost each test a torch start-up in CPU;
+        # test_warm_trainer.py turns it on
+        "warm_trainer": False,
     }
     values.update(overrides)
     return Settings(**values)
