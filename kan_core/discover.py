@@ -7,6 +7,12 @@ Every candidate formula comes from the data's training rows; every choice is mad
 validation rows (a quarter of the rows, shuffled by `seed`) — never on a ground truth.
 Generators, cheapest first, each adding candidates to one pool:
 
+0. **separability** (`kan_core.discover_separable`, as AI Feynman): a small network fitted
+   to the training rows stands in for f; pairs of rows test whether f is a sum or a product
+   of parts of fewer columns (f(a,b)·f(a',b') = f(a,b')·f(a',b) for a product). The columns
+   that split off, and the rest, get tables of their own (the surrogate with the other
+   columns held at an anchor); the search recurses on each (twice at most), the parts'
+   formulas are joined and their constants refitted on the real rows.
 1. **term search** (`kan_core.discover_library`): for each target transform t = T(y) that the
    data allow (y, 1/y, y², 1/y², log|y|, √|y|, sin y, e^y), sparse linear fits of t over a
    library of monomials (integer and half exponents), unary functions of columns, of products,
@@ -15,8 +21,11 @@ Generators, cheapest first, each adding candidates to one pool:
    of 1–5 terms; y = T⁻¹(t) is the candidate. Log space turns products and powers into sums.
 2. **KAN structure search**: KANs [d, 1] (additive), [d, 1, 1] (a function of a sum: with
    log/exp edges, products) and [d, 2, 1] trained with L-BFGS on standardised data, every edge
-   fitted to a library function (`auto_symbolic`), composed and simplified (`formula`). The
-   best network by validation R² is the result's `network`.
+   fitted to a library function (`auto_symbolic`), composed and simplified (`formula`); and
+   each first-layer edge's best library fits used as terms of a sparse least-squares fit of y
+   (`kan_core.discover_guided`: an edge is judged by what it adds end to end). Training stops
+   early on a fifth of the training rows (noisy tables overfit). The best network by
+   validation R² is the result's `network`.
 
 Each candidate's constants are refitted on the training rows (Levenberg–Marquardt), then
 snapped one by one to integers, small rationals or rational multiples of π (π², 1/π) when the
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +56,8 @@ import sympy
 import torch
 
 from kan_core import discover_library as lib
+from kan_core import discover_separable as sep
+from kan_core.discover_guided import guided_formulas
 from kan_core.errors import ConfigError, KanCoreError
 from kan_core.export import ExportError, compile_expression, to_latex, to_text
 from kan_core.model import KAN
@@ -58,6 +70,7 @@ Progress = Callable[[str, float], Any]
 
 MIN_ROWS = 10
 MAX_SEARCH_ROWS = 500
+MAX_DEPTH = 2  # separability recursion: parts of parts, no deeper
 
 
 @dataclass(frozen=True)
@@ -273,6 +286,7 @@ def tree_size(expr: sympy.Basic) -> int:
 @dataclass
 class _Pool:
     data: _Data
+    enough: float = 0.0  # relative RMSE that counts as exact (see `_exact_found`)
     raw: dict[str, tuple[sympy.Expr, float, str]] = field(default_factory=dict)
     done: dict[str, DiscoveredFormula] = field(default_factory=dict)
 
@@ -462,7 +476,7 @@ def _term_search(
         idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1))
         x, y = x[idx[:MAX_SEARCH_ROWS]], y[idx[:MAX_SEARCH_ROWS]]
     t0 = time.perf_counter()
-    terms = lib.build_library(x)
+    terms = lib.build_library(x, deadline=lambda: clock.over(reserve))
     explicit = terms.matrix()
     builders = list(terms.builders)
     implicit = lib.implicit_monomials(x)
@@ -526,8 +540,8 @@ def _term_search(
             Attempt("terms", f"t = {tr.name}", time.perf_counter() - t1, len(sels),
                     1 - best / var if math.isfinite(best) else None)
         )  # fmt: skip
-        if best <= 1e-20 * var:
-            break  # exact already
+        if _exact_found(pool):
+            break  # exact already (or as exact as a part's table from a surrogate can be)
     return attempts
 
 
@@ -574,6 +588,12 @@ def _kan_search(
     ys = Standardizer.fit(data.y_tr[:, None])
     xt = xs.transform(data.x_tr).float()
     yt = ys.transform(data.y_tr[:, None]).float()
+    # a fifth of the training rows stops training where it starts to overfit (noisy tables
+    # of a few hundred rows); the validation rows stay for the choice
+    n_stop = xt.shape[0] // 5 if xt.shape[0] >= 50 else 0
+    order = torch.randperm(xt.shape[0], generator=torch.Generator().manual_seed(seed))
+    stop, inner = order[:n_stop], order[n_stop:]
+    train = TrainData(xt[inner], yt[inner], xt[stop], yt[stop]) if n_stop else TrainData(xt, yt)
     attempts: list[Attempt] = []
     best_net: KAN | None = None
     best_r2: float | None = None
@@ -586,10 +606,12 @@ def _kan_search(
         t1 = time.perf_counter()
         model = KAN(width, seed=seed)
         steps = 100 if clock.left() > 20 else 40
-        fit(
-            model, TrainData(xt, yt), FitConfig(steps=steps, optimizer="lbfgs", lr=1.0, seed=seed),
-            callback=lambda _: not clock.over(reserve + 1.0),  # stops training at the budget
+        config = FitConfig(
+            steps=steps, optimizer="lbfgs", lr=1.0, seed=seed,
+            early_stopping_patience=10 if n_stop else None,
         )  # fmt: skip
+        # the callback stops training at the budget
+        fit(model, train, config, callback=lambda _: not clock.over(reserve + 1.0))
         with torch.no_grad():
             pred = model(xs.transform(data.x_val).float()).double()[:, 0]
         pred = pred * ys.std.double() + ys.mean.double()
@@ -597,11 +619,16 @@ def _kan_search(
         r2 = 1 - mse / float(data.y_val.var())
         if math.isfinite(r2) and (best_r2 is None or r2 > best_r2):
             best_net, best_r2 = model, r2
-        symbolic = _copy_kan(model)
+        symbolic = copy.deepcopy(model)
         n = 0
         best = math.inf
         if clock.over(reserve + 1.0):
             break
+        # the network's edges as terms, combined by least squares on y
+        deadline = lambda: clock.over(reserve + 1.0)  # noqa: E731
+        for expr in guided_formulas(model, data.x_tr, data.y_tr, xs, data.syms, 6, deadline):
+            best = min(best, pool.propose(expr, f"kan {width} edges"))
+            n += 1
         try:
             auto_symbolic(symbolic, xt, r2_threshold=0.0)
             res = formula(symbolic, data.x_tr.float(), data.y_tr[:, None].float(), names, ["y"],
@@ -618,10 +645,6 @@ def _kan_search(
                     1 - best / float(data.y_val.var()) if math.isfinite(best) else None)
         )  # fmt: skip
     return attempts, best_net, best_r2, xs, ys
-
-
-def _copy_kan(model: KAN) -> KAN:
-    return copy.deepcopy(model)
 
 
 # ---- the front and the choice ----------------------------------------------------------------
@@ -667,6 +690,24 @@ def discover(
     of y), used to tell "within noise" apart. Raises ConfigError for unusable input.
     """
     x, yt, names = _check_inputs(X, y, names, budget_s, noise)
+    return _discover(x, yt, names, budget_s, noise, seed, progress, max_terms, depth=0)
+
+
+def _discover(
+    x: torch.Tensor,
+    yt: torch.Tensor,
+    names: list[str],
+    budget_s: float,
+    noise: float | None,
+    seed: int,
+    progress: Progress | None,
+    max_terms: int,
+    depth: int,
+    enough: float = 0.0,
+) -> DiscoveryResult:
+    """`discover` on checked inputs; `depth` counts separability recursions, `enough` is the
+    relative validation RMSE at which the search stops early (a part's table from a
+    surrogate is only as exact as the surrogate)."""
     clock = _Clock(float(budget_s), progress)
     notes: list[str] = []
     symbols = make_symbols(names)
@@ -675,7 +716,7 @@ def discover(
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, tr = perm[:n_val], perm[n_val:]
     data = _Data(symbols.symbols, x[tr], yt[tr], x[val], yt[val])
-    pool = _Pool(data)
+    pool = _Pool(data, enough)
     tried: list[Attempt] = []
     reserve = min(0.25 * budget_s, 10.0)  # kept for constants and the front
     network: KAN | None = None
@@ -686,14 +727,23 @@ def discover(
     try:
         clock.report("checking data", 0.02)
         tried += _power_law(data, pool)
+        # with three or more columns the parts' searches are far smaller than the whole
+        # one; with two the term library is complete enough to go first
+        d = x.shape[1]
+        split = depth < MAX_DEPTH and d >= 2
+        if split and d >= 3 and not _exact_found(pool):
+            tried += _separable_search(data, pool, clock, names, seed, max_terms, depth, reserve)
         if not _exact_found(pool):
             tried += _term_search(data, pool, clock, max_terms, reserve)
+        if split and d == 2 and not _exact_found(pool):
+            tried += _separable_search(data, pool, clock, names, seed, max_terms, depth, reserve)
         if not _exact_found(pool):
             found = _kan_search(data, pool, clock, names, seed, reserve)
             tried += found[0]
             network, network_r2, xs, ys = found[1], found[2], found[3], found[4]
         clock.report("constants", 0.88)
-        _refine(pool, clock, noise)
+        # a part's constants are refitted on the real rows once the parts are joined
+        _refine(pool, clock, noise, snap=depth == 0)
     except DiscoveryCancelled:
         notes.append("Stopped early by the caller; the best formula so far is reported.")
     if clock.over():
@@ -712,13 +762,89 @@ def discover(
     )  # fmt: skip
 
 
+def _separable_search(
+    data: _Data,
+    pool: _Pool,
+    clock: _Clock,
+    names: list[str],
+    seed: int,
+    max_terms: int,
+    depth: int,
+    reserve: float,
+) -> list[Attempt]:
+    """Split f into a sum or product of parts of fewer columns (tested on a surrogate), find
+    each part's formula on its own table (recursively), join them."""
+    if clock.over(reserve + 4.0):
+        return []
+    clock.report("separability", 0.45)
+    t0 = time.perf_counter()
+    x = data.x_tr
+    sur = sep.fit_surrogate(x, data.y_tr, data.x_val, data.y_val, seed,
+                            deadline=lambda: clock.elapsed() > 0.15 * clock.budget_s)  # fmt: skip
+    splits = sep.find_splits(sur, x, seed)
+    if not splits:
+        detail = f"no additive or multiplicative split (surrogate error {sur.rel_error:.1e})"
+        return [Attempt("separability", detail, time.perf_counter() - t0, 0, None)]
+    kind, groups = sep.partition(splits, x.shape[1])
+    tables, _ = sep.part_tables(sur, x, groups)
+    keep = 6 if len(groups) == 2 else 3  # formulas per part: the joins stay ≤ 3⁴ · …
+    parts: list[list[sympy.Expr]] = []
+    for k, (cols, (xp, yp)) in enumerate(zip(groups, tables, strict=True)):
+        share = (clock.left() - reserve) / (len(groups) - k)
+        if share < 1.0:
+            return []
+        # the part's table is as exact as the surrogate: stop searching at its error
+        enough = min(0.2, 3 * sur.rel_error * float(data.y_tr.std() / yp.std().clamp_min(1e-300)))
+        try:
+            sub = _discover(xp, yp, [names[c] for c in cols], share, None, seed, None,
+                            max_terms, depth + 1, enough)  # fmt: skip
+        except ConfigError:  # a part that is constant on these rows
+            return []
+        to_parent = dict(zip(sub.inputs.symbols, [data.syms[c] for c in cols], strict=True))
+        front = sorted(sub.front, key=lambda f: f.complexity)[:keep]
+        parts.append([e.xreplace(to_parent) for e in dict.fromkeys(f.expr for f in front)])
+    source = f"separable ({kind})"
+    joined = [
+        _join(data, combo, kind) for combo in itertools.islice(itertools.product(*parts), 200)
+    ]
+    scored = sorted((e for e in joined if e is not None), key=lambda e: pool.propose(e, source))
+    tolerance = 2 / math.sqrt(data.y_val.numel())
+    best_mse = min((pool.propose(e, source) for e in scored), default=math.inf)
+    for e in scored[:3]:  # constants refitted on the real rows now: the join may be exact
+        if not clock.over(reserve):
+            best_mse = min(best_mse, pool.propose(_finalise(e, data, tolerance, clock), source))
+    named = " | ".join(", ".join(names[c] for c in g) for g in groups)
+    word = "sum" if kind == "+" else "product"
+    detail = f"{word} of parts: {named} (test residual {splits[0].residual:.1e})"
+    r2 = 1 - best_mse / float(data.y_val.var()) if math.isfinite(best_mse) else None
+    return [Attempt("separability", detail, time.perf_counter() - t0, len(joined), r2)]
+
+
+def _join(data: _Data, parts: Sequence[sympy.Expr], kind: str) -> sympy.Expr | None:
+    """k·Πparts or Σparts + k with k fitted on the training rows (the parts' own constants
+    came from surrogate tables)."""
+    expr = sympy.Mul(*parts) if kind == "*" else sympy.Add(*parts)
+    try:
+        p = compile_expression(expr, data.syms)(data.x_tr, None)
+    except (ExportError, RuntimeError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if p.shape != data.y_tr.shape or not bool(torch.isfinite(p).all()):
+        return None
+    if kind == "*":
+        k = float(p @ data.y_tr) / max(float(p @ p), 1e-300)
+        return sympy.Float(k) * expr
+    return expr + sympy.Float(float((data.y_tr - p).mean()))
+
+
 def _exact_found(pool: _Pool) -> bool:
     var = float(pool.data.y_val.var())
-    return any(mse <= 1e-20 * var for _, mse, _ in pool.raw.values())
+    enough = max(1e-20, pool.enough**2) * var
+    return any(mse <= enough for _, mse, _ in pool.raw.values())
 
 
-def _refine(pool: _Pool, clock: _Clock, noise: float | None) -> None:
-    """Refit and snap the most promising raw candidates: the raw front and the most accurate."""
+def _refine(pool: _Pool, clock: _Clock, noise: float | None, snap: bool = True) -> None:
+    """Refit and snap the most promising raw candidates: the raw front and the most accurate
+    (`snap` False: only score them)."""
     data = pool.data
     n_val = data.y_val.numel()
     tolerance = 2 / math.sqrt(n_val) if noise is None or noise > 0 else 1e-3
@@ -735,7 +861,7 @@ def _refine(pool: _Pool, clock: _Clock, noise: float | None) -> None:
         todo.setdefault(sympy.srepr(e), (e, s))
     items = list(todo.values())
     for k, (e, s) in enumerate(items):
-        if clock.over(0.3):
+        if clock.over(0.3) or not snap:
             pool.add_final(e, s)
             continue
         clock.report("constants", 0.88 + 0.1 * k / max(1, len(items)))

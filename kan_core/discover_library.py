@@ -49,6 +49,10 @@ class Terms:
     builders: list[Builder] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     keys: set[bytes] = field(default_factory=set)
+    deadline: Callable[[], bool] = lambda: False  # the library stops growing when True
+
+    def full(self, limit: int) -> bool:
+        return len(self.values) >= limit or self.deadline()
 
     def add(self, v: torch.Tensor, builder: Builder, size: int) -> bool:
         if not bool(torch.isfinite(v).all()):
@@ -189,7 +193,7 @@ def combination_terms(x: torch.Tensor, terms: Terms, limit: int) -> None:
             sq = _power_of(build, 2)
             terms.add(v**2, sq, 5)
             for m in scales:
-                if len(terms) >= limit:
+                if terms.full(limit):
                     return
                 terms.add(v**2 * monomial_values(x, m), _times(sq, monomial_builder(m)), 8)
 
@@ -208,7 +212,7 @@ def unary_terms(x: torch.Tensor, terms: Terms, with_monomials: bool, limit: int)
     base: list[int] = []
     for a, build, size, positive, simple in _unary_args(x, with_monomials):
         for c, cs in _SCALES:
-            if len(terms) >= limit:
+            if terms.full(limit):
                 return base
             ca = c * a
             for name, fn, sfn in (
@@ -252,16 +256,18 @@ def product_terms(
     )
     values = {k: monomial_values(x, m) for k, m in enumerate(small)}
     for size, k, u in pairs:
-        if len(terms) >= limit:
+        if terms.full(limit):
             return
         build = _times(monomial_builder(small[k]), terms.builders[u])
         terms.add(values[k] * terms.values[u], build, size + 1)
 
 
-def build_library(x: torch.Tensor, max_terms: int = 28000) -> Terms:
+def build_library(
+    x: torch.Tensor, max_terms: int = 28000, deadline: Callable[[], bool] = lambda: False
+) -> Terms:
     """The explicit terms (monomials, unary, products) for columns x (rows, d)."""
     d = x.shape[1]
-    terms = Terms()
+    terms = Terms(deadline=deadline)
     ones = torch.ones(x.shape[0], dtype=x.dtype)
     terms.values.append(ones)
     terms.builders.append(lambda s: sympy.Integer(1))
@@ -366,16 +372,32 @@ def _best_pairs(
     r2 = ci.pow(2) + (c[None, :] - rho * ci).pow(2) / den.clamp_min(1e-30)
     r2[(den <= 1e-4) | ~usable[None, :]] = -1.0
     out: list[tuple[float, tuple[int, ...]]] = []
-    for flat in torch.topk(r2.flatten(), min(8 * n, r2.numel())).indices.tolist():
-        i, j = heads[flat // r2.shape[1]], flat % r2.shape[1]
-        if r2.flatten()[flat] < 0 or i == j:
-            continue
-        pair = (min(i, j), max(i, j))
-        if admit(pair):
-            out.append((1.0 - float(r2.flatten()[flat]), pair))
-        if len(out) >= n:
-            break
+    # explicit partners and t·M partners ranked apart: on noisy data t·M columns correlate
+    # with t and their (degenerate) pairs would crowd out every explicit pair
+    for part, quota in ((slice(0, implicit_start), n), (slice(implicit_start, None), n // 2)):
+        scores = torch.full_like(r2, -1.0)
+        scores[:, part] = r2[:, part]
+        flat_scores = scores.flatten()
+        taken = 0
+        for flat in torch.topk(flat_scores, min(8 * quota, flat_scores.numel())).indices.tolist():
+            i, j = heads[flat // r2.shape[1]], flat % r2.shape[1]
+            if flat_scores[flat] < 0 or i == j:
+                continue
+            pair = (min(i, j), max(i, j))
+            if admit(pair):
+                out.append((1.0 - float(flat_scores[flat]), pair))
+                taken += 1
+            if taken >= quota:
+                break
+    out.sort(key=lambda s: s[0])
     return out
+
+
+def _top_apart(score: torch.Tensor, split: int, n_head: int, n_tail: int) -> list[int]:
+    """The n_head best indices below `split` and the n_tail best from `split` on."""
+    head = torch.topk(score[:split], min(n_head, split)).indices.tolist()
+    tail = score[split:]
+    return head + [split + k for k in torch.topk(tail, min(n_tail, tail.numel())).indices.tolist()]
 
 
 def beam_select(
@@ -425,6 +447,7 @@ def beam_select(
 
     gain1 = c.pow(2)
     gain1[~usable] = -1.0
+    gain1[n_imp_start:] = -1.0  # a t·M term alone is degenerate (t = b·t·M)
     if start:
         states = [(1.0, start)]
     else:
@@ -448,7 +471,9 @@ def beam_select(
             gain[~usable | (den <= 1e-4)] = -1.0
             gain[list(cols)] = -1.0
             base = float(r @ r)
-            for k in torch.topk(gain, min(expand, gain.numel())).indices.tolist():
+            # explicit and t·M additions ranked apart (t·M columns can crowd out the rest)
+            picks = _top_apart(gain, n_imp_start, expand, expand // 3)
+            for k in picks:
                 new = tuple(sorted((*cols, k)))
                 if gain[k] >= 0 and admit(new):
                     nxt.append((max(0.0, base - float(gain[k])), new))
