@@ -5,7 +5,8 @@ trainer ends the run ``failed`` with a message naming the setting.
 
 The two configurations of the issue: 999 features, hidden [9], grid 200, k 5 (the trainer grew
 to 4.2 GB and failed "can't allocate 3,006,590,400 bytes"), and inspecting a 999×190 KAN (500,
-API process 0.86 → 4.9 GB). API tests run on SQLite and PostgreSQL.
+API process 0.86 → 4.9 GB). API tests run on SQLite and PostgreSQL (the 999×190 inspection,
+which measures the API process, on SQLite).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -113,13 +115,15 @@ def test_the_estimate_bounds_a_measured_fit() -> None:
     growth over a few fit steps is below the estimate, and not far below it."""
     from app.services.memory_calibration import measure
 
-    for spec in (
+    specs = (
         {"name": "cardinal", "n_in": 100, "hidden": [16], "grid": 30, "k": 2, "rows": 4000},
         {"name": "grid update", "n_in": 100, "hidden": [32], "grid": 40, "k": 3, "rows": 4000,
          "update_grid_every": 1},
-    ):  # fmt: skip
-        r = measure(spec)
-        assert 1.0 <= r["ratio"] <= 2.5, r
+    )  # fmt: skip
+    # each interpreter measures its own peak, so the two run side by side
+    with ThreadPoolExecutor(len(specs)) as pool:
+        for r in pool.map(measure, specs):
+            assert 1.0 <= r["ratio"] <= 2.5, r
 
 
 # ── runs through the API ────────────────────────────────────────────────────────────────────
@@ -169,16 +173,19 @@ def test_inspection_rows_shrink_to_the_budget_then_refuse() -> None:
 
 
 @pytest.fixture
-def wide_kan_run(db_url: str, tmp_path: Any) -> tuple[Any, int]:
-    """A succeeded run whose model is a 999×190 KAN ([999, 190, 1]) on 600 rows."""
+def wide_kan_run(sqlite_url: str, tmp_path: Any) -> tuple[Any, int]:
+    """A succeeded run whose model is a 999×190 KAN ([999, 190, 1]) on 600 rows. SQLite only:
+    what is measured is the API process, whichever database holds the model (both took
+    66-87 s on a loaded machine)."""
     from app.db.models import ModelArtifact
     from app.db.session import Database
     from app.services.datasets import create_dataset_from_frame, load_frame
-    from app.services.runs import create_run
     from app.services.run_data import prepare_data
+    from app.services.runs import create_run
     from kan_core.io import model_to_bytes
     from kan_core.model import KAN
 
+    db_url = sqlite_url
     db = Database(db_url)
     with db.write() as s:
         ds = create_dataset_from_frame(s, issue_frame(), "wide")
