@@ -17,6 +17,7 @@ is an ordinary trainer from then on (same owner form, monitor, memory limit, par
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -89,9 +90,10 @@ def _spare_main(
         warm_up()
     except Exception:  # the run will load (or do without) them itself
         log.warning("spare trainer: kernel warm-up failed", exc_info=True)
-    try:
+    with contextlib.suppress(OSError):  # the executor may have sent a run and closed already
         runs.send("ready")
-        run_id = runs.recv()
+    try:
+        run_id = runs.recv()  # a run sent before the close is still delivered
     except (EOFError, OSError):
         return  # the executor stopped without using this spare
     _train(int(run_id), prefix, database_url)

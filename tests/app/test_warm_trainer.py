@@ -46,3 +46,24 @@ def test_a_spare_trainer_takes_the_next_run_and_is_replaced(sqlite_url, tmp_path
         assert done["owner"].endswith(f":pid{spare_pid}")  # the spare trained it
         print(f"submitted → succeeded with a warm trainer: {time.monotonic() - submitted:.2f} s")
         assert wait_for_spare(executor) != spare_pid  # and a new one waits for the next run
+
+
+def test_a_run_handed_to_a_spare_still_importing_is_trained(sqlite_url, tmp_path, demo_csv):
+    """The run reaches the spare before it is ready (the executor has already closed its end of
+    the pipe when the spare says "ready"): it must still be trained, never left queued."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = make_settings(sqlite_url, tmp_path, warm_trainer=True)
+    with TestClient(create_app(settings, mount_dashboard=False)) as client:
+        executor = client.app.state.executor
+        spare_pid = wait_for_spare(executor)
+        assert not executor.spare_ready()  # just started: still importing torch
+        ds = upload(client, demo_csv, "early.csv")
+        body = {"dataset_id": ds["id"], "target_columns": ["HV"], "feature_columns": ["VEC"],
+                "hidden": [2], "steps": 5}  # fmt: skip
+        run = client.post("/api/runs", json=body).json()
+        done = wait_for(client, run["id"], timeout=180)
+        assert done["status"] == "succeeded", done.get("error")
+        assert done["owner"].endswith(f":pid{spare_pid}")
