@@ -29,8 +29,12 @@ lint: setup
 	$(BIN)/mypy kan_core
 	$(BIN)/clang-format --dry-run --Werror kan_core/csrc/*.cpp
 
+# `make test PYTEST_WORKERS=2`: pytest-xdist, one test file per worker at a time (opt-in)
+PYTEST_WORKERS ?=
+XDIST := $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: setup lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(XDIST)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not e2e"

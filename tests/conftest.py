@@ -49,6 +49,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "kan_core.fused"], check=True, timeout=600)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each
+        import torch
+
+        torch.set_num_threads(1)
 
 
 SERVICES: dict[str, str] = {}  # what the session used, for the terminal summary

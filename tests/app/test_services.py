@@ -5,6 +5,8 @@ binaries a fresh machine falls back on (the dev extra's wheels) start and answer
 
 from __future__ import annotations
 
+import uuid
+
 import redis
 from fixtures_services import PrivatePostgres, PrivateRedis
 from sqlalchemy import create_engine, text
@@ -25,9 +27,10 @@ def postgres_version(url: str) -> tuple[str, int]:
 
 def redis_version(url: str) -> tuple[int, ...]:
     client = redis.Redis.from_url(url)
+    key = f"kanscope:test:services:{uuid.uuid4().hex}"  # a shared server: a key of its own
     try:
-        client.set("kanscope:test:services", "ok", ex=5)
-        assert client.get("kanscope:test:services") == b"ok"
+        client.set(key, "ok", ex=5)
+        assert client.get(key) == b"ok"
         version = client.info("server")["redis_version"]
     finally:
         client.close()
