@@ -13,9 +13,9 @@ A cubic B-spline KAN on the CPU can train on four engines, fastest first where t
 Every engine is tested against `torch` (values and gradients: `tests/kan_core/test_basis.py`,
 `test_spline_layer.py`, `test_native.py`, `test_fused.py`). `FitConfig.engine` is "auto" (the
 first that applies) or one name (an engine that cannot run the job is a `ConfigError` saying
-why). `fit` runs inside `use_engine(engine)`, which narrows the kernels every forward pass may
-use for the current thread / task only (a `ContextVar`, `cpu_kernels.kernel_scope`): the
-engine named is the one that ran, and other threads serving models are untouched.
+why). A named engine runs inside `use_engine(engine)`, which narrows the kernels of every
+forward pass (grid updates and evaluation too) for the current thread / task only (a
+`ContextVar`, `cpu_kernels.kernel_scope`); other threads serving models are untouched.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -395,7 +396,12 @@ def fit(
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
     choice = select_engine(model, data.x_train, data.y_train, cfg, batch)
     result = FitResult(engine=choice.engine.value, engine_reason=choice.reason)
-    with use_engine(choice.engine):  # this thread's forward passes use this engine's kernels
+    # a named engine narrows the kernels of every forward pass in this thread (grid updates and
+    # evaluation too); "auto" leaves them as they are: its engine is already the fastest that
+    # applies, and grid updates and evaluation keep the fastest kernels (native) when the
+    # training step cannot use them (lamb > 0: the numba basis kernels)
+    scope = use_engine(choice.engine) if cfg.engine != "auto" else contextlib.nullcontext()
+    with scope:
         stepper = make_stepper(model, cfg, n, choice.engine)
         result.compiled = isinstance(stepper, TorchStepper) and stepper.forward is not model
         try:

@@ -155,3 +155,20 @@ def test_every_engine_trains_to_the_torch_reference_weights(lamb: float) -> None
         weights[engine] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     for engine in engines[:-1]:
         torch.testing.assert_close(weights[engine], weights["torch"], rtol=1e-7, atol=1e-9)
+
+
+def test_auto_keeps_the_fastest_kernels_for_grid_updates_and_evaluation() -> None:
+    """With lamb > 0 "auto" trains on the numba basis kernels, but forward passes outside the
+    step (grid updates, evaluation) keep the native operators, as before the engine seam, so
+    results are unchanged; only a named engine narrows them."""
+    if not native.available():
+        pytest.skip(native.unavailable_reason())
+    data, model = _data(), KAN([2, 3, 1], seed=1)
+    seen: list[str] = []
+
+    def callback(_: FitProgress) -> None:
+        seen.append(type(model(data.x_train).grad_fn).__name__)
+
+    result = fit(model, data, FitConfig(steps=2, lamb=1e-3), callback)
+    assert result.engine == "numba" and "not native: a sparsity penalty" in result.engine_reason
+    assert set(seen) == {NODES["native"]}
