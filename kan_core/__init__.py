@@ -16,6 +16,9 @@ _PUBLIC = {
     "MLP": "model",
     "build_model": "model",
     "fit": "train",
+    "fit_ensemble": "ensemble",
+    "EnsembleConfig": "ensemble",
+    "KANEnsemble": "ensemble",
     "FitConfig": "train",
     "FitProgress": "train",
     "FitResult": "train",
@@ -42,11 +45,13 @@ _PUBLIC = {
 __all__ = [
     "ConfigError",
     "DiscoveryResult",
+    "EnsembleConfig",
     "FitConfig",
     "FitProgress",
     "FitResult",
     "KAN",
     "KANClassifier",
+    "KANEnsemble",
     "KANRegressor",
     "KanCoreError",
     "MLP",
@@ -57,6 +62,7 @@ __all__ = [
     "edge_curves",
     "edge_scores",
     "fit",
+    "fit_ensemble",
     "fix",
     "formula",
     "load_model",
@@ -70,6 +76,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from kan_core.discover import DiscoveryResult
+    from kan_core.ensemble import EnsembleConfig, KANEnsemble, fit_ensemble
     from kan_core.errors import ConfigError, KanCoreError
     from kan_core.inspect import edge_curves, edge_scores
     from kan_core.io import load_model, model_from_bytes, model_to_bytes, save_model

@@ -1,0 +1,406 @@
+"""KAN ensembles: N members trained in one `fit` call, predictions with an interval, per-edge
+bands and formula stability.
+
+Vectorised training: N members of width [d, h…, o] are laid side by side as one block-diagonal
+KAN [N·d, N·h…, N·o] whose cross-member edges are masked (mask 0: no value, no gradient, so
+they never change). Member m reads its own copy of the inputs (columns m·d…) and writes its own
+outputs (m·o…), so one `kan_core.fit` trains every member on whichever engine applies (native,
+fused-cpu, numba, torch). The loss is the mean of the members' MSEs; Adam's step does not see
+that 1/N scale, so each member follows (up to rounding) the path its own `fit` would. A
+bootstrap resample is simply other rows in a member's column block. Shared by all members: the
+step count, the mini-batch positions, early stopping (on the members' mean validation loss).
+The masked blocks are still computed (N² blocks per layer instead of N), which costs little
+for the small KANs of tabular work, where the per-step overhead dominates.
+
+Regression only. `lamb` > 0 is scaled by 1/N (each member's L1 term keeps its weight against
+its own MSE); the entropy term is taken over all members' edges at once, which approximates
+the members' own entropies.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from kan_core.errors import ConfigError
+from kan_core.model import KAN
+from kan_core.symbolic import DEFAULT_COMPLEXITY_WEIGHT, fit_edge_candidates
+from kan_core.train import FitConfig, FitProgress, FitResult, TrainData, fit
+
+BOOTSTRAP = ("none", "rows", "groups")
+
+
+@dataclass
+class EnsembleConfig:
+    members: int = 8
+    # "rows": each member trains on n rows drawn with replacement; "groups": on the rows of
+    # G groups drawn with replacement (G = number of groups), cut or topped up to n rows
+    bootstrap: Literal["none", "rows", "groups"] = "none"
+    seed: int = 0  # member m is KAN(seed=seed + m); resamples come from Generator(seed)
+    vectorise: bool = True  # False: N separate `fit` calls (the reference)
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    def validate(self) -> None:
+        if not (isinstance(self.members, int) and self.members >= 1):
+            raise ConfigError(f"members must be an integer ≥ 1, got {self.members!r}")
+        if self.bootstrap not in BOOTSTRAP:
+            raise ConfigError(f"Unknown bootstrap {self.bootstrap!r}. Available: {list(BOOTSTRAP)}")
+        if self.fit.task != "regression":
+            raise ConfigError("ensembles support regression only (task='regression')")
+        self.fit.validate()
+
+
+# ---- resampling ----------------------------------------------------------------------------
+
+
+def resample_rows(
+    n: int, config: EnsembleConfig, groups: Sequence[Any] | None = None
+) -> list[torch.Tensor]:
+    """Per member, n training-row indices (`config.bootstrap`; all rows in order for "none")."""
+    g = torch.Generator().manual_seed(config.seed)
+    if config.bootstrap == "none":
+        return [torch.arange(n) for _ in range(config.members)]
+    if config.bootstrap == "rows":
+        return [torch.randint(n, (n,), generator=g) for _ in range(config.members)]
+    if groups is None or len(groups) != n:
+        raise ConfigError("bootstrap='groups' needs one group label per training row (groups=)")
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    label = torch.as_tensor(inverse.reshape(-1))
+    rows_of = [torch.nonzero(label == k).flatten() for k in range(int(label.max()) + 1)]
+    out = []
+    for _ in range(config.members):
+        drawn = torch.randint(len(rows_of), (len(rows_of),), generator=g)
+        rows = torch.cat([rows_of[int(k)] for k in drawn])
+        rows = rows[torch.randperm(len(rows), generator=g)]
+        if len(rows) < n:  # top up with repeats of the drawn rows
+            rows = torch.cat([rows, rows[torch.randint(len(rows), (n - len(rows),), generator=g)]])
+        out.append(rows[:n])
+    return out
+
+
+# ---- members side by side ------------------------------------------------------------------
+
+
+def _part(key: str) -> tuple[int, str]:
+    """(layer, what) of a KAN state-dict key: "edge" (out, in, …), "out" (out,), "in" (in, …)."""
+    _, layer, name = key.split(".", 2)  # "layers.{l}.{name}"
+    if name.startswith("basis."):
+        return int(layer), "in"
+    return int(layer), "out" if name == "bias" else "edge"
+
+
+def _block(t: torch.Tensor, what: str, m: int, n_out: int, n_in: int) -> torch.Tensor:
+    """Member m's slice of a block-diagonal layer tensor (a view)."""
+    rows, cols = slice(m * n_out, (m + 1) * n_out), slice(m * n_in, (m + 1) * n_in)
+    return t[rows] if what == "out" else t[cols] if what == "in" else t[rows, cols]
+
+
+def _new_kan(width: Sequence[int], seed: int, options: Mapping[str, Any]) -> KAN:
+    return KAN(width, seed=seed, **options)
+
+
+def _check_plain(member: KAN) -> None:
+    if any(layer.has_symbolic for layer in member.layers):
+        raise ConfigError("ensemble members must be numeric KANs (no symbolic edges)")
+
+
+@torch.no_grad()
+def stack_members(members: Sequence[KAN], options: Mapping[str, Any] | None = None) -> KAN:
+    """One block-diagonal KAN computing every member side by side: input columns
+    [m·d, (m+1)·d) and outputs [m·o, (m+1)·o) are member m's; cross-member edges masked."""
+    for member in members:
+        _check_plain(member)
+    width, n = members[0].width, len(members)
+    wide = _new_kan([w * n for w in width], members[0].seed, options or {})
+    state = wide.state_dict()
+    states = [member.state_dict() for member in members]
+    for key, value in state.items():
+        layer, what = _part(key)
+        if key.endswith(".mask"):
+            value.zero_()
+        for m, member_state in enumerate(states):
+            _block(value, what, m, width[layer + 1], width[layer]).copy_(member_state[key])
+    wide.load_state_dict(state)  # knots' uniformity is re-detected on load
+    return wide
+
+
+@torch.no_grad()
+def unstack_members(
+    wide: KAN, n: int, seeds: Sequence[int], options: Mapping[str, Any] | None = None
+) -> list[KAN]:
+    """The n member KANs of a `stack_members` model, as ordinary (independent) KANs."""
+    width = [w // n for w in wide.width]
+    state = wide.state_dict()
+    members = []
+    for m in range(n):
+        member = _new_kan(width, seeds[m], options or {})
+        part = {}
+        for key, value in state.items():
+            layer, what = _part(key)
+            part[key] = _block(value, what, m, width[layer + 1], width[layer]).clone()
+        member.load_state_dict(part)
+        members.append(member)
+    return members
+
+
+@torch.no_grad()
+def align_hidden_units(members: Sequence[KAN], x: torch.Tensor) -> list[KAN]:
+    """Copies of the members with hidden nodes reordered to match member 0's (greedy matching on
+    |correlation| of the nodes' values on x). The functions are unchanged; edges at the same
+    position then describe comparable nodes (for bands and formula stability)."""
+    reference = _hidden_values(members[0], x)
+    out = [members[0]]
+    for member in members[1:]:
+        member = copy.deepcopy(member)
+        for layer, ref in enumerate(reference):
+            mine = _hidden_values(member, x)[layer]
+            _permute_node(member, layer, _greedy_match(ref, mine))
+        out.append(member)
+    return out
+
+
+def _hidden_values(model: KAN, x: torch.Tensor) -> list[torch.Tensor]:
+    _, traces = model.forward_with_activations(x)
+    return [t.outputs for t in traces[:-1]]  # (rows, hidden) per hidden layer
+
+
+def _greedy_match(ref: torch.Tensor, mine: torch.Tensor) -> torch.Tensor:
+    """perm with mine[:, perm[j]] ≈ ref[:, j]: pairs taken by decreasing |correlation|."""
+    a = (ref - ref.mean(0)) / ref.std(0).clamp_min(1e-12)
+    b = (mine - mine.mean(0)) / mine.std(0).clamp_min(1e-12)
+    corr = (a.T @ b).abs() / max(ref.shape[0] - 1, 1)  # (ref node, my node)
+    perm = torch.full((ref.shape[1],), -1, dtype=torch.long)
+    for _ in range(ref.shape[1]):
+        j, k = divmod(int(corr.argmax()), corr.shape[1])
+        perm[j] = k
+        corr[j, :], corr[:, k] = -1.0, -1.0
+    return perm
+
+
+def _permute_node(model: KAN, layer: int, perm: torch.Tensor) -> None:
+    """Reorder the outputs of `layer` (and so the inputs of layer + 1) by perm."""
+    state = model.state_dict()
+    for key, value in state.items():
+        l, what = _part(key)
+        if (l == layer and what != "in") or (l == layer + 1 and what == "in"):
+            value.copy_(value[perm])  # rows: this layer's outputs, the next one's input grids
+        elif l == layer + 1 and what == "edge":
+            value.copy_(value[:, perm])  # (out, in, …): the next layer's input columns
+    model.load_state_dict(state)
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+def fit_ensemble(
+    width: Sequence[int],
+    data: TrainData,
+    config: EnsembleConfig | None = None,
+    *,
+    groups: Sequence[Any] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    callback: Callable[[FitProgress], bool | None] | None = None,
+) -> KANEnsemble:
+    """Train `config.members` KANs of `width` (member m: `KAN(width, seed=config.seed + m,
+    **model_options)`), each on its resample of the training rows; validation rows (early
+    stopping) are shared. Hidden nodes are aligned to member 0's on the training inputs."""
+    cfg = config or EnsembleConfig()
+    cfg.validate()
+    options = dict(model_options or {})
+    if "seed" in options:
+        raise ConfigError("member seeds come from EnsembleConfig.seed, not model_options")
+    n_members, n = cfg.members, data.x_train.shape[0]
+    y = data.y_train.reshape(n, -1)
+    y_val = None if data.y_val is None else data.y_val.reshape(data.y_val.shape[0], -1)
+    rows = resample_rows(n, cfg, groups)
+    seeds = [cfg.seed + m for m in range(n_members)]
+    members = [_new_kan(width, s, options) for s in seeds]
+    if cfg.vectorise:
+        wide = stack_members(members, options)
+        wide_data = TrainData(
+            torch.cat([data.x_train[r] for r in rows], dim=1),
+            torch.cat([y[r] for r in rows], dim=1),
+            None if data.x_val is None else data.x_val.repeat(1, n_members),
+            None if y_val is None else y_val.repeat(1, n_members),
+        )
+        fit_cfg = dataclasses.replace(cfg.fit, lamb=cfg.fit.lamb / n_members)
+        results = [fit(wide, wide_data, fit_cfg, callback)]
+        members = unstack_members(wide, n_members, seeds, options)
+    else:
+        results = []
+        for member, r in zip(members, rows, strict=True):
+            member_data = TrainData(data.x_train[r], y[r], data.x_val, y_val)
+            results.append(fit(member, member_data, cfg.fit, callback))
+    for member in members:
+        member.eval()
+    return KANEnsemble(align_hidden_units(members, data.x_train), results)
+
+
+# ---- predictions with an interval ----------------------------------------------------------
+
+
+def normal_quantile(level: float) -> float:
+    """z with P(|Z| ≤ z) = level for a standard normal Z."""
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level must be in (0, 1), got {level!r}")
+    return float(torch.special.ndtri(torch.tensor((1.0 + level) / 2.0, dtype=torch.float64)))
+
+
+@dataclass
+class EnsemblePrediction:
+    mean: torch.Tensor  # (rows, out) the members' mean
+    std: torch.Tensor  # (rows, out) predictive std: √(member variance + noise²) · scale
+    lower: torch.Tensor  # (rows, out) mean − z·std
+    upper: torch.Tensor  # (rows, out) mean + z·std
+    members: torch.Tensor  # (members, rows, out)
+    level: float
+
+
+@dataclass
+class KANEnsemble:
+    members: list[KAN]
+    results: list[FitResult]  # one (vectorised) or one per member
+    noise_std: torch.Tensor | None = None  # (out,) residual noise, added in quadrature
+    scale: float = 1.0  # multiplies the interval's half-width (conformal, from `calibrate`)
+
+    @torch.no_grad()
+    def member_predictions(self, x: torch.Tensor) -> torch.Tensor:
+        """(members, rows, out)."""
+        p = next(self.members[0].parameters())
+        x = x.to(device=p.device, dtype=p.dtype)
+        return torch.stack([member(x) for member in self.members])
+
+    def predict(self, x: torch.Tensor, level: float = 0.9) -> EnsemblePrediction:
+        preds = self.member_predictions(x)
+        z = normal_quantile(level)
+        mean, std = preds.mean(0), self._std(preds)
+        return EnsemblePrediction(mean, std, mean - z * std, mean + z * std, preds, level)
+
+    def _std(self, preds: torch.Tensor) -> torch.Tensor:
+        var = preds.var(0) if preds.shape[0] > 1 else torch.zeros_like(preds[0])
+        if self.noise_std is not None:
+            var = var + self.noise_std.to(var).square()
+        return var.sqrt() * self.scale
+
+    def calibrate(
+        self, x: torch.Tensor, y: torch.Tensor, level: float = 0.9, conformal: bool = True
+    ) -> KANEnsemble:
+        """A copy whose intervals are fitted to held-out rows (rows no member trained on; for
+        grouped data, other groups). noise² = max(0, mean residual² − mean member variance)
+        per output: the error the members' spread does not explain. Then, with `conformal`,
+        `scale` = the ⌈(n+1)·level⌉-th smallest |residual| / (z·std) (split conformal), so that
+        a share `level` of these rows lies inside; new rows exchangeable with them are covered
+        with probability ≥ level."""
+        preds = self.member_predictions(x)
+        y = y.to(preds).reshape(preds.shape[1:])
+        mean = preds.mean(0)
+        member_var = preds.var(0) if preds.shape[0] > 1 else torch.zeros_like(mean)
+        noise = ((y - mean).square().mean(0) - member_var.mean(0)).clamp_min(0.0).sqrt()
+        out = dataclasses.replace(self, noise_std=noise, scale=1.0)
+        if conformal:
+            z = normal_quantile(level)
+            scores = ((y - mean).abs() / (z * out._std(preds)).clamp_min(1e-12)).flatten()
+            k = min(math.ceil((scores.numel() + 1) * level), scores.numel())
+            out.scale = float(scores.sort().values[k - 1])
+        return out
+
+
+# ---- per-edge bands and formula stability ---------------------------------------------------
+
+
+@dataclass
+class EdgeBands:
+    """One layer's edges across members on a common input grid (edge i→j: [..., j, i])."""
+
+    layer: int
+    x: torch.Tensor  # (points, in) the grid of each input node (the members' joint range)
+    values: torch.Tensor  # (members, points, out, in) φ_ij(x[:, i]) per member
+    mean: torch.Tensor  # (points, out, in)
+    lower: torch.Tensor  # (points, out, in) member quantile (1 − level)/2
+    upper: torch.Tensor  # (points, out, in) member quantile (1 + level)/2
+
+
+@torch.no_grad()
+def edge_bands(
+    ensemble: KANEnsemble, x: torch.Tensor, points: int = 64, level: float = 0.9
+) -> list[EdgeBands]:
+    """Every edge's φ for every member, on a grid over the range of the inputs that x gives
+    that edge. Edges are compared by position (hidden nodes aligned by `fit_ensemble`); a
+    hidden node may still differ between members by a scale and shift that the next layer
+    absorbs, which widens bands of edges into hidden nodes without changing predictions."""
+    normal_quantile(level)  # checks level
+    traces = [m.forward_with_activations(x.to(next(m.parameters())))[1] for m in ensemble.members]
+    out = []
+    for layer in range(len(ensemble.members[0].layers)):
+        inputs = torch.stack([t[layer].inputs for t in traces])  # (members, rows, in)
+        lo, hi = inputs.amin((0, 1)), inputs.amax((0, 1))
+        hi = torch.where(hi > lo, hi, lo + 1e-3)
+        frac = torch.linspace(0, 1, points, dtype=lo.dtype)[:, None]
+        grid = lo + (hi - lo) * frac  # (points, in)
+        values = torch.stack([m.layers[layer].edge_values(grid) for m in ensemble.members])
+        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=values.dtype)
+        lower, upper = torch.quantile(values, q, dim=0)
+        out.append(EdgeBands(layer, grid, values, values.mean(0), lower, upper))
+    return out
+
+
+@dataclass
+class EdgeStability:
+    """How many members give edge (layer, i→j) the same best symbolic candidate."""
+
+    layer: int
+    i: int
+    j: int
+    best: list[str | None]  # per member (None: no valid candidate)
+    top: str | None  # the most common best candidate
+    agree: int  # members whose best is `top`
+
+    @property
+    def share(self) -> float:
+        return self.agree / len(self.best)
+
+
+@torch.no_grad()
+def formula_stability(
+    ensemble: KANEnsemble,
+    x: torch.Tensor,
+    library: Sequence[str] | None = None,
+    complexity_weight: float = DEFAULT_COMPLEXITY_WEIGHT,
+    max_points: int = 512,
+) -> list[EdgeStability]:
+    """Per edge, each member's best candidate (`symbolic.fit_edge_candidates`, fitted on that
+    member's own activations, all members' edges of a layer in one call) and their agreement.
+    A candidate c·f(a·x + b) + d absorbs a hidden node's scale and shift, so the form is
+    comparable across members where the values are not."""
+    x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]]
+    traces = [m.forward_with_activations(x.to(next(m.parameters())))[1] for m in ensemble.members]
+    out = []
+    for layer in range(len(ensemble.members[0].layers)):
+        pre = torch.stack([t[layer].inputs for t in traces])  # (members, rows, in)
+        post = torch.stack([t[layer].edge_values for t in traces])  # (members, rows, out, in)
+        n_members, rows, n_out, n_in = post.shape
+        xs = pre[:, :, None, :].expand(-1, -1, n_out, -1)  # (members, rows, out, in)
+        xs, ys = (t.permute(0, 2, 3, 1).reshape(-1, rows) for t in (xs, post))  # (m·out·in, rows)
+        best = fit_edge_candidates(xs, ys, library).best(complexity_weight)
+        names = [c.name if c is not None else None for c in best]
+        for j in range(n_out):
+            for i in range(n_in):
+                per_member = [names[(m * n_out + j) * n_in + i] for m in range(n_members)]
+                top, agree = Counter(per_member).most_common(1)[0]
+                out.append(EdgeStability(layer, i, j, per_member, top, agree))
+    return out
+
+
+def interval_coverage(prediction: EnsemblePrediction, y: torch.Tensor) -> tuple[float, float]:
+    """(share of y inside [lower, upper], mean interval width) over rows and outputs."""
+    y = y.to(prediction.mean).reshape(prediction.mean.shape)
+    inside = (y >= prediction.lower) & (y <= prediction.upper)
+    return float(inside.double().mean()), float((prediction.upper - prediction.lower).mean())

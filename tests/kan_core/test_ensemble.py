@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from kan_core.ensemble import (
+    EnsembleConfig,
+    KANEnsemble,
+    _permute_node,
+    align_hidden_units,
+    edge_bands,
+    fit_ensemble,
+    formula_stability,
+    interval_coverage,
+    resample_rows,
+    stack_members,
+    unstack_members,
+)
+from kan_core.errors import ConfigError
+from kan_core.model import KAN
+from kan_core.train import FitConfig, TrainData
+
+
+def _data(n=240, noise=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=g) * 2 - 1
+    y = torch.sin(torch.pi * x[:, :1]) + x[:, 1:] ** 2 + noise * torch.randn(n, 1, generator=g)
+    return x, y
+
+
+def test_stacked_members_compute_each_member_side_by_side():
+    members = [KAN([3, 4, 2], seed=s) for s in range(3)]
+    wide = stack_members(members)
+    x = torch.rand(50, 3) * 2 - 1
+    with torch.no_grad():
+        side_by_side = torch.cat([m(x) for m in members], dim=1)
+        assert torch.allclose(wide(x.repeat(1, 3)), side_by_side, atol=1e-5)
+        # member 1's outputs depend on member 1's input columns only
+        x_wide = x.repeat(1, 3)
+        x_wide[:, 3:6] = 0.0
+        changed = wide(x_wide) - side_by_side
+        assert changed[:, 2:4].abs().max() > 1e-3
+        assert changed[:, [0, 1, 4, 5]].abs().max() < 1e-5
+    back = unstack_members(wide, 3, [0, 1, 2])
+    for original, recovered in zip(members, back, strict=True):
+        recovered_state = recovered.state_dict()
+        for key, value in original.state_dict().items():
+            assert torch.equal(value, recovered_state[key]), key
+
+
+def test_vectorised_fit_follows_the_sequential_fits():
+    x, y = _data(noise=0.05)
+    fit_cfg = FitConfig(steps=60, lr=1e-2, update_grid_every=10, update_grid_until=40)
+    config = EnsembleConfig(members=3, bootstrap="rows", seed=4, fit=fit_cfg)
+    vectorised = fit_ensemble([2, 3, 1], TrainData(x, y), config)
+    config.vectorise = False
+    sequential = fit_ensemble([2, 3, 1], TrainData(x, y), config)
+    assert len(vectorised.results) == 1 and len(sequential.results) == 3
+    a, b = vectorised.member_predictions(x), sequential.member_predictions(x)
+    assert a.shape == (3, 240, 1)
+    assert (a - b).abs().max() < 2e-3 * y.std()
+    assert (a[0] - a[1]).abs().max() > 1e-2  # different seeds and rows: different members
+
+
+def test_group_bootstrap_draws_whole_groups():
+    groups = [r // 4 for r in range(40)]  # 10 groups of 4 rows
+    rows = resample_rows(40, EnsembleConfig(members=5, bootstrap="groups", seed=1), groups)
+    assert all(len(r) == 40 for r in rows)
+    counts = [torch.bincount(torch.tensor([groups[i] for i in r]), minlength=10) for r in rows]
+    assert any((c == 0).any() for c in counts)  # some groups left out of some members
+    assert len({tuple(c.tolist()) for c in counts}) > 1
+    same = resample_rows(40, EnsembleConfig(members=5, bootstrap="groups", seed=1), groups)
+    assert all(torch.equal(a, b) for a, b in zip(rows, same, strict=True))
+    assert all(torch.equal(r, torch.arange(40)) for r in resample_rows(40, EnsembleConfig()))
+
+
+def test_alignment_undoes_a_permutation_of_hidden_nodes():
+    x = torch.rand(100, 3) * 2 - 1
+    member = KAN([3, 4, 1], seed=0)
+    shuffled = KAN([3, 4, 1], seed=0)
+    _permute_node(shuffled, 0, torch.tensor([2, 0, 3, 1]))
+    with torch.no_grad():
+        assert torch.allclose(shuffled(x), member(x), atol=1e-5)  # same function
+        assert not torch.allclose(shuffled.layers[0].coef, member.layers[0].coef)
+        aligned = align_hidden_units([member, shuffled], x)[1]
+        assert torch.allclose(aligned.layers[0].coef, member.layers[0].coef)
+        assert torch.allclose(aligned(x), member(x), atol=1e-5)
+
+
+def test_calibrated_interval_covers_fresh_rows_at_about_the_nominal_level():
+    x, y = _data(n=300, noise=0.2, seed=1)
+    x_cal, y_cal = _data(n=300, noise=0.2, seed=2)
+    x_new, y_new = _data(n=2000, noise=0.2, seed=3)
+    config = EnsembleConfig(members=4, bootstrap="rows", fit=FitConfig(steps=150))
+    ensemble = fit_ensemble([2, 1], TrainData(x, y), config)
+    raw = interval_coverage(ensemble.predict(x_new), y_new)
+    calibrated = ensemble.calibrate(x_cal, y_cal, level=0.9)
+    assert 0.12 < float(calibrated.noise_std) < 0.28  # the noise added to y
+    coverage, width = interval_coverage(calibrated.predict(x_new, level=0.9), y_new)
+    assert 0.85 <= coverage <= 0.95
+    assert raw[0] < 0.6 and width > raw[1]  # the members' spread alone is far too narrow
+
+
+def test_bands_and_formula_stability_of_an_additive_ensemble():
+    x, y = _data(n=200)
+    config = EnsembleConfig(members=3, fit=FitConfig(steps=150))
+    ensemble = fit_ensemble([2, 1], TrainData(x, y), config)
+    (bands,) = edge_bands(ensemble, x, points=32, level=0.8)
+    assert bands.values.shape == (3, 32, 1, 2) and bands.x.shape == (32, 2)
+    assert (bands.lower <= bands.mean + 1e-6).all() and (bands.mean <= bands.upper + 1e-6).all()
+    assert torch.allclose(bands.x[[0, -1], 0], torch.stack([x[:, 0].min(), x[:, 0].max()]))
+    stability = formula_stability(ensemble, x, library=["x", "x^2", "sin", "exp"])
+    assert [(s.layer, s.i, s.j) for s in stability] == [(0, 0, 0), (0, 1, 0)]
+    assert (stability[0].top, stability[0].share) == ("sin", 1.0)
+
+
+def test_formula_stability_counts_members_that_disagree():
+    x = torch.rand(200, 2) * 2 - 1
+    members = [KAN([2, 1], seed=s) for s in range(3)]
+    for m, member in enumerate(members):
+        member.layers[0].set_symbolic(0, 0, "sin" if m == 0 else "x^2", 2.0, 0.3, 1.5, 0.0)
+        member.layers[0].set_symbolic(1, 0, "x", 1.0, 0.0, -2.0, 0.5)
+    stability = formula_stability(KANEnsemble(members, []), x, library=["x", "x^2", "sin"])
+    assert stability[0].best == ["sin", "x^2", "x^2"]
+    assert (stability[0].top, stability[0].agree) == ("x^2", 2)
+    assert (stability[1].top, stability[1].agree) == ("x", 3)
+
+
+def test_ensemble_config_errors_name_the_problem():
+    x, y = _data(n=20)
+    with pytest.raises(ConfigError, match="regression only"):
+        fit_ensemble([2, 1], TrainData(x, y), EnsembleConfig(fit=FitConfig(task="classification")))
+    with pytest.raises(ConfigError, match="group label per training row"):
+        fit_ensemble([2, 1], TrainData(x, y), EnsembleConfig(bootstrap="groups"))
+    with pytest.raises(ConfigError, match="Available"):
+        EnsembleConfig(bootstrap="cases").validate()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="model_options"):
+        fit_ensemble([2, 1], TrainData(x, y), model_options={"seed": 3})
