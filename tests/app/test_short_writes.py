@@ -27,7 +27,7 @@ from app.services import symbolic as svc
 from app.services.run_claims import reap_stale_runs
 from app.services.training import run_training
 
-N_FEATURES, HIDDEN = 10, 60  # 660 edges: the auto-symbolic takes a few seconds on one thread
+N_FEATURES, HIDDEN = 10, 30  # 330 edges: the auto-symbolic outlasts the other requests ~10×
 
 
 @pytest.fixture
