@@ -12,9 +12,12 @@ step count, the mini-batch positions, early stopping (on the members' mean valid
 The masked blocks are still computed (N² blocks per layer instead of N), which costs little
 for the small KANs of tabular work, where the per-step overhead dominates.
 
-Regression only. `lamb` > 0 is scaled by 1/N (each member's L1 term keeps its weight against
-its own MSE); the entropy term is taken over all members' edges at once, which approximates
-the members' own entropies.
+Regression only. `lamb` > 0 is scaled by 1/N, so each member's L1 term keeps its weight
+against its own MSE. The entropy term is taken over all members' edges at once: H_joint =
+H(members' shares) + Σ share_m·H_m, so `lamb_entropy` is scaled by N (with equal shares each
+member's own entropy then keeps its weight; the shares' term is left over). Approximate:
+after 100 steps at λ = 1e-2 vectorised and sequential members differed by 0.008 on average
+(0.015 without the N).
 """
 
 from __future__ import annotations
@@ -231,7 +234,9 @@ def fit_ensemble(
             None if data.x_val is None else data.x_val.repeat(1, n_members),
             None if y_val is None else y_val.repeat(1, n_members),
         )
-        fit_cfg = dataclasses.replace(cfg.fit, lamb=cfg.fit.lamb / n_members)
+        fit_cfg = dataclasses.replace(  # see the module docstring
+            cfg.fit, lamb=cfg.fit.lamb / n_members, lamb_entropy=cfg.fit.lamb_entropy * n_members
+        )
         results = [fit(wide, wide_data, fit_cfg, callback)]
         members = unstack_members(wide, n_members, seeds, options)
     else:
@@ -360,6 +365,7 @@ class EdgeStability:
     i: int
     j: int
     best: list[str | None]  # per member (None: no valid candidate)
+    r2: list[float | None]  # per member, R² of its best candidate on its own edge
     top: str | None  # the most common best candidate
     agree: int  # members whose best is `top`
 
@@ -379,7 +385,9 @@ def formula_stability(
     """Per edge, each member's best candidate (`symbolic.fit_edge_candidates`, fitted on that
     member's own activations, all members' edges of a layer in one call) and their agreement.
     A candidate c·f(a·x + b) + d absorbs a hidden node's scale and shift, so the form is
-    comparable across members where the values are not."""
+    comparable across members where the values are not. The ranking is `symbolic`'s (with
+    the full library, a weak edge's best is often "0": pass a library without it to ask which
+    shape the members see)."""
     x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:max_points]]
     traces = [m.forward_with_activations(x.to(next(m.parameters())))[1] for m in ensemble.members]
     out = []
@@ -390,12 +398,13 @@ def formula_stability(
         xs = pre[:, :, None, :].expand(-1, -1, n_out, -1)  # (members, rows, out, in)
         xs, ys = (t.permute(0, 2, 3, 1).reshape(-1, rows) for t in (xs, post))  # (m·out·in, rows)
         best = fit_edge_candidates(xs, ys, library).best(complexity_weight)
-        names = [c.name if c is not None else None for c in best]
         for j in range(n_out):
             for i in range(n_in):
-                per_member = [names[(m * n_out + j) * n_in + i] for m in range(n_members)]
-                top, agree = Counter(per_member).most_common(1)[0]
-                out.append(EdgeStability(layer, i, j, per_member, top, agree))
+                fits = [best[(m * n_out + j) * n_in + i] for m in range(n_members)]
+                names = [None if c is None else c.name for c in fits]
+                r2 = [None if c is None else c.r2 for c in fits]
+                top, agree = Counter(names).most_common(1)[0]
+                out.append(EdgeStability(layer, i, j, names, r2, top, agree))
     return out
 
 
