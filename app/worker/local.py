@@ -62,28 +62,19 @@ def _exit_reason(code: int | None) -> str:
 
 
 def _child_main(
-    run_id: int,
+    run: int | Connection,
     prefix: str,
     database_url: str,
     parent_pid: int,
     threads: int,
     env: dict[str, str] | None = None,
 ) -> None:
-    """Entry point of a training process (spawned: a fresh interpreter)."""
+    """Entry point of a training process (spawned: a fresh interpreter). ``run``: the run id,
+    or for a spare trainer the pipe its run id will come through."""
     _prepare_trainer(database_url, parent_pid, threads, env)
-    _train(run_id, prefix, database_url)
-
-
-def _spare_main(
-    runs: Connection,
-    prefix: str,
-    database_url: str,
-    parent_pid: int,
-    threads: int,
-    env: dict[str, str] | None = None,
-) -> None:
-    """Entry point of a trainer started ahead: everything imported, then wait for a run id."""
-    _prepare_trainer(database_url, parent_pid, threads, env)
+    if isinstance(run, int):
+        _train(run, prefix, database_url)
+        return
     try:  # load kan_core's compiled kernels now rather than in the run's first step
         from kan_core.fused import warm_up
 
@@ -91,9 +82,9 @@ def _spare_main(
     except Exception:  # the run will load (or do without) them itself
         log.warning("spare trainer: kernel warm-up failed", exc_info=True)
     with contextlib.suppress(OSError):  # the executor may have sent a run and closed already
-        runs.send("ready")
+        run.send("ready")
     try:
-        run_id = runs.recv()  # a run sent before the close is still delivered
+        run_id = run.recv()  # a run sent before the close is still delivered
     except (EOFError, OSError):
         return  # the executor stopped without using this spare
     _train(int(run_id), prefix, database_url)
@@ -291,23 +282,26 @@ class LocalExecutor:
                     self._jobs[run_id] = _Job(run_id, proc)
                 log.info("run %s started in warm process %s", run_id, proc.pid)
                 continue
-            proc = self._ctx.Process(
-                target=_child_main,
-                args=(
-                    run_id,
-                    self.prefix,
-                    self.database_url,
-                    os.getpid(),
-                    self._threads_per_run,
-                    self.child_env,
-                ),
-                name=f"kanscope-run-{run_id}",
-                daemon=False,
-            )
+            proc = self._trainer_process(run_id, f"kanscope-run-{run_id}")
             proc.start()
             with self._lock:
                 self._jobs[run_id] = _Job(run_id, proc)
             log.info("run %s started in process %s", run_id, proc.pid)
+
+    def _trainer_process(self, run: int | Connection, name: str) -> BaseProcess:
+        return self._ctx.Process(
+            target=_child_main,
+            args=(
+                run,
+                self.prefix,
+                self.database_url,
+                os.getpid(),
+                self._threads_per_run,
+                self.child_env,
+            ),
+            name=name,
+            daemon=False,
+        )
 
     def _keep_spare(self) -> None:
         """Start a spare trainer when none is waiting (and a run could use one)."""
@@ -319,19 +313,7 @@ class LocalExecutor:
             self._spare[0].join(timeout=1)
             self._spare[1].close()
         writer, reader = self._ctx.Pipe()  # run ids to the spare; "ready" back
-        proc = self._ctx.Process(
-            target=_spare_main,
-            args=(
-                reader,
-                self.prefix,
-                self.database_url,
-                os.getpid(),
-                self._threads_per_run,
-                self.child_env,
-            ),
-            name="kanscope-spare-trainer",
-            daemon=False,
-        )
+        proc = self._trainer_process(reader, "kanscope-spare-trainer")
         proc.start()
         reader.close()
         self._spare = (proc, writer)
