@@ -348,6 +348,28 @@ def _degenerate(z: torch.Tensor, t: torch.Tensor, cols: tuple[int, ...], start: 
     return float(numerator.norm()) < 0.3 * float(t[:rows].norm())
 
 
+def _scoring_matrix(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(unit centred columns, unit centred target, usable columns) on the first 256 rows in
+    float32: the scoring space; chosen subsets are refitted on all rows in float64."""
+    rows = min(z.shape[0], 256)
+    zc = z[:rows] - z[:rows].mean(0)
+    norms = zc.pow(2).sum(0)
+    usable = norms > 1e-16 * z[:rows].pow(2).sum(0)  # not constant on these rows
+    zc = (zc / norms.clamp_min(1e-300).sqrt()).float()
+    tc = (t[:rows] - t[:rows].mean()).double()
+    return zc, (tc / tc.norm().clamp_min(1e-300)).float(), usable
+
+
+def _pair_r2(c_head: torch.Tensor, c_all: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """Exact R² of two-term least squares from correlations: c_head (h,) and c_all (p,) with
+    the target, rho (h, p) between the terms; −1 where the pair is (nearly) collinear."""
+    ci = c_head[:, None]
+    den = 1 - rho.pow(2)
+    r2 = ci.pow(2) + (c_all[None, :] - rho * ci).pow(2) / den.clamp_min(1e-30)
+    r2[den <= 1e-4] = -1.0
+    return r2
+
+
 def _best_pairs(
     zc: torch.Tensor,
     c: torch.Tensor,
@@ -367,10 +389,8 @@ def _best_pairs(
     if not heads:
         return []
     rho = zc[:, heads].T @ zc  # (heads, p) column correlations
-    ci = c[heads][:, None]
-    den = 1 - rho.pow(2)
-    r2 = ci.pow(2) + (c[None, :] - rho * ci).pow(2) / den.clamp_min(1e-30)
-    r2[(den <= 1e-4) | ~usable[None, :]] = -1.0
+    r2 = _pair_r2(c[heads], c, rho)
+    r2[:, ~usable] = -1.0
     out: list[tuple[float, tuple[int, ...]]] = []
     # explicit partners and t·M partners ranked apart: on noisy data t·M columns correlate
     # with t and their (degenerate) pairs would crowd out every explicit pair
@@ -421,14 +441,8 @@ def beam_select(
     fit makes the numerator t − Σ b·t·M vanish (the denominator 1 − Σ b·M ≈ 0 — any t fits
     that) is dropped."""
     n_imp_start = z.shape[1] if implicit_start is None else implicit_start
-    rows = min(z.shape[0], 256)  # scoring rows (float32); subsets are fitted on all rows
-    zc = z[:rows] - z[:rows].mean(0)
-    norms = zc.pow(2).sum(0)
-    usable = norms > 1e-16 * z[:rows].pow(2).sum(0)  # not constant on these rows
-    zc = (zc / norms.clamp_min(1e-300).sqrt()).float()  # unit columns
-    norms = torch.ones_like(norms, dtype=torch.float32)
-    tc = (t[:rows] - t[:rows].mean()).double()
-    tc = (tc / tc.norm().clamp_min(1e-300)).float()
+    zc, tc, usable = _scoring_matrix(z, t)
+    norms = torch.ones(zc.shape[1], dtype=torch.float32)
     c = zc.T @ tc  # correlations with the target
     found: list[Selection] = []
     seen: set[tuple[int, ...]] = set()
@@ -497,14 +511,8 @@ def rational_select(
     explicit pairs are searched exactly on what is left (heads × the `partners` columns most
     correlated with the rest). Finds laws such as (u + v)/(1 + u·v/c²), whose terms fit only
     together."""
-    rows = min(z.shape[0], 256)
-    zc = z[:rows] - z[:rows].mean(0)
-    norms = zc.pow(2).sum(0)
-    usable = norms > 1e-16 * z[:rows].pow(2).sum(0)
+    zc, tc, usable = _scoring_matrix(z, t)
     usable[implicit_start:] = False  # the numerator is explicit
-    zc = (zc / norms.clamp_min(1e-300).sqrt()).float()
-    tc = (t[:rows] - t[:rows].mean()).double()
-    tc = (tc / tc.norm().clamp_min(1e-300)).float()
     c0 = zc.T @ tc
     scored: list[tuple[float, tuple[int, ...]]] = []
     for m in denominators:
@@ -526,10 +534,8 @@ def rational_select(
         rho = (zc[:, head].T @ zc[:, pool] - um[head][:, None] * um[pool][None, :]) / (
             left[head].sqrt()[:, None] * left[pool].sqrt()[None, :]
         ).clamp_min(1e-30)
-        ci = c[head][:, None]
-        den = 1 - rho.pow(2)
-        r2 = ci.pow(2) + (c[pool][None, :] - rho * ci).pow(2) / den.clamp_min(1e-30)
-        r2[(den <= 1e-4) | ~ok[pool][None, :]] = -1.0
+        r2 = _pair_r2(c[head], c[pool], rho)
+        r2[:, ~ok[pool]] = -1.0
         for flat in torch.topk(r2.flatten(), min(6, r2.numel())).indices.tolist():
             i, j = int(head[flat // r2.shape[1]]), int(pool[flat % r2.shape[1]])
             if i != j and r2.flatten()[flat] >= 0:
