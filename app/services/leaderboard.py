@@ -102,8 +102,8 @@ class LeaderboardModel:
                 raise UnknownModelKindError(
                     f"Unknown setting(s) {unknown} for {self.kind}; allowed: {sorted(allowed)}."
                 )
-        elif models[self.kind].check_config is not None:  # its own options, as a run's
-            models[self.kind].check_config({"model_options": dict(self.params)})
+        elif (check := models[self.kind].check_config) is not None:  # as a run's options
+            check({"model_options": dict(self.params)})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "params": dict(self.params)}
@@ -192,7 +192,7 @@ def _fold_data(
     target: np.ndarray,
     fit_rows: np.ndarray,
     val_rows: np.ndarray,
-    classes: list[Any] | None,
+    classes: Sequence[Any] | None,
 ) -> PreparedData:
     """A fold's rows as a trainer's data: inputs (and regression targets) standardised on the
     fitting rows, float32, as :func:`app.services.run_data.prepare_data` does for a run."""

@@ -111,7 +111,3 @@ class ModelSpec:
     #: rows and the fold's test rows are predicted with its model. False: it trains on all of
     #: the fold's training rows and the test rows are its validation rows (``val_predictions``)
     early_stopping: bool = False
-
-
-MODEL_REGISTRY: dict[str, ModelSpec] = {}
-_extensions_loaded = False

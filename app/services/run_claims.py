@@ -10,7 +10,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.clock import utcnow, utcnow_minus
@@ -18,6 +18,12 @@ from app.db.models import Run, RunCheckpoint, RunMetric, RunStatus
 from app.db.session import Database
 
 log = logging.getLogger("kanscope.training")
+
+
+def owned_and_running(run_id: int, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The guard of every write a trainer makes to its run: the run is still ``running`` and
+    still ``owner``'s (a worker that lost its claim changes nothing)."""
+    return (Run.id == run_id, Run.owner == owner, Run.status == RunStatus.RUNNING.value)
 
 
 def claim_run(session: Session, run_id: int, owner: str, device: str | None = None) -> bool:

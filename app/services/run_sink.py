@@ -17,9 +17,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.db.clock import utcnow
-from app.db.models import Run, RunCheckpoint, RunMetric, RunStatus
+from app.db.models import Run, RunCheckpoint, RunMetric
 from app.db.session import Database
 from app.services.numbers import finite_or_none
+from app.services.run_claims import owned_and_running
 from kan_core.io import checkpoint_to_bytes
 from kan_core.train import FitCheckpoint, FitProgress
 
@@ -166,11 +167,7 @@ class RunSink:
     def _check(self, s: Session) -> None:
         res = s.execute(
             update(Run)
-            .where(
-                Run.id == self.run_id,
-                Run.owner == self.owner,
-                Run.status == RunStatus.RUNNING.value,
-            )
+            .where(*owned_and_running(self.run_id, self.owner))
             .values(heartbeat_at=utcnow())
             .execution_options(synchronize_session=False)
         )

@@ -107,7 +107,7 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
         n_parameters=int(model.num_parameters()),
         weights=model_to_bytes(model.cpu(), meta),
         val_predictions=preds,
-        # engine: "fused-cpu" (kan_core.fused), "torch" or "torch-compiled"
+        # engine: the kan_core.engine.Engine that ran ("fused-cpu", "native", "numba", "torch")
         extra={"best_step": result.best_step, "width": list(model.width), "engine": result.engine},
     )
 

@@ -37,7 +37,7 @@ from app.services.memory import out_of_memory_message
 from app.services.model_contract import PreparedData, TrainingJob, TrainOutcome
 from app.services.model_registry import get_model_spec
 from app.services.numbers import finite_or_none
-from app.services.run_claims import claim_run, delete_checkpoint
+from app.services.run_claims import claim_run, delete_checkpoint, owned_and_running
 from app.services.run_data import prepare_data
 from app.services.run_sink import RunSink, db_error, insert_metrics
 from kan_core.errors import KanCoreError
@@ -239,11 +239,7 @@ def _fail_unstored(
         with db.write(sink.stall_limit_s) as s:
             res = s.execute(
                 update(Run)
-                .where(
-                    Run.id == sink.run_id,
-                    Run.owner == sink.owner,
-                    Run.status == RunStatus.RUNNING.value,
-                )
+                .where(*owned_and_running(sink.run_id, sink.owner))
                 .values(
                     status=RunStatus.FAILED.value,
                     finished_at=utcnow(),
@@ -432,7 +428,7 @@ def _finish(
             )
         res = s.execute(
             update(Run)
-            .where(Run.id == run_id, Run.owner == owner, Run.status == RunStatus.RUNNING.value)
+            .where(*owned_and_running(run_id, owner))
             .values(
                 status=status.value,
                 finished_at=utcnow(),
