@@ -63,28 +63,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{name}: {where}")
 
 
+def _configured_or_private(
+    name: str, url: str, answers: Callable[[str], bool], start_private: Callable[[], Any]
+) -> Iterator[str]:
+    """``url`` when its server answers, else a private server (stopped when the session ends)."""
+    if answers(url):
+        SERVICES[name] = f"configured, {url}"
+        yield url
+        return
+    with start_private() as server:
+        SERVICES[name] = f"private to the session, {server.url} from {server.binaries}"
+        yield server.url
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """KANSCOPE_TEST_POSTGRES_URL when it answers, else a private server for the session."""
-    if postgres_answers(PG_BASE_URL):
-        SERVICES["PostgreSQL"] = f"configured, {PG_BASE_URL}"
-        yield PG_BASE_URL
-        return
-    with PrivatePostgres(database="test") as server:
-        SERVICES["PostgreSQL"] = f"private to the session, {server.url} from {server.bin_dir}"
-        yield server.url
+    yield from _configured_or_private(
+        "PostgreSQL", PG_BASE_URL, postgres_answers, lambda: PrivatePostgres(database="test")
+    )
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """KANSCOPE_TEST_REDIS_URL when it answers, else a private server for the session."""
-    if redis_answers(REDIS_URL):
-        SERVICES["Redis"] = f"configured, {REDIS_URL}"
-        yield REDIS_URL
-        return
-    with PrivateRedis() as server:
-        SERVICES["Redis"] = f"private to the session, {server.url} from {server.binary}"
-        yield server.url
+    yield from _configured_or_private("Redis", REDIS_URL, redis_answers, PrivateRedis)
 
 
 @pytest.fixture(scope="session")

@@ -177,7 +177,7 @@ class PrivatePostgres:
     ) -> None:
         self.port = port or free_port()
         self.database = database
-        self.bin_dir = postgres_bin_dir(binaries)
+        self.bin_dir = self.binaries = postgres_bin_dir(binaries)
         self._initdb = str(self.bin_dir / "initdb")
         self._pg_ctl = str(self.bin_dir / "pg_ctl")
         self._run_as: str | None = None
@@ -289,7 +289,7 @@ class PrivateRedis:
     :class:`PrivatePostgres`."""
 
     def __init__(self, port: int | None = None, binaries: str | None = None) -> None:
-        self.binary = redis_server_binary(binaries)
+        self.binary = self.binaries = redis_server_binary(binaries)
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="kanscope-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
