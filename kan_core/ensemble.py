@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from kan_core.errors import ConfigError
+from kan_core.io import ModelFileError, model_from_bytes, model_to_bytes
 from kan_core.model import KAN
 from kan_core.symbolic import DEFAULT_COMPLEXITY_WEIGHT, fit_edge_candidates
 from kan_core.train import FitConfig, FitProgress, FitResult, TrainData, fit
@@ -316,6 +317,39 @@ class KANEnsemble:
             k = min(math.ceil((scores.numel() + 1) * level), scores.numel())
             out.scale = float(scores.sort().values[k - 1])
         return out
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+ENSEMBLE_KEY = "kan_core.ensemble"
+
+
+def ensemble_to_bytes(ensemble: KANEnsemble, metadata: Mapping[str, Any] | None = None) -> bytes:
+    """One kanscope model file (`io.model_to_bytes`) holding the members side by side as their
+    block-diagonal KAN; seeds, noise term and scale ride in the metadata."""
+    info = {
+        "members": len(ensemble.members),
+        "seeds": [m.seed for m in ensemble.members],
+        "noise_std": None if ensemble.noise_std is None else ensemble.noise_std.tolist(),
+        "scale": ensemble.scale,
+    }
+    return model_to_bytes(stack_members(ensemble.members), {**(metadata or {}), ENSEMBLE_KEY: info})
+
+
+def ensemble_from_bytes(data: bytes) -> tuple[KANEnsemble, dict[str, Any]]:
+    """(ensemble, the caller's metadata) from `ensemble_to_bytes`; ModelFileError otherwise."""
+    wide, metadata = model_from_bytes(data)
+    info = metadata.pop(ENSEMBLE_KEY, None)
+    if not isinstance(wide, KAN) or not isinstance(info, dict):
+        raise ModelFileError("not a kanscope ensemble file (no ensemble metadata)")
+    c = wide.config()
+    options = {"grid": c["grid"], "k": c["k"], "basis": c["basis"],
+               "grid_range": tuple(c["grid_range"]), "noise_scale": c["noise_scale"]}  # fmt: skip
+    members = unstack_members(wide, int(info["members"]), info["seeds"], options)
+    for member in members:
+        member.eval()
+    noise = None if info["noise_std"] is None else torch.tensor(info["noise_std"])
+    return KANEnsemble(members, [], noise, float(info["scale"])), metadata
 
 
 # ---- per-edge bands and formula stability ---------------------------------------------------

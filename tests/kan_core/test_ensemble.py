@@ -7,6 +7,8 @@ from kan_core.ensemble import (
     _permute_node,
     align_hidden_units,
     edge_bands,
+    ensemble_from_bytes,
+    ensemble_to_bytes,
     fit_ensemble,
     formula_stability,
     interval_coverage,
@@ -15,6 +17,7 @@ from kan_core.ensemble import (
     unstack_members,
 )
 from kan_core.errors import ConfigError
+from kan_core.io import ModelFileError, model_to_bytes
 from kan_core.model import KAN
 from kan_core.train import FitConfig, TrainData
 
@@ -97,6 +100,13 @@ def test_calibrated_interval_covers_fresh_rows_at_about_the_nominal_level():
     coverage, width = interval_coverage(calibrated.predict(x_new, level=0.9), y_new)
     assert 0.85 <= coverage <= 0.95
     assert raw[0] < 0.6 and width > raw[1]  # the members' spread alone is far too narrow
+
+    loaded, metadata = ensemble_from_bytes(ensemble_to_bytes(calibrated, {"target": "y"}))
+    assert metadata == {"target": "y"}
+    before, after = calibrated.predict(x_new), loaded.predict(x_new)
+    assert torch.allclose(before.lower, after.lower) and torch.allclose(before.upper, after.upper)
+    with pytest.raises(ModelFileError, match="ensemble"):
+        ensemble_from_bytes(model_to_bytes(KAN([2, 1])))
 
 
 def test_bands_and_formula_stability_of_an_additive_ensemble():
