@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     formula_timeout_s: float = Field(
         default=60.0, gt=0, description="Time limit for simplifying a formula (sympy)."
     )
+    auto_symbolic_timeout_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Time budget of one auto-symbolic request: no further batch of edges starts "
+        "once it is spent; the edges fixed by then are kept, the rest stay splines and the "
+        "answer says how many (calling again continues). The dashboard waits this long plus "
+        "a margin.",
+    )
     model_plugins: str = Field(
         default="",
         description="Comma-separated modules that register more model kinds "

@@ -492,7 +492,13 @@ class AutoSymbolicOut(BaseModel):
     n_inactive: int = Field(
         default=0, description="Pruned edges and edges into nodes that reach no output."
     )
+    n_out_of_time: int = Field(
+        default=0,
+        description="Live numeric edges not tried because KANSCOPE_AUTO_SYMBOLIC_TIMEOUT_S ran "
+        "out (left as splines; calling again continues with them).",
+    )
     n_edges: int
+    note: str | None = Field(default=None, description="Set when time ran out: what was left.")
 
 
 class PruneOut(BaseModel):
@@ -663,6 +669,10 @@ class LimitsOut(BaseModel):
 
     formula_timeout_s: float = Field(
         description="Time limit of GET /runs/{id}/formula's simplification (KANSCOPE_FORMULA_"
+        "TIMEOUT_S); a client waits at least this long for it."
+    )
+    auto_symbolic_timeout_s: float = Field(
+        description="Time budget of POST /runs/{id}/auto-symbolic (KANSCOPE_AUTO_SYMBOLIC_"
         "TIMEOUT_S); a client waits at least this long for it."
     )
     discovery_budget_s: dict[str, float] = Field(

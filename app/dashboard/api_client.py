@@ -280,11 +280,12 @@ def unfix_edge(run_id: int, edge: tuple[int, int, int]) -> Any:
 
 
 def auto_symbolic(run_id: int, r2_threshold: float) -> dict[str, Any]:
-    """Waits as long as a formula may take (:func:`slow_call_timeout`): auto-symbolic fits every
-    edge inside the request."""
+    """Waits for the server's auto-symbolic time budget plus a margin
+    (:func:`slow_call_timeout`): auto-symbolic fits the edges inside the request."""
     body = {"r2_threshold": float(r2_threshold)}
     path = _path("runs", _id(run_id, "run"), "auto-symbolic")
-    return _request("POST", path, json=body, timeout=slow_call_timeout()).json()
+    timeout = slow_call_timeout("auto_symbolic_timeout_s")
+    return _request("POST", path, json=body, timeout=timeout).json()
 
 
 def prune(run_id: int, threshold: float) -> dict[str, Any]:
@@ -345,11 +346,12 @@ def server_limits() -> dict[str, Any]:
     return _limits_by_api[key]
 
 
-def slow_call_timeout() -> httpx.Timeout:
-    """Read time-out of the formula and auto-symbolic calls: the server's formula limit
-    (``KANSCOPE_FORMULA_TIMEOUT_S``, from ``GET /limits``) plus :data:`SLOW_CALL_MARGIN_S`."""
+def slow_call_timeout(limit_name: str = "formula_timeout_s") -> httpx.Timeout:
+    """Read time-out of the formula and auto-symbolic calls: the server's time limit
+    ``limit_name`` (``KANSCOPE_FORMULA_TIMEOUT_S`` or ``KANSCOPE_AUTO_SYMBOLIC_TIMEOUT_S``,
+    from ``GET /limits``) plus :data:`SLOW_CALL_MARGIN_S`."""
     try:
-        limit = float(server_limits()["formula_timeout_s"])
+        limit = float(server_limits()[limit_name])
     except (ApiError, KeyError, TypeError, ValueError):
         limit = DEFAULT_FORMULA_TIMEOUT_S
     if not 0 < limit < float("inf"):  # NaN fails this too

@@ -43,7 +43,8 @@ def auto_symbolic_text(result: dict[str, Any], threshold: float) -> str:
     numeric = int(result.get("n_numeric") or 0)
     already = int(result.get("n_already_symbolic") or 0)
     inactive = int(result.get("n_inactive") or 0)
-    total = int(result.get("n_edges") or fixed + numeric + already + inactive)
+    late = int(result.get("n_out_of_time") or 0)
+    total = int(result.get("n_edges") or fixed + numeric + already + inactive + late)
     parts = [f"Auto-symbolic fixed {fixed} of {total} edges"]
     if already:
         parts.append(f"{_edges(already)} already symbolic")
@@ -51,8 +52,10 @@ def auto_symbolic_text(result: dict[str, Any], threshold: float) -> str:
         parts.append(f"{_edges(inactive)} pruned or unused")
     if numeric:
         parts.append(f"{_edges(numeric)} left as splines (best R² below {threshold:g})")
-    elif not fixed and not already:
+    elif not fixed and not already and not late:
         parts.append("no edge left to fit")
+    if late:
+        parts.append(f"{_edges(late)} left as splines: time ran out (click again to continue)")
     return "; ".join(parts) + "."
 
 

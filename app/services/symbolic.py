@@ -9,6 +9,7 @@ revision (:func:`_edit`), so a long auto-symbolic never holds the database's wri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -91,7 +92,12 @@ EDIT_ATTEMPTS = 3
 T = TypeVar("T")
 
 
-def _edit(db: Database, run_id: int, apply: Callable[[LoadedModel, Any], T]) -> T:
+def _edit(
+    db: Database,
+    run_id: int,
+    apply: Callable[[LoadedModel, Any], T],
+    changed: Callable[[T], bool] | None = None,
+) -> T:
     """Apply ``apply(loaded, model)`` to a private copy of the run's current model and store it.
 
     The model is read in a read transaction and edited outside any transaction (an
@@ -99,7 +105,8 @@ def _edit(db: Database, run_id: int, apply: Callable[[LoadedModel, Any], T]) -> 
     database's only write lock all that time). The result is written in a short transaction
     with an optimistic check: only if the model's ``revision`` is still the one the edit
     started from. Otherwise another edit landed in between; the edit is computed again on the
-    new model (up to ``EDIT_ATTEMPTS`` times, then 409)."""
+    new model (up to ``EDIT_ATTEMPTS`` times, then 409). When ``changed(result)`` is False the
+    model was left as it was and nothing is written."""
     from kan_core.io import model_from_bytes, model_to_bytes
 
     for _ in range(EDIT_ATTEMPTS):
@@ -113,6 +120,8 @@ def _edit(db: Database, run_id: int, apply: Callable[[LoadedModel, Any], T]) -> 
             ).one()  # revision and bytes from one statement: one snapshot on PostgreSQL too
         model, _ = model_from_bytes(row.current_weights or row.weights, device="cpu")
         result = apply(loaded, model)
+        if changed is not None and not changed(result):
+            return result
         blob = model_to_bytes(model, loaded.meta)
         if _store_edit(db, run_id, row.revision, blob):
             return result
@@ -177,20 +186,32 @@ def auto_symbolic(
     r2_threshold: float,
     library: list[str] | None,
     complexity_weight: float,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
+    """Fix every live numeric edge whose best candidate reaches ``r2_threshold``.
+
+    With ``time_budget_s`` (KANSCOPE_AUTO_SYMBOLIC_TIMEOUT_S) no batch of edges starts once
+    the budget is spent, retries after a conflicting edit included: the edges fixed by then
+    are stored (each one whole, in the short revision-checked write), the rest stay splines
+    and are counted in ``n_out_of_time`` with a ``note``; calling again continues with them.
+    """
     from kan_core.symbolic import auto_symbolic as _auto
 
+    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+
     def apply(loaded: LoadedModel, model: Any) -> tuple[Any, int]:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         report = _auto(
             model,
             loaded.x_within_budget("auto_symbolic", live_edges=_numeric_live_edges(model)),
             r2_threshold=r2_threshold,
             complexity_weight=complexity_weight,
             library=library,
+            time_budget_s=left,
         )
         return report, sum(int(layer.in_dim * layer.out_dim) for layer in model.layers)
 
-    report, n_edges = _edit(db, run_id, apply)
+    report, n_edges = _edit(db, run_id, apply, changed=lambda result: bool(result[0].fixed))
     fixed = [
         {
             "run_id": run_id,
@@ -202,6 +223,15 @@ def auto_symbolic(
         }
         for c in report.fixed
     ]
+    n_late = len(report.out_of_time)
+    note = None
+    if n_late:
+        note = (
+            f"Time ran out after {time_budget_s:g} s (KANSCOPE_AUTO_SYMBOLIC_TIMEOUT_S): "
+            f"{n_late} edge{'s were' if n_late != 1 else ' was'} not tried and left as "
+            f"spline{'s' if n_late != 1 else ''}; the {len(fixed)} fixed edges are stored. Run "
+            "auto-symbolic again to continue with the rest."
+        )
     return {
         "run_id": run_id,
         "fixed": fixed,
@@ -210,6 +240,8 @@ def auto_symbolic(
         "n_numeric": len(report.numeric),
         "n_already_symbolic": report.already_symbolic,
         "n_inactive": report.inactive,
+        "n_out_of_time": n_late,
+        "note": note,
     }
 
 

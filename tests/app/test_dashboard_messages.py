@@ -21,6 +21,12 @@ def test_auto_symbolic_counts_each_edge_once():
     assert auto_symbolic_text(nothing, 0.9) == (
         "Auto-symbolic fixed 0 of 4 edges; 4 edges pruned or unused; no edge left to fit."
     )
+    # the time budget ran out: the untried edges are not "no edge left to fit"
+    late = {"n_fixed": 0, "n_edges": 12, "n_numeric": 0, "n_out_of_time": 12}
+    assert auto_symbolic_text(late, 0.9) == (
+        "Auto-symbolic fixed 0 of 12 edges; 12 edges left as splines: time ran out "
+        "(click again to continue)."
+    )
 
 
 def test_server_messages_use_the_buttons_names_and_are_not_cut_mid_word():

@@ -184,3 +184,54 @@ def test_concurrent_formula_requests_share_one_computation(
         assert len(started) == 1, [r.getMessage() for r in started]
     finally:
         db.dispose()
+
+
+def test_auto_symbolic_out_of_time_answers_what_is_left_and_writes_nothing_half_done(
+    db_url: str, tmp_path: Path, demo_csv: bytes
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.db.models import ModelArtifact
+    from app.main import create_app
+    from app.services.datasets import ingest_csv
+
+    db = Database(db_url)
+    try:
+        with db.write() as s:
+            dataset_id = ingest_csv(s, demo_csv, "demo.csv", None, 10_000, 100).id
+        run_id = trained_run(
+            db, dataset_id, target_columns=["HV"], feature_columns=["Al", "Ni"], hidden=[2],
+            steps=20,
+        )  # fmt: skip
+
+        def revision() -> int | None:
+            with db.read() as s:
+                row = select(ModelArtifact.revision).where(ModelArtifact.run_id == run_id)
+                return s.scalar(row)
+
+        before = revision()
+        app = create_app(
+            make_settings(db_url, tmp_path, auto_symbolic_timeout_s=0.0),
+            start_executor=False,
+            mount_dashboard=False,
+        )
+        body = {"r2_threshold": 0.0, "library": ["x", "x^2"]}
+        with TestClient(app) as c:
+            r = c.post(f"/api/runs/{run_id}/auto-symbolic", json=body)
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert (out["n_fixed"], out["n_numeric"], out["n_out_of_time"], out["n_edges"]) == (
+                0, 0, 6, 6,
+            )  # fmt: skip
+            assert "6 edges were not tried" in out["note"]
+            assert "KANSCOPE_AUTO_SYMBOLIC_TIMEOUT_S" in out["note"]
+            net = c.get(f"/api/runs/{run_id}/network").json()
+            assert not any(e["symbolic"] for layer in net["layers"] for e in layer["edges"])
+            assert c.get("/api/limits").json()["auto_symbolic_timeout_s"] == 0.0
+        assert revision() == before  # nothing fixed: nothing written
+        # with time to spare the next call continues: every edge fixed, stored in one write
+        out = svc.auto_symbolic(db, run_id, 0.0, ["x", "x^2"], 0.0, time_budget_s=600.0)
+        assert (out["n_fixed"], out["n_out_of_time"], out["note"]) == (6, 0, None)
+        assert revision() == (before or 0) + 1
+    finally:
+        db.dispose()

@@ -230,6 +230,29 @@ def test_auto_symbolic_skips_pruned_edges_and_validates():
         auto_symbolic(model, torch.rand(10, 2), r2_threshold=math.nan)
 
 
+def test_auto_symbolic_stops_between_batches_when_its_time_is_spent():
+    lib = ["x", "x^2", "sin"]
+    x = torch.rand(120, 3) * 2 - 1
+    late = KAN([3, 2, 1], seed=5)
+    report = auto_symbolic(late, x, r2_threshold=0.0, library=lib, time_budget_s=0.0)
+    assert not report.fixed and not report.numeric  # no batch started: nothing half done
+    assert sorted(report.out_of_time) == sorted(
+        [(0, i, j) for i in range(3) for j in range(2)] + [(1, i, 0) for i in range(2)]
+    )
+    assert all(bool((layer.sym_mask == 0).all()) for layer in late.layers)
+    # one edge per batch fixes exactly what one batch per layer fixes
+    whole, single = KAN([3, 2, 1], seed=5), KAN([3, 2, 1], seed=5)
+    a = auto_symbolic(whole, x, r2_threshold=0.9, library=lib, time_budget_s=600.0)
+    b = auto_symbolic(single, x, r2_threshold=0.9, library=lib, edges_per_batch=1)
+    assert not a.out_of_time and not b.out_of_time
+    assert [(e.layer, e.i, e.j, e.fit.name) for e in a.fixed] == [
+        (e.layer, e.i, e.j, e.fit.name) for e in b.fixed
+    ]
+    assert len(a.fixed) + len(a.numeric) == 8
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        auto_symbolic(late, x, time_budget_s=-1.0)
+
+
 def test_formula_composition_is_exact_in_original_units():
     """Before rounding/refit the composed formula equals the symbolic network (no training)."""
     g = torch.Generator().manual_seed(2)

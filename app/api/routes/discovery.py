@@ -77,6 +77,7 @@ def get_limits(settings: SettingsDep) -> LimitsOut:
     discovery budget's bounds, upload and model size caps."""
     return LimitsOut(
         formula_timeout_s=settings.formula_timeout_s,
+        auto_symbolic_timeout_s=settings.auto_symbolic_timeout_s,
         discovery_budget_s={
             "min": svc.BUDGET_MIN_S,
             "max": svc.BUDGET_MAX_S,

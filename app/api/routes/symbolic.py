@@ -64,12 +64,17 @@ def unfix_edge(
 
 @router.post("/runs/{run_id}/auto-symbolic", response_model=AutoSymbolicOut, responses=ERRORS)
 def auto_symbolic(
-    run_id: IdPath, db: DatabaseDep, body: AutoSymbolicIn | None = None
+    run_id: IdPath, db: DatabaseDep, settings: SettingsDep, body: AutoSymbolicIn | None = None
 ) -> AutoSymbolicOut:
     """Fix every numeric edge whose best candidate reaches ``r2_threshold`` (computed outside
-    any database transaction, stored in a short one)."""
+    any database transaction, stored in a short one). Bounded by
+    KANSCOPE_AUTO_SYMBOLIC_TIMEOUT_S: edges not reached by then stay splines, counted in
+    ``n_out_of_time`` with a ``note``; the edges fixed by then are kept."""
     body = body or AutoSymbolicIn()
-    out = svc.auto_symbolic(db, run_id, body.r2_threshold, body.library, body.complexity_weight)
+    out = svc.auto_symbolic(
+        db, run_id, body.r2_threshold, body.library, body.complexity_weight,
+        time_budget_s=settings.auto_symbolic_timeout_s,
+    )  # fmt: skip
     return AutoSymbolicOut.model_validate(out)
 
 
