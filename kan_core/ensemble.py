@@ -1,5 +1,5 @@
-"""KAN ensembles: N members trained in one `fit` call, predictions with an interval, per-edge
-bands and formula stability.
+"""KAN ensembles: N members trained side by side in one `fit` call, predictions with an
+interval, per-edge bands and formula stability.
 
 Vectorised training: N members of width [d, h…, o] are laid side by side as one block-diagonal
 KAN [N·d, N·h…, N·o] whose cross-member edges are masked (mask 0: no value, no gradient, so
@@ -9,8 +9,9 @@ fused-cpu, numba, torch). The loss is the mean of the members' MSEs; Adam's step
 that 1/N scale, so each member follows (up to rounding) the path its own `fit` would. A
 bootstrap resample is simply other rows in a member's column block. Shared by all members: the
 step count, the mini-batch positions, early stopping (on the members' mean validation loss).
-The masked blocks are still computed (N² blocks per layer instead of N), which costs little
-for the small KANs of tabular work, where the per-step overhead dominates.
+The masked blocks are still computed (N² blocks per layer instead of N): that pays while the
+per-step overhead saved dominates, so `members_per_fit` (default: as many as keep the wide
+KAN within `EDGE_BUDGET` edges) splits larger ensembles into several such fits.
 
 Regression only. `lamb` > 0 is scaled by 1/N, so each member's L1 term keeps its weight
 against its own MSE. The entropy term is taken over all members' edges at once: H_joint =
@@ -40,6 +41,11 @@ from kan_core.symbolic import DEFAULT_COMPLEXITY_WEIGHT, fit_edge_candidates
 from kan_core.train import FitConfig, FitProgress, FitResult, TrainData, fit
 
 BOOTSTRAP = ("none", "rows", "groups")
+# Edges of one block-diagonal KAN when `members_per_fit` is None. Measured (benchmarks/results/
+# ensemble.md, 8 members, λ = 1e-3, one thread): [10, 4, 1] members 2 816 edges side by side,
+# 2.1× faster than separate fits; [38, 4, 1] members 9 984 edges, 5× slower (the masked
+# blocks' N² cost outgrows the per-fit overhead saved).
+EDGE_BUDGET = 3000
 
 
 @dataclass
@@ -49,12 +55,17 @@ class EnsembleConfig:
     # G groups drawn with replacement (G = number of groups), cut or topped up to n rows
     bootstrap: Literal["none", "rows", "groups"] = "none"
     seed: int = 0  # member m is KAN(seed=seed + m); resamples come from Generator(seed)
-    vectorise: bool = True  # False: N separate `fit` calls (the reference)
+    # members side by side in one `fit` (the last block may be smaller); 1: a `fit` per member;
+    # None: as many as keep the block-diagonal KAN within EDGE_BUDGET edges
+    members_per_fit: int | None = None
     fit: FitConfig = field(default_factory=FitConfig)
 
     def validate(self) -> None:
         if not (isinstance(self.members, int) and self.members >= 1):
             raise ConfigError(f"members must be an integer ≥ 1, got {self.members!r}")
+        per_fit = self.members_per_fit
+        if per_fit is not None and not (isinstance(per_fit, int) and per_fit >= 1):
+            raise ConfigError(f"members_per_fit must be an integer ≥ 1 or None, got {per_fit!r}")
         if self.bootstrap not in BOOTSTRAP:
             raise ConfigError(f"Unknown bootstrap {self.bootstrap!r}. Available: {list(BOOTSTRAP)}")
         if self.fit.task != "regression":
@@ -204,6 +215,16 @@ def _permute_node(model: KAN, layer: int, perm: torch.Tensor) -> None:
 # ---- training ------------------------------------------------------------------------------
 
 
+def members_per_fit(width: Sequence[int], config: EnsembleConfig) -> int:
+    """How many members `fit_ensemble` trains side by side per `fit` call (blocks made even)."""
+    if config.members_per_fit is not None:
+        return min(config.members_per_fit, config.members)
+    edges = sum(a * b for a, b in zip(width[:-1], width[1:], strict=False))
+    per_fit = max(1, min(config.members, math.isqrt(EDGE_BUDGET // max(edges, 1))))
+    blocks = -(-config.members // per_fit)
+    return -(-config.members // blocks)
+
+
 def fit_ensemble(
     width: Sequence[int],
     data: TrainData,
@@ -214,8 +235,9 @@ def fit_ensemble(
     callback: Callable[[FitProgress], bool | None] | None = None,
 ) -> KANEnsemble:
     """Train `config.members` KANs of `width` (member m: `KAN(width, seed=config.seed + m,
-    **model_options)`), each on its resample of the training rows; validation rows (early
-    stopping) are shared. Hidden nodes are aligned to member 0's on the training inputs."""
+    **model_options)`), each on its resample of the training rows, `members_per_fit` at a time
+    side by side; validation rows (early stopping per block) are shared. `callback` sees each
+    block's fit in turn. Hidden nodes are aligned to member 0's on the training inputs."""
     cfg = config or EnsembleConfig()
     cfg.validate()
     options = dict(model_options or {})
@@ -225,26 +247,24 @@ def fit_ensemble(
     y = data.y_train.reshape(n, -1)
     y_val = None if data.y_val is None else data.y_val.reshape(data.y_val.shape[0], -1)
     rows = resample_rows(n, cfg, groups)
-    seeds = [cfg.seed + m for m in range(n_members)]
-    members = [_new_kan(width, s, options) for s in seeds]
-    if cfg.vectorise:
-        wide = stack_members(members, options)
+    per_fit = members_per_fit(width, cfg)
+    members: list[KAN] = []
+    results: list[FitResult] = []
+    for first in range(0, n_members, per_fit):
+        block = range(first, min(first + per_fit, n_members))
+        seeds = [cfg.seed + m for m in block]
+        wide = stack_members([_new_kan(width, s, options) for s in seeds], options)
         wide_data = TrainData(
-            torch.cat([data.x_train[r] for r in rows], dim=1),
-            torch.cat([y[r] for r in rows], dim=1),
-            None if data.x_val is None else data.x_val.repeat(1, n_members),
-            None if y_val is None else y_val.repeat(1, n_members),
+            torch.cat([data.x_train[rows[m]] for m in block], dim=1),
+            torch.cat([y[rows[m]] for m in block], dim=1),
+            None if data.x_val is None else data.x_val.repeat(1, len(block)),
+            None if y_val is None else y_val.repeat(1, len(block)),
         )
         fit_cfg = dataclasses.replace(  # see the module docstring
-            cfg.fit, lamb=cfg.fit.lamb / n_members, lamb_entropy=cfg.fit.lamb_entropy * n_members
+            cfg.fit, lamb=cfg.fit.lamb / len(block), lamb_entropy=cfg.fit.lamb_entropy * len(block)
         )
-        results = [fit(wide, wide_data, fit_cfg, callback)]
-        members = unstack_members(wide, n_members, seeds, options)
-    else:
-        results = []
-        for member, r in zip(members, rows, strict=True):
-            member_data = TrainData(data.x_train[r], y[r], data.x_val, y_val)
-            results.append(fit(member, member_data, cfg.fit, callback))
+        results.append(fit(wide, wide_data, fit_cfg, callback))
+        members += unstack_members(wide, len(block), seeds, options)
     for member in members:
         member.eval()
     return KANEnsemble(align_hidden_units(members, data.x_train), results)
@@ -273,7 +293,7 @@ class EnsemblePrediction:
 @dataclass
 class KANEnsemble:
     members: list[KAN]
-    results: list[FitResult]  # one (vectorised) or one per member
+    results: list[FitResult]  # one per `fit` call (block of members side by side)
     noise_std: torch.Tensor | None = None  # (out,) residual noise, added in quadrature
     scale: float = 1.0  # multiplies the interval's half-width (conformal, from `calibrate`)
 

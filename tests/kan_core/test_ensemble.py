@@ -12,6 +12,7 @@ from kan_core.ensemble import (
     fit_ensemble,
     formula_stability,
     interval_coverage,
+    members_per_fit,
     resample_rows,
     stack_members,
     unstack_members,
@@ -49,18 +50,30 @@ def test_stacked_members_compute_each_member_side_by_side():
             assert torch.equal(value, recovered_state[key]), key
 
 
-def test_vectorised_fit_follows_the_sequential_fits():
+def test_members_side_by_side_follow_their_separate_fits():
     x, y = _data(noise=0.05)
     fit_cfg = FitConfig(steps=60, lr=1e-2, update_grid_every=10, update_grid_until=40)
     config = EnsembleConfig(members=3, bootstrap="rows", seed=4, fit=fit_cfg)
-    vectorised = fit_ensemble([2, 3, 1], TrainData(x, y), config)
-    config.vectorise = False
-    sequential = fit_ensemble([2, 3, 1], TrainData(x, y), config)
-    assert len(vectorised.results) == 1 and len(sequential.results) == 3
-    a, b = vectorised.member_predictions(x), sequential.member_predictions(x)
+    assert members_per_fit([2, 3, 1], config) == 3  # 9 edges: all side by side
+    together = fit_ensemble([2, 3, 1], TrainData(x, y), config)
+    config.members_per_fit = 2
+    blocks = fit_ensemble([2, 3, 1], TrainData(x, y), config)
+    config.members_per_fit = 1
+    separate = fit_ensemble([2, 3, 1], TrainData(x, y), config)
+    assert [len(e.results) for e in (together, blocks, separate)] == [1, 2, 3]
+    a = together.member_predictions(x)
     assert a.shape == (3, 240, 1)
-    assert (a - b).abs().max() < 2e-3 * y.std()
+    for other in (blocks, separate):
+        assert (a - other.member_predictions(x)).abs().max() < 2e-3 * y.std()
     assert (a[0] - a[1]).abs().max() > 1e-2  # different seeds and rows: different members
+
+
+def test_auto_members_per_fit_keeps_the_wide_kan_within_the_edge_budget():
+    config = EnsembleConfig(members=8)
+    assert members_per_fit([10, 4, 1], config) == 8  # 44 edges: 8² · 44 ≤ 3000
+    assert members_per_fit([38, 4, 1], config) == 4  # 156 edges: 4 per fit, two even blocks
+    assert members_per_fit([200, 20, 1], config) == 1
+    assert members_per_fit([200, 20, 1], EnsembleConfig(members=8, members_per_fit=3)) == 3
 
 
 def test_group_bootstrap_draws_whole_groups():
@@ -142,5 +155,7 @@ def test_ensemble_config_errors_name_the_problem():
         fit_ensemble([2, 1], TrainData(x, y), EnsembleConfig(bootstrap="groups"))
     with pytest.raises(ConfigError, match="Available"):
         EnsembleConfig(bootstrap="cases").validate()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="members_per_fit"):
+        EnsembleConfig(members_per_fit=0).validate()
     with pytest.raises(ConfigError, match="model_options"):
         fit_ensemble([2, 1], TrainData(x, y), model_options={"seed": 3})
