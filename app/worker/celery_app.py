@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Queue
 
 GPU_QUEUE = "gpu"
@@ -118,6 +119,19 @@ def train_run(self: Any, run_id: int) -> str:
     owner = worker_owner_id(self.request.hostname, self.request.id)
     outcome = run_training(int(run_id), owner)
     return str(getattr(outcome, "value", outcome))
+
+
+@worker_process_init.connect
+def limit_pool_child_memory(**_: Any) -> None:
+    """Each pool child (the process that trains) runs under the local trainers' data limit
+    (app.services.memory.limit_trainer_memory, RLIMIT_DATA): what it holds when it starts plus
+    max(2 × KANSCOPE_MAX_RUN_MEMORY_MB, that + 1024 MB). An allocation beyond it fails the run
+    with the message naming the setting, instead of swapping the host or waking the kernel's
+    OOM killer. The limit stays with the child for every run it takes; none on CUDA hosts."""
+    from app.config import get_settings
+    from app.services.memory import limit_trainer_memory
+
+    limit_trainer_memory(get_settings().max_run_memory_mb)
 
 
 def worker_argv(extra: list[str] | None = None) -> list[str]:

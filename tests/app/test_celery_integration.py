@@ -178,6 +178,23 @@ def test_run_queued_through_the_api_is_trained_by_the_worker(stack: Stack) -> No
     assert stack.http.get(f"/runs/{run['id']}/network").status_code == 200
 
 
+def test_the_pool_child_that_trains_runs_under_the_data_limit(stack: Stack) -> None:
+    """As local trainers do: RLIMIT_DATA set to what the child held at start plus the growth
+    KANSCOPE_MAX_RUN_MEMORY_MB allows (set in worker_process_init, so every child has it)."""
+    from app.services.memory import MB, trainer_memory_limit_bytes
+
+    cap_mb = int(stack.env.get("KANSCOPE_MAX_RUN_MEMORY_MB", "2048"))
+    children = stack.worker.child_pids()
+    assert children, stack.logs()
+    for pid in children:
+        with open(f"/proc/{pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max data size"))
+        soft = line.split()[3]
+        assert soft != "unlimited", line
+        assert trainer_memory_limit_bytes(cap_mb, 0) <= int(soft), line
+        assert int(soft) <= trainer_memory_limit_bytes(cap_mb, 3072 * MB), line  # near the cap
+
+
 def test_a_task_delivered_three_times_trains_once(stack: Stack) -> None:
     skipped_before = stack.worker.log().count("'skipped'")
     run = stack.submit(steps=30)  # delivery 1 (the API)
