@@ -235,6 +235,7 @@ class _Clock:
     budget_s: float
     progress: Progress | None
     start: float = field(default_factory=time.perf_counter)
+    fraction: float = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -246,7 +247,8 @@ class _Clock:
         return self.left() <= reserve
 
     def report(self, stage: str, fraction: float) -> None:
-        if self.progress is not None and self.progress(stage, min(1.0, fraction)) is False:
+        self.fraction = min(1.0, max(self.fraction, fraction))  # progress never goes back
+        if self.progress is not None and self.progress(stage, self.fraction) is False:
             raise DiscoveryCancelled("stopped by the caller")
 
 
@@ -260,6 +262,12 @@ class _Data:
     y_tr: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+
+    def r2(self, mse: float) -> float:
+        """R² on the validation rows from a mean squared error (as `kan_core.metrics.r2_score`:
+        NaN when those rows' target is constant, non-finite when the error is)."""
+        sst = float((self.y_val - self.y_val.mean()).pow(2).mean())
+        return 1 - mse / sst if sst > 0 else math.nan
 
     def val_mse(self, expr: sympy.Expr, p: torch.Tensor | None = None) -> float:
         try:
@@ -302,9 +310,7 @@ class _Pool:
         mse = self.data.val_mse(expr)
         if not math.isfinite(mse):
             return
-        y = self.data.y_val
-        sst = float(((y - y.mean()) ** 2).mean())
-        f = DiscoveredFormula(expr, tree_size(expr), 1 - mse / sst, math.sqrt(mse), source)
+        f = DiscoveredFormula(expr, tree_size(expr), self.data.r2(mse), math.sqrt(mse), source)
         key = sympy.srepr(expr)
         if key not in self.done or self.done[key].rmse > f.rmse:
             self.done[key] = f
@@ -535,10 +541,9 @@ def _term_search(
             except (TypeError, ValueError, ZeroDivisionError):  # pragma: no cover
                 continue
             best = min(best, pool.propose(ye, f"terms: {tr.name}"))
-        var = float(data.y_val.var())
         attempts.append(
             Attempt("terms", f"t = {tr.name}", time.perf_counter() - t1, len(sels),
-                    1 - best / var if math.isfinite(best) else None)
+                    data.r2(best) if math.isfinite(best) else None)
         )  # fmt: skip
         if _exact_found(pool):
             break  # exact already (or as exact as a part's table from a surrogate can be)
@@ -572,7 +577,7 @@ def _power_law(data: _Data, pool: _Pool) -> list[Attempt]:
         )
     )
     mse = pool.propose(expr, "power law")
-    r2 = 1 - mse / float(data.y_val.var()) if math.isfinite(mse) else None
+    r2 = data.r2(mse) if math.isfinite(mse) else None
     return [Attempt("power law", "log|y| linear in log x (weighted by |y|)",
                     time.perf_counter() - t0, 1, r2)]  # fmt: skip
 
@@ -616,7 +621,7 @@ def _kan_search(
             pred = model(xs.transform(data.x_val).float()).double()[:, 0]
         pred = pred * ys.std.double() + ys.mean.double()
         mse = float(((pred - data.y_val) ** 2).mean())
-        r2 = 1 - mse / float(data.y_val.var())
+        r2 = data.r2(mse)
         if math.isfinite(r2) and (best_r2 is None or r2 > best_r2):
             best_net, best_r2 = model, r2
         symbolic = copy.deepcopy(model)
@@ -642,7 +647,7 @@ def _kan_search(
         attempts.append(
             Attempt("kan", f"KAN {width}, network validation R² {r2:.4f}",
                     time.perf_counter() - t1, n,
-                    1 - best / float(data.y_val.var()) if math.isfinite(best) else None)
+                    data.r2(best) if math.isfinite(best) else None)
         )  # fmt: skip
     return attempts, best_net, best_r2, xs, ys
 
@@ -724,6 +729,7 @@ def _discover(
     xs, ys = Standardizer.fit(data.x_tr), Standardizer.fit(data.y_tr[:, None])
     mean_expr = sympy.Float(float(data.y_tr.mean()))
     pool.propose(mean_expr, "mean")
+    cancelled = False
     try:
         clock.report("checking data", 0.02)
         tried += _power_law(data, pool)
@@ -745,6 +751,7 @@ def _discover(
         # a part's constants are refitted on the real rows once the parts are joined
         _refine(pool, clock, noise, snap=depth == 0)
     except DiscoveryCancelled:
+        cancelled = True
         notes.append("Stopped early by the caller; the best formula so far is reported.")
     if clock.over():
         notes.append(f"The time budget of {budget_s:g} s ran out; the search stopped where it was.")
@@ -753,7 +760,7 @@ def _discover(
     front = pareto_front(list(pool.done.values()))
     y_rms = float(data.y_val.pow(2).mean().sqrt())
     chosen = choose(front, n_val, y_rms, noise)
-    if not notes:
+    if not cancelled:  # also when the budget ran out: the search is over either way
         with contextlib.suppress(DiscoveryCancelled):  # nothing is left to stop
             clock.report("done", 1.0)
     return DiscoveryResult(
@@ -781,9 +788,17 @@ def _separable_search(
     x = data.x_tr
     sur = sep.fit_surrogate(x, data.y_tr, data.x_val, data.y_val, seed,
                             deadline=lambda: clock.elapsed() > 0.15 * clock.budget_s)  # fmt: skip
+    # a symmetry first: its smaller search runs on the real rows, a split's on surrogate tables
+    symmetries = sep.find_symmetries(sur, x, seed)
+    if symmetries:
+        return _symmetry_search(data, pool, clock, names, seed, max_terms, depth, reserve,
+                                symmetries[0], t0)  # fmt: skip
     splits = sep.find_splits(sur, x, seed)
     if not splits:
-        detail = f"no additive or multiplicative split (surrogate error {sur.rel_error:.1e})"
+        detail = (
+            f"no additive or multiplicative split, no symmetry (surrogate error "
+            f"{sur.rel_error:.1e})"
+        )
         return [Attempt("separability", detail, time.perf_counter() - t0, 0, None)]
     kind, groups = sep.partition(splits, x.shape[1])
     tables, _ = sep.part_tables(sur, x, groups)
@@ -816,8 +831,54 @@ def _separable_search(
     named = " | ".join(", ".join(names[c] for c in g) for g in groups)
     word = "sum" if kind == "+" else "product"
     detail = f"{word} of parts: {named} (test residual {splits[0].residual:.1e})"
-    r2 = 1 - best_mse / float(data.y_val.var()) if math.isfinite(best_mse) else None
+    r2 = data.r2(best_mse) if math.isfinite(best_mse) else None
     return [Attempt("separability", detail, time.perf_counter() - t0, len(joined), r2)]
+
+
+_SYMMETRY_OPS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "-": lambda a, b: a - b,
+    "+": lambda a, b: a + b,
+}
+
+
+def _symmetry_search(
+    data: _Data,
+    pool: _Pool,
+    clock: _Clock,
+    names: list[str],
+    seed: int,
+    max_terms: int,
+    depth: int,
+    reserve: float,
+    sym: sep.Symmetry,
+    t0: float,
+) -> list[Attempt]:
+    """Columns i and j enter only as i∘j: search again on the real rows with one column
+    fewer (i∘j in their place), then put i∘j back into what is found."""
+    rest = [c for c in range(data.x_tr.shape[1]) if c not in (sym.i, sym.j)]
+    xs = torch.cat([data.x_tr[:, rest], sym.values(data.x_tr)[:, None]], 1)
+    joined = f"{names[sym.i]}{sym.kind}{names[sym.j]}"
+    share = (clock.left() - reserve) * 0.7
+    if share < 1.0:
+        return []
+    sub = _discover(xs, data.y_tr, [*(names[c] for c in rest), joined], share, None, seed,
+                    None, max_terms, depth + 1)  # fmt: skip
+    combined = _SYMMETRY_OPS[sym.kind](data.syms[sym.i], data.syms[sym.j])
+    back = dict(zip(sub.inputs.symbols, [*(data.syms[c] for c in rest), combined], strict=True))
+    source = f"symmetry ({joined})"
+    found = sorted(
+        (f.expr.xreplace(back) for f in sub.front), key=lambda e: pool.propose(e, source)
+    )
+    best_mse = min((pool.propose(e, source) for e in found), default=math.inf)
+    tolerance = 2 / math.sqrt(data.y_val.numel())
+    for e in found[:3]:
+        if not clock.over(reserve):
+            best_mse = min(best_mse, pool.propose(_finalise(e, data, tolerance, clock), source))
+    detail = f"f depends on {names[sym.i]} and {names[sym.j]} only through {joined}"
+    r2 = data.r2(best_mse) if math.isfinite(best_mse) else None
+    return [Attempt("symmetry", detail, time.perf_counter() - t0, len(found), r2)]
 
 
 def _join(data: _Data, parts: Sequence[sympy.Expr], kind: str) -> sympy.Expr | None:

@@ -10,7 +10,7 @@ import torch
 from kan_core import discover_library as lib
 from kan_core.discover import discover
 from kan_core.discover_guided import guided_formulas
-from kan_core.discover_separable import find_splits, fit_surrogate, partition
+from kan_core.discover_separable import find_splits, find_symmetries, fit_surrogate, partition
 from kan_core.export import compile_expression
 from kan_core.model import KAN
 from kan_core.scaling import Standardizer
@@ -55,7 +55,23 @@ def test_a_separable_law_is_found_through_its_parts() -> None:
     found = result.expr.xreplace({s: {"e": e, "p": p, "t": t, "r": r}[s.name]
                                   for s in result.expr.free_symbols})  # fmt: skip
     assert sympy.simplify(found - p * sympy.sin(2 * t) / (e * r**3)) == 0, result.formula.text
-    assert any(a.stage == "separability" and "product" in a.detail for a in result.tried)
+    # p and e enter only as p/e (a symmetry), then the product splits into its factors
+    assert [a.stage for a in result.tried if a.stage in ("symmetry", "separability")]
+
+
+@pytest.mark.parametrize(
+    ("f", "expected"),
+    [
+        (lambda a, b, c: a * b / (1 + a * b * c), ("*", 0, 1)),
+        (lambda a, b, c: torch.exp(-((a - b) ** 2)) * c, ("-", 0, 1)),
+        (lambda a, b, c: a * b + c * b**2, None),  # b enters with a and with c
+    ],
+)
+def test_symmetries_are_detected(f, expected) -> None:
+    x, y = _table(f, 3)
+    sur = fit_surrogate(x[:400], y[:400], x[400:], y[400:], seed=0, deadline=lambda: False)
+    found = [(s.kind, s.i, s.j) for s in find_symmetries(sur, x[:400], seed=0)]
+    assert found[:1] == ([expected] if expected else [])
 
 
 def test_network_edges_become_terms_of_an_additive_formula() -> None:
