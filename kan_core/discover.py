@@ -737,12 +737,13 @@ def _discover(
         # one; with two the term library is complete enough to go first
         d = x.shape[1]
         split = depth < MAX_DEPTH and d >= 2
+        level = _Level(data, pool, clock, names, seed, max_terms, depth, reserve)
         if split and d >= 3 and not _exact_found(pool):
-            tried += _separable_search(data, pool, clock, names, seed, max_terms, depth, reserve)
+            tried += _separable_search(level)
         if not _exact_found(pool):
             tried += _term_search(data, pool, clock, max_terms, reserve)
         if split and d == 2 and not _exact_found(pool):
-            tried += _separable_search(data, pool, clock, names, seed, max_terms, depth, reserve)
+            tried += _separable_search(level)
         if not _exact_found(pool):
             found = _kan_search(data, pool, clock, names, seed, reserve)
             tried += found[0]
@@ -769,31 +770,55 @@ def _discover(
     )  # fmt: skip
 
 
-def _separable_search(
-    data: _Data,
-    pool: _Pool,
-    clock: _Clock,
-    names: list[str],
-    seed: int,
-    max_terms: int,
-    depth: int,
-    reserve: float,
-) -> list[Attempt]:
+@dataclass
+class _Level:
+    """One level of the search (the whole table, or a part or reduced table of it)."""
+
+    data: _Data
+    pool: _Pool
+    clock: _Clock
+    names: list[str]
+    seed: int
+    max_terms: int
+    depth: int
+    reserve: float
+
+    def sub(self, x: torch.Tensor, y: torch.Tensor, names: list[str], budget_s: float,
+            enough: float = 0.0) -> DiscoveryResult:  # fmt: skip
+        """The search one level down, on a table of its own."""
+        return _discover(x, y, names, budget_s, None, self.seed, None, self.max_terms,
+                         self.depth + 1, enough)  # fmt: skip
+
+    def propose_refitted(self, exprs: Sequence[sympy.Expr], source: str) -> float:
+        """Propose each; the three best get their constants refitted (and snapped) on this
+        level's real rows. Returns the best validation MSE."""
+        pool, data, clock = self.pool, self.data, self.clock
+        ranked = sorted(exprs, key=lambda e: pool.propose(e, source))
+        best = min((pool.propose(e, source) for e in ranked), default=math.inf)
+        tolerance = 2 / math.sqrt(data.y_val.numel())
+        for e in ranked[:3]:
+            if not clock.over(self.reserve):
+                best = min(best, pool.propose(_finalise(e, data, tolerance, clock), source))
+        return best
+
+
+def _separable_search(level: _Level) -> list[Attempt]:
     """Split f into a sum or product of parts of fewer columns (tested on a surrogate), find
-    each part's formula on its own table (recursively), join them."""
+    each part's formula on its own table (recursively), join them; or, first, reduce two
+    columns that enter only through one combination to that one column."""
+    data, clock, names, reserve = level.data, level.clock, level.names, level.reserve
     if clock.over(reserve + 4.0):
         return []
     clock.report("separability", 0.45)
     t0 = time.perf_counter()
     x = data.x_tr
-    sur = sep.fit_surrogate(x, data.y_tr, data.x_val, data.y_val, seed,
+    sur = sep.fit_surrogate(x, data.y_tr, data.x_val, data.y_val, level.seed,
                             deadline=lambda: clock.elapsed() > 0.15 * clock.budget_s)  # fmt: skip
     # a symmetry first: its smaller search runs on the real rows, a split's on surrogate tables
-    symmetries = sep.find_symmetries(sur, x, seed)
+    symmetries = sep.find_symmetries(sur, x, level.seed)
     if symmetries:
-        return _symmetry_search(data, pool, clock, names, seed, max_terms, depth, reserve,
-                                symmetries[0], t0)  # fmt: skip
-    splits = sep.find_splits(sur, x, seed)
+        return _symmetry_search(level, symmetries[0], t0)
+    splits = sep.find_splits(sur, x, level.seed)
     if not splits:
         detail = (
             f"no additive or multiplicative split, no symmetry (surrogate error "
@@ -811,23 +836,16 @@ def _separable_search(
         # the part's table is as exact as the surrogate: stop searching at its error
         enough = min(0.2, 3 * sur.rel_error * float(data.y_tr.std() / yp.std().clamp_min(1e-300)))
         try:
-            sub = _discover(xp, yp, [names[c] for c in cols], share, None, seed, None,
-                            max_terms, depth + 1, enough)  # fmt: skip
+            sub = level.sub(xp, yp, [names[c] for c in cols], share, enough)
         except ConfigError:  # a part that is constant on these rows
             return []
         to_parent = dict(zip(sub.inputs.symbols, [data.syms[c] for c in cols], strict=True))
         front = sorted(sub.front, key=lambda f: f.complexity)[:keep]
         parts.append([e.xreplace(to_parent) for e in dict.fromkeys(f.expr for f in front)])
-    source = f"separable ({kind})"
     joined = [
         _join(data, combo, kind) for combo in itertools.islice(itertools.product(*parts), 200)
     ]
-    scored = sorted((e for e in joined if e is not None), key=lambda e: pool.propose(e, source))
-    tolerance = 2 / math.sqrt(data.y_val.numel())
-    best_mse = min((pool.propose(e, source) for e in scored), default=math.inf)
-    for e in scored[:3]:  # constants refitted on the real rows now: the join may be exact
-        if not clock.over(reserve):
-            best_mse = min(best_mse, pool.propose(_finalise(e, data, tolerance, clock), source))
+    best_mse = level.propose_refitted([e for e in joined if e is not None], f"separable ({kind})")
     named = " | ".join(", ".join(names[c] for c in g) for g in groups)
     word = "sum" if kind == "+" else "product"
     detail = f"{word} of parts: {named} (test residual {splits[0].residual:.1e})"
@@ -843,39 +861,21 @@ _SYMMETRY_OPS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
 }
 
 
-def _symmetry_search(
-    data: _Data,
-    pool: _Pool,
-    clock: _Clock,
-    names: list[str],
-    seed: int,
-    max_terms: int,
-    depth: int,
-    reserve: float,
-    sym: sep.Symmetry,
-    t0: float,
-) -> list[Attempt]:
+def _symmetry_search(level: _Level, sym: sep.Symmetry, t0: float) -> list[Attempt]:
     """Columns i and j enter only as i∘j: search again on the real rows with one column
     fewer (i∘j in their place), then put i∘j back into what is found."""
+    data, names = level.data, level.names
     rest = [c for c in range(data.x_tr.shape[1]) if c not in (sym.i, sym.j)]
     xs = torch.cat([data.x_tr[:, rest], sym.values(data.x_tr)[:, None]], 1)
     joined = f"{names[sym.i]}{sym.kind}{names[sym.j]}"
-    share = (clock.left() - reserve) * 0.7
+    share = (level.clock.left() - level.reserve) * 0.7
     if share < 1.0:
         return []
-    sub = _discover(xs, data.y_tr, [*(names[c] for c in rest), joined], share, None, seed,
-                    None, max_terms, depth + 1)  # fmt: skip
+    sub = level.sub(xs, data.y_tr, [*(names[c] for c in rest), joined], share)
     combined = _SYMMETRY_OPS[sym.kind](data.syms[sym.i], data.syms[sym.j])
     back = dict(zip(sub.inputs.symbols, [*(data.syms[c] for c in rest), combined], strict=True))
-    source = f"symmetry ({joined})"
-    found = sorted(
-        (f.expr.xreplace(back) for f in sub.front), key=lambda e: pool.propose(e, source)
-    )
-    best_mse = min((pool.propose(e, source) for e in found), default=math.inf)
-    tolerance = 2 / math.sqrt(data.y_val.numel())
-    for e in found[:3]:
-        if not clock.over(reserve):
-            best_mse = min(best_mse, pool.propose(_finalise(e, data, tolerance, clock), source))
+    found = [f.expr.xreplace(back) for f in sub.front]
+    best_mse = level.propose_refitted(found, f"symmetry ({joined})")
     detail = f"f depends on {names[sym.i]} and {names[sym.j]} only through {joined}"
     r2 = data.r2(best_mse) if math.isfinite(best_mse) else None
     return [Attempt("symmetry", detail, time.perf_counter() - t0, len(found), r2)]
