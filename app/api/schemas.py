@@ -340,6 +340,14 @@ class ModelKindOut(BaseModel):
 # ── inspection ──────────────────────────────────────────────────────────────────────────────
 
 
+class RowsUsedOut(BaseModel):
+    rows_used: int = Field(
+        description="Training rows this answer was computed on: fewer than rows_total when they "
+        "were sampled (evenly spread) to keep it fast and within KANSCOPE_MAX_RUN_MEMORY_MB."
+    )
+    rows_total: int = Field(description="The run's training rows.")
+
+
 class EdgeOut(BaseModel):
     i: int = Field(description="Input node index in this layer.")
     j: int = Field(description="Output node index in this layer.")
@@ -360,7 +368,7 @@ class LayerOut(BaseModel):
     edges: list[EdgeOut]
 
 
-class NetworkOut(BaseModel):
+class NetworkOut(RowsUsedOut):
     """Network structure for the diagram.
 
     ``{width, input_names, output_names, layers: [{index, in_dim, out_dim,
@@ -381,7 +389,7 @@ class NetworkOut(BaseModel):
     node_scores: list[list[MaybeFloat]]
 
 
-class EdgeDetailOut(BaseModel):
+class EdgeDetailOut(RowsUsedOut):
     run_id: int
     layer: int
     i: int
@@ -425,7 +433,7 @@ class SuggestionOut(BaseModel):
     params: list[MaybeFloat] | None = Field(default=None, description="(a, b, c, d).")
 
 
-class SuggestionsOut(BaseModel):
+class SuggestionsOut(RowsUsedOut):
     run_id: int
     layer: int
     i: int

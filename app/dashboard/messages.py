@@ -59,6 +59,17 @@ def auto_symbolic_text(result: dict[str, Any], threshold: float) -> str:
     return "; ".join(parts) + "."
 
 
+def sampled_rows_note(answer: Any) -> str | None:
+    """``Computed on 2,048 of 10,000 training rows.`` for an inspection answer whose rows were
+    sampled (``rows_used`` < ``rows_total``); None when it used them all."""
+    if not isinstance(answer, dict):
+        return None
+    used, total = answer.get("rows_used"), answer.get("rows_total")
+    if not isinstance(used, int) or not isinstance(total, int) or used >= total:
+        return None
+    return f"Computed on {used:,} of {total:,} training rows."
+
+
 def rows_used(summary: dict[str, Any]) -> str:
     """``415 (1,130 dropped)``: a run's rows after dropping missing values."""
     used, dropped = summary.get("n_rows_used"), summary.get("n_rows_dropped")

@@ -65,6 +65,12 @@ class LoadedModel:
             x = x[torch.linspace(0, x.shape[0] - 1, rows).round().long()]
         return x
 
+    def rows_used(self, used: int) -> dict[str, int]:
+        """``rows_used`` / ``rows_total``: how many of the run's training rows an answer was
+        computed on (fewer when they were sampled to keep it fast and within the budget)."""
+        total = int(self.data.x_train.shape[0])
+        return {"rows_used": min(int(used), total), "rows_total": total}
+
 
 class _Cache:
     def __init__(self, size: int = 8) -> None:
@@ -262,6 +268,7 @@ def _network(loaded: LoadedModel, n_points: int) -> dict[str, Any]:
         "output_names": output_names(loaded),
         "layers": layers,
         "node_scores": [_floats(n.detach().cpu().numpy()) for n in nodes],
+        **loaded.rows_used(x.shape[0]),
     }
 
 
@@ -291,6 +298,7 @@ def edge_detail(session: Session, run_id: int, layer: int, i: int, j: int) -> di
         "score": c.score,
         "symbolic": c.symbolic,
         "affine": affine,
+        **loaded.rows_used(x.shape[0]),
     }
 
 

@@ -32,6 +32,9 @@ from app.services.inspection import (
 from app.services.numbers import finite_or_none
 from app.services.runs import create_run, get_run
 
+#: rows a suggestion is fitted on at most (spread over the training rows)
+SYMBOLIC_FIT_ROWS = 512
+
 
 def suggestions(
     session: Session,
@@ -59,15 +62,16 @@ def suggestions(
         tuple(library or ()),
     )
 
-    def compute() -> list[dict[str, Any]]:
+    def compute() -> dict[str, Any]:
         # R² first (no complexity weight): fits within 0.05 decades of unexplained variance of
         # each other count as equal and the simpler is listed first; a `0` with R² 0 can no
         # longer outrank a fit that explains the edge
         x = loaded.x_within_budget("suggest")
         fits = suggest(
             loaded.model, x, layer, i, j, library=library, top=top, complexity_weight=0.0,
+            max_points=SYMBOLIC_FIT_ROWS,
         )  # fmt: skip
-        return [
+        suggestions = [
             {
                 "name": c.name,
                 "r2": finite_or_none(c.r2),
@@ -76,14 +80,10 @@ def suggestions(
             }
             for c in fits
         ]
+        used = min(x.shape[0], SYMBOLIC_FIT_ROWS)
+        return {"suggestions": suggestions, **loaded.rows_used(used)}
 
-    return {
-        "run_id": run_id,
-        "layer": layer,
-        "i": i,
-        "j": j,
-        "suggestions": cached_result(key, compute),
-    }
+    return {"run_id": run_id, "layer": layer, "i": i, "j": j, **cached_result(key, compute)}
 
 
 #: tries of an edit whose model was changed by another edit while it was computed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.dashboard.messages import auto_symbolic_text, shorten, ui_words
+from app.dashboard.messages import auto_symbolic_text, sampled_rows_note, shorten, ui_words
 
 
 def test_auto_symbolic_counts_each_edge_once():
@@ -54,3 +54,10 @@ def test_runs_table_cells_say_rows_used_and_settings():
     assert settings_text(config) == "3,000 · 0.01 · early stop 100"
     assert settings_text({**config, "early_stopping_patience": None}) == "3,000 · 0.01 · all steps"
     assert settings_text({"model_options": {}}) == ""
+
+
+def test_sampled_rows_are_named_only_when_sampled():
+    sampled = {"rows_used": 2048, "rows_total": 12500}
+    assert sampled_rows_note(sampled) == "Computed on 2,048 of 12,500 training rows."
+    assert sampled_rows_note({"rows_used": 300, "rows_total": 300}) is None
+    assert sampled_rows_note({"suggestions": []}) is None  # an older server says nothing

@@ -31,7 +31,7 @@ from app.dashboard.components import (
     status_badge,
     user_clicked,
 )
-from app.dashboard.messages import auto_symbolic_text, shorten, ui_words
+from app.dashboard.messages import auto_symbolic_text, sampled_rows_note, shorten, ui_words
 from app.dashboard.validation import finite_number, index_int, one_of, positive_int, valid_edge
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Run · kanscope")
@@ -519,7 +519,9 @@ def load_network(info, _version, selected, run_id, zoom=None):
         "shape": figures.selection_shape_style(),
         "inputs": network.get("input_names") or [],
     }
-    return fig, diagram, figures.edge_curves_for_client(network), None
+    note = sampled_rows_note(network)  # scores and curves on a sample of the rows
+    alert = html.Div(note, className="muted small") if note else None
+    return fig, diagram, figures.edge_curves_for_client(network), alert
 
 
 @callback(
@@ -591,6 +593,8 @@ def show_edge(click_data, _version, selected, run_id):
     except ApiError as exc:
         return no_update, None, edge_address, error_alert(exc, "Loading the edge"), None
     fig = figures.edge_figure(edge, input_name=edge.get("input_name"))
+    if note := sampled_rows_note(edge):
+        fig.layout.title.text = f"{fig.layout.title.text}<br><sup>{note}</sup>"
     # the previous edge's candidates stay under the loading spinner until this edge's arrive,
     # but can no longer be fixed (re-rendering the table here cost the click ~50 ms)
     return fig, edge, edge_address, None, None
@@ -624,7 +628,8 @@ def load_suggestions(edge_address, _version, run_id):
         }
         for s in suggestions
     ]
-    return rows, [], suggestions, None
+    note = sampled_rows_note(result)  # candidates fitted on a sample of the rows
+    return rows, [], suggestions, html.Div(note, className="muted small") if note else None
 
 
 @callback(
