@@ -64,6 +64,9 @@ DEFAULT_COMPLEXITY_WEIGHT = 1.0
 # full library an edge costs ~0.2 s on a 2-core machine at load 14 (a batch about 13 s), a few
 # times less on an idle core; the fitting buffers of a batch stay small.
 AUTO_SYMBOLIC_BATCH = 64
+# With a time budget: the first batch's size (it measures the seconds per edge that size the
+# next batches to the time left, so the budget is overrun by about one edge's fit, not a batch)
+AUTO_SYMBOLIC_FIRST_TIMED = 4
 # f(a·u) = a^p·f(u) (integer p) or |a|^p·f(sign(a)·u): fitted a is folded into c for readability.
 _HOMOGENEOUS = {
     "x^2": 2, "x^3": 3, "x^4": 4, "x^5": 5, "1/x": -1, "1/x^2": -2, "1/x^3": -3, "1/x^4": -4,
@@ -609,9 +612,11 @@ def auto_symbolic(
 
     Layer by layer: each layer is fitted on the inputs it sees once the layers before it are
     symbolic. Edges whose best R² is below the threshold keep their spline and are reported.
-    Edges are fitted `edges_per_batch` at a time; once `time_budget_s` has passed, no further
-    batch starts: the edges fixed so far stay fixed (each one whole), the rest stay splines and
-    are listed in `out_of_time` (a later call continues with them).
+    Edges are fitted `edges_per_batch` at a time. With `time_budget_s`, the first batch has
+    `AUTO_SYMBOLIC_FIRST_TIMED` edges and each later one as many as the seconds per edge so
+    far say fit in the time left; once the budget is spent no batch starts: the edges fixed so
+    far stay fixed (each one whole), the rest stay splines and are listed in `out_of_time` (a
+    later call continues with them).
     """
     if not (math.isfinite(r2_threshold) and r2_threshold <= 1.0):
         raise ConfigError(f"r2_threshold must be a number ≤ 1, got {r2_threshold!r}")
@@ -629,7 +634,8 @@ def auto_symbolic(
     fixed: list[EdgeChoice] = []
     numeric: list[NumericEdge] = []
     out_of_time: list[tuple[int, int, int]] = []
-    already = inactive = 0
+    already = inactive = tried = 0
+    spent = 0.0
     for l, layer in enumerate(model.layers):
         todo = live[l] & (layer.sym_mask == 0)
         already += int((live[l] & (layer.sym_mask > 0)).sum())
@@ -638,14 +644,24 @@ def auto_symbolic(
         if len(js) == 0:
             continue
         pre = post = None
-        for start in range(0, len(js), edges_per_batch):
-            bj, bi = js[start : start + edges_per_batch], is_[start : start + edges_per_batch]
-            if time.perf_counter() >= deadline:
-                out_of_time += [(l, int(i), int(j)) for i, j in zip(bi, bj, strict=True)]
-                continue
+        start = 0
+        while start < len(js):
+            now = time.perf_counter()
+            if now >= deadline:
+                late = zip(is_[start:], js[start:], strict=True)
+                out_of_time += [(l, int(i), int(j)) for i, j in late]
+                break
+            n = edges_per_batch
+            if math.isfinite(deadline):  # a batch that should end by the deadline
+                rate = spent / tried if tried else None  # seconds per edge so far
+                n = min(n, AUTO_SYMBOLIC_FIRST_TIMED if rate is None else
+                        max(1, int((deadline - now) / rate)))  # fmt: skip
+            bj, bi = js[start : start + n], is_[start : start + n]
+            start += len(bj)
             if pre is None or post is None:  # the layer's data, once it is needed
                 pre, post = _layer_data(model, xin, l)
             fits = fit_edge_candidates(pre[:, bi].T, post[:, bj, bi].T, funcs)
+            spent, tried = spent + time.perf_counter() - now, tried + len(bj)
             for e in range(len(bj)):
                 i, j = int(bi[e]), int(bj[e])
                 ranked = fits.ranked(e, complexity_weight)
