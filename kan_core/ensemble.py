@@ -10,8 +10,8 @@ that 1/N scale, so each member follows (up to rounding) the path its own `fit` w
 bootstrap resample is simply other rows in a member's column block. Shared by all members: the
 step count, the mini-batch positions, early stopping (on the members' mean validation loss).
 The masked blocks are still computed (N² blocks per layer instead of N): that pays while the
-per-step overhead saved dominates, so `members_per_fit` (default: as many as keep the wide
-KAN within `EDGE_BUDGET` edges) splits larger ensembles into several such fits.
+per-step overhead saved dominates, so `members_per_fit` (default: as many as keep rows ×
+edges of the wide KAN within `WORK_BUDGET`) splits larger ensembles into several such fits.
 
 Regression only. `lamb` > 0 is scaled by 1/N, so each member's L1 term keeps its weight
 against its own MSE. The entropy term is taken over all members' edges at once: H_joint =
@@ -41,11 +41,13 @@ from kan_core.symbolic import DEFAULT_COMPLEXITY_WEIGHT, fit_edge_candidates
 from kan_core.train import FitConfig, FitProgress, FitResult, TrainData, fit
 
 BOOTSTRAP = ("none", "rows", "groups")
-# Edges of one block-diagonal KAN when `members_per_fit` is None. Measured (benchmarks/results/
-# ensemble.md, 8 members, λ = 1e-3, one thread): [10, 4, 1] members 2 816 edges side by side,
-# 2.1× faster than separate fits; [38, 4, 1] members 9 984 edges, 5× slower (the masked
-# blocks' N² cost outgrows the per-fit overhead saved).
-EDGE_BUDGET = 3000
+# Rows × edges per step of one block-diagonal KAN when `members_per_fit` is None. Measured
+# (2-core machine under load, one thread, 8 members, fold 0 of benchmarks/bench_ensemble.py),
+# seconds for 1 / 2 / 4 / 8 members per fit: MPEA [38, 4, 1], 319 rows, λ = 1e-3: 8.1 / 4.7 /
+# 6.8 / 21.7, λ = 0: 3.2 / 2.5 / 2.0 / 1.8; Gorsse [10, 4, 1], 153 rows, λ = 1e-3: 3.4 / 1.8 /
+# 1.6 / 2.0, λ = 0: 2.4 / 1.3 / 0.9 / 0.7. The regularised step (λ > 0) builds every edge's
+# values, the masked blocks' too, so it pays for the c² blocks far sooner than the kernels.
+WORK_BUDGET = {"regularised": 200_000, "plain": 3_000_000}
 
 
 @dataclass
@@ -56,7 +58,7 @@ class EnsembleConfig:
     bootstrap: Literal["none", "rows", "groups"] = "none"
     seed: int = 0  # member m is KAN(seed=seed + m); resamples come from Generator(seed)
     # members side by side in one `fit` (the last block may be smaller); 1: a `fit` per member;
-    # None: as many as keep the block-diagonal KAN within EDGE_BUDGET edges
+    # None: as many as keep the block-diagonal KAN within WORK_BUDGET (rows × edges)
     members_per_fit: int | None = None
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -215,12 +217,16 @@ def _permute_node(model: KAN, layer: int, perm: torch.Tensor) -> None:
 # ---- training ------------------------------------------------------------------------------
 
 
-def members_per_fit(width: Sequence[int], config: EnsembleConfig) -> int:
-    """How many members `fit_ensemble` trains side by side per `fit` call (blocks made even)."""
+def members_per_fit(width: Sequence[int], config: EnsembleConfig, rows: int) -> int:
+    """How many members `fit_ensemble` trains side by side per `fit` call (blocks made even):
+    as many as keep rows × edges of the block-diagonal KAN within `WORK_BUDGET`."""
     if config.members_per_fit is not None:
         return min(config.members_per_fit, config.members)
+    if config.fit.batch_size is not None:
+        rows = min(rows, config.fit.batch_size)
     edges = sum(a * b for a, b in zip(width[:-1], width[1:], strict=False))
-    per_fit = max(1, min(config.members, math.isqrt(EDGE_BUDGET // max(edges, 1))))
+    budget = WORK_BUDGET["regularised" if config.fit.lamb > 0 else "plain"]
+    per_fit = max(1, min(config.members, math.isqrt(budget // max(rows * edges, 1))))
     blocks = -(-config.members // per_fit)
     return -(-config.members // blocks)
 
@@ -247,7 +253,7 @@ def fit_ensemble(
     y = data.y_train.reshape(n, -1)
     y_val = None if data.y_val is None else data.y_val.reshape(data.y_val.shape[0], -1)
     rows = resample_rows(n, cfg, groups)
-    per_fit = members_per_fit(width, cfg)
+    per_fit = members_per_fit(width, cfg, n)
     members: list[KAN] = []
     results: list[FitResult] = []
     for first in range(0, n_members, per_fit):

@@ -54,7 +54,7 @@ def test_members_side_by_side_follow_their_separate_fits():
     x, y = _data(noise=0.05)
     fit_cfg = FitConfig(steps=60, lr=1e-2, update_grid_every=10, update_grid_until=40)
     config = EnsembleConfig(members=3, bootstrap="rows", seed=4, fit=fit_cfg)
-    assert members_per_fit([2, 3, 1], config) == 3  # 9 edges: all side by side
+    assert members_per_fit([2, 3, 1], config, 240) == 3  # 9 edges: all side by side
     together = fit_ensemble([2, 3, 1], TrainData(x, y), config)
     config.members_per_fit = 2
     blocks = fit_ensemble([2, 3, 1], TrainData(x, y), config)
@@ -68,12 +68,15 @@ def test_members_side_by_side_follow_their_separate_fits():
     assert (a[0] - a[1]).abs().max() > 1e-2  # different seeds and rows: different members
 
 
-def test_auto_members_per_fit_keeps_the_wide_kan_within_the_edge_budget():
-    config = EnsembleConfig(members=8)
-    assert members_per_fit([10, 4, 1], config) == 8  # 44 edges: 8² · 44 ≤ 3000
-    assert members_per_fit([38, 4, 1], config) == 4  # 156 edges: 4 per fit, two even blocks
-    assert members_per_fit([200, 20, 1], config) == 1
-    assert members_per_fit([200, 20, 1], EnsembleConfig(members=8, members_per_fit=3)) == 3
+def test_auto_members_per_fit_keeps_the_wide_kan_within_the_work_budget():
+    regularised = EnsembleConfig(members=8, fit=FitConfig(lamb=1e-3))
+    plain = EnsembleConfig(members=8)
+    assert members_per_fit([10, 4, 1], regularised, 153) == 4  # measured best: 4 per fit
+    assert members_per_fit([10, 4, 1], plain, 153) == 8
+    assert members_per_fit([38, 4, 1], regularised, 319) == 2
+    assert members_per_fit([38, 4, 1], plain, 319) == 4  # two even blocks
+    assert members_per_fit([200, 20, 1], plain, 10_000) == 1
+    assert members_per_fit([200, 20, 1], EnsembleConfig(members=8, members_per_fit=3), 9) == 3
 
 
 def test_group_bootstrap_draws_whole_groups():
