@@ -49,10 +49,11 @@ class Settings(BaseSettings):
         description="Memory budget (MB) of one training run and of one inspection request, "
         "estimated before it starts (app.services.memory): a run that would need more is "
         "refused (422, saying which option to lower), an inspection samples fewer rows or is "
-        "refused. Local trainers are also limited (RLIMIT_DATA) to what they hold at start "
-        "plus max(2 × this, this + 1024). Not counted: the interpreter and its libraries "
-        "(about 0.5 GB per process). A fixed default rather than a share of the machine's RAM, "
-        "so that what is accepted does not depend on the machine; with N concurrent runs "
+        "refused. Local trainers and Celery pool children are also limited (RLIMIT_DATA) to "
+        "what they hold at start plus max(2 × this, this + 1024). Not counted: the interpreter "
+        "and its libraries (about 0.5 GB per process). A fixed default rather than a share of "
+        "the machine's RAM, so that what is accepted does not depend on the machine; with N "
+        "concurrent runs "
         "(KANSCOPE_MAX_CONCURRENT_RUNS) allow N times this.",
     )
     max_concurrent_runs: int = Field(default=2, ge=1, description="Local executor processes.")

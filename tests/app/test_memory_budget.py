@@ -221,6 +221,9 @@ def test_inspecting_a_999x190_kan_stays_within_the_budget(wide_kan_run: Any) -> 
         assert edge.status_code == 200, edge.text
         sug = c.get(f"/api/runs/{run_id}/edges/0/3/7/suggestions")
         assert sug.status_code == 200, sug.text
+        rows = [(a["rows_used"], a["rows_total"]) for a in (net.json(), edge.json(), sug.json())]
+        assert rows[1][0] < rows[1][1] == 480, rows  # the edge says it used a sample
+        assert all(0 < used <= total == 480 for used, total in rows), rows
         auto = c.post(f"/api/runs/{run_id}/auto-symbolic", json={})
         assert auto.status_code == 422, auto.text
         assert SETTING in auto.json()["detail"] and "190,000 edges" in auto.json()["detail"]

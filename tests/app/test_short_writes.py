@@ -56,6 +56,18 @@ def trained_run(db: Database, dataset_id: int, **config: Any) -> int:
     return run.id
 
 
+def small_demo_run(db: Database, demo_csv: bytes) -> int:
+    """A succeeded KAN [2, 2, 1] (6 edges) on the demo table's Al, Ni → HV, 20 steps."""
+    from app.services.datasets import ingest_csv
+
+    with db.write() as s:
+        dataset_id = ingest_csv(s, demo_csv, "demo.csv", None, 10_000, 100).id
+    return trained_run(
+        db, dataset_id, target_columns=["HV"], feature_columns=["Al", "Ni"], hidden=[2],
+        steps=20,
+    )  # fmt: skip
+
+
 def test_auto_symbolic_on_a_large_kan_leaves_the_database_writable(client: Any) -> None:
     db: Database = client.app.state.db
     big = trained_run(db, upload(client, wide_csv())["id"], hidden=[HIDDEN], steps=2)
@@ -153,16 +165,9 @@ def test_the_reaper_says_what_it_saw(db_url: str) -> None:
 def test_concurrent_formula_requests_share_one_computation(
     db_url: str, demo_csv: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from app.services.datasets import ingest_csv
-
     db = Database(db_url)
     try:
-        with db.write() as s:
-            dataset_id = ingest_csv(s, demo_csv, "demo.csv", None, 10_000, 100).id
-        run_id = trained_run(
-            db, dataset_id, target_columns=["HV"], feature_columns=["Al", "Ni"], hidden=[2],
-            steps=20,
-        )  # fmt: skip
+        run_id = small_demo_run(db, demo_csv)
         svc.auto_symbolic(db, run_id, -1.0, ["x", "x^2"], 0.0)  # every edge symbolic
         caplog.set_level(logging.INFO, logger="kanscope.formula")
         start = threading.Barrier(4)
@@ -193,16 +198,10 @@ def test_auto_symbolic_out_of_time_answers_what_is_left_and_writes_nothing_half_
 
     from app.db.models import ModelArtifact
     from app.main import create_app
-    from app.services.datasets import ingest_csv
 
     db = Database(db_url)
     try:
-        with db.write() as s:
-            dataset_id = ingest_csv(s, demo_csv, "demo.csv", None, 10_000, 100).id
-        run_id = trained_run(
-            db, dataset_id, target_columns=["HV"], feature_columns=["Al", "Ni"], hidden=[2],
-            steps=20,
-        )  # fmt: skip
+        run_id = small_demo_run(db, demo_csv)
 
         def revision() -> int | None:
             with db.read() as s:
