@@ -215,7 +215,7 @@ def test_discovery_options_refused(options: dict[str, Any]) -> None:
 
 
 def test_dashboard_waits_as_long_as_the_servers_formula_limit(monkeypatch) -> None:
-    """The formula and auto-symbolic calls time out after the server's own limit (from
+    """The formula and auto-symbolic calls time out after the server's own limits (from
     GET /limits) plus a margin, not the dashboard's 30 s default."""
     from app.dashboard import api_client
 
@@ -226,7 +226,8 @@ def test_dashboard_waits_as_long_as_the_servers_formula_limit(monkeypatch) -> No
     def handler(request: httpx.Request) -> httpx.Response:
         timeouts[request.url.path] = request.extensions["timeout"]
         if request.url.path.endswith("/limits"):
-            return httpx.Response(limits_status["code"], json={"formula_timeout_s": 123.0})
+            limits = {"formula_timeout_s": 123.0, "auto_symbolic_timeout_s": 45.0}
+            return httpx.Response(limits_status["code"], json=limits)
         return httpx.Response(200, json={"ok": True})
 
     for base in ("http://limits-test/api", "http://limits-down/api"):
@@ -243,10 +244,12 @@ def test_dashboard_waits_as_long_as_the_servers_formula_limit(monkeypatch) -> No
         api_client.run_formula(7)
         api_client.auto_symbolic(7, 0.9)
         api_client.run_network(7)
-        expected = 123.0 if "test" in base else api_client.DEFAULT_FORMULA_TIMEOUT_S
-        expected += api_client.SLOW_CALL_MARGIN_S
+        fallback = api_client.DEFAULT_FORMULA_TIMEOUT_S + api_client.SLOW_CALL_MARGIN_S
+        up = "test" in base
+        expected = 123.0 + api_client.SLOW_CALL_MARGIN_S if up else fallback
         assert timeouts["/api/runs/7/formula"]["read"] == expected
-        assert timeouts["/api/runs/7/auto-symbolic"]["read"] == expected
+        auto = 45.0 + api_client.SLOW_CALL_MARGIN_S if up else fallback
+        assert timeouts["/api/runs/7/auto-symbolic"]["read"] == auto
         default = api_client._TIMEOUT.read
         assert default is not None and default < expected
         assert timeouts["/api/runs/7/network"]["read"] == default  # other calls: the default
