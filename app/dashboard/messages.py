@@ -59,7 +59,7 @@ def auto_symbolic_text(result: dict[str, Any], threshold: float) -> str:
     return "; ".join(parts) + "."
 
 
-def sampled_rows_note(answer: Any) -> str | None:
+def sampled_rows_note(answer: Any, what: str = "Computed") -> str | None:
     """``Computed on 2,048 of 10,000 training rows.`` for an inspection answer whose rows were
     sampled (``rows_used`` < ``rows_total``); None when it used them all."""
     if not isinstance(answer, dict):
@@ -67,7 +67,7 @@ def sampled_rows_note(answer: Any) -> str | None:
     used, total = answer.get("rows_used"), answer.get("rows_total")
     if not isinstance(used, int) or not isinstance(total, int) or used >= total:
         return None
-    return f"Computed on {used:,} of {total:,} training rows."
+    return f"{what} on {used:,} of {total:,} training rows."
 
 
 def rows_used(summary: dict[str, Any]) -> str:

@@ -59,5 +59,6 @@ def test_runs_table_cells_say_rows_used_and_settings():
 def test_sampled_rows_are_named_only_when_sampled():
     sampled = {"rows_used": 2048, "rows_total": 12500}
     assert sampled_rows_note(sampled) == "Computed on 2,048 of 12,500 training rows."
+    assert sampled_rows_note(sampled, "Candidates computed").startswith("Candidates computed on")
     assert sampled_rows_note({"rows_used": 300, "rows_total": 300}) is None
     assert sampled_rows_note({"suggestions": []}) is None  # an older server says nothing

@@ -628,7 +628,7 @@ def load_suggestions(edge_address, _version, run_id):
         }
         for s in suggestions
     ]
-    note = sampled_rows_note(result)  # candidates fitted on a sample of the rows
+    note = sampled_rows_note(result, "Candidates computed")  # fitted on a sample of the rows
     return rows, [], suggestions, html.Div(note, className="muted small") if note else None
 
 
