@@ -1,5 +1,6 @@
-"""KAN ensembles (`kan_core.ensemble`) on the shipped hardness tables: interval calibration on
-held-out groups, vectorised vs sequential training time, per-edge bands, formula stability.
+"""KAN ensembles (`kan_core.ensemble`) on the shipped HEA regression tables: interval
+calibration on held-out groups, members side by side vs separate fits, per-edge bands, formula
+stability.
 
     .venv/bin/python benchmarks/bench_ensemble.py                  # writes results/ensemble.md
     .venv/bin/python benchmarks/bench_ensemble.py --sets gorsse --members 4 --quick
@@ -224,9 +225,10 @@ def report(results: dict, args, total_s: float) -> str:
         f"Ensembles of {args.members} KANs [d, 4, 1] (grid {KAN_PARAMS['grid']}, "
         f"grid_eps {KAN_PARAMS['grid_eps']}, Adam lr 1e-2, early stopping on the held-back "
         "groups). Coverage of the nominal 90 % interval on the test groups, pooled over folds "
-        "(fold range in brackets); width = mean interval width in HV.",
+        "(fold range in brackets); width = mean interval width in the target's units (HV; MPa "
+        "for mpea_ys).",
         "",
-        "| set | bootstrap | interval | coverage | width (HV) | ensemble R² | member R² | s / fold |",
+        "| set | bootstrap | interval | coverage | width | ensemble R² | member R² | s / fold |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
@@ -271,7 +273,7 @@ def report(results: dict, args, total_s: float) -> str:
         "Per input: the most common best symbolic candidate across members (library without "
         '"0", so the question is which shape, not whether the edge matters) and how many members '
         "chose it, with the members' mean R² of their best fit to their own φ_i; band = mean width of the members' 90 % band of φ_i over its input range, "
-        "relative to the φ_i's own span (member mean), span in HV.",
+        "relative to the φ_i's own span (member mean), span in the target's units.",
         "",
     ]
     for name, res in results.items():
@@ -280,7 +282,7 @@ def report(results: dict, args, total_s: float) -> str:
             f"**{name}** (additive ensemble test R² {st['r2']:.3f}; stability computed in "
             f"{st['seconds']:.1f} s)",
             "",
-            "| input | top candidate | members agreeing | mean R² of best | band / span | span (HV) "
+            "| input | top candidate | members agreeing | mean R² of best | band / span | span "
             "| all members |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -295,7 +297,7 @@ def report(results: dict, args, total_s: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sets", default="gorsse,mpea_hv")
+    parser.add_argument("--sets", default="gorsse,mpea_hv,mpea_ys")
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2000)
