@@ -164,8 +164,8 @@ def test_network_of_a_wide_model_stays_bounded(sqlite_url, tmp_path):
 
     from app.db.models import ModelArtifact
     from app.services.datasets import create_dataset_from_frame, load_frame
-    from app.services.runs import create_run
     from app.services.run_data import prepare_data
+    from app.services.runs import create_run
     from kan_core.io import model_to_bytes
     from kan_core.model import KAN
 
@@ -206,8 +206,8 @@ def _symbolic_run(sqlite_url: str) -> int:
 
     from app.db.models import ModelArtifact
     from app.services.datasets import create_dataset_from_frame, load_frame
-    from app.services.runs import create_run
     from app.services.run_data import prepare_data
+    from app.services.runs import create_run
     from kan_core.io import model_to_bytes
     from kan_core.model import KAN
     from kan_core.symbolic import auto_symbolic
