@@ -29,8 +29,10 @@ lint: setup
 	$(BIN)/mypy kan_core
 	$(BIN)/clang-format --dry-run --Werror kan_core/csrc/*.cpp
 
-# `make test PYTEST_WORKERS=2`: pytest-xdist, one test file per worker at a time (opt-in)
-PYTEST_WORKERS ?=
+# pytest-xdist: two workers, one test file per worker at a time (each with its own schema or
+# private servers); `make test PYTEST_WORKERS=` runs serially. 925 tests on the idle 2-core
+# machine: 8 min 29 s with two workers against ~19 min serially (extrapolated from 37 % in 7 min)
+PYTEST_WORKERS ?= 2
 XDIST := $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS) --dist loadfile)
 
 test: setup lint

@@ -97,7 +97,9 @@ class Stack:
         raise AssertionError(f"run {run_id} did not log {n} steps\n{self.logs()}")
 
     def steps(self, run_id: int) -> list[int]:
-        points = self.http.get(f"/runs/{run_id}/metrics").json()["points"]
+        # the endpoint pages at 5000 points by default
+        points = self.http.get(f"/runs/{run_id}/metrics", params={"limit": 100_000}).json()
+        points = points["points"]
         return [p["step"] for p in points]
 
     def db_row(self, run_id: int) -> dict[str, Any]:
@@ -225,7 +227,8 @@ def test_a_task_delivered_three_times_trains_once(stack: Stack) -> None:
 
 def test_redis_unavailable_answers_503_and_nothing_is_lost(stack: Stack) -> None:
     # long enough to still be training when Redis goes away, even on an idle fast machine
-    training = stack.submit(steps=1500)
+    # (the fused CPU engine ran 1500 steps of this model in 0.5 s)
+    training = stack.submit(steps=20_000)
     stack.wait(training["id"], until=("running",))
     before = {r["id"] for r in stack.http.get("/runs").json()["runs"]}
     stack.redis.stop()
@@ -258,7 +261,7 @@ def test_redis_unavailable_answers_503_and_nothing_is_lost(stack: Stack) -> None
     done = stack.wait(training["id"], timeout=240)
     assert done["status"] == "succeeded", (done, stack.logs())
     assert stack.db_row(training["id"])["attempts"] == 1
-    assert stack.steps(training["id"]) == list(range(1, 1501))
+    assert stack.steps(training["id"]) == list(range(1, 20_001))
 
 
 def test_postgres_restarted_mid_run_loses_no_metric_and_the_run_finishes(stack: Stack) -> None:
@@ -275,14 +278,16 @@ def test_postgres_restarted_mid_run_loses_no_metric_and_the_run_finishes(stack: 
 
 
 def test_api_restarted_while_runs_train_loses_nothing(stack: Stack) -> None:
-    first, second = stack.submit(steps=1500), stack.submit(steps=20)  # one trains, one waits
+    # one trains (1500 steps took 0.5 s on the fused engine: it had finished before it was
+    # seen running), one waits
+    first, second = stack.submit(steps=20_000), stack.submit(steps=20)
     stack.wait(first["id"], until=("running",))
     stack.wait_for_steps(first["id"], 3)
     stack.api.kill(signal.SIGKILL)  # no graceful shutdown
     stack.api.proc.wait(10)  # type: ignore[union-attr]
     stack.api = STARTED["api"] = ApiServer(stack.env, stack.tmp / "api2.log", port=stack.api.port)
     stack.api.start()
-    for run, n in ((first, 1500), (second, 20)):
+    for run, n in ((first, 20_000), (second, 20)):
         done = stack.wait(run["id"], timeout=240)
         assert done["status"] == "succeeded", (done, stack.logs())
         assert stack.steps(run["id"]) == list(range(1, n + 1))
@@ -342,7 +347,9 @@ def finish_second_attempt(stack: Stack, run_id: int, before: list[int]) -> None:
 def test_worker_sigkilled_mid_run_is_requeued_once_and_resumes_from_its_checkpoint(
     stack: Stack,
 ) -> None:
-    n = 4000  # the dead attempt's steps and the resumed one's add up to n (2000 took ~1 s idle)
+    # the dead attempt's steps and the resumed one's add up to n (4000 could finish before it
+    # was seen running on the fused engine)
+    n = 20_000
     run = stack.submit(steps=n)
     stack.wait(run["id"], until=("running",))
     stack.wait_for_checkpoint(run["id"])  # the worker has stored one (at most every 0.2 s)

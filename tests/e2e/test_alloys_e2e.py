@@ -86,6 +86,8 @@ def test_featurise_mpea_and_run_a_leaderboard(page, kanscope_server, screenshot_
     page.wait_for_function("() => document.querySelectorAll('#lb-features input').length > 10")
     page.click("#lb-target")
     page.locator(".dash-dropdown-option", has_text=exact(TARGET)).click()
+    page.keyboard.press("Escape")  # the open option list can cover the buttons below it
+    page.wait_for_selector(".dash-dropdown-option", state="detached")
     page.click("#lb-features-none")
     page.wait_for_function(
         "() => document.querySelectorAll('#lb-features input:checked').length === 0"
