@@ -28,7 +28,7 @@ MIN_EDGE_R2 = 0.5
 
 
 def edge_terms(
-    model: KAN, x: torch.Tensor, xs: Standardizer, syms: Sequence[sympy.Symbol]
+    model: KAN, x: torch.Tensor, xs: Standardizer
 ) -> tuple[torch.Tensor, list[lib.Builder]]:
     """Columns f(a·x_i + b) of the model's first-layer edges on rows x (raw units), with
     their sympy builders; plus the inputs themselves (a linear term is always on offer)."""
@@ -57,7 +57,6 @@ def edge_terms(
             slope, shift = c.a / float(std[i]), c.b - c.a * float(mean[i]) / float(std[i])
             values = f.torch_fn(slope * xd[:, i] + shift)
             terms.add(values, _edge(f.sympy_fn, i, slope, shift), 2 + f.complexity)
-    del pre
     return terms.matrix(), list(terms.builders)
 
 
@@ -81,7 +80,7 @@ def guided_formulas(
     deadline: Callable[[], bool],
 ) -> list[sympy.Expr]:
     """Formulas k + Σ w·f(a·x_i + b) from the model's edges fitted to y (rows x, raw units)."""
-    z, builders = edge_terms(model, x, xs, syms)
+    z, builders = edge_terms(model, x, xs)
     ok = torch.isfinite(z).all(0)
     cols = torch.nonzero(ok)[:, 0].tolist()
     if not cols:
