@@ -27,6 +27,7 @@ lint: setup
 	$(BIN)/ruff check kan_core app tests benchmarks
 	$(BIN)/ruff format --check kan_core
 	$(BIN)/mypy kan_core
+	$(BIN)/lint-imports  # the dependency contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/clang-format --dry-run --Werror kan_core/csrc/*.cpp
 
 # pytest-xdist: two workers, one test file per worker at a time (each with its own schema or
