@@ -28,6 +28,25 @@ class Settings(BaseSettings):
     )
     executor: Literal["local", "celery"] = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    task_soft_time_limit_s: float = Field(
+        default=12 * 3600,
+        gt=0,
+        description="Celery: a training task gets SoftTimeLimitExceeded after this many "
+        "seconds (the run ends failed).",
+    )
+    task_time_limit_s: float = Field(
+        default=12 * 3600 + 300,
+        gt=0,
+        description="Celery: a training task's pool child is killed after this many seconds "
+        "(raised to the soft limit + 1 s when below it).",
+    )
+    visibility_timeout_s: float = Field(
+        default=3600,
+        gt=0,
+        description="Celery on Redis: an unacknowledged task (late acks: a running one) is "
+        "delivered again after this many seconds; the duplicate finds the run claimed and "
+        "returns without training.",
+    )
     api_token: str | None = Field(
         default=None,
         description="If set, every request except /api/health, the API docs and the sign-in "

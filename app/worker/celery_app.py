@@ -20,34 +20,34 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
+if TYPE_CHECKING:
+    from app.config import Settings
+
 GPU_QUEUE = "gpu"
 TRAIN_TASK = "kanscope.train_run"
 
-# Defaults for long training jobs; each can be overridden by a Settings attribute of the same name
-# (``KANSCOPE_TASK_SOFT_TIME_LIMIT_S`` ...) when app.config defines it.
-DEFAULT_TASK_SOFT_TIME_LIMIT_S = 12 * 3600
-DEFAULT_TASK_TIME_LIMIT_S = 12 * 3600 + 300
-DEFAULT_VISIBILITY_TIMEOUT_S = 3600
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5,
                         "interval_max": 1.0}  # fmt: skip
 
 celery_app = Celery("kanscope", set_as_current=False)
 
 
-def celery_config(redis_url: str, settings: Any = None) -> dict[str, Any]:
-    """Celery settings for ``redis_url``; ``settings`` may override the time limits."""
+def celery_config(redis_url: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Celery settings for ``redis_url``, time limits and the visibility timeout from
+    ``settings`` (``KANSCOPE_TASK_SOFT_TIME_LIMIT_S``, ``KANSCOPE_TASK_TIME_LIMIT_S``,
+    ``KANSCOPE_VISIBILITY_TIMEOUT_S``; read from the environment when None)."""
+    if settings is None:
+        from app.config import Settings
 
-    def setting(name: str, default: float) -> float:
-        return float(getattr(settings, name, None) or default)
-
-    soft = setting("task_soft_time_limit_s", DEFAULT_TASK_SOFT_TIME_LIMIT_S)
-    hard = max(setting("task_time_limit_s", DEFAULT_TASK_TIME_LIMIT_S), soft + 1)
+        settings = Settings()
+    soft = settings.task_soft_time_limit_s
+    hard = max(settings.task_time_limit_s, soft + 1)
     return {
         "broker_url": redis_url,
         "result_backend": redis_url,
@@ -65,7 +65,7 @@ def celery_config(redis_url: str, settings: Any = None) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_expires": 24 * 3600,
         "broker_transport_options": {
-            "visibility_timeout": setting("visibility_timeout_s", DEFAULT_VISIBILITY_TIMEOUT_S),
+            "visibility_timeout": settings.visibility_timeout_s,
         },
         "broker_connection_timeout": 3.0,
         "broker_connection_retry_on_startup": True,

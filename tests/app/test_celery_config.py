@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
+from celery import Celery
 from fixtures_services import PrivateRedis, free_port, private_redis  # noqa: F401
 
-from app.worker.celery_app import GPU_QUEUE, TRAIN_TASK, celery_config, worker_argv
+from app.config import Settings, get_settings
+from app.worker.celery_app import (
+    GPU_QUEUE,
+    TRAIN_TASK,
+    SettingsConfig,
+    celery_config,
+    worker_argv,
+)
 from app.worker.celery_executor import CeleryExecutor, QueueUnavailableError, redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,14 +38,28 @@ def test_settings_for_long_jobs() -> None:
     assert [q.name for q in conf["task_queues"]] == [GPU_QUEUE]
 
 
-def test_time_limits_follow_settings_when_defined() -> None:
-    class S:
-        task_soft_time_limit_s = 100
-        task_time_limit_s = 50  # inconsistent: hard limit is raised above the soft one
-
-    conf = celery_config("redis://x", S())
+def test_time_limits_follow_settings() -> None:
+    # inconsistent: the hard limit is raised above the soft one
+    settings = Settings(task_soft_time_limit_s=100, task_time_limit_s=50, visibility_timeout_s=7)
+    conf = celery_config("redis://x", settings)
     assert conf["task_soft_time_limit"] == 100
-    assert conf["task_time_limit"] > 100
+    assert conf["task_time_limit"] == 101
+    assert conf["broker_transport_options"]["visibility_timeout"] == 7
+
+
+def test_environment_reaches_the_celery_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KANSCOPE_TASK_SOFT_TIME_LIMIT_S", "1234")
+    monkeypatch.setenv("KANSCOPE_TASK_TIME_LIMIT_S", "2345")
+    monkeypatch.setenv("KANSCOPE_VISIBILITY_TIMEOUT_S", "345")
+    get_settings.cache_clear()
+    try:
+        app = Celery("kanscope-test", set_as_current=False)
+        app.config_from_object(SettingsConfig())  # as celery_app is configured
+        assert app.conf.task_soft_time_limit == 1234
+        assert app.conf.task_time_limit == 2345
+        assert app.conf.broker_transport_options["visibility_timeout"] == 345
+    finally:
+        get_settings.cache_clear()
 
 
 def test_worker_argv_listens_on_gpu_queue_one_task_at_a_time() -> None:
