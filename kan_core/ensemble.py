@@ -359,7 +359,14 @@ def ensemble_to_bytes(ensemble: KANEnsemble, metadata: Mapping[str, Any] | None 
         "noise_std": None if ensemble.noise_std is None else ensemble.noise_std.tolist(),
         "scale": ensemble.scale,
     }
-    return model_to_bytes(stack_members(ensemble.members), {**(metadata or {}), ENSEMBLE_KEY: info})
+    wide = stack_members(ensemble.members, _build_options(ensemble.members[0].config()))
+    return model_to_bytes(wide, {**(metadata or {}), ENSEMBLE_KEY: info})
+
+
+def _build_options(c: Mapping[str, Any]) -> dict[str, Any]:
+    """The `KAN` arguments (other than width and seed) of a model with `KAN.config()` c."""
+    keys = ("grid", "k", "basis", "noise_scale")
+    return {**{key: c[key] for key in keys}, "grid_range": tuple(c["grid_range"])}
 
 
 def ensemble_from_bytes(data: bytes) -> tuple[KANEnsemble, dict[str, Any]]:
@@ -368,9 +375,7 @@ def ensemble_from_bytes(data: bytes) -> tuple[KANEnsemble, dict[str, Any]]:
     info = metadata.pop(ENSEMBLE_KEY, None)
     if not isinstance(wide, KAN) or not isinstance(info, dict):
         raise ModelFileError("not a kanscope ensemble file (no ensemble metadata)")
-    c = wide.config()
-    options = {"grid": c["grid"], "k": c["k"], "basis": c["basis"],
-               "grid_range": tuple(c["grid_range"]), "noise_scale": c["noise_scale"]}  # fmt: skip
+    options = _build_options(wide.config())
     members = unstack_members(wide, int(info["members"]), info["seeds"], options)
     for member in members:
         member.eval()

@@ -162,3 +162,12 @@ def test_ensemble_config_errors_name_the_problem():
         EnsembleConfig(members_per_fit=0).validate()
     with pytest.raises(ConfigError, match="model_options"):
         fit_ensemble([2, 1], TrainData(x, y), model_options={"seed": 3})
+
+
+def test_ensemble_file_keeps_members_built_with_other_options():
+    x, y = _data(n=40, noise=0.0, seed=4)
+    config = EnsembleConfig(members=3, fit=FitConfig(steps=3))
+    ensemble = fit_ensemble([2, 2, 1], TrainData(x, y), config, model_options={"grid": 7, "k": 2})
+    loaded, _ = ensemble_from_bytes(ensemble_to_bytes(ensemble))
+    assert loaded.members[1].config()["grid"] == 7 and loaded.members[1].k == 2
+    assert torch.allclose(loaded.predict(x).mean, ensemble.predict(x).mean, atol=1e-6)
