@@ -160,6 +160,11 @@ class RowCheckOut(BaseModel):
 # ── runs ────────────────────────────────────────────────────────────────────────────────────
 
 
+#: Early stopping's patience when a run does not say (networks with validation rows only).
+DEFAULT_PATIENCE = 100
+EARLY_STOPPING_KINDS = ("kan", "mlp")
+
+
 class RunConfig(BaseModel):
     """Everything that defines a training run. Bounds keep memory and time sane."""
 
@@ -211,7 +216,16 @@ class RunConfig(BaseModel):
         default=50, ge=0, le=100_000, description="Last step with grid updates; null = all."
     )
     grid_eps: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False)
-    early_stopping_patience: int | None = Field(default=None, ge=1, le=100_000)
+    early_stopping_patience: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Stop when the validation loss has not improved for this many logged steps "
+        "and keep the weights of its best step (summary: best_step, and the last step's "
+        "final_train_loss / final_val_loss / final_val_metric next to the kept model's "
+        f"scores). Not sent: {DEFAULT_PATIENCE} for a KAN or MLP with validation rows "
+        "(val_fraction > 0 or val_rows), else off. null: off (every step, the last weights).",
+    )
     val_fraction: float = Field(
         default=0.2,
         ge=0.0,
@@ -269,6 +283,10 @@ class RunConfig(BaseModel):
             both = set(self.val_rows) & set(self.train_rows)
             if both:
                 raise ValueError(f"{len(both)} rows are in both train_rows and val_rows")
+        if "early_stopping_patience" not in self.model_fields_set:
+            has_val = bool(self.val_rows) if self.val_rows is not None else self.val_fraction > 0
+            if has_val and self.model in EARLY_STOPPING_KINDS:
+                self.early_stopping_patience = DEFAULT_PATIENCE
         return self
 
 
@@ -298,11 +316,23 @@ class RunOut(BaseModel):
     heartbeat_at: datetime | None
     summary: dict[str, Any] = Field(
         description="Result figures: n_parameters, n_rows_used, n_rows_dropped, stopped_reason, "
-        "final train_loss / val_loss / val_metric (null when non-finite), width, inputs, outputs. "
+        "train_loss / val_loss / val_metric of the model kept (the best step's with early "
+        "stopping: best_step; the last step's as final_train_loss / final_val_loss / "
+        "final_val_metric, final_step) (null when non-finite), width, inputs, outputs. "
         "After a lost worker (the run was requeued): resumed_from_step (continued from a "
         "checkpoint) or restarted_after_step (started over), and notes saying so."
     )
     has_model: bool
+    edited: bool = Field(
+        default=False,
+        description="The model was changed after training (symbolic fixes, pruning); "
+        "POST /runs/{id}/reset-edits goes back.",
+    )
+    queue_position: int | None = Field(
+        default=None,
+        description="Queued runs only: 1 = the next to start (queued runs created before it, "
+        "plus one); null otherwise.",
+    )
     queue_note: str | None = Field(
         default=None,
         description="Queued runs only: why the run may wait (no worker consumes the queue, or "

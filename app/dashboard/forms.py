@@ -115,8 +115,9 @@ def build_payload(selection: dict, values: dict[str, Any]) -> dict[str, Any]:
     )
     if values.get("batch"):
         payload["batch_size"] = int(values["batch"])
-    if values.get("patience") and payload["val_fraction"] > 0:  # no validation rows: no stopping
-        payload["early_stopping_patience"] = int(values["patience"])
+    # sent either way: the API's own default (unset) is patience 100 with validation rows
+    stop = bool(values.get("patience")) and payload["val_fraction"] > 0  # none without val rows
+    payload["early_stopping_patience"] = int(values["patience"]) if stop else None
     if values["model"] == "kan":
         if values.get("grid") is None or values.get("k") is None:
             raise ValueError("Grid and spline order must be whole numbers (grid ≥ 1, 1 ≤ k ≤ 5).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -167,6 +167,30 @@ def list_runs(
     if status is not None:
         stmt = stmt.where(Run.status == status)
     return list(session.scalars(stmt))
+
+
+def edited_runs(session: Session, run_ids: list[int]) -> set[int]:
+    """The runs among ``run_ids`` whose model was changed after training (symbolic fixes,
+    pruning: ``current_weights`` is set). Reads no weight bytes."""
+    if not run_ids:
+        return set()
+    stmt = select(ModelArtifact.run_id).where(
+        ModelArtifact.run_id.in_(run_ids), ModelArtifact.current_weights.is_not(None)
+    )
+    return set(session.scalars(stmt))
+
+
+def queue_position(session: Session, run: Run) -> int | None:
+    """A queued run's place in the queue: 1 + the queued runs created before it (the executors
+    take runs in submission order); None unless queued."""
+    if run.status != RunStatus.QUEUED.value:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(Run.status == RunStatus.QUEUED.value, Run.id < run.id)
+    )
+    return int(ahead or 0) + 1
 
 
 def cancel_run(session: Session, run_id: int) -> Run:

@@ -3,6 +3,7 @@ run's settings (or its parent's model, for a retrain), trained by ``kan_core.tra
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
 from kan_core.io import model_from_bytes, model_to_bytes
 from kan_core.model import KAN, MLP
-from kan_core.train import FitConfig, TrainData, fit
+from kan_core.train import FitConfig, FitResult, TrainData, fit
 
 
 def model_width(config: dict[str, Any], n_in: int, n_out: int) -> list[int]:
@@ -108,8 +109,32 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
         weights=model_to_bytes(model.cpu(), meta),
         val_predictions=preds,
         # engine: the kan_core.engine.Engine that ran ("fused-cpu", "native", "numba", "torch")
-        extra={"best_step": result.best_step, "width": list(model.width), "engine": result.engine},
+        extra={
+            "best_step": result.best_step,
+            "width": list(model.width),
+            "engine": result.engine,
+            **final_scores(result),
+        },
     )
+
+
+def final_scores(result: FitResult) -> dict[str, Any]:
+    """The last logged step's scores (``final_*``): with early stopping the kept model is the
+    best step's, so the summary's train_loss / val_loss / val_metric are that step's and these
+    say where training ended."""
+    if not result.history:
+        return {}
+    last = result.history[-1]
+
+    def finite(value: float | None) -> float | None:
+        return float(value) if value is not None and math.isfinite(value) else None
+
+    return {
+        "final_step": last.step,
+        "final_train_loss": finite(last.train_loss),
+        "final_val_loss": finite(last.val_loss),
+        "final_val_metric": finite(last.val_metric),
+    }
 
 
 def check_no_model_options(config: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,14 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
         assert s["n_rows_dropped"] > 0  # the demo has rows with missing values
         assert s["n_parameters"] > 0 and s["metric_name"] == "r2"
     assert kan_run["summary"]["width"] == [5, 2, 1]
+    # early stopping is the API's default where there are validation rows: the kept model is
+    # the best step's, and the last step's scores are reported next to it
+    assert kan_run["config"]["early_stopping_patience"] == 100
+    assert mlp_run["config"]["early_stopping_patience"] == 100
+    s = kan_run["summary"]
+    assert s["final_step"] == 25 and 1 <= s["best_step"] <= 25
+    assert s["final_val_loss"] >= s["val_loss"] - 1e-6  # the best is never worse than the last
+    assert not kan_run["edited"] and kan_run["queue_position"] is None
     # the small KAN trained through kan_core's fused CPU engine, the MLP through PyTorch
     assert kan_run["summary"]["engine"] == "fused-cpu"
     assert mlp_run["summary"]["engine"] == "torch"
@@ -85,6 +93,10 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
     assert sug["suggestions"] and sug["suggestions"][0]["name"]
     fixed = client.post(f"/api/runs/{kan_run['id']}/edges/0/0/0/fix", json={"name": "x"})
     assert fixed.status_code == 200 and fixed.json()["symbolic"] == "x"
+    # the run is marked edited (the dashboard's badge), in its detail and in the list
+    assert client.get(f"/api/runs/{kan_run['id']}").json()["edited"]
+    listed = {r["id"]: r["edited"] for r in client.get("/api/runs").json()["runs"]}
+    assert listed == {kan_run["id"]: True, mlp_run["id"]: False}
     bad = client.post(f"/api/runs/{kan_run['id']}/edges/0/0/0/fix", json={"name": "import os"})
     assert bad.status_code == 422 and "Available functions" in bad.json()["detail"]
     # with numeric edges left: a partial formula (placeholders φ) that says which edges remain
@@ -153,6 +165,7 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
     # the parent's trained model is still there: resetting its edits brings the splines back
     assert client.post(f"/api/runs/{kan_run['id']}/reset-edits").status_code == 204
     reset = client.get(f"/api/runs/{kan_run['id']}/network").json()
+    assert not client.get(f"/api/runs/{kan_run['id']}").json()["edited"]
     assert not any(e["symbolic"] for layer in reset["layers"] for e in layer["edges"])
 
 

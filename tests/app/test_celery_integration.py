@@ -67,7 +67,7 @@ class Stack:
 
     def submit(self, **overrides: Any) -> dict[str, Any]:
         body = {"dataset_id": self.dataset_id, "target_columns": ["y"], "hidden": [2],
-                "grid": 3, "steps": 20} | overrides  # fmt: skip
+                "grid": 3, "steps": 20, "early_stopping_patience": None} | overrides  # fmt: skip
         resp = self.http.post("/runs", json=body)
         assert resp.status_code == 201, resp.text
         return resp.json()

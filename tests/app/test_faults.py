@@ -61,7 +61,8 @@ def test_api_killed_while_local_runs_train_leaves_no_run_stuck(tmp_path: Path) -
         with httpx.Client(base_url=api.url, timeout=30) as http:
             ds = http.post("/datasets", files={"file": ("d.csv", _csv(), "text/csv")}).json()
             body = {"dataset_id": ds["id"], "target_columns": ["y"], "hidden": [2], "grid": 3}
-            long = http.post("/runs", json=body | {"steps": 5000}).json()
+            long_body = body | {"steps": 5000, "early_stopping_patience": None}
+            long = http.post("/runs", json=long_body).json()
             done_before = http.post("/runs", json=body | {"steps": 5}).json()
             assert _wait(http, done_before["id"], FINISHED)["status"] == "succeeded"
             running = _wait(http, long["id"], ("running",))

@@ -266,7 +266,10 @@ def test_build_payload_matches_the_run_schema():
     # early stopping (the Train form's default) needs validation rows to watch
     stopping = {**values, "patience": 100}
     assert build_payload(selection, stopping)["early_stopping_patience"] == 100
-    assert "early_stopping_patience" not in build_payload(selection, {**stopping, "val": 0.0})
+    assert build_payload(selection, {**stopping, "val": 0.0})["early_stopping_patience"] is None
+    # "off" in the form is sent as null: the API's own default (unset) would stop early
+    off = RunCreate.model_validate(payload)  # values: patience None, val 0.2
+    assert payload["early_stopping_patience"] is None and off.early_stopping_patience is None
 
 
 def test_estimate_parameters():

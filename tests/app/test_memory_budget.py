@@ -344,7 +344,8 @@ def test_local_trainers_run_under_the_data_limit(client: Any, demo_csv: bytes) -
 
     ds = upload(client, demo_csv)
     body = {"dataset_id": ds["id"], "target_columns": ["HV"], "feature_columns": ["Al", "Co"],
-            "hidden": [2], "grid": 3, "steps": 100_000, "update_grid_every": 0}  # fmt: skip
+            "hidden": [2], "grid": 3, "steps": 100_000, "update_grid_every": 0,
+            "early_stopping_patience": None}  # fmt: skip
     run = client.post("/api/runs", json=body).json()
     wait_for(client, run["id"], ("running",))
     pid = client.app.state.executor.pid_of(run["id"])

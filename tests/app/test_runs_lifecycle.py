@@ -18,6 +18,7 @@ LONG = {
     "grid": 3,
     "steps": 100_000,
     "update_grid_every": 0,
+    "early_stopping_patience": None,  # still running when looked at (no default early stop)
 }
 
 

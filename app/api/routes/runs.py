@@ -93,14 +93,22 @@ def list_runs(
         parent_run_id=parent_run_id,
         model=model,
     )
-    return RunListOut(runs=[RunOut.model_validate(r) for r in runs])
+    edited = svc.edited_runs(session, [r.id for r in runs])
+    out = [RunOut.model_validate(r) for r in runs]
+    for run in out:
+        run.edited = run.id in edited
+    return RunListOut(runs=out)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=ERRORS)
 def get_run(run_id: IdPath, session: SessionDep, executor: ExecutorDep) -> RunOut:
-    """A queued run carries ``queue_note`` when it may wait (no worker consumes the queue)."""
-    out = RunOut.model_validate(svc.get_run(session, run_id))
+    """A queued run carries ``queue_position`` and, when it may wait (no worker consumes the
+    queue, every slot taken), ``queue_note``."""
+    run = svc.get_run(session, run_id)
+    out = RunOut.model_validate(run)
+    out.edited = bool(svc.edited_runs(session, [run.id]))
     if out.status == "queued":
+        out.queue_position = svc.queue_position(session, run)
         out.queue_note = queue_note(executor_status(executor))
     return out
 
