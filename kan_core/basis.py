@@ -318,8 +318,164 @@ class RationalBasis(Basis):
         return (p / (1.0 + q.abs())).unsqueeze(-1)  # (batch, in, 1)
 
 
+def _af_combine(a: torch.Tensor, b: torch.Tensor, function: str) -> torch.Tensor:
+    """AF-KAN's ways of combining the two activations of a window (a = σ(x - s), b = σ(e - x))."""
+    if function == "quad1":
+        return (a * b).square()
+    if function == "quad2":
+        return a * b + a.square() + b.square()
+    if function == "sum":
+        return a + b
+    if function == "prod":
+        return a * b
+    if function == "sum_prod":
+        return a + b + a * b
+    if function == "cubic1":
+        return (a + b) * (a.square() + b.square())
+    if function == "cubic2":
+        return (a * b).pow(3)
+    raise ConfigError(f"Unknown AF-KAN function {function!r}. Available: {sorted(AF_FUNCTIONS)}")
+
+
+AF_FUNCTIONS = ("quad1", "quad2", "sum", "prod", "sum_prod", "cubic1", "cubic2")
+AF_ACTIVATIONS = {
+    "silu": torch.nn.functional.silu,
+    "relu": torch.relu,
+    "gelu": torch.nn.functional.gelu,
+}
+
+
+def af_kan_basis(
+    x: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    grid: int,
+    k: int,
+    activation: str = "silu",
+    function: str = "quad1",
+) -> torch.Tensor:
+    """AF-KAN basis (Ta 2025, the ReLU-KAN follow-up): F(σ(x-s_m), σ(e_m-x)) / F(σ(w/2), σ(w/2)).
+
+    Windows as ReLU-KAN's: s_m = lo + (m - k)·h, e_m = s_m + w, w = (k + 1)·h, h = (hi - lo)/grid,
+    m = 0..grid+k-1. σ an activation, F a combination (`AF_FUNCTIONS`). σ's argument is measured
+    in grid steps, σ((x - s)/h) and σ((e - x)/h), so a feature's shape does not depend on the
+    range its grid covers (SiLU is not scale-free: on raw units a narrow window's side lobes
+    outgrow its peak; the paper normalises its inputs instead). Dividing by F at the window
+    centre makes each feature 1 there; with σ = ReLU and F = quad1 this is ReLU-KAN's
+    (relu(e - x)·relu(x - s))²·16/(e - s)⁴ exactly. The paper's batch min-max normalisation
+    and its attention over inputs are left out: they make predictions batch-dependent and mix
+    inputs, so an edge would no longer be a function of one input.
+    x: (batch, in); lo, hi: (in,). Returns (batch, in, grid + k).
+    """
+    if activation not in AF_ACTIVATIONS:
+        raise ConfigError(
+            f"Unknown AF-KAN activation {activation!r}. Available: {sorted(AF_ACTIVATIONS)}"
+        )
+    act = AF_ACTIVATIONS[activation]
+    h = (hi - lo) / grid  # (in,)
+    m = torch.arange(grid + k, dtype=x.dtype, device=x.device) - k
+    s = lo[:, None] + m * h[:, None]  # (in, K)
+    u = (x.unsqueeze(-1) - s) / h[:, None]  # (batch, in, K): grid steps past the window start
+    raw = _af_combine(act(u), act((k + 1) - u), function)  # (batch, in, K)
+    half = act(torch.tensor((k + 1) / 2, dtype=x.dtype, device=x.device))
+    return raw / _af_combine(half, half, function)
+
+
+class AFKANBasis(Basis):
+    """AF-KAN basis: SiLU activations of ReLU-KAN's windows combined as (σ(x-s)·σ(e-x))²
+    (the paper's `quad1`), each feature 1 at its window centre. See `af_kan_basis`."""
+
+    name = "af_kan"
+    has_range = True
+    activation = "silu"
+    function = "quad1"
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.grid, self.k = grid, k
+        self.num_features = grid + k
+        self.register_buffer("lo", torch.full((in_dim,), float(grid_range[0])))
+        self.register_buffer("hi", torch.full((in_dim,), float(grid_range[1])))
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.grid, "k": self.k}
+
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        self.lo, self.hi = lo.to(self.lo), hi.to(self.hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return af_kan_basis(
+            x, self.lo.to(x.dtype), self.hi.to(x.dtype), self.grid, self.k,
+            self.activation, self.function,
+        )  # fmt: skip
+
+
+class SelectableBasis(Basis):
+    """S-KAN (Yang et al. 2024): every input node chooses one activation family.
+
+    Until a choice is made (`chosen` = -1) the features are all families' side by side, so
+    each edge is a mixture Σ_f Σ_k c_fk B_fk(x) (the paper's full-training phase);
+    `kan_core.selectable.select_families` then picks, per node, the family that carries most
+    of its edges' functions and refits it, after which only that family's features are nonzero.
+    Families: `FAMILIES` (names in `BASES`). Not a cubic B-spline basis: trains on the torch
+    engine (`kan_core.engine`). Grid updates move every ranged family to the new range.
+    """
+
+    name = "s_kan"
+    has_range = True
+    FAMILIES = ("bspline", "rbf", "chebyshev", "rational")
+    chosen: torch.Tensor  # (in,) index into FAMILIES, -1 = not chosen yet
+
+    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.grid, self.k = grid, k
+        members = [BASES[name](in_dim, grid, k, grid_range) for name in self.FAMILIES]
+        self.families = nn.ModuleList(members)
+        sizes = [int(b.num_features) for b in members]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.slices = [slice(a, a + n) for a, n in zip(starts, sizes, strict=True)]
+        self.num_features = sum(sizes)
+        self.register_buffer("chosen", torch.full((in_dim,), -1, dtype=torch.long))
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.grid, "k": self.k, "families": list(self.FAMILIES)}
+
+    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        for basis in self.families:
+            if isinstance(basis, Basis) and basis.has_range:
+                basis.set_range(lo, hi)
+
+    def chosen_families(self) -> list[str | None]:
+        """Per input node: its family's name, None while not chosen."""
+        return [self.FAMILIES[int(c)] if c >= 0 else None for c in self.chosen.tolist()]
+
+    def selection_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """(in, K): 1 on the chosen family's features (on all for a node not chosen yet)."""
+        mask = torch.zeros(self.chosen.shape[0], self.num_features, dtype=dtype)
+        for i, c in enumerate(self.chosen.tolist()):
+            mask[i, self.slices[c] if c >= 0 else slice(None)] = 1.0
+        return mask.to(self.chosen.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = torch.cat([basis(x) for basis in self.families], dim=-1)  # (batch, in, K)
+        if bool((self.chosen >= 0).any()):
+            feats = feats * self.selection_mask(feats.dtype)
+        return feats
+
+
 BASES: dict[str, type[Basis]] = {
-    cls.name: cls for cls in (BSplineBasis, RBFBasis, ChebyshevBasis, RationalBasis, ReLUKANBasis)
+    cls.name: cls
+    for cls in (
+        BSplineBasis,
+        RBFBasis,
+        ChebyshevBasis,
+        RationalBasis,
+        ReLUKANBasis,
+        AFKANBasis,
+        SelectableBasis,
+    )
 }
 
 

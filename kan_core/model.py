@@ -204,4 +204,16 @@ def build_model(config: dict[str, Any], device: str | torch.device | None = None
             seed=int(config.get("seed", 0)),
             device=device,
         )
-    raise ConfigError(f"Unknown model kind {kind!r}. Available: ['kan', 'mlp']")
+    if kind == "rbf_subspace":
+        from kan_core.rbf_subspace import RBFSubspaceNet  # noqa: PLC0415 (kept out of import)
+
+        n_in, n_out = (int(n) for n in config["width"])
+        return RBFSubspaceNet(  # type: ignore[return-value]
+            n_in,
+            n_out,
+            subspace_dim=int(config["subspace_dim"]),
+            centres=int(config["centres"]),
+            seed=int(config.get("seed", 0)),
+            device=device,
+        )
+    raise ConfigError(f"Unknown model kind {kind!r}. Available: ['kan', 'mlp', 'rbf_subspace']")

@@ -1,0 +1,174 @@
+"""AF-KAN basis, S-KAN (selectable families) and the Gaussian RBF network with a learned active
+subspace, each against a direct reference formulation (tiny data, few steps)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kan_core.basis import AFKANBasis, ReLUKANBasis, SelectableBasis, af_kan_basis, make_basis
+from kan_core.engine import Engine, select_engine
+from kan_core.io import model_from_bytes, model_to_bytes
+from kan_core.model import KAN
+from kan_core.rbf_subspace import RBFSubspaceNet, feature_ranking
+from kan_core.selectable import fit_selectable, node_families, select_families
+from kan_core.train import FitConfig, TrainData, fit
+
+
+def silu(v: float) -> float:
+    return v / (1.0 + math.exp(-v))
+
+
+def test_af_kan_basis_matches_the_direct_formula():
+    grid, k, lo, hi = 4, 2, -1.0, 1.5
+    x = torch.tensor([[-1.3, 0.0], [0.2, 1.4], [0.9, -0.6]], dtype=torch.float64)
+    basis = make_basis("af_kan", 2, grid, k, (lo, hi)).double()
+    got = basis(x)
+    h = (hi - lo) / grid
+    w = (k + 1) * h
+    peak = (silu((k + 1) / 2) * silu((k + 1) / 2)) ** 2
+    for b in range(x.shape[0]):
+        for i in range(2):
+            for m in range(grid + k):
+                s = lo + (m - k) * h
+                e = s + w
+                v = float(x[b, i])
+                expected = (silu((v - s) / h) * silu((e - v) / h)) ** 2 / peak
+                assert float(got[b, i, m]) == pytest.approx(expected, rel=1e-12, abs=1e-14)
+    # each feature is 1 at its window's centre
+    centres = lo + (torch.arange(grid + k, dtype=torch.float64) - k) * h + w / 2
+    on_centre = basis(centres[:, None].expand(-1, 2).contiguous())
+    assert torch.allclose(
+        on_centre[torch.arange(grid + k), 0, torch.arange(grid + k)],
+        torch.ones(grid + k, dtype=torch.float64),
+    )
+
+
+def test_af_kan_with_relu_and_quad1_is_relu_kan():
+    x = torch.rand(20, 3, dtype=torch.float64) * 2.4 - 1.2
+    relu_kan = ReLUKANBasis(3, 5, 3, (-1.0, 1.0)).double()
+    lo, hi = torch.full((3,), -1.0, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    assert torch.allclose(af_kan_basis(x, lo, hi, 5, 3, "relu", "quad1"), relu_kan(x))
+
+
+@pytest.mark.parametrize("basis", ["af_kan", "s_kan"])
+def test_new_bases_train_on_the_torch_engine_never_a_spline_kernel(basis):
+    model = KAN([2, 3, 1], grid=4, basis=basis, seed=0)
+    x = torch.rand(64, 2) * 2 - 1
+    y = (x[:, :1] * x[:, 1:]).sin()
+    choice = select_engine(model, x, y, FitConfig(lamb=0.0), 64)
+    assert choice.engine is Engine.TORCH
+    assert "without cubic B-splines" in choice.reason
+    result = fit(model, TrainData(x, y), FitConfig(steps=30, lr=0.02, update_grid_every=10))
+    assert result.engine == "torch" and result.train_loss < float(y.var())
+
+
+def test_selectable_features_are_the_families_side_by_side_then_one():
+    basis = make_basis("s_kan", 2, 4, 3)
+    assert isinstance(basis, SelectableBasis)
+    x = torch.rand(10, 2) * 2 - 1
+    parts = [make_basis(name, 2, 4, 3)(x) for name in SelectableBasis.FAMILIES]
+    with torch.no_grad():
+        assert torch.allclose(basis(x), torch.cat(parts, dim=-1), atol=1e-6)
+        basis.chosen.copy_(torch.tensor([2, 0]))  # chebyshev for node 0, bspline for node 1
+        feats = basis(x)
+    assert basis.chosen_families() == ["chebyshev", "bspline"]
+    cheb, spline = basis.slices[2], basis.slices[0]
+    assert torch.allclose(feats[:, 0, cheb], parts[2][:, 0]) and torch.allclose(
+        feats[:, 1, spline], parts[0][:, 1], atol=1e-6
+    )
+    assert float(feats[:, 0].abs().sum()) == pytest.approx(float(feats[:, 0, cheb].abs().sum()))
+    assert float(feats[:, 1].abs().sum()) == pytest.approx(float(feats[:, 1, spline].abs().sum()))
+
+
+def test_select_families_picks_the_family_that_carries_the_edges_and_keeps_the_function():
+    torch.manual_seed(0)
+    model = KAN([2, 2], grid=4, basis="s_kan", seed=1).double()
+    layer, basis = model.layers[0], model.layers[0].basis
+    assert isinstance(basis, SelectableBasis)
+    with torch.no_grad():
+        coef = torch.zeros_like(layer.coef)
+        coef[:, 0, basis.slices[1]] = torch.randn(2, basis.slices[1].stop - basis.slices[1].start)
+        coef[:, 1, basis.slices[2]] = torch.randn(2, basis.slices[2].stop - basis.slices[2].start)
+        coef[:, 1, basis.slices[0]] = 0.01  # a small B-spline part on node 1: refitted away
+        layer.coef.copy_(coef)
+    x = torch.rand(400, 2, dtype=torch.float64) * 2 - 1
+    before = model(x)
+    families = select_families(model, x)
+    assert families == [["rbf", "chebyshev"]]
+    after = model(x)
+    assert float((after - before).abs().max().detach()) < 0.02  # refit by least squares on the mix
+    assert float(layer.coef.detach()[:, 1, basis.slices[0]].abs().max()) == 0.0
+
+
+def test_fit_selectable_reports_every_step_once_and_chooses_per_node():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(128, 2, generator=g) * 2 - 1
+    y = torch.sin(2 * x[:, :1]) + x[:, 1:] ** 2
+    model = KAN([2, 2, 1], grid=4, basis="s_kan", seed=0)
+    seen: list[int] = []
+    result = fit_selectable(
+        model,
+        TrainData(x, y),
+        FitConfig(steps=40, lr=0.02, update_grid_every=10),
+        callback=lambda p: seen.append(p.step),
+    )
+    assert seen == list(range(1, 41))
+    assert [p.step for p in result.history] == seen
+    families = node_families(model)
+    assert [len(f) for f in families] == [2, 2]
+    assert all(f in SelectableBasis.FAMILIES for layer in families for f in layer)
+    assert result.train_loss < 0.2 * float(y.var())
+    restored, _ = model_from_bytes(model_to_bytes(model))
+    assert node_families(restored) == families  # type: ignore[arg-type]
+    assert torch.allclose(restored(x), model(x), atol=1e-6)
+
+
+def test_rbf_subspace_matches_the_direct_formula():
+    net = RBFSubspaceNet(3, 2, subspace_dim=2, centres=5, seed=3).double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    got = net(x).detach().numpy()
+    w = net.projection.detach().numpy()
+    c = net.centres.detach().numpy()
+    a, b = net.out_weight.detach().numpy(), net.out_bias.detach().numpy()
+    for r in range(7):
+        z = w @ x[r].numpy()
+        phi = np.array([math.exp(-float(np.sum((z - c[m]) ** 2))) for m in range(5)])
+        np.testing.assert_allclose(got[r], a @ phi + b, rtol=1e-12, atol=1e-12)
+    # the precision-matrix form of the paper: centres x_m in input space with W x_m = c_m
+    xm = np.linalg.lstsq(w, c.T, rcond=None)[0].T  # (M, d), exact since W has full row rank
+    p = w.T @ w
+    d = x[0].numpy() - xm[1]
+    assert math.exp(-d @ p @ d) == pytest.approx(float(net.activations(x[:1])[0, 1]), rel=1e-9)
+
+
+def test_feature_ranking_follows_the_precision_spectrum():
+    net = RBFSubspaceNet(3, 1, subspace_dim=2, centres=4).double()
+    with torch.no_grad():
+        net.projection.copy_(torch.tensor([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    ranking = feature_ranking(net)
+    assert ranking.eigenvalues == pytest.approx([9.0, 1.0])
+    assert ranking.scores == pytest.approx([0.9, 0.1, 0.0], abs=1e-12)
+    assert ranking.order() == [0, 1, 2]
+    assert [abs(v) for v in ranking.directions[0]] == pytest.approx([1.0, 0.0, 0.0])
+
+
+def test_trained_rbf_subspace_ranks_the_inputs_the_target_uses_first():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = torch.sin(x[:, 2:3] + 0.5 * x[:, 0:1])  # inputs 1 and 3 are noise
+    net = RBFSubspaceNet(4, 1, subspace_dim=1, centres=12, seed=0)
+    result = fit(net, TrainData(x, y), FitConfig(steps=300, lr=0.03))
+    assert result.engine == "torch" and result.train_loss < 0.1 * float(y.var())
+    order = feature_ranking(net).order()
+    assert order[:2] == [2, 0]
+    restored, _ = model_from_bytes(model_to_bytes(net))
+    assert isinstance(restored, RBFSubspaceNet)
+    assert torch.allclose(restored(x), net(x))
+
+
+def test_af_kan_basis_module_is_registered_with_its_spec():
+    basis = make_basis("af_kan", 2, 5, 3)
+    assert isinstance(basis, AFKANBasis) and basis.num_features == 8
+    assert basis.spec() == {"name": "af_kan", "grid": 5, "k": 3}
