@@ -419,6 +419,33 @@ class NetworkOut(RowsUsedOut):
     node_scores: list[list[MaybeFloat]]
 
 
+class EdgeBandOut(BaseModel):
+    level: float = Field(description="lower/upper are the members' (1∓level)/2 quantiles.")
+    members: int
+    x: list[MaybeFloat] = Field(description="A grid over the members' inputs (as the edge's x).")
+    mean: list[MaybeFloat]
+    lower: list[MaybeFloat]
+    upper: list[MaybeFloat]
+
+
+class EdgeStabilityOut(BaseModel):
+    layer: int
+    i: int
+    j: int
+    top: str | None = Field(description="The most common best symbolic form among members.")
+    agree: int = Field(description="Members whose best form is `top`.")
+    share: float
+    best: list[str | None] = Field(description="Each member's best form (null: none valid).")
+    r2: list[MaybeFloat]
+
+
+class StabilityOut(BaseModel):
+    run_id: int
+    members: int
+    rows_used: int = Field(description="Training rows the members' edges were fitted on.")
+    edges: list[EdgeStabilityOut]
+
+
 class EdgeDetailOut(RowsUsedOut):
     run_id: int
     layer: int
@@ -438,6 +465,10 @@ class EdgeDetailOut(RowsUsedOut):
     affine: list[MaybeFloat] | None = Field(
         default=None, description="(a, b, c, d) of c*f(a*x+b)+d when the edge is symbolic."
     )
+    band: EdgeBandOut | None = Field(
+        default=None,
+        description="Ensemble runs: the spread of this edge's φ across the trained members.",
+    )
 
 
 class PredictionsOut(BaseModel):
@@ -451,6 +482,16 @@ class PredictionsOut(BaseModel):
     y_pred: list[list[MaybeFloat]] | list[str | None]
     metric_name: Literal["r2", "accuracy"]
     metric: MaybeFloat
+    level: float | None = Field(
+        default=None, description="Ensemble runs: the interval's nominal level (e.g. 0.9)."
+    )
+    y_mean: list[list[MaybeFloat]] | None = Field(
+        default=None, description="Ensemble runs: the members' mean, [n][n_out]."
+    )
+    lower: list[list[MaybeFloat]] | None = Field(
+        default=None, description="Ensemble runs: the calibrated interval's lower end."
+    )
+    upper: list[list[MaybeFloat]] | None = None
 
 
 # ── symbolic ────────────────────────────────────────────────────────────────────────────────

@@ -139,6 +139,9 @@ class ModelArtifact(Base):
     init_weights: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     weights: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     current_weights: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    #: a KAN ensemble run's members (kan_core.ensemble.ensemble_to_bytes); ``weights`` holds
+    #: member 0, the run's model
+    ensemble: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     predictions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(Integer, default=0)

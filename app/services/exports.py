@@ -91,6 +91,7 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
                         "split",
                         *[spreadsheet_safe(f"{n}_true") for n in names],
                         *[spreadsheet_safe(f"{n}_pred") for n in names],
+                        *_interval_header(p, names),
                     ]
                 )
             header_written = True
@@ -103,6 +104,7 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
                         split,
                         *["" if v is None else v for v in t],
                         *["" if v is None else v for v in q],
+                        *_interval_cells(p, k),
                     ]
                 )
             else:
@@ -110,3 +112,18 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
     return ExportFile(
         buf.getvalue().encode(), "text/csv; charset=utf-8", f"run-{run_id}-predictions.csv"
     )
+
+
+def _interval_header(p: dict, names: list[str]) -> list[object]:
+    """An ensemble run's extra columns: members' mean, interval ends, the nominal level."""
+    if p.get("lower") is None:
+        return []
+    cells = [f"{n}_{part}" for part in ("ensemble_mean", "lower", "upper") for n in names]
+    return [*(spreadsheet_safe(c) for c in cells), "interval_level"]
+
+
+def _interval_cells(p: dict, k: int) -> list[object]:
+    if p.get("lower") is None:
+        return []
+    values = [*p["y_mean"][k], *p["lower"][k], *p["upper"][k]]
+    return [*("" if v is None else v for v in values), p["level"]]

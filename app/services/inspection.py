@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, undefer
 
 from app.db.models import Dataset, ModelArtifact, Run
 from app.services.datasets import frame_from_bytes
+from app.services.ensemble_views import edge_band, prediction_intervals, stability
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.model_contract import PreparedData
 from app.services.model_registry import get_model_spec
@@ -299,7 +300,15 @@ def edge_detail(session: Session, run_id: int, layer: int, i: int, j: int) -> di
         "symbolic": c.symbolic,
         "affine": affine,
         **loaded.rows_used(x.shape[0]),
+        # an ensemble run: the members' spread of this edge (trained members, not edits)
+        "band": edge_band(session, get_run(session, run_id), loaded.x_inspect, layer, i, j),
     }
+
+
+def ensemble_stability(session: Session, run_id: int) -> dict[str, Any]:
+    """Formula stability of an ensemble run's edges (``ensemble_views.stability``)."""
+    loaded = load_model(session, run_id)
+    return stability(session, get_run(session, run_id), loaded.x_inspect)
 
 
 def _check_edge(loaded: LoadedModel, layer: int, i: int, j: int) -> None:
@@ -375,6 +384,7 @@ def predictions(session: Session, run_id: int, split: str = "validation") -> dic
         "y_pred": [_floats(r) for r in y_pred],
         "metric_name": "r2",
         "metric": metric,
+        **prediction_intervals(session, run, data, x),  # an ensemble run's interval
     }
 
 

@@ -74,6 +74,9 @@ class TrainingJob:
     resume: FitCheckpoint | None = None
     on_checkpoint: Callable[[FitCheckpoint], None] | None = None
     checkpoint_every: int | None = None
+    #: each dataset row's value in ``model_options.group_column`` (an ensemble's group
+    #: bootstrap), indexed like ``data.train_rows``; None when the run names no group column
+    group_values: np.ndarray | None = None
 
 
 @dataclass
@@ -91,6 +94,8 @@ class TrainOutcome:
     weights: bytes | None = None
     val_predictions: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a KAN ensemble (``kan_core.ensemble.ensemble_to_bytes``) stored beside ``weights``
+    ensemble: bytes | None = None
 
 
 @dataclass(frozen=True)

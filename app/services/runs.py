@@ -18,6 +18,7 @@ from app.db.models import (
 )
 from app.services.datasets import get_dataset
 from app.services.devices import check_device
+from app.services.ensembles import check_ensemble_run
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.memory import check_run_memory
 from app.services.model_registry import get_model_spec
@@ -68,6 +69,10 @@ def validate_config(
             )
     # peak memory against KANSCOPE_MAX_RUN_MEMORY_MB (kan / mlp): 422 naming what to lower
     check_run_memory(config, len(features), n_out, ds.n_rows)
+    if spec.name == "kan":  # an ensemble: its group column, its members side by side
+        width = [len(features), *[int(h) for h in config.get("hidden", [])], n_out]
+        check_ensemble_run(ds.columns, config | {"target_columns": targets}, width, ds.n_rows,
+                           check_run_memory)  # fmt: skip
     return config | {"feature_columns": features, "target_columns": targets}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from app.services.ensembles import check_kan_options, ensemble_options, train_kan_ensemble
 from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
 from kan_core.io import model_from_bytes, model_to_bytes
@@ -77,7 +78,23 @@ def build_torch_model(job: TrainingJob) -> torch.nn.Module:
     )
 
 
+def train_ensemble(job: TrainingJob) -> TrainOutcome:
+    """A KAN run with ``model_options.ensemble_members``: its members side by side
+    (``app.services.ensembles``); member 0 is the run's model. No checkpoints."""
+    cfg, data = job.config, job.data
+    build = {
+        "grid": int(cfg.get("grid", 5)),
+        "k": int(cfg.get("k", 3)),
+        "basis": cfg.get("basis", "bspline"),
+        "device": job.device,
+    }
+    width = model_width(cfg, len(data.feature_names), data.n_outputs)
+    return train_kan_ensemble(job, width, fit_config_from(cfg), build)
+
+
 def train_torch(job: TrainingJob) -> TrainOutcome:
+    if job.init_weights is None and ensemble_options(job.config) is not None:
+        return train_ensemble(job)  # a retrain continues the run's model alone
     data = job.data
     # a resumed run builds its model as the first attempt did (a retrain from its parent's
     # model, so symbolic edges are set), then fit loads the checkpoint's state into it
@@ -157,7 +174,7 @@ KAN_SPEC = ModelSpec(
     train_torch,
     inspectable=True,
     estimate_parameters=estimate_kan_parameters,
-    check_config=check_no_model_options,
+    check_config=check_kan_options,
     early_stopping=True,
 )
 MLP_SPEC = ModelSpec(

@@ -370,7 +370,9 @@ def _train_claimed(
                 )
 
         _retry(record_device, "recording the run's device")
-    data = prepare_data(frame_from_bytes(content), columns, config)
+    frame = frame_from_bytes(content)
+    data = prepare_data(frame, columns, config)
+    group_column = (config.get("model_options") or {}).get("group_column")
     job = TrainingJob(
         run_id,
         config,
@@ -381,6 +383,7 @@ def _train_claimed(
         resume=resume,
         on_checkpoint=sink.checkpoint if sink.checkpoints else None,
         checkpoint_every=checkpoint_every,
+        group_values=frame[group_column].to_numpy() if group_column in frame else None,
     )
     if config.get("cv"):  # grouped K-fold run of a leaderboard, any model kind
         return train_cross_validated(job), data
@@ -456,6 +459,7 @@ def _finish(
                 art = ModelArtifact(run_id=run_id)
                 s.add(art)
             art.weights = outcome.weights
+            art.ensemble = outcome.ensemble
             art.current_weights = None
             art.meta = data.metadata()
             art.predictions = _json_safe(preds)

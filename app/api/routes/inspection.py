@@ -3,7 +3,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from app.api.deps import IdPath, IndexPath, SessionDep
-from app.api.schemas import EdgeDetailOut, ErrorOut, NetworkOut, PredictionsOut
+from app.api.schemas import EdgeDetailOut, ErrorOut, NetworkOut, PredictionsOut, StabilityOut
 from app.services import inspection as svc
 
 router = APIRouter(tags=["inspection"])
@@ -33,3 +33,11 @@ def get_predictions(
 ) -> PredictionsOut:
     """Predictions vs truth in original units (labels for classification)."""
     return PredictionsOut.model_validate(svc.predictions(session, run_id, split))
+
+
+@router.get("/runs/{run_id}/ensemble/stability", response_model=StabilityOut, responses=ERRORS)
+def get_ensemble_stability(run_id: IdPath, session: SessionDep) -> StabilityOut:
+    """Ensemble runs: per edge, each member's best symbolic form and how many members agree
+    (fits the function library to every member's edges: slow on large KANs; kept once
+    computed). 409 for a run without an ensemble."""
+    return StabilityOut.model_validate(svc.ensemble_stability(session, run_id))
