@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from app.api.routes import (
     alloys,
     datasets,
+    design,
     discovery,
     exports,
     health,
@@ -14,5 +15,5 @@ from app.api.routes import (
 )
 
 api_router = APIRouter(prefix="/api")
-for _module in (health, datasets, runs, inspection, symbolic, exports, alloys, discovery):
+for _module in (health, datasets, runs, inspection, symbolic, exports, alloys, discovery, design):
     api_router.include_router(_module.router)

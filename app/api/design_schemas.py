@@ -1,0 +1,123 @@
+"""Request and response shapes of the design endpoints (``app/api/routes/design.py``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.api.schemas import STRICT_INPUT, ColumnName, MaybeFloat, Name, PlainText, RunStatus
+from app.services.design import BUDGET_DEFAULT, BUDGET_MAX, BUDGET_MIN, CANDIDATES_MAX
+from kan_core.design import DEFAULT_PRESENCE
+
+#: an element symbol as sent (checked against hea-bench's tables by the service: 422 naming it)
+ElementName = Annotated[PlainText, Field(min_length=1, max_length=3)]
+Fraction = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class DesignIn(BaseModel):
+    """A design on a trained run: the element set and its constraints, the goal, the budget."""
+
+    model_config = STRICT_INPUT
+
+    elements: list[ElementName] = Field(
+        min_length=1, max_length=30, description="Elements a candidate may contain."
+    )
+    bounds: dict[ElementName, list[Fraction]] | None = Field(
+        default=None,
+        max_length=30,
+        description="Per element [lower, upper] mole fraction (0–1); elements not named: 0–1. "
+        "Bounds that cannot sum to 1 are refused (422 naming the constraint).",
+    )
+    min_elements: int = Field(
+        default=1, ge=1, le=64, description="At least this many elements present (≥ presence)."
+    )
+    presence: float = Field(
+        default=DEFAULT_PRESENCE,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Fraction at which an element counts as present (default 5 at.%).",
+    )
+    direction: Literal["max", "min", "target"] = "max"
+    target: float | None = Field(
+        default=None, allow_inf_nan=False, description="The value to hit (direction 'target')."
+    )
+    budget: int = Field(
+        default=BUDGET_DEFAULT,
+        ge=BUDGET_MIN,
+        le=BUDGET_MAX,
+        description="Model evaluations (compositions) the search may spend.",
+    )
+    n_candidates: int = Field(default=20, ge=1, le=CANDIDATES_MAX)
+    method: Literal["de", "random"] = Field(
+        default="de", description="'de': differential evolution (scipy); 'random': sampling."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    fixed_features: dict[ColumnName, Fraction] | None = Field(
+        default=None,
+        max_length=256,
+        description="Values of model inputs that are not part of the composition (e.g. a "
+        "processing flag); default: each one's most common training value.",
+    )
+    constraint_run_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="A second run whose prediction is bounded."
+    )
+    constraint_lower: float | None = Field(default=None, allow_inf_nan=False)
+    constraint_upper: float | None = Field(default=None, allow_inf_nan=False)
+    name: Name | None = None
+
+
+class DesignCandidateOut(BaseModel):
+    rank: int
+    composition: dict[str, float]
+    formula: str
+    predicted: MaybeFloat
+    std: MaybeFloat = None
+    lower: MaybeFloat = None
+    upper: MaybeFloat = None
+    constraint_predicted: MaybeFloat = None
+    nearest_distance: MaybeFloat = Field(
+        default=None,
+        description="½·Σ|x − y| to the nearest training alloy: the fraction of atoms that differ.",
+    )
+    nearest_training: str | None = None
+    nearest_training_value: MaybeFloat = None
+    descriptors: dict[str, MaybeFloat]
+
+
+class DesignResultOut(BaseModel):
+    target: str
+    direction: str
+    method: str
+    budget: int
+    n_evaluations: int
+    n_feasible: int
+    seconds: float
+    elements: list[str]
+    candidates: list[DesignCandidateOut]
+    best_training_value: MaybeFloat = None
+    training: dict[str, list[MaybeFloat]] = Field(
+        description="Training alloys for the plot: measured value and distance to the nearest "
+        "other training composition."
+    )
+    fixed_inputs: dict[str, float]
+    notes: list[str]
+    stopped: bool
+
+
+class DesignProgressOut(BaseModel):
+    fraction: float
+    elapsed_s: MaybeFloat = None
+
+
+class DesignOut(BaseModel):
+    run_id: int
+    source_run_id: int | None
+    dataset_id: int
+    status: RunStatus
+    error: str | None
+    target: str | None
+    options: dict[str, Any]
+    progress: DesignProgressOut
+    result: DesignResultOut | None

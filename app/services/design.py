@@ -1,0 +1,485 @@
+"""Inverse design of alloys as a run kind: propose compositions that maximise, minimise or hit a
+target value of a trained run's prediction, with hea-bench's descriptors in the loop.
+
+``POST /runs/{id}/design`` (:func:`start_design_payload`) checks the request against the trained
+run ``id`` (the *source*: a KAN or MLP regression on a dataset with a composition) and creates a
+child run of kind ``design`` holding a snapshot of what the search needs, so the trainer reads
+nothing but its own run: the design options in ``config["design"]`` (elements, bounds, k,
+direction, budget, how each model input is computed) and, as the run's ``init_weights``, a
+safetensors bundle (:func:`bundle_to_bytes`) with the source model file, the optional second
+(constraint) run's model file and the training alloys' compositions. The run then goes through
+the executor like any other (claim, heartbeat, progress rows, cancellation, reaper).
+
+The trainer (:func:`train_design`) maps compositions to model inputs (:class:`FeatureMap`:
+``x_<El>`` fractions, the seven hea-bench descriptors of :mod:`app.services.alloys`, every other
+input held at a fixed value), predicts in the dataset's units and searches with
+:func:`kan_core.design.optimise` (the descriptors are plain Python, not differentiable in torch,
+hence differential evolution). Its result — ranked candidates with prediction, distance to the
+nearest training alloy and descriptors, plus the training alloys for the plot — is stored in the
+run's ``summary["design"]``; :func:`design_view` reads it back and :func:`candidates_csv`
+exports it.
+
+Hook for uncertainty: :class:`kan_core.design.DesignGoal` ranks by an upper confidence bound when
+the objective returns a spread. A single KAN or MLP gives none, so ``std`` / ``lower`` /
+``upper`` are null here; an ensemble run would fill them in :meth:`DesignProblem.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.services.errors import InvalidInputError
+from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
+from app.services.numbers import finite_or_none
+from kan_core.design import (
+    CompositionSpace,
+    DesignGoal,
+    Evaluation,
+    InfeasibleConstraintError,
+    nearest_reference,
+    optimise,
+    rank_candidates,
+)
+from kan_core.train import FitProgress
+
+MODEL = "design"
+#: metric steps of a design run: the fraction of the evaluation budget spent, in thousandths
+PROGRESS_STEPS = 1000
+BUDGET_MIN, BUDGET_MAX, BUDGET_DEFAULT = 20, 20_000, 1000
+CANDIDATES_MAX = 100
+#: model kinds whose stored model a design can evaluate on new compositions
+DESIGNABLE_KINDS = ("kan", "mlp")
+#: training alloys shown in the plot (a spread sample beyond this)
+MAX_TRAINING_POINTS = 2000
+BUNDLE_FORMAT = "kanscope-design-bundle-1"
+
+# ── inputs: composition → model features ────────────────────────────────────────────────────
+
+
+def _alloys() -> Any:
+    from app.services import alloys
+
+    return alloys
+
+
+def designable_elements() -> frozenset[str]:
+    """Elements hea-bench has every descriptor for (its elemental and Miedema pair tables)."""
+    _alloys()._hea_bench()
+    from hea_bench.descriptors.backend import scorable_elements
+
+    return frozenset(scorable_elements())
+
+
+def feature_roles(features: list[str]) -> dict[str, dict[str, Any]]:
+    """How each model input follows from a composition: ``{"role": "fraction", "element": El,
+    "scale": 1}`` for ``x_El`` (or a plain element-named column), ``{"role": "descriptor"}`` for
+    the hea-bench descriptors, ``{"role": "fixed"}`` for anything else."""
+    alloys = _alloys()
+    roles: dict[str, dict[str, Any]] = {}
+    for name in features:
+        bare = name[2:] if name.lower().startswith("x_") else name
+        symbol = alloys.element_symbol(bare) if len(bare) <= 2 else None
+        if symbol is not None:
+            roles[name] = {"role": "fraction", "element": symbol, "scale": 1.0}
+        elif name in alloys.DESCRIPTORS:
+            roles[name] = {"role": "descriptor"}
+        else:
+            roles[name] = {"role": "fixed"}
+    return roles
+
+
+def composition_formula(composition: dict[str, float], decimals: int = 3) -> str:
+    """``Al0.2 Co0.3 …`` with fractions rounded to ``decimals`` (absent elements left out)."""
+    return " ".join(
+        f"{el}{round(v, decimals):g}" for el, v in composition.items() if round(v, decimals) > 0
+    )
+
+
+@dataclass
+class FeatureMap:
+    """Compositions over ``elements`` (n, d) → model inputs (n, f) in the dataset's units, and
+    a mask of rows whose descriptors cannot be computed (e.g. Ω with ΔHmix = 0)."""
+
+    elements: list[str]
+    features: list[str]
+    roles: dict[str, dict[str, Any]]
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        alloys = _alloys()
+        x = np.atleast_2d(x)
+        out = np.zeros((len(x), len(self.features)))
+        bad = np.zeros(len(x), dtype=bool)
+        descriptor_columns = [
+            (j, f) for j, f in enumerate(self.features) if self.roles[f]["role"] == "descriptor"
+        ]
+        position = {el: n for n, el in enumerate(self.elements)}
+        for j, f in enumerate(self.features):
+            role = self.roles[f]
+            if role["role"] == "fraction":
+                n = position.get(role["element"])
+                out[:, j] = 0.0 if n is None else x[:, n] * float(role.get("scale", 1.0))
+            elif role["role"] == "fixed":
+                out[:, j] = float(role["value"])
+        if descriptor_columns:
+            for i, row in enumerate(x):
+                composition = {
+                    el: float(v) for el, v in zip(self.elements, row, strict=True) if v > 0
+                }
+                try:
+                    values = alloys.descriptors_for(composition)
+                except ValueError:
+                    bad[i] = True
+                    continue
+                for j, f in descriptor_columns:
+                    out[i, j] = values[f]
+        return out, bad
+
+
+@dataclass
+class ModelView:
+    """A stored KAN / MLP with its scalers, predicting in the target's units."""
+
+    model: Any
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: float
+    y_std: float
+    features: FeatureMap
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        feats, bad = self.features(x)
+        z = (feats - self.x_mean) / self.x_std
+        with torch.no_grad():
+            out = self.model(torch.as_tensor(z, dtype=torch.float32)).to(torch.float64).numpy()
+        return out[:, 0] * self.y_std + self.y_mean, bad
+
+
+def _model_view(blob: bytes, spec: dict[str, Any], elements: list[str]) -> ModelView:
+    from kan_core.io import model_from_bytes
+
+    model, _ = model_from_bytes(blob, device="cpu")
+    model.eval()
+    return ModelView(
+        model,
+        np.asarray(spec["x_mean"], dtype=np.float64),
+        np.asarray(spec["x_std"], dtype=np.float64),
+        float(spec["y_mean"]),
+        float(spec["y_std"]),
+        FeatureMap(elements, list(spec["features"]), spec["roles"]),
+    )
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``ModelSpec.check_config``: a design run is made by ``POST /runs/{id}/design`` only."""
+    if not isinstance(config.get("design"), dict):
+        raise InvalidInputError(
+            "A design run is started for a trained run with POST /api/runs/{run_id}/design "
+            "(elements, bounds, direction, budget), not with POST /api/runs."
+        )
+    return config
+
+
+# ── the snapshot ────────────────────────────────────────────────────────────────────────────
+
+
+def bundle_to_bytes(
+    models: dict[str, bytes | None],
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    train_labels: list[str],
+) -> bytes:
+    """Model files and training alloys as one safetensors file: uint8 tensors hold the model
+    files, the training alloys' formulas ride in the header metadata (JSON). Never pickle."""
+    from safetensors.torch import save
+
+    tensors = {
+        name: torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        for name, blob in models.items()
+        if blob is not None
+    }
+    tensors["train_x"] = torch.as_tensor(np.ascontiguousarray(train_x, dtype=np.float64))
+    tensors["train_y"] = torch.as_tensor(np.ascontiguousarray(train_y, dtype=np.float64))
+    metadata = {"format": BUNDLE_FORMAT, "train_labels": json.dumps(list(train_labels))}
+    return save(tensors, metadata=metadata)
+
+
+def bundle_from_bytes(blob: bytes) -> dict[str, Any]:
+    """What :func:`bundle_to_bytes` stored; ``InvalidInputError`` if it is not such a file."""
+    from safetensors.torch import load
+
+    try:
+        (n,) = struct.unpack("<Q", blob[:8])
+        meta = json.loads(blob[8 : 8 + n]).get("__metadata__") or {}
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise ValueError("format tag missing")
+        tensors = load(blob)
+    except (ValueError, struct.error) as exc:
+        raise InvalidInputError(
+            f"The design snapshot is unreadable ({exc}); start it again."
+        ) from None
+    out: dict[str, Any] = {
+        "train_x": tensors["train_x"].numpy(),
+        "train_y": tensors["train_y"].numpy(),
+        "train_labels": list(json.loads(meta.get("train_labels", "[]"))),
+    }
+    for name in ("objective_model", "constraint_model"):
+        out[name] = bytes(tensors[name].numpy().tobytes()) if name in tensors else None
+    return out
+
+
+# ── the trainer ─────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class DesignProblem:
+    """The objective of one design: the source model on compositions over ``elements``, with
+    the constraint model's bounds as a violation."""
+
+    objective: ModelView
+    constraint: ModelView | None
+    constraint_lower: float | None
+    constraint_upper: float | None
+
+    def evaluate(self, x: np.ndarray) -> Evaluation:
+        values, bad = self.objective.predict(x)
+        violation = bad.astype(np.float64)
+        if self.constraint is not None:
+            other, other_bad = self.constraint.predict(x)
+            scale = max(self.constraint.y_std, 1e-12)
+            if self.constraint_lower is not None:
+                violation += np.maximum(self.constraint_lower - other, 0) / scale
+            if self.constraint_upper is not None:
+                violation += np.maximum(other - self.constraint_upper, 0) / scale
+            violation += other_bad
+        return Evaluation(values=values, std=None, violation=violation)
+
+    def constraint_values(self, x: np.ndarray) -> np.ndarray | None:
+        return None if self.constraint is None else self.constraint.predict(x)[0]
+
+
+def problem_from(design: dict[str, Any], bundle: dict[str, Any]) -> DesignProblem:
+    elements = list(design["elements"])
+    constraint = design.get("constraint")
+    return DesignProblem(
+        _model_view(bundle["objective_model"], design["objective"], elements),
+        _model_view(bundle["constraint_model"], constraint, elements) if constraint else None,
+        None if not constraint else constraint.get("lower"),
+        None if not constraint else constraint.get("upper"),
+    )
+
+
+def space_from(design: dict[str, Any]) -> CompositionSpace:
+    bounds = {el: (lo, hi) for el, (lo, hi) in design["bounds"].items()}
+    return CompositionSpace.build(
+        design["elements"], bounds, design["min_elements"], design["presence"]
+    )
+
+
+def _embed(x: np.ndarray, elements: list[str], into: list[str]) -> np.ndarray:
+    """Compositions over ``elements`` as columns of the ``into`` element list (plus any element
+    of ``elements`` that ``into`` lacks, appended)."""
+    columns = list(into) + [e for e in elements if e not in into]
+    out = np.zeros((len(x), len(columns)))
+    for n, el in enumerate(elements):
+        out[:, columns.index(el)] = x[:, n]
+    return out
+
+
+def training_points(train_x: np.ndarray, train_y: np.ndarray) -> dict[str, list[float]]:
+    """Each training alloy's measured value and its distance to the nearest *other* training
+    composition (repeats of one alloy, e.g. other processing, are not "other"): how densely the
+    data cover composition space, drawn beside the candidates' distances."""
+    n = len(train_x)
+    if n > MAX_TRAINING_POINTS:
+        keep = np.linspace(0, n - 1, MAX_TRAINING_POINTS).round().astype(int)
+        train_x, train_y = train_x[keep], train_y[keep]
+    unique, inverse = np.unique(np.round(train_x, 6), axis=0, return_inverse=True)
+    dist = np.full(len(unique), np.nan)
+    for i in range(len(unique)):
+        d = 0.5 * np.abs(unique - unique[i]).sum(axis=1)
+        d[i] = np.inf
+        dist[i] = d.min() if len(unique) > 1 else np.nan
+    return {
+        "distance": [finite_or_none(round(float(v), 5)) for v in dist[inverse.reshape(-1)]],
+        "value": [finite_or_none(round(float(v), 6)) for v in train_y],
+    }
+
+
+def best_training_value(train_y: np.ndarray, goal: DesignGoal) -> float | None:
+    """The measured value of the training alloy that is best under ``goal`` (what a candidate
+    has to beat)."""
+    if len(train_y) == 0:
+        return None
+    return finite_or_none(float(train_y[int(np.argmin(goal.score(train_y)))]))
+
+
+class _Progress:
+    """Evaluations done → metric rows (step = thousandths of the budget, strictly increasing);
+    False from the reporter (cancelled or claim lost) stops the search."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.report, self.step, self.cancelled = job.report, 0, False
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, budget: int) -> bool:
+        step = round(PROGRESS_STEPS * done / max(budget, 1))
+        if step <= self.step:
+            return not self.cancelled
+        self.step = step
+        elapsed = time.perf_counter() - self.start
+        if self.report(FitProgress(step, PROGRESS_STEPS, math.nan, None, None, elapsed)) is False:
+            self.cancelled = True
+        return not self.cancelled
+
+
+def run_design(
+    design: dict[str, Any],
+    bundle: dict[str, Any],
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The search and its ranked result (the part of the trainer that needs no run)."""
+    alloys = _alloys()
+    space = space_from(design)
+    problem = problem_from(design, bundle)
+    goal = DesignGoal(design["direction"], design.get("target"))
+    started = time.perf_counter()
+    trace = optimise(
+        space,
+        problem.evaluate,
+        goal,
+        int(design["budget"]),
+        method=design.get("method", "de"),
+        seed=int(design.get("seed", 0)),
+        progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    elements = list(design["elements"])
+    train_elements = list(design["train_elements"])
+    reference = _embed(bundle["train_x"], train_elements, train_elements)
+    ranked = rank_candidates(trace, int(design["n_candidates"]))
+    labels = list(bundle.get("train_labels") or [])
+    candidates = []
+    if ranked:
+        xs = np.array([c.fractions for c in ranked])
+        embedded = _embed(xs, elements, train_elements)
+        pad = embedded.shape[1] - reference.shape[1]
+        ref = np.pad(reference, ((0, 0), (0, pad))) if pad else reference
+        dist, index = nearest_reference(embedded, ref)
+        other = problem.constraint_values(xs)
+        for k, c in enumerate(ranked):
+            composition = {el: float(v) for el, v in zip(elements, c.fractions, strict=True)}
+            try:
+                descriptors = alloys.descriptors_for(
+                    {e: v for e, v in composition.items() if v > 0}
+                )
+            except ValueError:
+                descriptors = {}
+            nearest = int(index[k])
+            candidates.append(
+                {
+                    "rank": k + 1,
+                    "composition": {el: round(v, 6) for el, v in composition.items()},
+                    "formula": composition_formula(composition),
+                    "predicted": finite_or_none(c.value),
+                    "std": None,
+                    "lower": None,
+                    "upper": None,
+                    "constraint_predicted": None
+                    if other is None
+                    else finite_or_none(float(other[k])),
+                    "nearest_distance": finite_or_none(float(dist[k])),
+                    "nearest_training": labels[nearest] if 0 <= nearest < len(labels) else None,
+                    "nearest_training_value": finite_or_none(float(bundle["train_y"][nearest]))
+                    if nearest >= 0
+                    else None,
+                    "descriptors": {k2: finite_or_none(v) for k2, v in descriptors.items()},
+                }
+            )
+    notes = []
+    objective = design["objective"]
+    fixed = {f: r["value"] for f, r in objective["roles"].items() if r["role"] == "fixed"}
+    if fixed:
+        notes.append(
+            "Inputs held fixed (not part of the composition): "
+            + ", ".join(f"{f} = {v:g}" for f, v in fixed.items())
+            + "."
+        )
+    if design.get("unseen_elements"):
+        notes.append(
+            f"{design['unseen_elements']} never occur in the training alloys: predictions with "
+            "them are extrapolation."
+        )
+    if not candidates:
+        notes.append(
+            "No evaluated composition met every constraint; widen the bounds or the budget."
+        )
+    if trace.stopped:
+        notes.append(f"Stopped after {trace.n_evaluations} of {trace.budget} evaluations.")
+    return {
+        "target": objective["target"],
+        "direction": design["direction"],
+        "method": trace.method,
+        "budget": trace.budget,
+        "n_evaluations": trace.n_evaluations,
+        "n_feasible": int(trace.feasible.sum()),
+        "seconds": round(seconds, 3),
+        "elements": elements,
+        "candidates": candidates,
+        "best_training_value": best_training_value(bundle["train_y"], goal),
+        "training": training_points(bundle["train_x"], bundle["train_y"]),
+        "fixed_inputs": fixed,
+        "notes": notes,
+        "stopped": trace.stopped,
+    }
+
+
+def train_design(job: TrainingJob) -> TrainOutcome:
+    """The ``design`` run kind's trainer: everything it needs is in its config and bundle."""
+    design = job.config.get("design")
+    if not isinstance(design, dict) or job.init_weights is None:
+        raise InvalidInputError("This design run has no design snapshot; start it again.")
+    progress = _Progress(job)
+    try:
+        result = run_design(design, bundle_from_bytes(job.init_weights), progress)
+    except InfeasibleConstraintError as exc:
+        raise InvalidInputError(str(exc)) from None
+    best = result["candidates"][0]["predicted"] if result["candidates"] else None
+    return TrainOutcome(
+        stopped_reason="cancelled" if progress.cancelled else "completed",
+        train_loss=None,
+        val_loss=None,
+        val_metric=None,
+        n_parameters=0,
+        weights=None,
+        extra={"design": result, "best_predicted": best},
+    )
+
+
+DESIGN_SPEC = ModelSpec(
+    MODEL,
+    "Inverse design: compositions that maximise, minimise or hit a target value of a trained "
+    "run's prediction (start with POST /runs/{id}/design)",
+    ("regression",),
+    train_design,
+    check_config=check_config,
+)
+
+__all__ = [
+    "DESIGN_SPEC",
+    "MODEL",
+    "FeatureMap",
+    "bundle_from_bytes",
+    "bundle_to_bytes",
+    "composition_formula",
+    "feature_roles",
+    "run_design",
+    "train_design",
+]

@@ -1,0 +1,481 @@
+"""Inverse design over compositions: the data-free part (no descriptors, no model, no app).
+
+A composition is a vector of fractions over a fixed element set that sums to 1. The search space
+(:class:`CompositionSpace`) is that simplex cut by per-element bounds, with "at least k elements
+present" on top (an element is present at a fraction ≥ ``presence``). The caller supplies the
+objective: a function from a batch of compositions (n, d) to an :class:`Evaluation` (predicted
+values, an optional spread for acquisition, and a non-negative constraint violation for what this
+module cannot see, e.g. bounds on a second model's prediction). :func:`optimise` searches with
+scipy's differential evolution (the descriptor maps in use are plain Python, not differentiable
+in torch, so the search is derivative-free) or uniform random sampling, both with the same
+budget of objective evaluations, and keeps every evaluation; :func:`rank_candidates` turns them
+into a ranked, de-duplicated list with the distance to the nearest reference (training)
+composition.
+
+Search variables live in the box [lower, upper]; :meth:`CompositionSpace.project` maps any point
+onto the feasible set (the Euclidean projection onto {lower ≤ x ≤ upper, Σx = 1}), so the bounds
+and the sum hold exactly for every evaluated point, and the k-element rule is a penalty.
+
+Distances between compositions are ½·Σ|xᵢ − yᵢ| (total variation): the fraction of atoms that
+would have to change element, 0 for the same alloy and 1 for alloys sharing no element.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from kan_core.errors import KanCoreError
+
+__all__ = [
+    "Candidate",
+    "CompositionSpace",
+    "DesignGoal",
+    "DesignTrace",
+    "Evaluation",
+    "InfeasibleConstraintError",
+    "composition_distance",
+    "nearest_reference",
+    "optimise",
+    "rank_candidates",
+]
+
+Direction = Literal["max", "min", "target"]
+Method = Literal["de", "random"]
+#: the default fraction at which an element counts as present (5 at.%: the usual cut-off for a
+#: principal element of a high-entropy alloy)
+DEFAULT_PRESENCE = 0.05
+#: a violated constraint costs this much per unit of violation, on top of the worst score
+PENALTY = 1e6
+
+
+class InfeasibleConstraintError(KanCoreError, ValueError):
+    """A design constraint that no composition can satisfy, or that is malformed.
+    ``constraint`` names it: ``elements``, ``bounds``, ``min_elements`` or ``presence``."""
+
+    def __init__(self, constraint: str, message: str) -> None:
+        self.constraint = constraint
+        super().__init__(f"{constraint}: {message}")
+
+
+@dataclass(frozen=True)
+class CompositionSpace:
+    """Fractions over ``elements`` with ``lower ≤ x ≤ upper`` element-wise, ``Σx = 1`` and at
+    least ``min_elements`` elements at a fraction ≥ ``presence``. Build it with :meth:`build`,
+    which checks that the constraints can be met together."""
+
+    elements: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    min_elements: int = 1
+    presence: float = DEFAULT_PRESENCE
+
+    @classmethod
+    def build(
+        cls,
+        elements: Sequence[str],
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+        min_elements: int = 1,
+        presence: float = DEFAULT_PRESENCE,
+        known: Collection[str] | None = None,
+    ) -> CompositionSpace:
+        """Check and build. ``bounds``: element → (lower, upper), 0 ≤ lower ≤ upper ≤ 1 (elements
+        not named: 0..1). ``known``: the allowed element symbols (None: any). Raises
+        :class:`InfeasibleConstraintError` naming the first constraint that fails."""
+        elements = tuple(str(e) for e in elements)
+        if not elements:
+            raise InfeasibleConstraintError("elements", "choose at least one element.")
+        twice = sorted({e for e in elements if elements.count(e) > 1})
+        if twice:
+            raise InfeasibleConstraintError("elements", f"{twice} listed more than once.")
+        if known is not None:
+            unknown = [e for e in elements if e not in known]
+            if unknown:
+                raise InfeasibleConstraintError(
+                    "elements",
+                    f"unknown element(s) {unknown}; the descriptors cover {sorted(known)}.",
+                )
+        bounds = dict(bounds or {})
+        stray = sorted(set(bounds) - set(elements))
+        if stray:
+            raise InfeasibleConstraintError(
+                "bounds",
+                f"bounds given for {stray}, which are not in the element set {list(elements)}.",
+            )
+        lower = np.zeros(len(elements))
+        upper = np.ones(len(elements))
+        for n, el in enumerate(elements):
+            lo, hi = bounds.get(el, (0.0, 1.0))
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= hi <= 1.0):
+                raise InfeasibleConstraintError(
+                    "bounds", f"{el}: need 0 ≤ lower ≤ upper ≤ 1, got ({lo:g}, {hi:g})."
+                )
+            lower[n], upper[n] = lo, hi
+        if lower.sum() > 1.0 + 1e-9:
+            raise InfeasibleConstraintError(
+                "bounds",
+                f"the lower bounds sum to {lower.sum():.4g} > 1: no composition can meet them all.",
+            )
+        if upper.sum() < 1.0 - 1e-9:
+            raise InfeasibleConstraintError(
+                "bounds",
+                f"the upper bounds sum to {upper.sum():.4g} < 1: the fractions cannot reach 1.",
+            )
+        if not (isinstance(presence, int | float) and 0.0 < presence < 1.0):
+            raise InfeasibleConstraintError("presence", f"must be in (0, 1), got {presence!r}.")
+        if not 1 <= int(min_elements) <= len(elements):
+            raise InfeasibleConstraintError(
+                "min_elements",
+                f"k = {min_elements} but the element set has {len(elements)} element(s); "
+                f"choose k from 1 to {len(elements)}.",
+            )
+        can_be_present = int((upper >= presence - 1e-12).sum())
+        if can_be_present < min_elements:
+            raise InfeasibleConstraintError(
+                "min_elements",
+                f"k = {min_elements} elements must reach {presence:g}, but only {can_be_present} "
+                f"have an upper bound that high.",
+            )
+        # cheapest way to lift k elements to the presence level: those it costs least
+        extra = np.sort(
+            np.where(upper >= presence - 1e-12, np.maximum(presence - lower, 0), np.inf)
+        )
+        needed = lower.sum() + extra[: int(min_elements)].sum()
+        if needed > 1.0 + 1e-9:
+            raise InfeasibleConstraintError(
+                "min_elements",
+                f"k = {min_elements} elements at ≥ {presence:g} each together with the lower "
+                f"bounds need a total of {needed:.4g} > 1.",
+            )
+        return cls(elements, lower, upper, int(min_elements), float(presence))
+
+    @property
+    def dim(self) -> int:
+        return len(self.elements)
+
+    def project(self, z: np.ndarray) -> np.ndarray:
+        """Rows of ``z`` (n, d) → the nearest feasible fractions: ``clip(z − τ, lower, upper)``
+        with τ per row chosen (bisection) so that each row sums to 1."""
+        z = np.atleast_2d(np.asarray(z, dtype=np.float64))  # (n, d)
+        lo_t = (z - self.upper).min(axis=1)  # Σ clip(z - τ) = Σ upper ≥ 1 at τ = lo_t
+        hi_t = (z - self.lower).max(axis=1)  # Σ clip(z - τ) = Σ lower ≤ 1 at τ = hi_t
+        for _ in range(60):
+            mid = 0.5 * (lo_t + hi_t)
+            total = np.clip(z - mid[:, None], self.lower, self.upper).sum(axis=1)
+            too_much = total > 1.0
+            lo_t = np.where(too_much, mid, lo_t)
+            hi_t = np.where(too_much, hi_t, mid)
+        x = np.clip(z - (0.5 * (lo_t + hi_t))[:, None], self.lower, self.upper)
+        # the bisection leaves ~1e-16; put the rest on the element with the most room
+        rest = 1.0 - x.sum(axis=1)
+        room = np.where(rest[:, None] > 0, self.upper - x, x - self.lower)
+        pick = room.argmax(axis=1)
+        x[np.arange(len(x)), pick] += rest
+        return x
+
+    def shortfall(self, x: np.ndarray) -> np.ndarray:
+        """Per row, how many elements are missing for "at least k present" (0 = satisfied)."""
+        present = (np.atleast_2d(x) >= self.presence - 1e-12).sum(axis=1)
+        return np.maximum(self.min_elements - present, 0)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` random feasible-bound compositions: uniform on the simplex (Dirichlet(1)),
+        projected into the bounds (unchanged where they already hold)."""
+        return self.project(rng.dirichlet(np.ones(self.dim), size=n))
+
+
+@dataclass
+class Evaluation:
+    """The objective on a batch: ``values`` (n,) the prediction; ``std`` (n,) its spread when
+    the model gives one (ensembles), else None; ``violation`` (n,) ≥ 0, 0 where the caller's own
+    constraints hold (a second model's bounds, compositions its descriptors cannot handle)."""
+
+    values: np.ndarray
+    std: np.ndarray | None = None
+    violation: np.ndarray | None = None
+
+
+Objective = Callable[[np.ndarray], Evaluation]
+
+
+@dataclass(frozen=True)
+class DesignGoal:
+    """What "better" means: ``max`` / ``min`` the value, or get close to ``target``.
+    ``acquisition``: ``mean`` ranks by the value alone; ``ucb`` by an optimistic bound
+    value ± ``kappa``·std (needs an objective that returns ``std``, e.g. an ensemble)."""
+
+    direction: Direction = "max"
+    target: float | None = None
+    acquisition: Literal["mean", "ucb"] = "mean"
+    kappa: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("max", "min", "target"):
+            raise InfeasibleConstraintError(
+                "direction", f"must be 'max', 'min' or 'target', got {self.direction!r}."
+            )
+        if self.direction == "target" and (self.target is None or not math.isfinite(self.target)):
+            raise InfeasibleConstraintError("target", "direction 'target' needs a finite target.")
+
+    def score(self, values: np.ndarray, std: np.ndarray | None = None) -> np.ndarray:
+        """Lower is better."""
+        v = np.asarray(values, dtype=np.float64)
+        if self.acquisition == "ucb":
+            if std is None:
+                raise InfeasibleConstraintError(
+                    "acquisition", "'ucb' needs a model that gives a spread (an ensemble)."
+                )
+            bonus = self.kappa * np.asarray(std, dtype=np.float64)
+            if self.direction == "max":
+                return -(v + bonus)
+            if self.direction == "min":
+                return v - bonus
+            return np.maximum(np.abs(v - float(self.target)) - bonus, 0.0)  # type: ignore[arg-type]
+        if self.direction == "max":
+            return -v
+        if self.direction == "min":
+            return v
+        return np.abs(v - float(self.target))  # type: ignore[arg-type]
+
+
+@dataclass
+class DesignTrace:
+    """Every evaluated composition of one search, in order: ``x`` (n, d), ``values``, ``std``
+    (or None), ``violation`` (k-rule shortfall + the objective's own), ``score`` (lower is
+    better). ``stopped``: the progress callback asked to stop."""
+
+    x: np.ndarray
+    values: np.ndarray
+    std: np.ndarray | None
+    violation: np.ndarray
+    score: np.ndarray
+    method: str
+    budget: int
+    stopped: bool = False
+
+    @property
+    def n_evaluations(self) -> int:
+        return int(len(self.values))
+
+    @property
+    def feasible(self) -> np.ndarray:
+        return (self.violation <= 0) & np.isfinite(self.score)
+
+
+class _Recorder:
+    """The objective as the optimiser sees it (one penalised score per composition), recording
+    every evaluation and stopping at the budget or when ``progress`` says so."""
+
+    def __init__(
+        self,
+        space: CompositionSpace,
+        objective: Objective,
+        goal: DesignGoal,
+        budget: int,
+        progress: Callable[[int, int], bool] | None,
+    ) -> None:
+        self.space, self.objective, self.goal, self.budget = space, objective, goal, budget
+        self.progress = progress
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]]
+        self.parts = []
+        self.n = 0
+        self.stopped = False
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (n, d) feasible-bound fractions → (n,) penalised scores."""
+        ev = self.objective(x)
+        values = np.asarray(ev.values, dtype=np.float64).reshape(len(x))
+        std = None if ev.std is None else np.asarray(ev.std, dtype=np.float64).reshape(len(x))
+        violation = self.space.shortfall(x).astype(np.float64)
+        if ev.violation is not None:
+            violation = violation + np.maximum(np.asarray(ev.violation, dtype=np.float64), 0)
+        score = self.goal.score(values, std)
+        bad = ~np.isfinite(score)
+        violation = np.where(bad, np.maximum(violation, 1.0), violation)
+        self.parts.append((x.copy(), values, std, violation, score))
+        self.n += len(x)
+        if (
+            self.progress is not None
+            and self.progress(min(self.n, self.budget), self.budget) is False
+        ):
+            self.stopped = True
+        finite = np.where(bad, 0.0, score)
+        return finite + PENALTY * (1.0 + violation) * (violation > 0)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or self.n >= self.budget
+
+    def trace(self, method: str) -> DesignTrace:
+        if not self.parts:
+            d = self.space.dim
+            empty = np.zeros(0)
+            return DesignTrace(np.zeros((0, d)), empty, None, empty, empty, method, self.budget)
+        x, values, std, violation, score = (list(p) for p in zip(*self.parts, strict=True))
+        stds = None if any(s is None for s in std) else np.concatenate(std)  # type: ignore[arg-type]
+        return DesignTrace(
+            np.concatenate(x)[: self.budget],
+            np.concatenate(values)[: self.budget],
+            None if stds is None else stds[: self.budget],
+            np.concatenate(violation)[: self.budget],
+            np.concatenate(score)[: self.budget],
+            method,
+            self.budget,
+            self.stopped,
+        )
+
+
+def optimise(
+    space: CompositionSpace,
+    objective: Objective,
+    goal: DesignGoal,
+    budget: int,
+    *,
+    method: Method = "de",
+    seed: int = 0,
+    batch: int = 256,
+    progress: Callable[[int, int], bool] | None = None,
+) -> DesignTrace:
+    """Search ``space`` for compositions that are best under ``goal``, spending at most
+    ``budget`` objective evaluations (compositions). ``method``: ``de`` — scipy's
+    differential evolution over the box [lower, upper] (each trial point projected onto the
+    feasible set; population from the budget, Latin hypercube start, no polishing, no early
+    convergence stop); ``random`` — ``budget`` uniform random compositions in batches of
+    ``batch``. ``progress(evaluations_done, budget)`` returning False stops the search (what
+    was evaluated is kept). Deterministic for a seed."""
+    if budget < 1:
+        raise InfeasibleConstraintError("budget", f"must be at least 1, got {budget}.")
+    record = _Recorder(space, objective, goal, int(budget), progress)
+    rng = np.random.default_rng(seed)
+    if method == "random":
+        while not record.done:
+            n = min(batch, record.budget - record.n)
+            record(space.sample(n, rng))
+        return record.trace("random")
+    if method != "de":
+        raise InfeasibleConstraintError("method", f"must be 'de' or 'random', got {method!r}.")
+    from scipy.optimize import differential_evolution
+
+    d = space.dim
+    free = space.upper - space.lower > 1e-12
+    if d == 1 or not free.any():  # one composition only
+        record(space.project(space.lower[None, :]))
+        return record.trace("de")
+    # population: scipy's popsize × d members, so that about forty generations fit the budget
+    # (measured on smooth 5-element objectives: fewer, larger generations converge worse)
+    popsize = int(np.clip(budget // (40 * d), 2, 15))
+    pop = popsize * d
+    if pop > budget:
+        return optimise(
+            space, objective, goal, budget, method="random", seed=seed, progress=progress
+        )
+    maxiter = max(1, budget // pop - 1)
+
+    def fitness(z: np.ndarray) -> np.ndarray:  # z: (d, S) with vectorized=True
+        if record.done:
+            return np.full(z.shape[1], PENALTY * 10.0)
+        return record(space.project(z.T))
+
+    def stop(intermediate_result: object) -> bool:  # scipy passes an OptimizeResult
+        return record.done
+
+    bounds = list(zip(space.lower, np.where(free, space.upper, space.lower + 1e-12), strict=True))
+    differential_evolution(
+        fitness,
+        bounds,
+        popsize=popsize,
+        maxiter=maxiter,
+        tol=0.0,
+        atol=0.0,
+        polish=False,
+        init="latinhypercube",
+        updating="deferred",
+        vectorized=True,
+        seed=rng,
+        callback=stop,
+    )
+    # what the generations left unspent of the budget goes to random points
+    while not record.done:
+        record(space.sample(min(batch, record.budget - record.n), rng))
+    return record.trace("de")
+
+
+def composition_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """½·Σ|a − b| along the last axis (total variation between compositions, 0..1)."""
+    return 0.5 * np.abs(np.asarray(a) - np.asarray(b)).sum(axis=-1)
+
+
+def nearest_reference(
+    x: np.ndarray, reference: np.ndarray, chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``x`` (n, d): (distance to, index of) its nearest row of ``reference``
+    (m, d), by :func:`composition_distance`. With no reference rows: inf and -1."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    reference = np.atleast_2d(np.asarray(reference, dtype=np.float64))
+    if reference.shape[0] == 0 or reference.shape[1] == 0:
+        return np.full(len(x), np.inf), np.full(len(x), -1, dtype=np.int64)
+    dist = np.empty(len(x))
+    index = np.empty(len(x), dtype=np.int64)
+    for start in range(0, len(x), chunk):
+        part = composition_distance(x[start : start + chunk, None, :], reference[None, :, :])
+        index[start : start + chunk] = part.argmin(axis=1)  # (chunk, m) → (chunk,)
+        dist[start : start + chunk] = part.min(axis=1)
+    return dist, index
+
+
+@dataclass
+class Candidate:
+    """One proposed composition: ``fractions`` over the space's elements, the prediction
+    (``value``, ``std`` when given), ``score`` (lower is better), and the distance to and row
+    index of the nearest reference composition."""
+
+    fractions: np.ndarray
+    value: float
+    std: float | None
+    score: float
+    nearest_distance: float
+    nearest_index: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def rank_candidates(
+    trace: DesignTrace,
+    n: int = 20,
+    *,
+    reference: np.ndarray | None = None,
+    min_distance: float = 0.02,
+) -> list[Candidate]:
+    """The best ``n`` feasible evaluations of ``trace`` by score, each at least
+    ``min_distance`` (composition distance) from every better one kept, so the list is not one
+    alloy repeated with tiny changes. ``reference`` (m, d): compositions in the same element
+    order (e.g. the training alloys) for ``nearest_distance``."""
+    ok = np.flatnonzero(trace.feasible)
+    order = ok[np.argsort(trace.score[ok], kind="stable")]
+    kept: list[int] = []
+    for i in order:
+        if len(kept) >= n:
+            break
+        if kept and composition_distance(trace.x[kept], trace.x[i]).min() < min_distance:
+            continue
+        kept.append(int(i))
+    if not kept:
+        return []
+    if reference is None:
+        dist, index = np.full(len(kept), np.inf), np.full(len(kept), -1)
+    else:
+        dist, index = nearest_reference(trace.x[kept], reference)
+    return [
+        Candidate(
+            fractions=trace.x[i].copy(),
+            value=float(trace.values[i]),
+            std=None if trace.std is None else float(trace.std[i]),
+            score=float(trace.score[i]),
+            nearest_distance=float(dist[k]),
+            nearest_index=int(index[k]),
+        )
+        for k, i in enumerate(kept)
+    ]
