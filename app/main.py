@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.api import sessions
@@ -129,4 +130,5 @@ def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
     from a2wsgi import WSGIMiddleware
 
     dash_app: Any = create_dash_app(settings.api_base_url, settings.api_token)
-    app.mount("/", WSGIMiddleware(dash_app.server))
+    # a2wsgi's ASGI types are its own, not Starlette's (same protocol)
+    app.mount("/", cast(ASGIApp, WSGIMiddleware(dash_app.server)))

@@ -105,7 +105,9 @@ class ApiGuardMiddleware:
         if not cookie_header:
             return False
         value = cookie_parser(cookie_header).get(COOKIE_NAME)
-        return bool(value) and session_valid(value, self._session_key, self.session_ttl_s)
+        if not value:
+            return False
+        return session_valid(value, self._session_key, self.session_ttl_s)
 
     @staticmethod
     def _from_own_pages(scope: Scope, headers: Headers) -> bool:

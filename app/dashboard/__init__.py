@@ -44,7 +44,7 @@ def create_dash_app(api_base_url: str, api_token: str | None = None) -> dash.Das
         assets_folder=str(assets_dir()),
         title="kanscope",
         suppress_callback_exceptions=True,
-        update_title=None,
+        update_title="",  # "" (as None): the tab title does not change while updating
         on_error=on_callback_error,
     )
     for name in PAGE_MODULES:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dcc, html, no_update
+from dash.dash_table.DataTable import DataTable
 
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
@@ -242,7 +243,7 @@ def result_block(view: dict[str, Any]) -> list[Any]:
         children.append(alert(str(note), "info"))
     children.append(html.Div("Pareto front (simplest first)", className="muted small"))
     children.append(
-        dash_table.DataTable(
+        DataTable(
             id=f"{view.get('prefix', '')}front",
             columns=FRONT_COLUMNS,
             data=_front_rows(result.get("front") or []),

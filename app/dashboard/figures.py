@@ -189,7 +189,7 @@ def mini_plot_edges(
     per_layer: dict[int, list[Edge]] = {}
     for e in edges:
         per_layer.setdefault(e.layer, []).append(e)
-    chosen = set()
+    chosen: set[tuple[int, int, int]] = set()
     rest: list[Edge] = []
     for layer_edges in per_layer.values():
         if len(layer_edges) <= SMALL_LAYER_EDGES:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -145,3 +145,9 @@ def forget_databases() -> None:
         for db in _databases.values():
             db.dispose()
         _databases.clear()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched. (SQLAlchemy 2.1 types ``Session.execute`` as a plain
+    ``Result``; a DML statement's result is a ``CursorResult``, which has the count.)"""
+    return cast("CursorResult[Any]", result).rowcount

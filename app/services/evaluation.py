@@ -205,7 +205,9 @@ def inner_validation_split(
 Task = Literal["regression", "classification"]
 
 
-def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
+def regression_metrics(
+    y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray
+) -> dict[str, float]:
     """R² (:func:`kan_core.metrics.r2_score`: NaN for a constant target), MAE, RMSE of one
     fold."""
     y = np.asarray(y_true, dtype=float).reshape(-1)
@@ -217,7 +219,9 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
     }
 
 
-def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
+def classification_metrics(
+    y_true: Sequence[Any] | np.ndarray, y_pred: Sequence[Any] | np.ndarray
+) -> dict[str, float]:
     """Accuracy and macro-averaged F1 of one fold."""
     y = np.asarray(y_true)
     p = np.asarray(y_pred)

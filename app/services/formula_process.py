@@ -54,11 +54,14 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
 
     from kan_core.export import to_latex, to_python_source, to_sympy_srepr
     from kan_core.io import model_from_bytes
+    from kan_core.model import KAN
     from kan_core.scaling import Standardizer
     from kan_core.symbolic import formula, numeric_edges_note
 
     torch.set_num_threads(1)
     model, _ = model_from_bytes(payload["model"])
+    if not isinstance(model, KAN):  # the parent sends KANs only (formula_result checks)
+        raise TypeError(f"a formula needs a KAN, got {type(model).__name__}")
     y_scaler = payload["y_scaler"]
     res = formula(
         model,

@@ -151,7 +151,7 @@ def load_model(session: Session, run_id: int) -> LoadedModel:
     from kan_core.io import model_from_bytes
 
     run, art = require_model(session, run_id)
-    key = (str(session.get_bind().url), run_id, _version(run, art))
+    key = (str(session.get_bind().engine.url), run_id, _version(run, art))
     hit = _models.get(key)
     if hit is not None:
         return hit
@@ -191,7 +191,7 @@ def require_kan(loaded: LoadedModel) -> None:
         )
 
 
-def _floats(a: np.ndarray | list[float]) -> list[float | None]:
+def _floats(a: np.ndarray | list[float] | torch.Tensor) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(a).ravel()]
 
 
@@ -211,7 +211,7 @@ def output_names(loaded: LoadedModel) -> list[str]:
 def network(session: Session, run_id: int, n_points: int = 32) -> dict[str, Any]:
     loaded = load_model(session, run_id)
     require_kan(loaded)
-    key = ("network", str(session.get_bind().url), run_id, loaded.version, n_points)
+    key = ("network", str(session.get_bind().engine.url), run_id, loaded.version, n_points)
     return cached_result(key, lambda: _network(loaded, n_points))
 
 

@@ -65,8 +65,10 @@ CONFIGS: list[dict[str, Any]] = [
     {"name": "mlp", "model": "mlp", "n_in": 100, "hidden": [512, 512], "rows": 20000},
 ]  # fmt: skip
 
-_DEFAULTS = {"model": "kan", "grid": 5, "k": 3, "basis": "bspline", "steps": 3, "lr": 1e-3,
-             "update_grid_every": 0, "optimizer": "adam", "lamb": 0.0}  # fmt: skip
+_DEFAULTS: dict[str, Any] = {
+    "model": "kan", "grid": 5, "k": 3, "basis": "bspline", "steps": 3, "lr": 1e-3,
+    "update_grid_every": 0, "optimizer": "adam", "lamb": 0.0,
+}  # fmt: skip
 
 
 def _status_kb(field: str) -> int:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from kan_core.scaling import Standardizer
 from kan_core.train import FitCheckpoint, FitProgress
+
+Task = Literal["regression", "classification"]
 
 
 @dataclass
@@ -25,7 +27,7 @@ class PreparedData:
     ``*_rows`` are the dataset row indices. Scalers map back to the original units.
     """
 
-    task: str
+    task: Task
     feature_names: list[str]
     target_names: list[str]
     x_train: torch.Tensor
@@ -104,7 +106,7 @@ class ModelSpec:
 
     name: str
     description: str
-    tasks: tuple[str, ...]
+    tasks: tuple[Task, ...]
     train: Callable[[TrainingJob], TrainOutcome]
     inspectable: bool = False
     estimate_parameters: Callable[[dict[str, Any], int, int], int] | None = None

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db.clock import utcnow, utcnow_minus
 from app.db.models import Run, RunCheckpoint, RunMetric, RunStatus
-from app.db.session import Database
+from app.db.session import Database, rowcount
 
 log = logging.getLogger("kanscope.training")
 
@@ -41,7 +41,7 @@ def claim_run(session: Session, run_id: int, owner: str, device: str | None = No
         )
         .execution_options(synchronize_session=False)
     )
-    return res.rowcount == 1
+    return rowcount(res) == 1
 
 
 def reap_stale_runs(db: Database, lease_s: float, requeue: bool = False) -> list[tuple[int, str]]:
@@ -76,7 +76,7 @@ def reap_stale_runs(db: Database, lease_s: float, requeue: bool = False) -> list
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            if res.rowcount:
+            if rowcount(res):
                 reaped.append((int(run_id), values["status"]))
                 if values["status"] == RunStatus.FAILED.value:
                     drop_checkpoints(s, [int(run_id)])
@@ -152,9 +152,9 @@ def mark_failed_if_owned(db: Database, run_id: int, owner: str | None, reason: s
             .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:
+        if rowcount(res) == 1:
             drop_checkpoints(s, [run_id])
-        return res.rowcount == 1
+        return rowcount(res) == 1
 
 
 def fail_if_still_queued(db: Database, run_id: int, reason: str) -> bool:
@@ -166,9 +166,9 @@ def fail_if_still_queued(db: Database, run_id: int, reason: str) -> bool:
             .values(status=RunStatus.FAILED.value, finished_at=utcnow(), error=reason)
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:  # a requeued run may have a checkpoint
+        if rowcount(res) == 1:  # a requeued run may have a checkpoint
             drop_checkpoints(s, [run_id])
-        return res.rowcount == 1
+        return rowcount(res) == 1
 
 
 def delete_checkpoint(session: Session, run_id: int) -> None:

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.db.clock import utcnow
 from app.db.models import Run, RunCheckpoint, RunMetric
-from app.db.session import Database
+from app.db.session import Database, rowcount
 from app.services.numbers import finite_or_none
 from app.services.run_claims import owned_and_running
 from kan_core.io import checkpoint_to_bytes
@@ -34,17 +34,21 @@ def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = RunMetric.__table__
-    stmt: Any
+    assert isinstance(table, Table)
+    unique = ["run_id", "step"]
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects import postgresql
+
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=unique)
+        session.execute(stmt, rows)
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects import sqlite
+
+        lite = sqlite.insert(table).on_conflict_do_nothing(index_elements=unique)
+        session.execute(lite, rows)
     else:  # pragma: no cover - kanscope runs on SQLite and PostgreSQL
         session.execute(insert(table), rows)
-        return
-    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["run_id", "step"])
-    session.execute(stmt, rows)
 
 
 def db_error(exc: BaseException) -> str:
@@ -171,7 +175,7 @@ class RunSink:
             .values(heartbeat_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount != 1:
+        if rowcount(res) != 1:
             self.lost.set()
             return
         if s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)):
@@ -264,7 +268,7 @@ class RunSink:
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
-                if res.rowcount == 0:
+                if rowcount(res) == 0:
                     s.execute(insert(RunCheckpoint).values(run_id=self.run_id, **values))
         except (OperationalError, DBAPIError) as exc:  # keep the metrics; try again later
             self.record_failure("checkpoints", exc)

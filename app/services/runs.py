@@ -16,6 +16,7 @@ from app.db.models import (
     RunMetric,
     RunStatus,
 )
+from app.db.session import rowcount
 from app.services.datasets import get_dataset
 from app.services.devices import check_device
 from app.services.ensembles import check_ensemble_run
@@ -215,7 +216,7 @@ def cancel_run(session: Session, run_id: int) -> Run:
         )
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount == 1:  # a requeued run may have a checkpoint: no longer of use
+    if rowcount(res) == 1:  # a requeued run may have a checkpoint: no longer of use
         delete_checkpoint(session, run_id)
     else:
         session.execute(

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import ModelArtifact
-from app.db.session import Database
+from app.db.session import Database, rowcount
 from app.services.errors import ConflictError, NotFoundError, ServiceError
 from app.services.inspection import (
     LoadedModel,
@@ -52,7 +52,7 @@ def suggestions(
     _check_edge(loaded, layer, i, j)
     key = (
         "suggest",
-        str(session.get_bind().url),
+        str(session.get_bind().engine.url),
         run_id,
         loaded.version,
         layer,
@@ -141,7 +141,7 @@ def _store_edit(db: Database, run_id: int, revision: int | None, blob: bytes | N
             .values(current_weights=blob, revision=(revision or 0) + 1)
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:
+        if rowcount(res) == 1:
             return True
         if s.scalar(select(ModelArtifact.revision).where(ModelArtifact.run_id == run_id)) is None:
             raise NotFoundError(f"Run {run_id} and its model no longer exist.")
@@ -298,7 +298,7 @@ def formula_result(session: Session, run_id: int, timeout_s: float = 60.0) -> di
     loaded = load_model(session, run_id)
     require_kan(loaded)
     model = loaded.model
-    key = ("formula", str(session.get_bind().url), run_id, loaded.version, timeout_s)
+    key = ("formula", str(session.get_bind().engine.url), run_id, loaded.version, timeout_s)
 
     def compute() -> tuple[str, Any]:
         d = loaded.data

@@ -52,7 +52,7 @@ def fit_config_from(config: dict[str, Any]) -> FitConfig:
     )
 
 
-def build_torch_model(job: TrainingJob) -> torch.nn.Module:
+def build_torch_model(job: TrainingJob) -> KAN | MLP:
     cfg, data = job.config, job.data
     if job.init_weights is not None:
         model, _ = model_from_bytes(job.init_weights, device=job.device)

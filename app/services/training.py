@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, undefer
 from app.config import get_settings
 from app.db.clock import utcnow
 from app.db.models import Dataset, ModelArtifact, Run, RunCheckpoint, RunMetric, RunStatus
-from app.db.session import Database, get_database
+from app.db.session import Database, get_database, rowcount
 from app.services.datasets import frame_from_bytes
 from app.services.errors import InvalidInputError
 from app.services.leaderboard import train_cross_validated
@@ -250,9 +250,9 @@ def _fail_unstored(
                 )
                 .execution_options(synchronize_session=False)
             )
-            if res.rowcount == 1:
+            if rowcount(res) == 1:
                 delete_checkpoint(s, sink.run_id)
-            return res.rowcount == 1
+            return rowcount(res) == 1
 
     stored = _retry(write, "storing the failure to store the result", retry_s)
     return RunStatus.FAILED.value if stored else "lost"
@@ -442,7 +442,7 @@ def _finish(
             )
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount != 1:  # lost the claim: write nothing, not even buffered metrics
+        if rowcount(res) != 1:  # lost the claim: write nothing, not even buffered metrics
             sink.buffer = []
             return False
         insert_metrics(s, rows)  # same transaction as the owner-guarded update

@@ -227,7 +227,7 @@ class LocalExecutor:
             pid = _pid_from_owner(owner)
             if pid is not None and _alive(pid) and run_id in self.active():
                 continue
-            if pid is not None and _alive(pid) and not owner.startswith(self.prefix):
+            if pid is not None and _alive(pid) and not (owner or "").startswith(self.prefix):
                 continue  # another live server on this host owns it
             reason = "The server stopped while this run was training (found at start-up)."
             if mark_failed_if_owned(self.db, run_id, owner, reason):

@@ -32,7 +32,11 @@ from app.services.errors import InvalidInputError
 from app.services.evaluation import COMPOSITION, SplitSpec
 
 router = APIRouter(tags=["alloys"])
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 LeaderboardId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$", description="Leaderboard id")]
 
 # ── schemas ─────────────────────────────────────────────────────────────────────────────────

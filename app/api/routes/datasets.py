@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -16,7 +16,7 @@ from app.services import datasets as svc
 from app.services.errors import InvalidInputError, PayloadTooLargeError
 
 router = APIRouter(tags=["datasets"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut},
     409: {"model": ErrorOut},
     413: {"model": ErrorOut},

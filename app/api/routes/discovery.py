@@ -2,7 +2,7 @@
 run), a shortcut that starts one for a trained run, and its result. The search runs on the
 executor as a background job, never inside a request."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response, status
 from pydantic import ValidationError
@@ -15,7 +15,11 @@ from app.services.errors import InvalidInputError
 from app.services.runs import create_run
 
 router = APIRouter(tags=["discovery"])
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 
 
 @router.post(

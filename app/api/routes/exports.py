@@ -1,4 +1,4 @@
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 
@@ -7,7 +7,11 @@ from app.api.schemas import ErrorOut
 from app.services import exports as svc
 
 router = APIRouter(tags=["exports"])
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 
 
 @router.get(

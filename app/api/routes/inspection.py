@@ -1,4 +1,4 @@
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -7,7 +7,11 @@ from app.api.schemas import EdgeDetailOut, ErrorOut, NetworkOut, PredictionsOut,
 from app.services import inspection as svc
 
 router = APIRouter(tags=["inspection"])
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 
 
 @router.get("/runs/{run_id}/network", response_model=NetworkOut, responses=ERRORS)

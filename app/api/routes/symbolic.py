@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
@@ -19,7 +19,11 @@ from app.api.schemas import (
 from app.services import symbolic as svc
 
 router = APIRouter(tags=["symbolic"])
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 EDGE = "/runs/{run_id}/edges/{layer}/{i}/{j}"
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dcc, html, no_update
+from dash.dash_table.DataTable import DataTable
 
 from app.dashboard import api_client, figures
 from app.dashboard.alloy_components import (
@@ -307,9 +308,9 @@ def open_earlier(board_id: str | None, dataset_id: int | None):
     return {"dataset_id": dataset_id, "id": board_id}, False
 
 
-def results_table(board: dict[str, Any]) -> dash_table.DataTable:
+def results_table(board: dict[str, Any]) -> DataTable:
     data, columns = figures.leaderboard_table(board)
-    return dash_table.DataTable(
+    return DataTable(
         id="lb-results",
         data=data,
         columns=columns,

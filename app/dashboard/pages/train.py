@@ -69,7 +69,7 @@ HELP = {
 
 
 #: Form values survive a reload and a visit to another page (the tab's session storage).
-KEEP = {"persistence": True, "persistence_type": "session"}
+KEEP: dict[str, Any] = {"persistence": True, "persistence_type": "session"}
 
 
 def number_input(element_id: str, value: Any, **kwargs: Any) -> dcc.Input:
