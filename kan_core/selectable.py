@@ -32,6 +32,14 @@ def is_selectable(model: torch.nn.Module) -> bool:
     )
 
 
+def needs_selection(model: KAN) -> bool:
+    """Whether some S-KAN node has no family yet (a retrained S-KAN keeps its choices)."""
+    return any(
+        isinstance(layer.basis, SelectableBasis) and bool((layer.basis.chosen < 0).any())
+        for layer in model.layers
+    )
+
+
 def node_families(model: KAN) -> list[list[str | None]]:
     """Per layer, per input node: the chosen family (None: not chosen, or not an S-KAN layer)."""
     return [
@@ -145,4 +153,11 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-__all__ = ["family_scores", "fit_selectable", "is_selectable", "node_families", "select_families"]
+__all__ = [
+    "family_scores",
+    "fit_selectable",
+    "is_selectable",
+    "needs_selection",
+    "node_families",
+    "select_families",
+]

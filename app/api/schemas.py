@@ -162,7 +162,7 @@ class RowCheckOut(BaseModel):
 
 #: Early stopping's patience when a run does not say (networks with validation rows only).
 DEFAULT_PATIENCE = 100
-EARLY_STOPPING_KINDS = ("kan", "mlp")
+EARLY_STOPPING_KINDS = ("kan", "mlp", "rbf_subspace")
 
 
 class RunConfig(BaseModel):
@@ -190,7 +190,9 @@ class RunConfig(BaseModel):
     )
     grid: int = Field(default=5, ge=1, le=200, description="KAN grid intervals per edge.")
     k: int = Field(default=3, ge=1, le=5, description="Spline order.")
-    basis: Literal["bspline", "rbf", "chebyshev", "relu_kan", "rational"] = "bspline"
+    basis: Literal["bspline", "rbf", "chebyshev", "relu_kan", "rational", "af_kan", "s_kan"] = (
+        "bspline"
+    )
     activation: Literal["silu", "relu", "tanh", "gelu"] = Field(
         default="silu", description="MLP activation."
     )
@@ -417,6 +419,11 @@ class NetworkOut(RowsUsedOut):
     output_names: list[str]
     layers: list[LayerOut]
     node_scores: list[list[MaybeFloat]]
+    node_families: list[list[str | None]] | None = Field(
+        default=None,
+        description="S-KAN (basis 's_kan'): node_families[l][n] is the activation family input "
+        "node n of layer l chose (bspline, rbf, chebyshev, rational); null for other bases.",
+    )
 
 
 class EdgeBandOut(BaseModel):

@@ -371,7 +371,8 @@ def network_figure(
     )
 
     n_layers = max(1, len(width) - 1)
-    fig = go.Figure(data=traces)
+    # an S-KAN's family tags first: drawn under the edges' hit markers
+    fig = go.Figure(data=[*family_traces(network, width), *traces])
     fig.update_layout(
         height=min(900, 170 * n_layers + 110),
         margin={"l": 10, "r": 10, "t": 20, "b": 10},
@@ -385,6 +386,80 @@ def network_figure(
         uirevision=uirevision if uirevision is not None else "network",
         showlegend=False,
         shapes=selection_shapes(width, selected),
+    )
+    return fig
+
+
+#: S-KAN: the tag drawn beside a node for the activation family it chose, and its colour
+FAMILY_TAGS = {"bspline": "B-spl", "rbf": "RBF", "chebyshev": "Cheb", "rational": "Rat"}
+FAMILY_COLORS = {
+    "bspline": "#1f77b4",
+    "rbf": "#2ca02c",
+    "chebyshev": "#9467bd",
+    "rational": "#d62728",
+}
+
+
+def family_traces(network: dict[str, Any], width: Sequence[int]) -> list[go.Scatter]:
+    """An S-KAN's chosen activation family per node (``network["node_families"]``, per layer
+    its input nodes), as a small coloured tag right of each node; nothing for other KANs."""
+    xs: dict[str, list[float]] = {}
+    ys: dict[str, list[float]] = {}
+    hover: dict[str, list[str]] = {}
+    for layer_index, families in enumerate(network.get("node_families") or []):
+        if layer_index >= len(width) - 1 or not isinstance(families, list):
+            break
+        positions = node_positions(int(width[layer_index]))
+        for k, family in enumerate(families[: len(positions)]):
+            if not isinstance(family, str) or not family:
+                continue
+            xs.setdefault(family, []).append(positions[k] + 0.012)
+            ys.setdefault(family, []).append(float(layer_index) + 0.1)
+            where = f"input {k}" if layer_index == 0 else f"hidden node {layer_index}.{k}"
+            hover.setdefault(family, []).append(f"{where}: {family} activations (S-KAN)")
+    return [
+        go.Scatter(
+            x=xs[family],
+            y=ys[family],
+            mode="text",
+            text=[FAMILY_TAGS.get(family, family[:5])] * len(xs[family]),
+            textposition="middle right",
+            textfont={"size": 9, "color": FAMILY_COLORS.get(family, "#555555")},
+            hovertext=hover[family],
+            hoverinfo="text",
+            showlegend=False,
+            name=f"node-family-{family}",
+        )
+        for family in sorted(xs)
+    ]
+
+
+def feature_ranking_figure(ranking: dict[str, Any]) -> go.Figure:
+    """An RBF-subspace run's feature ranking (``summary["feature_ranking"]``: features, scores
+    summing to 1), most important on top."""
+    names = [str(n) for n in ranking.get("features") or []]
+    scores = [_as_float(v) for v in ranking.get("scores") or []]
+    pairs = sorted(zip(names, scores, strict=False), key=lambda p: p[1])
+    if not pairs:
+        return message_figure("No feature ranking stored for this run.")
+    fig = go.Figure(
+        go.Bar(
+            x=[s for _, s in pairs],
+            y=[_short(n, 24) for n, _ in pairs],
+            orientation="h",
+            marker={"color": NUMERIC_COLOR},
+            hovertext=[f"{n}: {s:.3f}" for n, s in pairs],
+            hoverinfo="text",
+            name="feature-ranking",
+        )
+    )
+    fig.update_layout(
+        title={"text": "Feature ranking (learned active subspace)", "font": {"size": 13}},
+        height=min(900, 24 * len(pairs) + 120),
+        margin={"l": 10, "r": 10, "t": 40, "b": 30},
+        xaxis={"title": "share of importance", "rangemode": "tozero"},
+        plot_bgcolor="#ffffff",
+        paper_bgcolor="#ffffff",
     )
     return fig
 

@@ -217,6 +217,7 @@ def network(session: Session, run_id: int, n_points: int = 32) -> dict[str, Any]
 
 def _network(loaded: LoadedModel, n_points: int) -> dict[str, Any]:
     from kan_core.inspect import edge_curves, node_scores
+    from kan_core.selectable import is_selectable, node_families
 
     model = loaded.model
     n_edges = sum(int(layer.in_dim * layer.out_dim) for layer in model.layers)
@@ -269,6 +270,7 @@ def _network(loaded: LoadedModel, n_points: int) -> dict[str, Any]:
         "output_names": output_names(loaded),
         "layers": layers,
         "node_scores": [_floats(n.detach().cpu().numpy()) for n in nodes],
+        "node_families": node_families(model) if is_selectable(model) else None,
         **loaded.rows_used(x.shape[0]),
     }
 

@@ -55,18 +55,20 @@ LBFGS_HISTORY = 10
 #: relu_kan 4.3 / 5.95; chebyshev 2.5 / 6.0; rational 2.9 / 3.3 (first / hidden layers).
 FEATURE_COPIES_FIRST = {
     "cubic": 0.1, "cubic_numba": 1.2, "cardinal": 7.0, "cox_de_boor": 1.9, "rbf": 3.3,
-    "relu_kan": 4.8, "chebyshev": 2.8, "rational": 3.2,
+    "relu_kan": 4.8, "chebyshev": 2.8, "rational": 3.2, "af_kan": 6.0, "s_kan": 5.0,
 }  # fmt: skip
 FEATURE_COPIES_HIDDEN = {
     "cubic": 0.1, "cubic_numba": 1.5, "cardinal": 7.0, "cox_de_boor": 3.4, "rbf": 4.6,
-    "relu_kan": 6.6, "chebyshev": 6.6, "rational": 3.7,
+    "relu_kan": 6.6, "chebyshev": 6.6, "rational": 3.7, "af_kan": 8.0, "s_kan": 7.0,
 }  # fmt: skip
 #: the same without gradients (evaluation, inspection): one layer at a time. Measured:
 #: Cox–de Boor k=5 6.6, cardinal k=2 4.9, rbf 1.9, relu_kan 2.9, chebyshev 1.9, rational 2.0
 FEATURE_COPIES_EVAL = {
     "cubic": 0.1, "cubic_numba": 1.2, "cardinal": 5.5, "cox_de_boor": 7.3, "rbf": 2.2,
-    "relu_kan": 3.3, "chebyshev": 2.2, "rational": 2.3,
+    "relu_kan": 3.3, "chebyshev": 2.2, "rational": 2.3, "af_kan": 4.0, "s_kan": 3.5,
 }  # fmt: skip
+#: af_kan and s_kan (issue 25) are not measured: af_kan is relu_kan's passes plus two SiLUs,
+#: s_kan its four families' features (bspline, rbf, chebyshev, rational) concatenated and masked
 #: live (rows × Σ widths) buffers: activations and their gradients (KAN; MLP measured 2.1)
 NODE_COPIES_KAN = 4.0
 NODE_COPIES_MLP = 2.4
@@ -101,6 +103,8 @@ def feature_count(basis: str, grid: int, k: int) -> int:
         return grid + 1
     if basis == "rational":
         return max(grid, 1) + max(k, 1) + 2
+    if basis == "s_kan":  # kan_core.basis.SelectableBasis.FAMILIES side by side
+        return sum(feature_count(f, grid, k) for f in ("bspline", "rbf", "chebyshev", "rational"))
     return grid + k
 
 
@@ -199,7 +203,7 @@ def estimate_run_memory_bytes(
                 max(live for live, _ in layer) + rows * nodes * d * 2,
             )
             heap.append(max(_heap_part([x]) for x in layer))
-        if update_grid_every > 0 and basis in ("bspline", "rbf", "relu_kan"):
+        if update_grid_every > 0 and basis in ("bspline", "rbf", "relu_kan", "af_kan", "s_kan"):
             g_rows = min(GRID_SAMPLE_ROWS, n_train)
             # the grid update computes the basis itself: numba for cubic splines, not native
             grid_path = basis_path(basis, k, grid_eps < 1.0, cubic_engine="numba")

@@ -14,13 +14,21 @@ from app.services.design import DESIGN_SPEC
 from app.services.discovery import DISCOVERY_SPEC
 from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec
+from app.services.rbf_trainer import RBF_SUBSPACE_SPEC
 from app.services.torch_trainer import KAN_SPEC, MLP_SPEC
 
 log = logging.getLogger("kanscope.training")
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
-    for spec in (KAN_SPEC, MLP_SPEC, *BASELINE_SPECS, DISCOVERY_SPEC, DESIGN_SPEC)
+    for spec in (
+        KAN_SPEC,
+        MLP_SPEC,
+        RBF_SUBSPACE_SPEC,
+        *BASELINE_SPECS,
+        DISCOVERY_SPEC,
+        DESIGN_SPEC,
+    )
 }
 _plugins_loaded = False
 

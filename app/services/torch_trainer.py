@@ -13,6 +13,7 @@ from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
 from kan_core.io import model_from_bytes, model_to_bytes
 from kan_core.model import KAN, MLP
+from kan_core.selectable import fit_selectable, is_selectable, needs_selection, node_families
 from kan_core.train import FitConfig, FitResult, TrainData, fit
 
 
@@ -102,14 +103,19 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
     cfg = fit_config_from(job.config)
     if job.checkpoint_every is not None:
         cfg.checkpoint_every = job.checkpoint_every
-    result = fit(
-        model,
-        TrainData(data.x_train, data.y_train, data.x_val, data.y_val),
-        cfg,
-        callback=job.report,
-        resume=job.resume,
-        on_checkpoint=job.on_checkpoint,
-    )
+    train_data = TrainData(data.x_train, data.y_train, data.x_val, data.y_val)
+    if isinstance(model, KAN) and needs_selection(model):
+        # S-KAN: warm-up on every family, one family per node, fine-tuning; no checkpoints
+        result = fit_selectable(model, train_data, cfg, callback=job.report)
+    else:
+        result = fit(
+            model,
+            train_data,
+            cfg,
+            callback=job.report,
+            resume=job.resume,
+            on_checkpoint=job.on_checkpoint,
+        )
     model.eval()
     preds = None
     if data.x_val is not None:
@@ -131,6 +137,7 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
             "width": list(model.width),
             "engine": result.engine,
             **final_scores(result),
+            **selected_families(model),
         },
     )
 
@@ -152,6 +159,14 @@ def final_scores(result: FitResult) -> dict[str, Any]:
         "final_val_loss": finite(last.val_loss),
         "final_val_metric": finite(last.val_metric),
     }
+
+
+def selected_families(model: torch.nn.Module) -> dict[str, Any]:
+    """An S-KAN's chosen activation family per node (``node_families[layer][node]``, the
+    layer's input nodes); nothing for other models."""
+    if isinstance(model, KAN) and is_selectable(model):
+        return {"node_families": node_families(model)}
+    return {}
 
 
 def check_no_model_options(config: dict[str, Any]) -> dict[str, Any]:

@@ -493,6 +493,8 @@ def load_network(info, _version, selected, run_id, zoom=None):
     run_id = positive_int(run_id)
     if not isinstance(info, dict) or not info or run_id is None:
         return no_update, no_update, no_update, no_update
+    if info.get("model") == "rbf_subspace" and info.get("status") == "succeeded":
+        return feature_ranking_panel(run_id)
     if not inspectable(info):
         status = info.get("status")
         if info.get("model") != "kan" and status == "succeeded":
@@ -522,6 +524,20 @@ def load_network(info, _version, selected, run_id, zoom=None):
     note = sampled_rows_note(network)  # scores and curves on a sample of the rows
     alert = html.Div(note, className="muted small") if note else None
     return fig, diagram, figures.edge_curves_for_client(network), alert
+
+
+def feature_ranking_panel(run_id: int) -> tuple[Any, None, None, Any]:
+    """An RBF-subspace run in the diagram's place: its feature ranking from the projection (a
+    KAN's attribution is the diagram's edge opacity)."""
+    try:
+        run = api_client.get_run(run_id)
+    except ApiError as exc:
+        message = figures.message_figure("Feature ranking unavailable.")
+        return message, None, None, error_alert(exc, "Loading the run")
+    ranking = (run.get("summary") or {}).get("feature_ranking") or {}
+    method = ranking.get("method")
+    note = html.Div(f"Ranking: {method}.", className="muted small") if method else None
+    return figures.feature_ranking_figure(ranking), None, None, note
 
 
 @callback(
