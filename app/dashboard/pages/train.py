@@ -273,10 +273,21 @@ def layout(**_: Any) -> html.Div:
                             html.Div(id="tr-status", className="col kv"),
                         ],
                     ),
-                    dcc.Graph(
-                        id="tr-loss",
-                        figure=figures.loss_figure([], uirevision="train"),
-                        config={"displaylogo": False},
+                    html.Div(
+                        className="chart-with-note",
+                        children=[
+                            dcc.Graph(
+                                id="tr-loss",
+                                figure=figures.loss_figure([], uirevision="train"),
+                                config={"displaylogo": False},
+                            ),
+                            # over the empty chart: why it is empty (no run, queued, starting)
+                            html.Div(
+                                "Start a run: its loss curve is drawn here as it trains.",
+                                id="tr-chart-note",
+                                className="chart-note",
+                            ),
+                        ],
                     ),
                 ],
             ),
@@ -464,19 +475,30 @@ def start_training(
     Output("tr-interval", "disabled"),
     Output("tr-loss", "figure"),
     Output("tr-open-link", "children"),
+    Output("tr-chart-note", "children", allow_duplicate=True),
+    Output("tr-interval", "interval", allow_duplicate=True),
     Input("tr-active", "data"),
     State("selection-store", "data"),
+    prevent_initial_call="initial_duplicate",  # runs on load too: a reload reattaches
 )
 def attach_run(active: Any, selection: Any = None):
     """Follow the run this tab started: right after Start, and again after a reload or a visit
     to another page (the id is kept in the tab's session storage)."""
     run_id = positive_int(active)
     if run_id is None:
-        return None, True, no_update, None
+        return None, True, no_update, None, no_update, no_update
     link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
     task = selection.get("task") if isinstance(selection, dict) else None
     figure = figures.loss_figure([], uirevision=f"run-{run_id}", task=task)
-    return {"id": run_id, "last_step": None, "status": None}, False, figure, link
+    note = f"Run {run_id} submitted: waiting for its status."
+    return (
+        {"id": run_id, "last_step": None, "status": None},
+        False,
+        figure,
+        link,
+        note,
+        FIRST_POLL_MS,
+    )
 
 
 @callback(
@@ -486,6 +508,8 @@ def attach_run(active: Any, selection: Any = None):
     Output("tr-interval", "disabled", allow_duplicate=True),
     Output("tr-cancel", "disabled"),
     Output("tr-alert", "children", allow_duplicate=True),
+    Output("tr-chart-note", "children"),
+    Output("tr-interval", "interval"),
     Input("tr-interval", "n_intervals"),
     State("tr-run", "data"),
     prevent_initial_call=True,
@@ -493,7 +517,7 @@ def attach_run(active: Any, selection: Any = None):
 def poll_training(_n, run_state):
     run_id = positive_int(run_state.get("id")) if isinstance(run_state, dict) else None
     if run_id is None:
-        return no_update, no_update, no_update, True, True, no_update
+        return no_update, no_update, no_update, True, True, no_update, no_update, no_update
     after_step = run_state.get("last_step")
     if not isinstance(after_step, int) or isinstance(after_step, bool) or after_step < -1:
         after_step = None  # a store from the browser: anything else starts from the beginning
@@ -502,7 +526,7 @@ def poll_training(_n, run_state):
         run = api_client.get_run(run_id)
     except ApiError as exc:
         failed = error_alert(exc, "Reading progress")
-        return no_update, no_update, failed, no_update, no_update, no_update
+        return no_update, no_update, failed, no_update, no_update, no_update, no_update, no_update
     points = metrics.get("points") or []
     extend = no_update
     if points:
@@ -515,6 +539,7 @@ def poll_training(_n, run_state):
     done = status in TERMINAL_STATUSES
     # once it ends, the "submitted" message gives way to how it ended (never a stale one)
     ended = finished_alert(run) if done and run_state.get("status") != status else no_update
+    has_points = last_step is not None
     return (
         extend,
         {"id": run_id, "last_step": last_step, "status": status},
@@ -522,7 +547,32 @@ def poll_training(_n, run_state):
         done,
         done or bool(run.get("cancel_requested")),
         ended,
+        "" if has_points else chart_note(run),
+        # quick polls until the first point is drawn, then once a second
+        POLL_MS if has_points or done else FIRST_POLL_MS,
     )
+
+
+#: the poll's interval until a run's first point arrives (a small run is live from its start)
+FIRST_POLL_MS = 250
+
+
+def queue_text(run: dict) -> str:
+    """``queued, position 2`` (1 = next to start)."""
+    position = run.get("queue_position")
+    return f"queued, position {position}" if isinstance(position, int) else "queued"
+
+
+def chart_note(run: dict) -> str:
+    """Why the loss chart of ``run`` is still empty."""
+    status = run.get("status")
+    if status == "queued":
+        return f"Run {run.get('id')} is {queue_text(run)}: the curve starts with its first step."
+    if status == "running":
+        return f"Run {run.get('id')} is starting: waiting for its first step."
+    if status in TERMINAL_STATUSES:
+        return f"Run {run.get('id')} {status} without logging a step."
+    return ""
 
 
 def finished_alert(run: dict) -> html.Div:
@@ -544,6 +594,10 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
     items = [
         html.Div([html.Span("run"), html.Span(str(run.get("id")), id="tr-run-id")]),
         html.Div([html.Span("status"), status_badge(run.get("status"), "tr-status-badge")]),
+    ]
+    if run.get("status") == "queued":
+        items.append(html.Div([html.Span("queue"), html.Span(queue_text(run), id="tr-queue")]))
+    items += [
         html.Div(
             [
                 html.Span("step"),
