@@ -36,7 +36,7 @@ dash.register_page(__name__, path="/train", name="Train", title="Train · kansco
 POLL_MS = 1000
 #: Early stopping is on by default: overfitting runs keep their best validation weights.
 DEFAULT_PATIENCE = 100
-BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational"]
+BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational", "af_kan", "s_kan"]
 
 HELP = {
     "model": "KAN: learnable functions on edges, readable as formulas. MLP: a baseline network.",
@@ -45,7 +45,10 @@ HELP = {
     "grid": "Grid intervals per edge function: more = finer functions, more parameters.",
     "k": "Spline order (3 = cubic).",
     "basis": "Edge function family: B-spline (pykan), Gaussian RBF (FastKAN), Chebyshev, "
-    "ReLU-KAN, rational (KAT).",
+    "ReLU-KAN, rational (KAT), AF-KAN (SiLU windows), S-KAN (each node picks one of B-spline, "
+    "RBF, Chebyshev, rational after a warm-up on all of them).",
+    "rbf_dim": "Dimension k of the learned subspace z = W·x the Gaussian units see (1–16).",
+    "rbf_centres": "Number of Gaussian units exp(-‖z - c‖²) (2–256).",
     "activation": "MLP activation function.",
     "steps": "Optimiser steps (full passes over the batch).",
     "lr": "Learning rate. 0.01 suits Adam; LBFGS often wants 1.",
@@ -99,6 +102,7 @@ def layout(**_: Any) -> html.Div:
                                     options=[
                                         {"label": " KAN", "value": "kan"},
                                         {"label": " MLP", "value": "mlp"},
+                                        {"label": " RBF-subspace", "value": "rbf_subspace"},
                                     ],
                                     value="kan",
                                     **KEEP,
@@ -164,6 +168,23 @@ def layout(**_: Any) -> html.Div:
                                     clearable=False,
                                 ),
                                 HELP["activation"],
+                            ),
+                        ],
+                    ),
+                    html.Div(  # the RBF network on a learned active subspace (rbf_subspace)
+                        id="tr-rbf-options",
+                        className="form-grid",
+                        style={"display": "none"},
+                        children=[
+                            field(
+                                "Subspace dimension",
+                                number_input("tr-rbf-dim", 2, min=1, max=16),
+                                HELP["rbf_dim"],
+                            ),
+                            field(
+                                "Centres",
+                                number_input("tr-rbf-centres", 16, min=2, max=256),
+                                HELP["rbf_centres"],
                             ),
                         ],
                     ),
@@ -320,6 +341,11 @@ def show_selection(selection: dict | None):
     )
 
 
+@callback(Output("tr-rbf-options", "style"), Input("tr-model", "value"))
+def show_rbf_options(model):
+    return {} if model == "rbf_subspace" else {"display": "none"}
+
+
 @callback(
     Output("tr-kan-options", "style"),
     Output("tr-mlp-options", "style"),
@@ -349,6 +375,8 @@ def show_shape(model, hidden, grid, k, selection):
         width = [n_in, *widths, 1]
         shape = str(width)
         estimate = f"≈ {estimate_parameters(model, width, int(grid or 5), int(k or 3)):,}"
+        if model == "rbf_subspace":  # its size is in its own fields
+            estimate = "after start"
     return (
         kan_style,
         mlp_style,
@@ -372,6 +400,8 @@ def show_shape(model, hidden, grid, k, selection):
     State("tr-basis", "value"),
     State("tr-update-grid", "value"),
     State("tr-activation", "value"),
+    State("tr-rbf-dim", "value"),
+    State("tr-rbf-centres", "value"),
     State("tr-steps", "value"),
     State("tr-lr", "value"),
     State("tr-optimizer", "value"),
@@ -397,6 +427,8 @@ def start_training(
     basis,
     update_grid,
     activation,
+    rbf_dim,
+    rbf_centres,
     steps,
     lr,
     optimizer,
@@ -425,6 +457,8 @@ def start_training(
         basis=basis,
         update_grid=update_grid,
         activation=activation,
+        rbf_dim=rbf_dim,
+        rbf_centres=rbf_centres,
         steps=steps,
         lr=lr,
         optimizer=optimizer,
