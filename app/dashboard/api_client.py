@@ -187,14 +187,9 @@ def upload_dataset(filename: str, content: bytes) -> dict[str, Any]:
     return _request("POST", "/datasets", files=files).json()
 
 
-def delete_dataset(dataset_id: int, *, cascade: bool = False) -> None:
-    """Refused by the API (409) while runs use the dataset; ``cascade`` (after the user
-    confirmed it) deletes its finished runs with it."""
-    path = _path("datasets", _id(dataset_id, "dataset"))
-    if cascade:
-        _request("DELETE", path, params={"cascade": "true"})
-    else:
-        _delete(path)
+def delete_dataset(dataset_id: int) -> None:
+    """Refused by the API (409) while runs use the dataset; the dashboard never cascades."""
+    _delete(_path("datasets", _id(dataset_id, "dataset")))
 
 
 def dataset_composition(dataset_id: int) -> dict[str, Any]:
@@ -224,14 +219,8 @@ def get_leaderboard(dataset_id: int, board_id: str, *, predictions: bool = True)
 # ── runs ──────────────────────────────────────────────────────────────────────────────────
 
 
-def list_runs(dataset_id: int | None = None) -> list[dict[str, Any]]:
-    """``GET /runs``; with ``dataset_id`` only that dataset's runs."""
-    if dataset_id is None:
-        runs = _get_json("/runs")
-    else:
-        runs = _request(
-            "GET", "/runs", params={"dataset_id": _id(dataset_id, "dataset"), "limit": 5000}
-        ).json()
+def list_runs() -> list[dict[str, Any]]:
+    runs = _get_json("/runs")
     return runs.get("runs", []) if isinstance(runs, dict) else runs
 
 
@@ -315,6 +304,13 @@ def retrain(run_id: int, steps: int | None = None) -> dict[str, Any]:
 def run_predictions(run_id: int, split: PredictionSplit = "validation") -> dict[str, Any]:
     path = _path("runs", _id(run_id, "run"), "predictions")
     return _get_json(path, params={"split": _choice(split, PREDICTION_SPLITS, "split")})
+
+
+def ensemble_stability(run_id: int) -> dict[str, Any]:
+    """An ensemble run's formula stability (fits every member's edges: waits like
+    auto-symbolic, :func:`slow_call_timeout`)."""
+    path = _path("runs", _id(run_id, "run"), "ensemble", "stability")
+    return _request("GET", path, timeout=slow_call_timeout("auto_symbolic_timeout_s")).json()
 
 
 def run_formula(run_id: int) -> dict[str, Any]:

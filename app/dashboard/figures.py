@@ -17,6 +17,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from app.dashboard import ensemble_figures
 from app.dashboard.data_check import readable_name
 
 # Above this many edges only the TOP_K_MINI_PLOTS edges by attribution get a mini-plot; the
@@ -170,10 +171,6 @@ def _span(values: Iterable[float]) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
-#: more inputs than this: their labels alternate between two lines
-INPUT_LABELS_ONE_LINE = 6
-
-
 def _short(name: str, limit: int = 14) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
@@ -325,25 +322,14 @@ def network_figure(
     node_y: list[float] = []
     node_text: list[str] = []
     labels: list[str] = []
-    # Inputs in a crowded row are labelled on two staggered lines (every second one lower), so
-    # neighbouring names never run together ("smix_J_molKdhmix_kJ_mol") on an 800 px screen.
-    stagger = width[0] > INPUT_LABELS_ONE_LINE if width else False
-    lower: tuple[list[float], list[str]] = ([], [])
     for layer_index, count in enumerate(width):
-        # crowded rows get shorter labels; sized for the diagram at ~450 px wide
-        per_label = 170 if layer_index == 0 and stagger else 85
-        label_chars = max(4, min(14, per_label // max(count, 1)))
+        label_chars = max(4, min(14, 120 // max(count, 1)))  # crowded rows get shorter labels
         for k, x in enumerate(node_positions(count)):
             node_x.append(x)
             node_y.append(float(layer_index))
             if layer_index == 0:
                 name = input_names[k] if k < len(input_names) else f"x{k}"
-                if stagger and k % 2:
-                    lower[0].append(x)
-                    lower[1].append(_short(name, label_chars))
-                    labels.append("")
-                else:
-                    labels.append(_short(name, label_chars))
+                labels.append(_short(name, label_chars))
                 node_text.append(f"input {k}: {name}")
             elif layer_index == len(width) - 1:
                 name = output_names[k] if k < len(output_names) else f"y{k}"
@@ -367,20 +353,6 @@ def network_figure(
             name="nodes",
         )
     )
-    if lower[0]:
-        traces.append(
-            go.Scatter(
-                x=lower[0],
-                y=[-0.17] * len(lower[0]),
-                mode="text",
-                text=lower[1],
-                textposition="bottom center",
-                textfont={"size": 10},
-                hoverinfo="skip",
-                showlegend=False,
-                name="input-labels-lower",
-            )
-        )
     traces.append(
         go.Scatter(
             x=hit_x,
@@ -406,7 +378,7 @@ def network_figure(
         height=min(900, 170 * n_layers + 110),
         margin={"l": 10, "r": 10, "t": 20, "b": 10},
         xaxis={"visible": False, "range": [-0.01, 1.01], "fixedrange": False},
-        yaxis={"visible": False, "range": [-0.55 if lower[0] else -0.4, n_layers + 0.35]},
+        yaxis={"visible": False, "range": [-0.4, n_layers + 0.35]},
         plot_bgcolor="#ffffff",
         paper_bgcolor="#ffffff",
         hovermode="closest",
@@ -601,6 +573,8 @@ def edge_figure(
                 marker={"size": 5, "color": DATA_COLOR},
             )
         )
+    if edge.get("band"):  # an ensemble run: the members' spread of this edge
+        fig.add_traces(ensemble_figures.band_traces(edge["band"], scale))
     symbolic = edge.get("symbolic")
     fig.add_trace(
         go.Scatter(
@@ -768,8 +742,14 @@ def compare_loss_figure(
 
 
 def predictions_figure(
-    y_true: Sequence[float], y_pred: Sequence[float], *, title: str = "predicted vs measured"
+    y_true: Sequence[float],
+    y_pred: Sequence[float],
+    *,
+    title: str = "predicted vs measured",
+    interval: dict[str, Any] | None = None,
 ) -> go.Figure:
+    """Parity plot; ``interval`` (``ensemble_figures.interval_of``): the members' mean with
+    its interval as error bars, beside the run's model."""
     pairs = [
         (float(a), float(b))
         for a, b in zip(y_true, y_pred, strict=False)
@@ -798,13 +778,16 @@ def predictions_figure(
             marker={"size": 6, "color": RUN_COLORS[0], "opacity": 0.7},
         )
     )
+    if interval is not None:
+        fig.add_trace(ensemble_figures.interval_trace(interval))
     fig.update_layout(
         title={"text": title, "font": {"size": 14}},
         height=320,
         margin={"l": 55, "r": 10, "t": 40, "b": 40},
         xaxis_title="measured",
         yaxis_title="predicted",
-        showlegend=False,
+        showlegend=interval is not None,
+        legend={"orientation": "h", "y": -0.25},
         plot_bgcolor="#fafafa",
     )
     return fig

@@ -8,7 +8,7 @@ from typing import Any
 import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from app.dashboard import api_client, discovery_panel, figures
+from app.dashboard import api_client, discovery_panel, ensemble_form, figures
 from app.dashboard.alloy_components import (
     COMPOSITION,
     NO_GROUPS,
@@ -36,7 +36,7 @@ dash.register_page(__name__, path="/train", name="Train", title="Train · kansco
 POLL_MS = 1000
 #: Early stopping is on by default: overfitting runs keep their best validation weights.
 DEFAULT_PATIENCE = 100
-BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational", "af_kan", "s_kan"]
+BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational"]
 
 HELP = {
     "model": "KAN: learnable functions on edges, readable as formulas. MLP: a baseline network.",
@@ -45,10 +45,7 @@ HELP = {
     "grid": "Grid intervals per edge function: more = finer functions, more parameters.",
     "k": "Spline order (3 = cubic).",
     "basis": "Edge function family: B-spline (pykan), Gaussian RBF (FastKAN), Chebyshev, "
-    "ReLU-KAN, rational (KAT), AF-KAN (SiLU windows), S-KAN (each node picks one of B-spline, "
-    "RBF, Chebyshev, rational after a warm-up on all of them).",
-    "rbf_dim": "Dimension k of the learned subspace z = W·x the Gaussian units see (1–16).",
-    "rbf_centres": "Number of Gaussian units exp(-‖z - c‖²) (2–256).",
+    "ReLU-KAN, rational (KAT).",
     "activation": "MLP activation function.",
     "steps": "Optimiser steps (full passes over the batch).",
     "lr": "Learning rate. 0.01 suits Adam; LBFGS often wants 1.",
@@ -102,7 +99,6 @@ def layout(**_: Any) -> html.Div:
                                     options=[
                                         {"label": " KAN", "value": "kan"},
                                         {"label": " MLP", "value": "mlp"},
-                                        {"label": " RBF-subspace", "value": "rbf_subspace"},
                                     ],
                                     value="kan",
                                     **KEEP,
@@ -151,6 +147,7 @@ def layout(**_: Any) -> html.Div:
                                 number_input("tr-update-grid", 0, min=0),
                                 HELP["update_grid_every"],
                             ),
+                            ensemble_form.fields(),
                         ],
                     ),
                     html.Div(
@@ -168,23 +165,6 @@ def layout(**_: Any) -> html.Div:
                                     clearable=False,
                                 ),
                                 HELP["activation"],
-                            ),
-                        ],
-                    ),
-                    html.Div(  # the RBF network on a learned active subspace (rbf_subspace)
-                        id="tr-rbf-options",
-                        className="form-grid",
-                        style={"display": "none"},
-                        children=[
-                            field(
-                                "Subspace dimension",
-                                number_input("tr-rbf-dim", 2, min=1, max=16),
-                                HELP["rbf_dim"],
-                            ),
-                            field(
-                                "Centres",
-                                number_input("tr-rbf-centres", 16, min=2, max=256),
-                                HELP["rbf_centres"],
                             ),
                         ],
                     ),
@@ -294,21 +274,10 @@ def layout(**_: Any) -> html.Div:
                             html.Div(id="tr-status", className="col kv"),
                         ],
                     ),
-                    html.Div(
-                        className="chart-with-note",
-                        children=[
-                            dcc.Graph(
-                                id="tr-loss",
-                                figure=figures.loss_figure([], uirevision="train"),
-                                config={"displaylogo": False},
-                            ),
-                            # over the empty chart: why it is empty (no run, queued, starting)
-                            html.Div(
-                                "Start a run: its loss curve is drawn here as it trains.",
-                                id="tr-chart-note",
-                                className="chart-note",
-                            ),
-                        ],
+                    dcc.Graph(
+                        id="tr-loss",
+                        figure=figures.loss_figure([], uirevision="train"),
+                        config={"displaylogo": False},
                     ),
                 ],
             ),
@@ -341,11 +310,6 @@ def show_selection(selection: dict | None):
     )
 
 
-@callback(Output("tr-rbf-options", "style"), Input("tr-model", "value"))
-def show_rbf_options(model):
-    return {} if model == "rbf_subspace" else {"display": "none"}
-
-
 @callback(
     Output("tr-kan-options", "style"),
     Output("tr-mlp-options", "style"),
@@ -375,8 +339,6 @@ def show_shape(model, hidden, grid, k, selection):
         width = [n_in, *widths, 1]
         shape = str(width)
         estimate = f"≈ {estimate_parameters(model, width, int(grid or 5), int(k or 3)):,}"
-        if model == "rbf_subspace":  # its size is in its own fields
-            estimate = "after start"
     return (
         kan_style,
         mlp_style,
@@ -400,8 +362,6 @@ def show_shape(model, hidden, grid, k, selection):
     State("tr-basis", "value"),
     State("tr-update-grid", "value"),
     State("tr-activation", "value"),
-    State("tr-rbf-dim", "value"),
-    State("tr-rbf-centres", "value"),
     State("tr-steps", "value"),
     State("tr-lr", "value"),
     State("tr-optimizer", "value"),
@@ -413,6 +373,9 @@ def show_shape(model, hidden, grid, k, selection):
     State("tr-split", "value"),
     State("tr-folds", "value"),
     State("tr-group", "value"),
+    State("tr-ens-members", "value"),
+    State("tr-ens-bootstrap", "value"),
+    State("tr-ens-group", "value"),
     prevent_initial_call=True,
     running=[(Output("tr-start", "disabled"), True, False)],
 )
@@ -427,8 +390,6 @@ def start_training(
     basis,
     update_grid,
     activation,
-    rbf_dim,
-    rbf_centres,
     steps,
     lr,
     optimizer,
@@ -440,6 +401,9 @@ def start_training(
     split_kind="holdout",
     folds=None,
     group=None,
+    ens_members=None,
+    ens_bootstrap=None,
+    ens_group=None,
 ):
     if not user_clicked():
         return no_update, no_update
@@ -457,8 +421,6 @@ def start_training(
         basis=basis,
         update_grid=update_grid,
         activation=activation,
-        rbf_dim=rbf_dim,
-        rbf_centres=rbf_centres,
         steps=steps,
         lr=lr,
         optimizer=optimizer,
@@ -470,6 +432,9 @@ def start_training(
     )
     try:
         payload = build_payload(selection, values)
+        payload = ensemble_form.with_ensemble(
+            payload, ens_members, ens_bootstrap, ens_group, split_kind
+        )
     except ValueError as exc:
         return no_update, alert(str(exc), "warning")
     try:  # refuse here, naming what to untick, what training would refuse after queueing
@@ -509,30 +474,19 @@ def start_training(
     Output("tr-interval", "disabled"),
     Output("tr-loss", "figure"),
     Output("tr-open-link", "children"),
-    Output("tr-chart-note", "children", allow_duplicate=True),
-    Output("tr-interval", "interval", allow_duplicate=True),
     Input("tr-active", "data"),
     State("selection-store", "data"),
-    prevent_initial_call="initial_duplicate",  # runs on load too: a reload reattaches
 )
 def attach_run(active: Any, selection: Any = None):
     """Follow the run this tab started: right after Start, and again after a reload or a visit
     to another page (the id is kept in the tab's session storage)."""
     run_id = positive_int(active)
     if run_id is None:
-        return None, True, no_update, None, no_update, no_update
+        return None, True, no_update, None
     link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
     task = selection.get("task") if isinstance(selection, dict) else None
     figure = figures.loss_figure([], uirevision=f"run-{run_id}", task=task)
-    note = f"Run {run_id} submitted: waiting for its status."
-    return (
-        {"id": run_id, "last_step": None, "status": None},
-        False,
-        figure,
-        link,
-        note,
-        FIRST_POLL_MS,
-    )
+    return {"id": run_id, "last_step": None, "status": None}, False, figure, link
 
 
 @callback(
@@ -542,8 +496,6 @@ def attach_run(active: Any, selection: Any = None):
     Output("tr-interval", "disabled", allow_duplicate=True),
     Output("tr-cancel", "disabled"),
     Output("tr-alert", "children", allow_duplicate=True),
-    Output("tr-chart-note", "children"),
-    Output("tr-interval", "interval"),
     Input("tr-interval", "n_intervals"),
     State("tr-run", "data"),
     prevent_initial_call=True,
@@ -551,7 +503,7 @@ def attach_run(active: Any, selection: Any = None):
 def poll_training(_n, run_state):
     run_id = positive_int(run_state.get("id")) if isinstance(run_state, dict) else None
     if run_id is None:
-        return no_update, no_update, no_update, True, True, no_update, no_update, no_update
+        return no_update, no_update, no_update, True, True, no_update
     after_step = run_state.get("last_step")
     if not isinstance(after_step, int) or isinstance(after_step, bool) or after_step < -1:
         after_step = None  # a store from the browser: anything else starts from the beginning
@@ -560,7 +512,7 @@ def poll_training(_n, run_state):
         run = api_client.get_run(run_id)
     except ApiError as exc:
         failed = error_alert(exc, "Reading progress")
-        return no_update, no_update, failed, no_update, no_update, no_update, no_update, no_update
+        return no_update, no_update, failed, no_update, no_update, no_update
     points = metrics.get("points") or []
     extend = no_update
     if points:
@@ -573,7 +525,6 @@ def poll_training(_n, run_state):
     done = status in TERMINAL_STATUSES
     # once it ends, the "submitted" message gives way to how it ended (never a stale one)
     ended = finished_alert(run) if done and run_state.get("status") != status else no_update
-    has_points = last_step is not None
     return (
         extend,
         {"id": run_id, "last_step": last_step, "status": status},
@@ -581,32 +532,7 @@ def poll_training(_n, run_state):
         done,
         done or bool(run.get("cancel_requested")),
         ended,
-        "" if has_points else chart_note(run),
-        # quick polls until the first point is drawn, then once a second
-        POLL_MS if has_points or done else FIRST_POLL_MS,
     )
-
-
-#: the poll's interval until a run's first point arrives (a small run is live from its start)
-FIRST_POLL_MS = 250
-
-
-def queue_text(run: dict) -> str:
-    """``queued, position 2`` (1 = next to start)."""
-    position = run.get("queue_position")
-    return f"queued, position {position}" if isinstance(position, int) else "queued"
-
-
-def chart_note(run: dict) -> str:
-    """Why the loss chart of ``run`` is still empty."""
-    status = run.get("status")
-    if status == "queued":
-        return f"Run {run.get('id')} is {queue_text(run)}: the curve starts with its first step."
-    if status == "running":
-        return f"Run {run.get('id')} is starting: waiting for its first step."
-    if status in TERMINAL_STATUSES:
-        return f"Run {run.get('id')} {status} without logging a step."
-    return ""
 
 
 def finished_alert(run: dict) -> html.Div:
@@ -628,10 +554,6 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
     items = [
         html.Div([html.Span("run"), html.Span(str(run.get("id")), id="tr-run-id")]),
         html.Div([html.Span("status"), status_badge(run.get("status"), "tr-status-badge")]),
-    ]
-    if run.get("status") == "queued":
-        items.append(html.Div([html.Span("queue"), html.Span(queue_text(run), id="tr-queue")]))
-    items += [
         html.Div(
             [
                 html.Span("step"),
