@@ -135,11 +135,69 @@ def _specs(quick: bool, overrides: dict | None = None) -> list[LeaderboardModel]
     return specs
 
 
+def _seed_specs(quick: bool, overrides: dict | None = None) -> list[LeaderboardModel]:
+    """The seed architectures of issue 25, untuned: S-KAN and AF-KAN with the KAN's settings
+    (another basis), the RBF network on a learned 2-d subspace (16 centres, 2000 steps,
+    patience 100: ``app.services.rbf_trainer``; the phase set's mini-batch overrides do not
+    apply to it)."""
+    extra = {**(overrides or {}), **({"steps": 150} if quick else {})}
+    rbf = {"subspace_dim": 2, "centres": 16, **({"steps": 150} if quick else {})}
+    return [
+        LeaderboardModel("S-KAN [n, 4, out]", "kan", {**KAN_PARAMS, "basis": "s_kan", **extra}),
+        LeaderboardModel("AF-KAN [n, 4, out]", "kan", {**KAN_PARAMS, "basis": "af_kan", **extra}),
+        LeaderboardModel("RBF-subspace (k 2, 16 centres)", "rbf_subspace", rbf),
+    ]
+
+
+SEED_BEGIN, SEED_END = "<!-- seed-architectures: begin -->", "<!-- seed-architectures: end -->"
+
+
+def seed_markdown(results: list[dict], args: argparse.Namespace, elapsed: float) -> str:
+    """The section `--models seed` writes into hea.md (the rest of the file is kept)."""
+    lines = [
+        SEED_BEGIN,
+        "## Seed architectures: S-KAN, AF-KAN, RBF network on a learned subspace (issue 25)",
+        "",
+        f"`benchmarks/bench_hea.py --models seed --sets {args.sets}"
+        f"{' --quick' if args.quick else ''}` · the same {args.folds}-fold grouped split and "
+        f"seed {args.seed} as the table above, trained by the same leaderboard code · "
+        f"{torch.get_num_threads()} thread · total {elapsed / 60:.1f} min on the shared 2-core "
+        "machine under heavy load from other jobs (load average 5-12): times are inflated "
+        "and only comparable within this table. Untuned: S-KAN and AF-KAN use the KAN's "
+        "settings with their own basis; the RBF network subspace dimension 2, 16 centres.",
+        "",
+        "| set | model | score | MAE / F1 | s / fold | parameters |",
+        "|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for r in res["rows"]:
+            digits = 1 if r["second_name"] == "mae" else 3
+            lines.append(
+                f"| {res['bench'].key} | {r['name']} | {r['score_name']} "
+                f"{_fmt(r['score_mean'], r['score_std'])} | "
+                f"{_fmt(r['second_mean'], r['second_std'], digits)} | "
+                f"{r['train_time_s_mean']:.2f} | {r['n_parameters']:,} |"
+            )
+    return "\n".join([*lines, SEED_END]) + "\n"
+
+
+def write_seed_section(path: Path, section: str) -> None:
+    """Replace the seed-architecture section of `path` (or append it), keeping the rest."""
+    text = path.read_text() if path.exists() else ""
+    if SEED_BEGIN in text and SEED_END in text:
+        head, rest = text.split(SEED_BEGIN, 1)
+        tail = rest.split(SEED_END, 1)[1].lstrip("\n")
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def _fmt(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def run_set(bench: BenchSet, n_splits: int, seed: int, quick: bool) -> dict:
+def run_set(bench: BenchSet, n_splits: int, seed: int, quick: bool, models: str = "all") -> dict:
     df = bench.frame()
     features = bench.features(df)
     x = df[features].to_numpy(dtype=float)
@@ -150,11 +208,14 @@ def run_set(bench: BenchSet, n_splits: int, seed: int, quick: bool) -> dict:
     split = make_split(df, spec, target=bench.target)
     groups = group_labels(df, bench.group_by)
     results: list[CVResult] = []
-    for model in _specs(quick, bench.network_overrides):
+    line_up = _seed_specs if models == "seed" else _specs
+    for model in line_up(quick, bench.network_overrides):
         start = time.perf_counter()
         results.append(cross_validate(model, bench.task, x, y, groups, split))
         print(f"  {model.name:18s} {time.perf_counter() - start:6.1f} s", flush=True)
     rows = leaderboard_rows(results)
+    if models == "seed":
+        return {"bench": bench, "rows": rows}
     kan = next(r for r in rows if r["kind"] == "kan")
     best_mlp = max((r for r in rows if r["kind"] == "mlp"), key=lambda r: r["score_mean"])
     return {
@@ -306,6 +367,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 folds, 150 steps: smoke run")
     parser.add_argument("--no-formula", action="store_true")
+    parser.add_argument(
+        "--models", choices=["all", "seed"], default="all",
+        help="seed: only S-KAN, AF-KAN and the RBF-subspace network, written as their own "
+        "section of the results file (the rest of it is kept)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--threads", type=int, default=1,
@@ -326,7 +392,13 @@ def main() -> None:
         if bench.key not in wanted:
             continue
         print(f"{bench.title}", flush=True)
-        results.append(run_set(bench, args.folds, args.seed, args.quick))
+        results.append(run_set(bench, args.folds, args.seed, args.quick, args.models))
+    if args.models == "seed":
+        section = seed_markdown(results, args, time.perf_counter() - start)
+        print(section)
+        write_seed_section(args.out, section)
+        print(f"section written to {args.out}")
+        return
     formula_res = None
     gorsse = next((r for r in results if r["bench"].key == "gorsse"), None)
     if gorsse is not None and not args.no_formula:

@@ -29,6 +29,27 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       else window.setTimeout(draw, 200);
       return selected;
     },
+    /* A notification (app/dashboard/toasts.py) in the corner for toast.ms, outside what Dash
+       redraws, so the refresh an edit causes never clears it. */
+    showToast: function (toast) {
+      const noUpdate = window.dash_clientside.no_update;
+      const box = document.getElementById("toasts");
+      if (!toast || typeof toast.text !== "string" || !box) return noUpdate;
+      const kind = ["success", "info", "warning", "danger"].includes(toast.kind)
+        ? toast.kind : "info";
+      const el = document.createElement("div");
+      el.className = "toast alert alert-" + kind;
+      el.textContent = toast.text;  // text only, never HTML
+      const close = document.createElement("button");
+      close.className = "toast-close";
+      close.setAttribute("aria-label", "Dismiss");
+      close.textContent = "×";
+      close.onclick = () => el.remove();
+      el.appendChild(close);
+      box.appendChild(el);
+      window.setTimeout(() => el.remove(), Number(toast.ms) > 0 ? Number(toast.ms) : 6000);
+      return toast.id || null;
+    },
     /* Click on an edge → draw its curve at once from the curves the page already holds; the
        server callback then replaces the figure with the full detail (data points, candidates). */
     edgePreview: function (clickData, curves) {

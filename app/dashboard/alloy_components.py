@@ -76,6 +76,10 @@ def cross_validated_run_request(
     kind = run_payload["model"]
     keys = _FIT_PARAM_KEYS | _NETWORK_PARAM_KEYS.get(kind, set())
     params = {k: v for k, v in run_payload.items() if k in keys and v is not None}
+    if kind == "rbf_subspace":  # a leaderboard entry of a non-network kind: model_options only
+        params = dict(run_payload.get("model_options") or {}) | {
+            k: run_payload[k] for k in ("steps", "lr") if run_payload.get(k) is not None
+        }
     return {
         "target_columns": run_payload["target_columns"],
         "feature_columns": run_payload.get("feature_columns"),

@@ -187,9 +187,14 @@ def upload_dataset(filename: str, content: bytes) -> dict[str, Any]:
     return _request("POST", "/datasets", files=files).json()
 
 
-def delete_dataset(dataset_id: int) -> None:
-    """Refused by the API (409) while runs use the dataset; the dashboard never cascades."""
-    _delete(_path("datasets", _id(dataset_id, "dataset")))
+def delete_dataset(dataset_id: int, *, cascade: bool = False) -> None:
+    """Refused by the API (409) while runs use the dataset; ``cascade`` (after the user
+    confirmed it) deletes its finished runs with it."""
+    path = _path("datasets", _id(dataset_id, "dataset"))
+    if cascade:
+        _request("DELETE", path, params={"cascade": "true"})
+    else:
+        _delete(path)
 
 
 def dataset_composition(dataset_id: int) -> dict[str, Any]:
@@ -219,8 +224,14 @@ def get_leaderboard(dataset_id: int, board_id: str, *, predictions: bool = True)
 # ── runs ──────────────────────────────────────────────────────────────────────────────────
 
 
-def list_runs() -> list[dict[str, Any]]:
-    runs = _get_json("/runs")
+def list_runs(dataset_id: int | None = None) -> list[dict[str, Any]]:
+    """``GET /runs``; with ``dataset_id`` only that dataset's runs."""
+    if dataset_id is None:
+        runs = _get_json("/runs")
+    else:
+        runs = _request(
+            "GET", "/runs", params={"dataset_id": _id(dataset_id, "dataset"), "limit": 5000}
+        ).json()
     return runs.get("runs", []) if isinstance(runs, dict) else runs
 
 

@@ -171,6 +171,10 @@ def _span(values: Iterable[float]) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
+#: more inputs than this: their labels alternate between two lines
+INPUT_LABELS_ONE_LINE = 6
+
+
 def _short(name: str, limit: int = 14) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
@@ -322,14 +326,25 @@ def network_figure(
     node_y: list[float] = []
     node_text: list[str] = []
     labels: list[str] = []
+    # Inputs in a crowded row are labelled on two staggered lines (every second one lower), so
+    # neighbouring names never run together ("smix_J_molKdhmix_kJ_mol") on an 800 px screen.
+    stagger = width[0] > INPUT_LABELS_ONE_LINE if width else False
+    lower: tuple[list[float], list[str]] = ([], [])
     for layer_index, count in enumerate(width):
-        label_chars = max(4, min(14, 120 // max(count, 1)))  # crowded rows get shorter labels
+        # crowded rows get shorter labels; sized for the diagram at ~450 px wide
+        per_label = 170 if layer_index == 0 and stagger else 85
+        label_chars = max(4, min(14, per_label // max(count, 1)))
         for k, x in enumerate(node_positions(count)):
             node_x.append(x)
             node_y.append(float(layer_index))
             if layer_index == 0:
                 name = input_names[k] if k < len(input_names) else f"x{k}"
-                labels.append(_short(name, label_chars))
+                if stagger and k % 2:
+                    lower[0].append(x)
+                    lower[1].append(_short(name, label_chars))
+                    labels.append("")
+                else:
+                    labels.append(_short(name, label_chars))
                 node_text.append(f"input {k}: {name}")
             elif layer_index == len(width) - 1:
                 name = output_names[k] if k < len(output_names) else f"y{k}"
@@ -353,6 +368,20 @@ def network_figure(
             name="nodes",
         )
     )
+    if lower[0]:
+        traces.append(
+            go.Scatter(
+                x=lower[0],
+                y=[-0.17] * len(lower[0]),
+                mode="text",
+                text=lower[1],
+                textposition="bottom center",
+                textfont={"size": 10},
+                hoverinfo="skip",
+                showlegend=False,
+                name="input-labels-lower",
+            )
+        )
     traces.append(
         go.Scatter(
             x=hit_x,
@@ -378,7 +407,7 @@ def network_figure(
         height=min(900, 170 * n_layers + 110),
         margin={"l": 10, "r": 10, "t": 20, "b": 10},
         xaxis={"visible": False, "range": [-0.01, 1.01], "fixedrange": False},
-        yaxis={"visible": False, "range": [-0.4, n_layers + 0.35]},
+        yaxis={"visible": False, "range": [-0.55 if lower[0] else -0.4, n_layers + 0.35]},
         plot_bgcolor="#ffffff",
         paper_bgcolor="#ffffff",
         hovermode="closest",

@@ -127,6 +127,11 @@ def build_payload(selection: dict, values: dict[str, Any]) -> dict[str, Any]:
             basis=values["basis"] or "bspline",
             update_grid_every=int(values.get("update_grid") or 0),
         )
+    elif values["model"] == "rbf_subspace":
+        dim, centres = values.get("rbf_dim"), values.get("rbf_centres")
+        if dim is None or centres is None:
+            raise ValueError("Subspace dimension (1–16) and centres (2–256) must be whole numbers.")
+        payload["model_options"] = {"subspace_dim": int(dim), "centres": int(centres)}
     else:
         payload["activation"] = values["activation"] or "silu"
     if values.get("name"):

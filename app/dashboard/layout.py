@@ -8,6 +8,7 @@ import dash
 from dash import dcc, html
 
 from app.dashboard.components import alert
+from app.dashboard.toasts import toast_area
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def app_shell(with_sign_out: bool = False) -> html.Div:
             # Callbacks navigate by setting href here (no full page reload).
             dcc.Location(id="nav-location", refresh="callback-nav"),
             html.Div(id="global-alert"),
+            *toast_area(),  # fix / unfix / prune / retrain notifications that stay
             html.Main(dash.page_container, className="page"),
         ],
     )

@@ -293,7 +293,7 @@ def _embed(x: np.ndarray, elements: list[str], into: list[str]) -> np.ndarray:
     return out
 
 
-def training_points(train_x: np.ndarray, train_y: np.ndarray) -> dict[str, list[float]]:
+def training_points(train_x: np.ndarray, train_y: np.ndarray) -> dict[str, list[float | None]]:
     """Each training alloy's measured value and its distance to the nearest *other* training
     composition (repeats of one alloy, e.g. other processing, are not "other"): how densely the
     data cover composition space, drawn beside the candidates' distances."""

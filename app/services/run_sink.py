@@ -116,6 +116,7 @@ class RunSink:
         self.failures: dict[str, _WriteFailures] = {}
         self.checkpoint_note: str | None = None
         self.last_step: int | None = None
+        self.stored_any = False  # a metric row stored by this sink
         self.last_flush = self.last_checkpoint = time.monotonic()
         self.cancel = threading.Event()
         self.lost = threading.Event()
@@ -204,7 +205,9 @@ class RunSink:
                 "elapsed_s": finite_or_none(p.elapsed_s + self.elapsed_offset),
             }
         )
-        if time.monotonic() - self.last_flush >= self.flush_s or len(self.buffer) >= 500:
+        # the first row at once (a live curve from the first step: issue #22), then batches
+        first = len(self.buffer) == 1 and not self.stored_any
+        if first or time.monotonic() - self.last_flush >= self.flush_s or len(self.buffer) >= 500:
             self.flush()
         return not (self.cancel.is_set() or self.lost.is_set())
 
@@ -226,6 +229,7 @@ class RunSink:
             log.warning("run %s: metrics write failed (%s); will retry", self.run_id, db_error(exc))
         else:
             self.written(rows)
+            self.stored_any = True
         finally:
             self.last_flush = time.monotonic()
 

@@ -189,3 +189,35 @@ def test_feature_ranking_figure_puts_the_most_important_on_top():
 
     fig = figures.feature_ranking_figure({"features": ["a", "b", "c"], "scores": [0.2, 0.7, 0.1]})
     assert list(fig.data[0].y) == ["c", "a", "b"] and list(fig.data[0].x) == [0.1, 0.2, 0.7]
+
+
+def test_train_form_sends_the_rbf_options_and_the_new_bases():
+    from app.api.schemas import RunCreate
+    from app.dashboard.alloy_components import cross_validated_run_request
+    from app.dashboard.forms import build_payload
+    from app.services.rbf_trainer import check_rbf_options
+
+    selection = {"dataset_id": 1, "target": "y", "features": ["x1"], "task": "regression"}
+    values = {
+        "model": "rbf_subspace", "hidden": "", "name": "", "grid": 5, "k": 3, "basis": "bspline",
+        "update_grid": 0, "activation": "silu", "steps": 100, "lr": 0.01, "optimizer": "adam",
+        "batch": None, "lamb": 0, "val": 0.2, "patience": 100, "seed": 0,
+        "rbf_dim": 3, "rbf_centres": 24,
+    }  # fmt: skip
+    payload = build_payload(selection, values)
+    assert payload["model_options"] == {"subspace_dim": 3, "centres": 24}
+    check_rbf_options(RunCreate.model_validate(payload).model_dump())
+    split = {"kind": "group_kfold", "n_splits": 3, "group_by": "composition", "seed": 0}
+    body = cross_validated_run_request(payload, split)
+    assert body["models"][0]["params"] == {
+        "subspace_dim": 3,
+        "centres": 24,
+        "steps": 100,
+        "lr": 0.01,
+    }
+    LeaderboardModel("RBF", "rbf_subspace", body["models"][0]["params"]).validate()
+    with pytest.raises(ValueError, match="Subspace dimension"):
+        build_payload(selection, values | {"rbf_dim": None})
+    for basis in ("af_kan", "s_kan"):
+        kan = build_payload(selection, values | {"model": "kan", "basis": basis})
+        assert RunCreate.model_validate(kan).basis == basis

@@ -8,6 +8,7 @@ formula the API reports. A broken CSV gives a readable error. Screenshots of eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from plotly_helpers import click_edge, layout_title, trace_length, wait_for_trace
 from server_process import DEMO_CSV
 
@@ -143,9 +145,13 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     zoomed = zoom_by_dragging(page, "#run-network")  # a fix keeps the user's zoom
     page.click("#run-fix")
     page.wait_for_selector("#run-edge-notice .alert-success")
-    time.sleep(3)
+    toast = page.locator("#toasts .toast", has_text="fixed to")  # the notification in the corner
+    toast.wait_for()
+    time.sleep(3)  # still there 3 s later, through the redraws the fix caused
+    expected = f"Edge ({address[0]}, {address[1]}→{address[2]}) fixed to {fixed_to}."
+    assert toast.is_visible() and toast.inner_text().startswith(expected)
     notice = page.inner_text("#run-edge-notice")
-    assert notice == f"Edge ({address[0]}, {address[1]}→{address[2]}) fixed to {fixed_to}.", notice
+    assert notice == expected, notice
     assert page.is_disabled("#run-export-python")  # nothing to export while splines remain
     page.wait_for_function(SYMBOLIC_DRAWN_JS)  # the diagram was redrawn with the fixed edge
     assert page.evaluate(NETWORK_RANGE_JS) == zoomed
@@ -182,6 +188,18 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     assert symbolic_traces > 0, "symbolic edges are not drawn in the symbolic colour"
     no_traceback(page)
     page.screenshot(path=screenshot_dir / "04_run_formula.png", full_page=True)
+    assert_layout_holds(page, "1280")
+    # ── 800 px wide: cards stack, labels do not overlap, the candidate table is not clipped ──
+    page.set_viewport_size({"width": 800, "height": 720})
+    # every Plotly graph follows the window's new width (they resize one by one); if one does
+    # not, the assertion below names what is too wide
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function(
+            "() => document.documentElement.scrollWidth <= window.innerWidth", timeout=15_000
+        )
+    assert_layout_holds(page, "800")
+    page.screenshot(path=screenshot_dir / "04b_run_800px.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 720})
 
     # ── Python export: download it and evaluate it with NumPy on the validation rows ──
     with page.expect_download() as download_info:
@@ -218,14 +236,67 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     page.wait_for_selector("#run-status")
     page.goto(f"{base}/runs")
     page.wait_for_selector(f"#runs-table a[href='/runs/{child_id}']")
+    edited = page.locator("#runs-table td[data-dash-column=edited]").all_inner_texts()
+    assert edited.count("edited") == 1, edited  # the symbolic parent, not its retrained child
     page.screenshot(path=screenshot_dir / "05_runs.png", full_page=True)
     page.goto(f"{base}/compare?runs={run_id},{child_id}")
     page.wait_for_selector("#cmp-table")
     table_text = page.inner_text("#cmp-table")
     assert f"run {run_id}" in table_text and f"run {child_id}" in table_text
+    # the config diff: only the settings that differ are listed and highlighted
+    steps_row = page.locator("#cmp-diff tr.differs[data-setting=steps] td").all_inner_texts()
+    assert steps_row == ["steps", "8000", "20"], steps_row
+    differing = page.locator("#cmp-diff tr.differs").evaluate_all(
+        "rows => rows.map(r => r.dataset.setting)"
+    )
+    assert "grid" not in differing and "target_columns" not in differing, differing
+    highlight = page.locator("#cmp-diff tr.differs td").first.evaluate(
+        "td => getComputedStyle(td).backgroundColor"
+    )
+    assert highlight not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)"), highlight
+    assert page.locator("#cmp-same tr[data-setting=grid]").count() == 1  # folded, not lost
+    assert trace_length(page, "cmp-loss", f"run {run_id} train") > 0  # overlaid curves
+    assert trace_length(page, "cmp-loss", f"run {child_id} train") > 0
     page.screenshot(path=screenshot_dir / "06_compare.png", full_page=True)
     no_traceback(page)
     assert not page.js_errors, page.js_errors
+
+
+LAYOUT_JS = """() => {
+  const boxes = (sel) => [...document.querySelectorAll(sel)]
+    .map(e => ({text: (e.textContent || '').trim(), r: e.getBoundingClientRect()}))
+    .filter(b => b.text && b.r.width > 0 && b.r.height > 0);
+  const overlaps = [];
+  const groups = ['.kv > div > span:first-child', '.field > label',
+                  '#run-network .textpoint text', '.actions > button'];
+  for (const sel of groups) {
+    const items = boxes(sel);
+    for (let a = 0; a < items.length; a++) for (let b = a + 1; b < items.length; b++) {
+      const p = items[a].r, q = items[b].r;
+      const sameLine = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top) > 2;
+      const across = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+      if (sameLine && across > 1) overlaps.push([items[a].text, items[b].text, across]);
+    }
+  }
+  const table = document.querySelector('#run-candidates').closest('.dash-table-container')
+    .getBoundingClientRect();
+  const panel = document.querySelector('#run-edge-panel').getBoundingClientRect();
+  const wide = [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                 && e.parentElement.getBoundingClientRect().right <= window.innerWidth + 1)
+    .slice(0, 5).map(e => `${e.tagName}#${e.id}.${e.className}`);
+  return {overlaps, wide, pageWidth: document.documentElement.scrollWidth,
+          viewport: window.innerWidth, tableRight: table.right, panelRight: panel.right};
+}"""
+
+
+def assert_layout_holds(page, label: str) -> None:
+    """No two labels on one line overlap (bounding boxes), nothing is wider than the window,
+    the candidate table stays inside its card."""
+    layout = page.evaluate(LAYOUT_JS)
+    assert not layout["overlaps"], (label, layout["overlaps"][:5])
+    assert layout["pageWidth"] <= layout["viewport"], (label, layout)
+    assert layout["tableRight"] <= layout["panelRight"] + 1, (label, layout)
 
 
 ZOOM_LOSS_JS = """() => {

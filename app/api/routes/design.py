@@ -1,7 +1,7 @@
 """Inverse design of alloys: a background run (kind ``design``) started for a trained run, its
 progress and ranked candidates, and their CSV export."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response, status
 
@@ -12,7 +12,11 @@ from app.services import design_views as views
 from app.services.runs import create_run
 
 router = APIRouter(tags=["design"])
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 
 
 @router.post(

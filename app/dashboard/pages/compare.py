@@ -1,4 +1,5 @@
-"""Compare: two or more runs side by side — metrics, loss curves and formulas."""
+"""Compare: two to five runs side by side, as MLflow does — the settings that differ
+(highlighted; the shared ones folded away), metrics, overlaid loss curves and formulas."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from dash import Input, Output, callback, dash_table, dcc, html
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import alert, fmt_number
+from app.dashboard.messages import rows_used, shorten
 from app.dashboard.validation import positive_int, positive_ints
 
 dash.register_page(__name__, path="/compare", name="Compare", title="Compare · kanscope")
 
-MAX_RUNS = 8
+MAX_RUNS = 5
+#: config keys left out of the diff (long row lists are summarised instead)
+ROW_LISTS = ("train_rows", "val_rows")
 
 
 def parse_run_ids(text: str | None) -> list[int]:
@@ -48,6 +52,67 @@ def layout(runs: str | None = None, **_: Any) -> html.Div:
     )
 
 
+def config_value(key: str, value: Any) -> str:
+    """One config value as a short readable cell."""
+    if value is None:
+        return "–"
+    if key in ROW_LISTS and isinstance(value, list):
+        return f"{len(value):,} rows"
+    if isinstance(value, list):
+        text = ", ".join(str(v) for v in value)
+        return f"{len(value)}: {shorten(text, 120)}" if key == "feature_columns" else text
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "–"
+    return str(value)
+
+
+def config_diff(runs: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """``(differing, same)``: one row per config key (``{"setting": key, "<run id>": value}``),
+    the keys whose values differ between the runs, then those all runs share."""
+    configs = [(str(r["id"]), r.get("config") or {}) for r in runs]
+    keys = sorted({k for _, c in configs for k in c})
+    differing, same = [], []
+    for key in keys:
+        row = {"setting": key} | {rid: config_value(key, c.get(key)) for rid, c in configs}
+        values = {row[rid] for rid, _ in configs}
+        (differing if len(values) > 1 else same).append(row)
+    return differing, same
+
+
+def diff_table(runs: list[dict[str, Any]]) -> html.Div:
+    """The settings that differ (highlighted), and those that do not, folded."""
+    differing, same = config_diff(runs)
+    ids = [str(r["id"]) for r in runs]
+
+    def table(rows: list[dict[str, str]], row_class: str, table_id: str) -> html.Table:
+        head = html.Tr([html.Th("setting")] + [html.Th(f"run {i}") for i in ids])
+        body = [
+            html.Tr(
+                [html.Td(r["setting"])] + [html.Td(r[i]) for i in ids],
+                className=row_class,
+                **{"data-setting": r["setting"]},
+            )
+            for r in rows
+        ]
+        return html.Table([html.Thead(head), html.Tbody(body)], id=table_id, className="diff")
+
+    children: list[Any] = [html.H3("Settings")]
+    if differing:
+        children.append(table(differing, "differs", "cmp-diff"))
+    else:
+        children.append(html.Div("All settings are the same.", className="muted", id="cmp-diff"))
+    if same:
+        children.append(
+            html.Details(
+                [
+                    html.Summary(f"{len(same)} settings shared by every run"),
+                    table(same, "", "cmp-same"),
+                ]
+            )
+        )
+    return html.Div(children, className="card scroll-x")
+
+
 def run_options() -> tuple[list[dict[str, Any]], str | None]:
     """Options for the run picker, built with the page (a value whose option is not there yet
     would be dropped by the dropdown)."""
@@ -58,6 +123,7 @@ def run_options() -> tuple[list[dict[str, Any]], str | None]:
     options = [
         {
             "label": f"run {r['id']} · {r.get('model')} · {r.get('status')}"
+            + (" · edited" if r.get("edited") else "")
             + (f" · {r['name']}" if r.get("name") else ""),
             "value": r["id"],
         }
@@ -75,15 +141,19 @@ def metrics_table(
         return (run.get("summary") or {}).get(key)
 
     rows_spec = [
-        ("status", lambda r: r.get("status")),
+        ("status", lambda r: r.get("status") + (" · edited" if r.get("edited") else "")),
         ("dataset", lambda r: dataset_names.get(r.get("dataset_id"), r.get("dataset_id"))),
         ("model", lambda r: r.get("model")),
         ("width", lambda r: str(summary(r, "width") or "")),
         ("parameters", lambda r: fmt_number(summary(r, "n_parameters"))),
         ("train loss", lambda r: fmt_number(summary(r, "train_loss"))),
         ("val loss", lambda r: fmt_number(summary(r, "val_loss"))),
-        ("val R² / accuracy", lambda r: fmt_number(summary(r, "val_metric"))),
-        ("stopped", lambda r: summary(r, "stopped_reason") or ""),
+        ("val R² / accuracy (kept model)", lambda r: fmt_number(summary(r, "val_metric"))),
+        ("best step (kept)", lambda r: summary(r, "best_step") or ""),
+        ("last step", lambda r: summary(r, "final_step") or ""),
+        ("val loss at last step", lambda r: fmt_number(summary(r, "final_val_loss"))),
+        ("stopped", lambda r: str(summary(r, "stopped_reason") or "").replace("_", " ")),
+        ("rows used", lambda r: rows_used(r.get("summary") or {})),
         (
             "formula R²",
             lambda r: fmt_number(
@@ -117,9 +187,10 @@ def metrics_table(
 
 @callback(Output("cmp-body", "children"), Input("cmp-runs", "value"))
 def compare(run_ids: list[int] | None):
-    run_ids = positive_ints((run_ids or [])[:MAX_RUNS], MAX_RUNS) or []
+    chosen = run_ids if isinstance(run_ids, list) else []
+    run_ids = positive_ints(chosen[:MAX_RUNS], MAX_RUNS) or []
     if len(run_ids) < 2:
-        return alert("Choose at least two runs to compare.", "info")
+        return alert("Choose two to five runs to compare.", "info")
     runs, errors, series = [], [], []
     formulas: dict[int, dict | None] = {}
     for run_id in run_ids:
@@ -138,6 +209,10 @@ def compare(run_ids: list[int] | None):
             except ApiError:
                 formulas[run_id] = None
     children: list[Any] = []
+    if len(chosen) > MAX_RUNS:
+        children.append(
+            alert(f"Compare at most {MAX_RUNS} runs: the first five are shown.", "warning")
+        )
     if errors:
         children.append(alert("; ".join(errors), "warning"))
     if not runs:
@@ -146,10 +221,15 @@ def compare(run_ids: list[int] | None):
         names = {d["id"]: d["name"] for d in api_client.list_datasets()}
     except ApiError:
         names = {}
+    children.append(diff_table(runs))
     children.append(html.Div(metrics_table(runs, formulas, names), className="card scroll-x"))
     children.append(
         html.Div(
-            dcc.Graph(figure=figures.compare_loss_figure(series), config={"displaylogo": False}),
+            dcc.Graph(
+                id="cmp-loss",
+                figure=figures.compare_loss_figure(series),
+                config={"displaylogo": False},
+            ),
             className="card",
         )
     )

@@ -86,6 +86,9 @@ def layout(**_: Any) -> html.Div:
                                 ],
                             ),
                             html.Div(id="ds-delete-alert"),
+                            # a dataset with finished runs: deleted with them once confirmed
+                            dcc.ConfirmDialog(id="ds-delete-confirm"),
+                            dcc.Store(id="ds-delete-pending", data=None),
                         ],
                     ),
                 ],
@@ -430,22 +433,69 @@ def go_to_train(_clicks, dataset_id, target, features, task, options):
     Output("ds-delete-alert", "children"),
     Output("ds-version", "data", allow_duplicate=True),
     Output("ds-select", "value", allow_duplicate=True),
+    Output("ds-delete-confirm", "displayed"),
+    Output("ds-delete-confirm", "message"),
+    Output("ds-delete-pending", "data"),
     Input("ds-delete", "n_clicks"),
     State("ds-select", "value"),
     State("ds-version", "data"),
     prevent_initial_call=True,
 )
 def delete_dataset(_clicks, dataset_id, version):
+    """No runs: deleted. Finished runs: a confirm dialog offers to delete them too. Queued or
+    running runs: refused, saying to cancel them first."""
+    nothing = (no_update,) * 3
     if not user_clicked():
-        return no_update, no_update, no_update
+        return *nothing, *nothing
     dataset_id = positive_int(dataset_id)
     if dataset_id is None:
-        return alert("Choose a dataset to delete.", "warning"), no_update, no_update
+        return alert("Choose a dataset to delete.", "warning"), *nothing[1:], *nothing
     try:
-        api_client.delete_dataset(dataset_id)
+        runs = api_client.list_runs(dataset_id)
     except ApiError as exc:
-        return error_alert(exc, "Deleting the dataset"), no_update, no_update
-    return alert("Dataset deleted.", "success", role="status"), next_version(version), None
+        return error_alert(exc, "Listing the dataset's runs"), *nothing[1:], *nothing
+    active = [r for r in runs if r.get("status") in ("queued", "running")]
+    if active:
+        ids = ", ".join(str(r["id"]) for r in active[:10])
+        text = (
+            f"Runs {ids} still use this dataset ({len(active)} queued or running). Cancel them "
+            "(Runs page or the run's page) and wait for them to stop, then delete again."
+        )
+        return alert(text, "warning"), *nothing[1:], *nothing
+    if runs:
+        message = (
+            f"This dataset is used by {len(runs)} finished run(s). Delete the dataset together "
+            "with these runs (their metrics, models and formulas)? This cannot be undone."
+        )
+        return None, no_update, no_update, True, message, dataset_id
+    return _delete(dataset_id, version, cascade=False)
+
+
+@callback(
+    Output("ds-delete-alert", "children", allow_duplicate=True),
+    Output("ds-version", "data", allow_duplicate=True),
+    Output("ds-select", "value", allow_duplicate=True),
+    Input("ds-delete-confirm", "submit_n_clicks"),
+    State("ds-delete-pending", "data"),
+    State("ds-select", "value"),
+    State("ds-version", "data"),
+    prevent_initial_call=True,
+)
+def delete_dataset_with_runs(_confirmed, pending, dataset_id, version):
+    pending, dataset_id = positive_int(pending), positive_int(dataset_id)
+    if pending is None or pending != dataset_id:  # the choice changed under the dialog
+        return alert("Nothing deleted: choose the dataset again.", "warning"), no_update, no_update
+    return _delete(dataset_id, version, cascade=True)[:3]
+
+
+def _delete(dataset_id: int, version: Any, *, cascade: bool) -> tuple[Any, ...]:
+    try:
+        api_client.delete_dataset(dataset_id, cascade=cascade)
+    except ApiError as exc:
+        return error_alert(exc, "Deleting the dataset"), no_update, no_update, False, "", None
+    text = "Dataset and its runs deleted." if cascade else "Dataset deleted."
+    done = alert(text, "success", role="status")
+    return done, next_version(version), None, False, "", None
 
 
 # ── Featurise composition (alloy workflow) ─────────────────────────────────────────────────

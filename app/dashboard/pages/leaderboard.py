@@ -190,6 +190,7 @@ def list_datasets(_id: str, selection: dict | None):
     Output("lb-group", "value"),
     Output("lb-history", "options"),
     Output("lb-history", "value"),
+    Output("lb-history", "placeholder"),
     Output("lb-alert", "children", allow_duplicate=True),
     Input("lb-dataset", "value"),
     State("selection-store", "data"),
@@ -198,13 +199,13 @@ def list_datasets(_id: str, selection: dict | None):
 def show_dataset(dataset_id: int | None, selection: dict | None):
     dataset_id = positive_int(dataset_id)
     if dataset_id is None:
-        return [], None, [], [], no_update, [], COMPOSITION, [], None, None
+        return [], None, [], [], no_update, [], COMPOSITION, [], None, history_placeholder([]), None
     try:
         preview = api_client.dataset_preview(dataset_id, limit=1)
         composition = api_client.dataset_composition(dataset_id)
         boards = api_client.list_leaderboards(dataset_id)
     except ApiError as exc:
-        empty = ([], None, [], [], no_update, [], COMPOSITION, [], None)
+        empty = ([], None, [], [], no_update, [], COMPOSITION, [], None, history_placeholder([]))
         return *empty, error_alert(exc, "Loading the dataset")
     stats = preview.get("stats") or []
     names = [s["name"] for s in stats]
@@ -226,8 +227,16 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
         COMPOSITION if detected else NO_GROUPS,
         history,
         None,
+        history_placeholder(history),
         None,
     )
+
+
+def history_placeholder(options: list[Any]) -> str:
+    """What the closed "Earlier leaderboards" list says: how many there are, or none yet."""
+    if not options:
+        return "none yet"
+    return f"open one of {len(options)} earlier leaderboard{'s' if len(options) > 1 else ''}…"
 
 
 def history_options(boards: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -251,6 +260,7 @@ register_feature_picker("lb")
     Output("lb-table", "children", allow_duplicate=True),
     Output("lb-plots", "children", allow_duplicate=True),
     Output("lb-history", "options", allow_duplicate=True),
+    Output("lb-history", "placeholder", allow_duplicate=True),
     Input("lb-start", "n_clicks"),
     State("lb-dataset", "value"),
     State("lb-target", "value"),
@@ -264,7 +274,7 @@ register_feature_picker("lb")
     running=[(Output("lb-start", "disabled"), True, False)],
 )
 def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds, steps, seed):
-    nothing = (no_update,) * 6
+    nothing = (no_update,) * 7
     if not user_clicked():
         return nothing
     dataset_id = positive_int(dataset_id)
@@ -280,8 +290,9 @@ def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds,
         return no_update, error_alert(exc, "Starting the leaderboard"), *nothing[2:]
     try:
         history = history_options(api_client.list_leaderboards(dataset_id))
-    except ApiError:
-        history = no_update  # the list is a convenience; the new board is shown anyway
+        placeholder = history_placeholder(history)
+    except ApiError:  # the list is a convenience; the new board is shown anyway
+        history = placeholder = no_update
     n = len(created.get("runs") or [])
     message = f"Leaderboard {created['id']} queued: {n} models × {body['split']['n_splits']} folds."
     return (
@@ -291,21 +302,76 @@ def start_leaderboard(_clicks, dataset_id, target, features, task, group, folds,
         None,
         None,
         history,
+        placeholder,
     )
+
+
+FORM_IDS = ("lb-target", "lb-features", "lb-task", "lb-group", "lb-folds", "lb-steps", "lb-seed")
 
 
 @callback(
     Output("lb-board", "data", allow_duplicate=True),
     Output("lb-interval", "disabled", allow_duplicate=True),
+    *[Output(i, "value", allow_duplicate=True) for i in FORM_IDS],
+    Output("lb-alert", "children", allow_duplicate=True),
     Input("lb-history", "value"),
     State("lb-dataset", "value"),
+    State("lb-group", "options"),
     prevent_initial_call=True,
 )
-def open_earlier(board_id: str | None, dataset_id: int | None):
+def open_earlier(board_id: str | None, dataset_id: int | None, groups: Any = None):
+    """Show an earlier leaderboard and set the form to the settings it was run with, so the
+    form never describes another board than the one shown."""
     board_id, dataset_id = leaderboard_id(board_id), positive_int(dataset_id)
     if board_id is None or dataset_id is None:
-        return no_update, no_update
-    return {"dataset_id": dataset_id, "id": board_id}, False
+        return (no_update,) * (3 + len(FORM_IDS))
+    try:
+        boards = api_client.list_leaderboards(dataset_id)
+    except ApiError as exc:
+        form = (no_update,) * len(FORM_IDS)
+        return (
+            {"dataset_id": dataset_id, "id": board_id},
+            False,
+            *form,
+            error_alert(exc, "Reading the leaderboard's settings"),
+        )
+    board = next((b for b in boards if b.get("id") == board_id), None)
+    form = board_form(board, groups) if board else (no_update,) * len(FORM_IDS)
+    return {"dataset_id": dataset_id, "id": board_id}, False, *form, None
+
+
+def board_form(board: dict[str, Any], groups: Any) -> tuple[Any, ...]:
+    """The form values (``FORM_IDS`` order) a leaderboard was run with."""
+    split = board.get("split") or {}
+    group = split.get("group_by")
+    known = {o.get("value") for o in groups or [] if isinstance(o, dict)}
+    group_value = NO_GROUPS if group is None else group
+    if group_value not in known:
+        group_value = no_update
+    return (
+        (board.get("target_columns") or [None])[0],
+        board.get("feature_columns") or [],
+        board.get("task") or "regression",
+        group_value,
+        split.get("n_splits", no_update),
+        network_steps(board),
+        split.get("seed", no_update),
+    )
+
+
+def network_steps(board: dict[str, Any]) -> Any:
+    """The step limit the board's networks ran with (its KAN's or MLP's config)."""
+    for ref in board.get("runs") or []:
+        run_id = positive_int(ref.get("run_id") if isinstance(ref, dict) else None)
+        if run_id is None:
+            continue
+        try:
+            run = api_client.get_run(run_id)
+        except ApiError:
+            continue
+        if run.get("model") in ("kan", "mlp") and (run.get("config") or {}).get("steps"):
+            return run["config"]["steps"]
+    return no_update
 
 
 def results_table(board: dict[str, Any]) -> DataTable:

@@ -32,6 +32,7 @@ from app.dashboard.components import (
     user_clicked,
 )
 from app.dashboard.messages import auto_symbolic_text, sampled_rows_note, shorten, ui_words
+from app.dashboard.toasts import toast
 from app.dashboard.validation import finite_number, index_int, one_of, positive_int, valid_edge
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Run · kanscope")
@@ -287,6 +288,16 @@ def header(
         html.Div([html.Span("status"), status_badge(run.get("status"), "run-status")]),
         html.Div([html.Span("model"), html.Span(str(run.get("model", "")).upper())]),
     ]
+    if isinstance(run.get("queue_position"), int):  # queued: 1 = the next to start
+        position = f"queued, position {run['queue_position']}"
+        items.append(html.Div([html.Span("queue"), html.Span(position, id="run-queue")]))
+    if run.get("edited"):
+        items.append(
+            html.Div(
+                [html.Span("model"), html.Span("edited", className="badge badge-edited")],
+                title="Changed after training (symbolic fixes, pruning); Reset edits goes back.",
+            )
+        )
     if summary.get("width"):
         items.append(html.Div([html.Span("width"), html.Span(str(summary["width"]))]))
     if summary.get("n_parameters") is not None:
@@ -668,6 +679,7 @@ def preview_candidate(selected_rows, suggestions, edge):
 @callback(
     Output("run-version", "data", allow_duplicate=True),
     Output("run-edge-notice", "children"),
+    Output("toast", "data", allow_duplicate=True),
     Input("run-fix", "n_clicks"),
     Input("run-unfix", "n_clicks"),
     State("run-candidates", "selected_rows"),
@@ -679,6 +691,33 @@ def preview_candidate(selected_rows, suggestions, edge):
     running=[(Output("run-fix", "disabled"), True, False)],
 )
 def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version, run_id):
+    """The outcome shows under the buttons and as a notification that stays (``toast``)."""
+    version, notice = _fix_or_unfix(selected_rows, suggestions, edge_address, version, run_id)
+    return version, notice, toast_for(notice)
+
+
+def toast_for(message: Any) -> Any:
+    """A notification repeating an action's outcome (success or failure; hints on what to
+    fill in stay next to the control only)."""
+    if not isinstance(message, html.Div):
+        return no_update
+    for kind in ("success", "danger"):
+        if f"alert-{kind}" in str(getattr(message, "className", "")):
+            return toast(_text_of(message.children), kind)
+    return no_update
+
+
+def _text_of(children: Any) -> str:
+    """The plain text of an alert's children."""
+    if isinstance(children, str):
+        return children
+    if isinstance(children, list | tuple):
+        return "".join(_text_of(c) for c in children)
+    inner = getattr(children, "children", None)
+    return _text_of(inner) if inner is not None else ""
+
+
+def _fix_or_unfix(selected_rows, suggestions, edge_address, version, run_id):
     if not user_clicked():
         return no_update, no_update
     edge, run_id = valid_edge(edge_address), positive_int(run_id)
@@ -717,6 +756,7 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
     Output("run-version", "data", allow_duplicate=True),
     Output("run-action-alert", "children", allow_duplicate=True),
     Output("nav-location", "href", allow_duplicate=True),
+    Output("toast", "data", allow_duplicate=True),
     Input("run-auto", "n_clicks"),
     Input("run-prune", "n_clicks"),
     Input("run-retrain", "n_clicks"),
@@ -738,6 +778,13 @@ def fix_or_unfix(_fix, _unfix, selected_rows, suggestions, edge_address, version
 def model_action(
     _auto, _prune, _retrain, _reset, threshold, prune_threshold, steps, version, run_id, info
 ):
+    """Auto-symbolic, prune, reset, retrain; the outcome also as a notification that stays
+    (a retrain's survives the move to the child run's page)."""
+    version, message, href = _model_action(threshold, prune_threshold, steps, version, run_id, info)
+    return version, message, href, toast_for(message)
+
+
+def _model_action(threshold, prune_threshold, steps, version, run_id, info):
     run_id = positive_int(run_id)
     if not user_clicked() or run_id is None:
         return no_update, no_update, no_update

@@ -17,13 +17,16 @@ from app.dashboard.validation import positive_ints
 dash.register_page(__name__, path="/runs", name="Runs", title="Runs · kanscope")
 
 REFRESH_MS = 2000
-#: most runs one click may compare or delete
+#: most runs one click may delete
 MAX_SELECTED = 1000
+#: most runs one comparison shows
+MAX_COMPARED = 5
 
 COLUMNS = [
     ("run", "run", "markdown"),
     ("name", "name", "text"),
     ("status", "status", "text"),
+    ("edited", "edited", "text"),
     ("dataset", "dataset", "text"),
     ("target", "target", "text"),
     ("features", "features", "text"),
@@ -54,7 +57,8 @@ def layout(**_: Any) -> html.Div:
                             html.Button("Compare selected", id="runs-compare"),
                             html.Button("Delete selected", id="runs-delete", className="secondary"),
                             html.Span(
-                                "Tick two or more runs to compare them side by side.",
+                                "Tick two to five runs to compare their settings, curves "
+                                "and formulas side by side.",
                                 className="muted small",
                             ),
                         ],
@@ -93,6 +97,15 @@ def layout(**_: Any) -> html.Div:
                                 },
                                 "color": "#1d4ed8",
                             },
+                            {  # a badge: the model was changed after training
+                                "if": {
+                                    "filter_query": '{edited} = "edited"',
+                                    "column_id": "edited",
+                                },
+                                "backgroundColor": "#fef0c7",
+                                "color": "#9a6700",
+                                "fontWeight": 600,
+                            },
                         ],
                     ),
                 ],
@@ -113,6 +126,7 @@ def run_row(run: dict[str, Any], dataset_names: dict[int, str]) -> dict[str, Any
         "run": f"[{run['id']}](/runs/{run['id']})",
         "name": run.get("name") or "",
         "status": run.get("status"),
+        "edited": "edited" if run.get("edited") else "",
         "dataset": dataset_names.get(run.get("dataset_id"), str(run.get("dataset_id"))),
         "target": readable_name(", ".join(config.get("target_columns") or [])),
         "features": len(summary.get("inputs") or config.get("feature_columns") or []) or "",
@@ -170,8 +184,10 @@ def compare_selected(_clicks, selected):
     if not user_clicked():
         return no_update, no_update
     selected = sorted(positive_ints(selected or [], MAX_SELECTED) or [])
-    if len(selected) < 2:
-        return no_update, alert("Tick at least two runs to compare.", "warning")
+    if not 2 <= len(selected) <= MAX_COMPARED:
+        return no_update, alert(
+            f"Tick two to five runs to compare ({len(selected)} ticked).", "warning"
+        )
     return f"/compare?runs={','.join(str(s) for s in selected)}", None
 
 

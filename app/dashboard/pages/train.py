@@ -36,7 +36,7 @@ dash.register_page(__name__, path="/train", name="Train", title="Train · kansco
 POLL_MS = 1000
 #: Early stopping is on by default: overfitting runs keep their best validation weights.
 DEFAULT_PATIENCE = 100
-BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational"]
+BASES = ["bspline", "rbf", "chebyshev", "relu_kan", "rational", "af_kan", "s_kan"]
 
 HELP = {
     "model": "KAN: learnable functions on edges, readable as formulas. MLP: a baseline network.",
@@ -45,7 +45,10 @@ HELP = {
     "grid": "Grid intervals per edge function: more = finer functions, more parameters.",
     "k": "Spline order (3 = cubic).",
     "basis": "Edge function family: B-spline (pykan), Gaussian RBF (FastKAN), Chebyshev, "
-    "ReLU-KAN, rational (KAT).",
+    "ReLU-KAN, rational (KAT), AF-KAN (SiLU windows), S-KAN (each node picks one of B-spline, "
+    "RBF, Chebyshev, rational after a warm-up on all of them).",
+    "rbf_dim": "Dimension k of the learned subspace z = W·x the Gaussian units see (1–16).",
+    "rbf_centres": "Number of Gaussian units exp(-‖z - c‖²) (2–256).",
     "activation": "MLP activation function.",
     "steps": "Optimiser steps (full passes over the batch).",
     "lr": "Learning rate. 0.01 suits Adam; LBFGS often wants 1.",
@@ -99,6 +102,7 @@ def layout(**_: Any) -> html.Div:
                                     options=[
                                         {"label": " KAN", "value": "kan"},
                                         {"label": " MLP", "value": "mlp"},
+                                        {"label": " RBF-subspace", "value": "rbf_subspace"},
                                     ],
                                     value="kan",
                                     **KEEP,
@@ -165,6 +169,23 @@ def layout(**_: Any) -> html.Div:
                                     clearable=False,
                                 ),
                                 HELP["activation"],
+                            ),
+                        ],
+                    ),
+                    html.Div(  # the RBF network on a learned active subspace (rbf_subspace)
+                        id="tr-rbf-options",
+                        className="form-grid",
+                        style={"display": "none"},
+                        children=[
+                            field(
+                                "Subspace dimension",
+                                number_input("tr-rbf-dim", 2, min=1, max=16),
+                                HELP["rbf_dim"],
+                            ),
+                            field(
+                                "Centres",
+                                number_input("tr-rbf-centres", 16, min=2, max=256),
+                                HELP["rbf_centres"],
                             ),
                         ],
                     ),
@@ -274,10 +295,21 @@ def layout(**_: Any) -> html.Div:
                             html.Div(id="tr-status", className="col kv"),
                         ],
                     ),
-                    dcc.Graph(
-                        id="tr-loss",
-                        figure=figures.loss_figure([], uirevision="train"),
-                        config={"displaylogo": False},
+                    html.Div(
+                        className="chart-with-note",
+                        children=[
+                            dcc.Graph(
+                                id="tr-loss",
+                                figure=figures.loss_figure([], uirevision="train"),
+                                config={"displaylogo": False},
+                            ),
+                            # over the empty chart: why it is empty (no run, queued, starting)
+                            html.Div(
+                                "Start a run: its loss curve is drawn here as it trains.",
+                                id="tr-chart-note",
+                                className="chart-note",
+                            ),
+                        ],
                     ),
                 ],
             ),
@@ -310,6 +342,11 @@ def show_selection(selection: dict | None):
     )
 
 
+@callback(Output("tr-rbf-options", "style"), Input("tr-model", "value"))
+def show_rbf_options(model):
+    return {} if model == "rbf_subspace" else {"display": "none"}
+
+
 @callback(
     Output("tr-kan-options", "style"),
     Output("tr-mlp-options", "style"),
@@ -339,6 +376,8 @@ def show_shape(model, hidden, grid, k, selection):
         width = [n_in, *widths, 1]
         shape = str(width)
         estimate = f"≈ {estimate_parameters(model, width, int(grid or 5), int(k or 3)):,}"
+        if model == "rbf_subspace":  # its size is in its own fields
+            estimate = "after start"
     return (
         kan_style,
         mlp_style,
@@ -362,6 +401,8 @@ def show_shape(model, hidden, grid, k, selection):
     State("tr-basis", "value"),
     State("tr-update-grid", "value"),
     State("tr-activation", "value"),
+    State("tr-rbf-dim", "value"),
+    State("tr-rbf-centres", "value"),
     State("tr-steps", "value"),
     State("tr-lr", "value"),
     State("tr-optimizer", "value"),
@@ -390,6 +431,8 @@ def start_training(
     basis,
     update_grid,
     activation,
+    rbf_dim,
+    rbf_centres,
     steps,
     lr,
     optimizer,
@@ -421,6 +464,8 @@ def start_training(
         basis=basis,
         update_grid=update_grid,
         activation=activation,
+        rbf_dim=rbf_dim,
+        rbf_centres=rbf_centres,
         steps=steps,
         lr=lr,
         optimizer=optimizer,
@@ -474,19 +519,30 @@ def start_training(
     Output("tr-interval", "disabled"),
     Output("tr-loss", "figure"),
     Output("tr-open-link", "children"),
+    Output("tr-chart-note", "children", allow_duplicate=True),
+    Output("tr-interval", "interval", allow_duplicate=True),
     Input("tr-active", "data"),
     State("selection-store", "data"),
+    prevent_initial_call="initial_duplicate",  # runs on load too: a reload reattaches
 )
 def attach_run(active: Any, selection: Any = None):
     """Follow the run this tab started: right after Start, and again after a reload or a visit
     to another page (the id is kept in the tab's session storage)."""
     run_id = positive_int(active)
     if run_id is None:
-        return None, True, no_update, None
+        return None, True, no_update, None, no_update, no_update
     link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
     task = selection.get("task") if isinstance(selection, dict) else None
     figure = figures.loss_figure([], uirevision=f"run-{run_id}", task=task)
-    return {"id": run_id, "last_step": None, "status": None}, False, figure, link
+    note = f"Run {run_id} submitted: waiting for its status."
+    return (
+        {"id": run_id, "last_step": None, "status": None},
+        False,
+        figure,
+        link,
+        note,
+        FIRST_POLL_MS,
+    )
 
 
 @callback(
@@ -496,6 +552,8 @@ def attach_run(active: Any, selection: Any = None):
     Output("tr-interval", "disabled", allow_duplicate=True),
     Output("tr-cancel", "disabled"),
     Output("tr-alert", "children", allow_duplicate=True),
+    Output("tr-chart-note", "children"),
+    Output("tr-interval", "interval"),
     Input("tr-interval", "n_intervals"),
     State("tr-run", "data"),
     prevent_initial_call=True,
@@ -503,7 +561,7 @@ def attach_run(active: Any, selection: Any = None):
 def poll_training(_n, run_state):
     run_id = positive_int(run_state.get("id")) if isinstance(run_state, dict) else None
     if run_id is None:
-        return no_update, no_update, no_update, True, True, no_update
+        return no_update, no_update, no_update, True, True, no_update, no_update, no_update
     after_step = run_state.get("last_step")
     if not isinstance(after_step, int) or isinstance(after_step, bool) or after_step < -1:
         after_step = None  # a store from the browser: anything else starts from the beginning
@@ -512,7 +570,7 @@ def poll_training(_n, run_state):
         run = api_client.get_run(run_id)
     except ApiError as exc:
         failed = error_alert(exc, "Reading progress")
-        return no_update, no_update, failed, no_update, no_update, no_update
+        return no_update, no_update, failed, no_update, no_update, no_update, no_update, no_update
     points = metrics.get("points") or []
     extend = no_update
     if points:
@@ -525,6 +583,7 @@ def poll_training(_n, run_state):
     done = status in TERMINAL_STATUSES
     # once it ends, the "submitted" message gives way to how it ended (never a stale one)
     ended = finished_alert(run) if done and run_state.get("status") != status else no_update
+    has_points = last_step is not None
     return (
         extend,
         {"id": run_id, "last_step": last_step, "status": status},
@@ -532,7 +591,32 @@ def poll_training(_n, run_state):
         done,
         done or bool(run.get("cancel_requested")),
         ended,
+        "" if has_points else chart_note(run),
+        # quick polls until the first point is drawn, then once a second
+        POLL_MS if has_points or done else FIRST_POLL_MS,
     )
+
+
+#: the poll's interval until a run's first point arrives (a small run is live from its start)
+FIRST_POLL_MS = 250
+
+
+def queue_text(run: dict) -> str:
+    """``queued, position 2`` (1 = next to start)."""
+    position = run.get("queue_position")
+    return f"queued, position {position}" if isinstance(position, int) else "queued"
+
+
+def chart_note(run: dict) -> str:
+    """Why the loss chart of ``run`` is still empty."""
+    status = run.get("status")
+    if status == "queued":
+        return f"Run {run.get('id')} is {queue_text(run)}: the curve starts with its first step."
+    if status == "running":
+        return f"Run {run.get('id')} is starting: waiting for its first step."
+    if status in TERMINAL_STATUSES:
+        return f"Run {run.get('id')} {status} without logging a step."
+    return ""
 
 
 def finished_alert(run: dict) -> html.Div:
@@ -554,6 +638,10 @@ def run_status_items(run: dict, last_step: int | None, metric_name: str | None) 
     items = [
         html.Div([html.Span("run"), html.Span(str(run.get("id")), id="tr-run-id")]),
         html.Div([html.Span("status"), status_badge(run.get("status"), "tr-status-badge")]),
+    ]
+    if run.get("status") == "queued":
+        items.append(html.Div([html.Span("queue"), html.Span(queue_text(run), id="tr-queue")]))
+    items += [
         html.Div(
             [
                 html.Span("step"),
