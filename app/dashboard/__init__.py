@@ -24,6 +24,7 @@ PAGE_MODULES = (
     "app.dashboard.pages.run",
     "app.dashboard.pages.compare",
     "app.dashboard.pages.leaderboard",
+    "app.dashboard.pages.design",
 )
 
 

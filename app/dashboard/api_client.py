@@ -403,3 +403,23 @@ def latest_discovery_of(run_id: int) -> dict[str, Any] | None:
     runs = _get_json("/runs", params=params)
     runs = runs.get("runs", []) if isinstance(runs, dict) else runs
     return runs[0] if runs else None
+
+
+# ── inverse design ──────────────────────────────────────────────────────────────────────────
+
+
+def start_design(run_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /runs/{id}/design``: a design run (kind ``design``) for trained run ``run_id``."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("A design request is an object", body)
+    return _request("POST", _path("runs", _id(run_id, "run"), "design"), json=body).json()
+
+
+def get_design(run_id: int) -> dict[str, Any]:
+    """``GET /runs/{id}/design``: progress while it runs, then the ranked candidates."""
+    return _get_json(_path("runs", _id(run_id, "run"), "design"))
+
+
+def design_csv_href(run_id: int) -> str:
+    """Where the browser downloads a design's candidates (``/api/runs/{id}/design/…csv``)."""
+    return f"/api/runs/{_id(run_id, 'run')}/design/candidates.csv"

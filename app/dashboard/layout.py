@@ -18,6 +18,7 @@ NAV_LINKS = (
     ("Runs", "/runs"),
     ("Compare", "/compare"),
     ("Leaderboard", "/leaderboard"),
+    ("Design", "/design"),
 )
 
 

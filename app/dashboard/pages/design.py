@@ -1,0 +1,294 @@
+"""Design: propose alloy compositions for a trained run (KAN or MLP on a composition dataset) —
+choose the run, the direction (maximise / minimise / hit a value), the elements and their bounds,
+at least k elements, a budget; the search runs in the background (a ``design`` run), its
+progress is polled, then the ranked candidates are listed and drawn against the training alloys,
+with a CSV download."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+
+from app.dashboard import api_client
+from app.dashboard.api_client import ApiError
+from app.dashboard.components import alert
+from app.dashboard.design_figures import design_candidates_figure
+from app.dashboard.validation import positive_int
+
+dash.register_page(__name__, path="/design", name="Design", title="Design · kanscope")
+
+FINISHED = ("succeeded", "failed", "cancelled")
+_BOUND = re.compile(r"^\s*([A-Z][a-z]?)\s*[:=]?\s*([0-9.]+)\s*(?:-|–|\.\.|to)\s*([0-9.]+)\s*$")
+
+
+def parse_elements(text: str | None) -> list[str]:
+    """``"Al, Co Cr"`` → ``["Al", "Co", "Cr"]`` (the API checks the symbols)."""
+    return [p for p in re.split(r"[,\s;]+", text or "") if p]
+
+
+def parse_bounds(text: str | None) -> dict[str, list[float]]:
+    """``"Al 0-0.2, Ni 0.1-0.5"`` → ``{"Al": [0, 0.2], "Ni": [0.1, 0.5]}``; ``ValueError``
+    naming the part it cannot read."""
+    bounds: dict[str, list[float]] = {}
+    for part in re.split(r"[,;\n]+", text or ""):
+        if not part.strip():
+            continue
+        match = _BOUND.match(part)
+        if match is None:
+            raise ValueError(f"Cannot read bound {part.strip()!r}; write e.g. 'Al 0-0.2'.")
+        bounds[match.group(1)] = [float(match.group(2)), float(match.group(3))]
+    return bounds
+
+
+def run_options() -> tuple[list[dict[str, Any]], str | None]:
+    """Succeeded KAN / MLP regression runs (what a design can use)."""
+    try:
+        runs = api_client.list_runs()
+    except ApiError as exc:
+        return [], str(exc)
+    options = [
+        {
+            "label": f"#{r['id']} {r.get('name') or ''} · {r['model']} → "
+            f"{', '.join(r['config'].get('target_columns') or [])}",
+            "value": r["id"],
+        }
+        for r in runs
+        if r.get("model") in ("kan", "mlp")
+        and r.get("status") == "succeeded"
+        and r.get("task") == "regression"
+        and not (r.get("config") or {}).get("cv")
+    ]
+    return options, None
+
+
+def _field(label: str, control: Any) -> html.Div:
+    return html.Div([html.Label(label), control], className="field")
+
+
+def layout(run: str | None = None, **_: Any) -> html.Div:
+    options, error = run_options()
+    chosen = positive_int(run) if run else None
+    return html.Div(
+        [
+            html.H2("Design alloys"),
+            html.P(
+                "Propose compositions that maximise, minimise or hit a value of a trained run's "
+                "prediction, with the hea-bench descriptors computed for every trial "
+                "composition. Predictions far from the training alloys are extrapolation: "
+                "the plot shows how far each candidate is from its nearest training alloy.",
+                className="muted",
+            ),
+            html.Div(
+                className="card",
+                children=[
+                    _field(
+                        "Run (KAN or MLP on a composition dataset)",
+                        dcc.Dropdown(
+                            id="dz-run",
+                            options=options,
+                            value=chosen if chosen in {o["value"] for o in options} else None,
+                            placeholder="Choose a trained run…",
+                        ),
+                    ),
+                    alert(f"Could not list runs: {error}") if error else None,
+                    _field(
+                        "Goal",
+                        dcc.RadioItems(
+                            id="dz-direction",
+                            options=[
+                                {"label": " maximise", "value": "max"},
+                                {"label": " minimise", "value": "min"},
+                                {"label": " hit a value", "value": "target"},
+                            ],
+                            value="max",
+                            inline=True,
+                        ),
+                    ),
+                    _field("Target value", dcc.Input(id="dz-target", type="number")),
+                    _field(
+                        "Elements",
+                        dcc.Input(id="dz-elements", type="text", value="Al Co Cr Fe Ni"),
+                    ),
+                    _field(
+                        "Bounds (mole fractions; others 0–1)",
+                        dcc.Input(id="dz-bounds", type="text", placeholder="Al 0-0.2, Ni 0.1-0.5"),
+                    ),
+                    _field(
+                        "At least k elements (≥ 5 at.%)",
+                        dcc.Input(id="dz-k", type="number", value=3, min=1, step=1),
+                    ),
+                    _field(
+                        "Budget (model evaluations)",
+                        dcc.Input(id="dz-budget", type="number", value=1000, min=20, step=10),
+                    ),
+                    _field(
+                        "Candidates",
+                        dcc.Input(id="dz-n", type="number", value=20, min=1, max=100, step=1),
+                    ),
+                    html.Button("Start design", id="dz-start", className="primary"),
+                    html.Div(id="dz-start-alert"),
+                ],
+            ),
+            dcc.Store(id="dz-active", storage_type="session"),
+            dcc.Interval(id="dz-poll", interval=700, disabled=True),
+            html.Div(
+                id="dz-card",
+                className="card",
+                children=[
+                    html.Div(
+                        [html.Span("Status: "), html.Span(id="dz-status")], className="dz-line"
+                    ),
+                    html.Div(id="dz-progress"),
+                    html.Div(id="dz-notes"),
+                    html.A("Download candidates (CSV)", id="dz-csv", href="", hidden=True),
+                    dash_table.DataTable(
+                        id="dz-table",
+                        columns=[
+                            {"name": "rank", "id": "rank"},
+                            {"name": "composition", "id": "formula"},
+                            {"name": "predicted", "id": "predicted"},
+                            {"name": "distance to nearest training alloy", "id": "distance"},
+                            {"name": "nearest training alloy", "id": "nearest"},
+                            {"name": "its measured value", "id": "nearest_value"},
+                        ],
+                        data=[],
+                        page_size=20,
+                        style_cell={"textAlign": "left", "fontSize": "0.9em"},
+                    ),
+                    dcc.Graph(id="dz-figure", style={"display": "none"}),
+                ],
+            ),
+        ]
+    )
+
+
+@callback(
+    Output("dz-active", "data"),
+    Output("dz-start-alert", "children"),
+    Input("dz-start", "n_clicks"),
+    State("dz-run", "value"),
+    State("dz-direction", "value"),
+    State("dz-target", "value"),
+    State("dz-elements", "value"),
+    State("dz-bounds", "value"),
+    State("dz-k", "value"),
+    State("dz-budget", "value"),
+    State("dz-n", "value"),
+    prevent_initial_call=True,
+)
+def start(_n, run_id, direction, target, elements, bounds, k, budget, n) -> tuple[Any, Any]:
+    run_id = positive_int(run_id)
+    if run_id is None:
+        return no_update, alert("Choose a trained run first.", "warning")
+    try:
+        body: dict[str, Any] = {
+            "elements": parse_elements(elements),
+            "bounds": parse_bounds(bounds) or None,
+            "direction": direction if direction in ("max", "min", "target") else "max",
+            "min_elements": positive_int(k) or 1,
+            "budget": positive_int(budget) or 1000,
+            "n_candidates": positive_int(n) or 20,
+        }
+    except ValueError as exc:
+        return no_update, alert(str(exc), "warning")
+    if body["direction"] == "target":
+        if not isinstance(target, int | float):
+            return no_update, alert("Give the target value to hit.", "warning")
+        body["target"] = float(target)
+    try:
+        started = api_client.start_design(run_id, body)
+    except ApiError as exc:
+        return no_update, alert(str(exc), "danger")
+    return started["id"], None
+
+
+@callback(
+    Output("dz-poll", "disabled"),
+    Input("dz-active", "data"),
+)
+def watch(active: Any) -> bool:
+    return positive_int(active) is None
+
+
+def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    def num(v: Any) -> Any:
+        return round(v, 4) if isinstance(v, int | float) else "–"
+
+    return [
+        {
+            "rank": c["rank"],
+            "formula": c["formula"],
+            "predicted": num(c.get("predicted")),
+            "distance": num(c.get("nearest_distance")),
+            "nearest": c.get("nearest_training") or "–",
+            "nearest_value": num(c.get("nearest_training_value")),
+        }
+        for c in result.get("candidates") or []
+    ]
+
+
+@callback(
+    Output("dz-status", "children"),
+    Output("dz-progress", "children"),
+    Output("dz-notes", "children"),
+    Output("dz-table", "data"),
+    Output("dz-figure", "figure"),
+    Output("dz-figure", "style"),
+    Output("dz-csv", "href"),
+    Output("dz-csv", "hidden"),
+    Output("dz-poll", "disabled", allow_duplicate=True),
+    Input("dz-poll", "n_intervals"),
+    Input("dz-active", "data"),
+    prevent_initial_call="initial_duplicate",
+)
+def poll(_n: Any, active: Any) -> tuple[Any, ...]:
+    run_id = positive_int(active)
+    hidden = {"display": "none"}
+    if run_id is None:
+        return "–", None, None, [], no_update, hidden, "", True, True
+    try:
+        view = api_client.get_design(run_id)
+    except ApiError as exc:
+        return "unknown", alert(str(exc)), None, [], no_update, hidden, "", True, True
+    status = view["status"]
+    progress = view.get("progress") or {}
+    text = (
+        f"Design run #{run_id}: {round(100 * float(progress.get('fraction') or 0))} % of the budget"
+    )
+    if status not in FINISHED:
+        return status, text, None, [], no_update, hidden, "", True, False
+    result = view.get("result")
+    if not result:
+        return (
+            status,
+            text,
+            alert(view.get("error") or "No result."),
+            [],
+            no_update,
+            hidden,
+            "",
+            True,
+            True,
+        )
+    notes = [html.P(n, className="muted") for n in result.get("notes") or []]
+    notes.insert(
+        0,
+        html.P(
+            f"{result['n_evaluations']} compositions evaluated ({result['method']}, "
+            f"{result['seconds']:.1f} s); {len(result['candidates'])} candidates."
+        ),
+    )
+    return (
+        status,
+        text,
+        notes,
+        _rows(result),
+        design_candidates_figure(result),
+        {},
+        api_client.design_csv_href(run_id),
+        False,
+        True,
+    )

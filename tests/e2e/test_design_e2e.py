@@ -1,0 +1,74 @@
+"""The Design page in a real browser against the shared ``kanscope serve``: a KAN trained (via the
+API) on a slice of the MPEA hardness set → Design page with that run → a tiny-budget design
+with bounds → progress, then the ranked candidates in the table and drawn against the training
+alloys, with a CSV download; an impossible bound is refused with the API's message."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from plotly_helpers import wait_for_trace
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
+FEATURES = ["x_Al", "x_Co", "x_Cr", "x_Fe", "x_Ni", "vec", "delta_pct"]
+
+
+def trained_run(api) -> int:
+    table = pd.read_csv(DEMO / "mpea_hardness.csv").head(120)
+    files = {"file": ("design_e2e.csv", table.to_csv(index=False).encode(), "text/csv")}
+    ds = api.post("/datasets", files=files)
+    assert ds.status_code == 201, ds.text
+    body = {
+        "dataset_id": ds.json()["id"], "target_columns": ["HV"], "feature_columns": FEATURES,
+        "hidden": [2], "grid": 3, "steps": 10, "update_grid_every": 0, "name": "design e2e",
+    }  # fmt: skip
+    run_id = api.post("/runs", json=body).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = api.get(f"/runs/{run_id}").json()
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            assert run["status"] == "succeeded", run["error"]
+            return run_id
+        time.sleep(0.3)
+    raise AssertionError("the KAN did not finish")
+
+
+@pytest.mark.timeout(240)
+def test_design_page_runs_a_design_and_shows_candidates(page, kanscope_server) -> None:
+    base, api = kanscope_server.url, kanscope_server.api
+    run_id = trained_run(api)
+    page.goto(f"{base}/design?run={run_id}")
+    page.wait_for_selector("#dz-start")
+    assert page.locator(".nav-link", has_text="Design").count() == 1
+
+    # an impossible bound: the API's 422 names the constraint, nothing starts
+    page.fill("#dz-elements", "Al Co")
+    page.fill("#dz-bounds", "Al 0.7-1, Co 0.7-1")
+    page.click("#dz-start")
+    page.wait_for_selector("#dz-start-alert .alert")
+    assert "lower bounds sum to 1.4" in page.inner_text("#dz-start-alert")
+
+    page.fill("#dz-elements", "Al Co Cr Fe Ni")
+    page.fill("#dz-bounds", "Al 0-0.2")
+    page.fill("#dz-k", "4")
+    page.fill("#dz-budget", "60")
+    page.fill("#dz-n", "5")
+    page.click("#dz-start")
+    page.wait_for_function(
+        "() => document.querySelector('#dz-status').innerText.trim() === 'succeeded'",
+        timeout=120_000,
+    )
+    formulas = page.locator("#dz-table td[data-dash-column=formula]").all_inner_texts()
+    assert 1 <= len(formulas) <= 5 and all("Al" in f or "Co" in f for f in formulas), formulas
+    ranks = [int(t) for t in page.locator("#dz-table td[data-dash-column=rank]").all_inner_texts()]
+    assert ranks == list(range(1, len(ranks) + 1))
+    wait_for_trace(page, "dz-figure", "candidates (predicted)")
+    href = page.get_attribute("#dz-csv", "href")
+    assert href and href.endswith("/design/candidates.csv")
+    csv_text = api.get(href.removeprefix("/api")).text
+    assert csv_text.splitlines()[0].startswith("rank,formula,x_Al")
+    assert not page.js_errors  # type: ignore[attr-defined]
