@@ -1,0 +1,219 @@
+"""Honest check of inverse design (issue #25 part 2) on the Borg MPEA hardness set.
+
+    .venv/bin/python benchmarks/bench_design.py            # writes benchmarks/results/design.md
+    .venv/bin/python benchmarks/bench_design.py --quick    # smaller budget, one seed
+
+Hide the composition groups of the top 10 % hardest alloys (every row of an alloy that has one
+measurement at or above the 90th HV percentile), train a KAN on the rest (the leaderboard's
+default KAN: hidden 4, grid 5, λ = 1e-3; early stopping on a fifth of the training rows), then
+design over the elements of the hidden alloys (each element's bounds: 0 .. its largest fraction
+in the data; at least 3 elements at ≥ 5 at.%; processing inputs held at their most common
+training value, as the product does) with the same evaluation budget for differential evolution
+(`kan_core.design.optimise`, method "de") and random search (method "random"), the descriptor
+map of the product (`app.services.design.FeatureMap`: x_El fractions + hea-bench descriptors).
+
+Reported per method (mean over seeds):
+- best predicted HV among the proposals vs the training maximum and the hidden alloys' HV;
+- nearest-neighbour composition distance (½·Σ|x − y|) from the top 10 proposals to the hidden
+  alloys (min and median), next to the distance to the nearest training alloy;
+- the rank of the best (hardest) hidden alloy under the model among the proposals: 1 + the
+  number of the top-20 proposals predicted harder than it;
+and once: predicted vs true HV of the hidden alloys (with the processing they were made with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.services.alloys import composition_keys  # noqa: E402
+from app.services.design import FeatureMap, feature_roles  # noqa: E402
+from kan_core.design import (  # noqa: E402
+    CompositionSpace,
+    DesignGoal,
+    Evaluation,
+    nearest_reference,
+    optimise,
+    rank_candidates,
+)
+from kan_core.sklearn import KANRegressor  # noqa: E402
+
+DEMO = ROOT / "app" / "demo_data"
+OUT = ROOT / "benchmarks" / "results" / "design.md"
+#: the trust region of the constrained rows: composition distance to the nearest training alloy
+TRUST = 0.15
+
+
+def load() -> tuple[pd.DataFrame, list[str], list[str]]:
+    df = pd.read_csv(DEMO / "mpea_hardness.csv")
+    features = [c for c in df.columns if c != "HV" and pd.api.types.is_numeric_dtype(df[c])]
+    elements = [c[2:] for c in df.columns if c.startswith("x_")]
+    return df, features, elements
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--budget", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    budget = 400 if args.quick else args.budget
+    seeds = list(range(1 if args.quick else args.seeds))
+    started = time.perf_counter()
+
+    df, features, all_elements = load()
+    groups = composition_keys(df)
+    cut = float(np.quantile(df["HV"], 0.9))
+    hidden_groups = set(groups[df["HV"].to_numpy() >= cut])
+    hidden = np.isin(groups, list(hidden_groups))
+    train, held = df[~hidden].reset_index(drop=True), df[hidden].reset_index(drop=True)
+
+    reg = KANRegressor(
+        hidden=(4,), grid=5, lamb=1e-3, steps=600 if not args.quick else 200,
+        val_fraction=0.2, early_stopping_patience=50, seed=0,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    reg.fit(train[features].to_numpy(float), train["HV"].to_numpy(float))
+    fit_s = time.perf_counter() - t0
+
+    # the design space: the hidden alloys' elements, bounds from the data
+    x_cols = [f"x_{e}" for e in all_elements]
+    held_x_all = held[x_cols].to_numpy(float)
+    elements = [
+        e for e, used in zip(all_elements, (held_x_all > 0).any(axis=0), strict=True) if used
+    ]
+    bounds = {e: (0.0, float(df[f"x_{e}"].max())) for e in elements}
+    space = CompositionSpace.build(elements, bounds, min_elements=3)
+    roles = feature_roles(features)
+    for f, role in roles.items():
+        if role["role"] == "fixed":
+            role["value"] = float(train[f].mode().iloc[0])
+    fmap = FeatureMap(elements, features, roles)
+
+    def objective(x: np.ndarray) -> Evaluation:
+        feats, bad = fmap(x)
+        return Evaluation(values=reg.predict(feats), violation=bad.astype(float))
+
+    def embed(x: np.ndarray) -> np.ndarray:  # compositions over `elements` → over all elements
+        out = np.zeros((len(x), len(all_elements)))
+        for n, e in enumerate(elements):
+            out[:, all_elements.index(e)] = x[:, n]
+        return out
+
+    # hidden alloys: with their own processing, and on the design map (processing fixed)
+    pred_held = reg.predict(held[features].to_numpy(float))
+    in_space = held_x_all[:, [all_elements.index(e) for e in elements]].sum(axis=1) > 1 - 1e-6
+    held_design_x = held_x_all[:, [all_elements.index(e) for e in elements]]
+    pred_held_design = objective(held_design_x).values
+    best_hidden = int(np.argmax(held["HV"].to_numpy()))
+    train_x_all = train[x_cols].to_numpy(float)
+
+    def trusted(x: np.ndarray) -> Evaluation:  # within TRUST of a training alloy
+        ev = objective(x)
+        far = nearest_reference(embed(x), train_x_all)[0] - TRUST
+        ev.violation = ev.violation + np.maximum(far, 0.0) / TRUST  # type: ignore[operator]
+        return ev
+
+    rows = []
+    for label, method, fn in (
+        ("de", "de", objective),
+        ("random", "random", objective),
+        (f"de, ≤ {TRUST} from a training alloy", "de", trusted),
+        (f"random, ≤ {TRUST} from a training alloy", "random", trusted),
+    ):
+        for seed in seeds:
+            t0 = time.perf_counter()
+            trace = optimise(space, fn, DesignGoal("max"), budget, method=method, seed=seed)
+            seconds = time.perf_counter() - t0
+            top = rank_candidates(trace, 20)
+            if not top:  # nothing feasible within the budget
+                rows.append({"method": label, "seed": seed, "seconds": seconds, "best": None})
+                continue
+            xs = embed(np.array([c.fractions for c in top]))
+            to_hidden, _ = nearest_reference(xs[:10], held_x_all)
+            to_train, _ = nearest_reference(xs[:10], train_x_all)
+            predicted = np.array([c.value for c in top])
+            rank = 1 + int((predicted > pred_held_design[best_hidden]).sum())
+            rows.append({
+                "method": label, "seed": seed, "seconds": seconds,
+                "best_pred": float(predicted[0]), "top10_pred": float(predicted[:10].mean()),
+                "min_d_hidden": float(to_hidden.min()), "med_d_hidden": float(np.median(to_hidden)),
+                "med_d_train": float(np.median(to_train)), "rank_best_hidden": rank,
+                "best": top[0],
+            })  # fmt: skip
+    res = pd.DataFrame(rows)
+    summary = res.groupby("method", sort=False)[
+        ["best_pred", "top10_pred", "min_d_hidden", "med_d_hidden", "med_d_train",
+         "rank_best_hidden", "seconds"]
+    ].mean()  # fmt: skip
+
+    err = pred_held - held["HV"].to_numpy()
+    lines = [
+        "# Inverse design: honest check (Borg MPEA hardness)",
+        "",
+        f"`benchmarks/bench_design.py{' --quick' if args.quick else ''}` — budget {budget} "
+        f"model evaluations per search, seeds {seeds}; total {time.perf_counter() - started:.0f} s "
+        "on the shared 2-core machine (other sessions running).",
+        "",
+        f"- Data: {len(df)} rows, {len(set(groups))} composition groups. Hidden: the "
+        f"{len(hidden_groups)} groups with a row at HV ≥ {cut:.0f} (90th percentile): "
+        f"{int(hidden.sum())} rows. Training: {len(train)} rows (max HV "
+        f"{train['HV'].max():.0f}); hidden HV {held['HV'].min():.0f}–{held['HV'].max():.0f}.",
+        f"- Model: KAN hidden 4, grid 5, λ 1e-3, early stopping ({fit_s:.1f} s to fit).",
+        f"- Space: {len(elements)} elements ({', '.join(elements)}), each 0 .. its largest "
+        "fraction in the data, ≥ 3 elements at ≥ 5 at.%, processing inputs at their most common "
+        f"training value; {int(in_space.sum())} of {len(held)} hidden rows lie in it.",
+        "",
+        "## The model on the hidden alloys",
+        "",
+        f"- With their own processing: RMSE {np.sqrt(np.mean(err**2)):.0f} HV, mean error "
+        f"{err.mean():+.0f} HV (negative = under-predicted); predicted max {pred_held.max():.0f} "
+        f"vs true max {held['HV'].max():.0f}; {int((pred_held > train['HV'].max()).sum())} of "
+        f"{len(held)} hidden rows predicted above the training maximum.",
+        f"- The hardest hidden alloy ({held['formula'].iloc[best_hidden]}, "
+        f"{held['HV'].iloc[best_hidden]:.0f} HV) is predicted {pred_held_design[best_hidden]:.0f} "
+        "HV on the design map.",
+        "",
+        "## Design vs random search (mean over seeds)",
+        "",
+        "| method | best predicted HV | mean predicted, top 10 | min / median distance, top 10 → "
+        "hidden | median distance, top 10 → training | rank of the hardest hidden alloy among "
+        "the top 20 | search time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, r in summary.iterrows():
+        lines.append(
+            f"| {method} | {r.best_pred:.0f} | {r.top10_pred:.0f} | {r.min_d_hidden:.3f} / "
+            f"{r.med_d_hidden:.3f} | {r.med_d_train:.3f} | {r.rank_best_hidden:.1f} | "
+            f"{r.seconds:.1f} |"
+        )
+    lines += ["", "Best proposal per run:", ""]
+    for r in rows:
+        c = r["best"]
+        if c is None:
+            lines.append(f"- {r['method']} seed {r['seed']}: no feasible composition found")
+            continue
+        formula = " ".join(
+            f"{e}{v:.2f}" for e, v in zip(elements, c.fractions, strict=True) if v >= 0.005
+        )
+        lines.append(
+            f"- {r['method']} seed {r['seed']}: {formula} — predicted {c.value:.0f} HV; "
+            f"distance to nearest hidden {r['min_d_hidden']:.3f} (top 10 min)"
+        )
+    lines += ["", "## Reading", "", "(written by hand after the run)", ""]
+    text = "\n".join(lines)
+    print(text)
+    if not args.quick:
+        OUT.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
