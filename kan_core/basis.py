@@ -427,6 +427,8 @@ class SelectableBasis(Basis):
     has_range = True
     FAMILIES = ("bspline", "rbf", "chebyshev", "rational")
     chosen: torch.Tensor  # (in,) index into FAMILIES, -1 = not chosen yet
+    lo: torch.Tensor
+    hi: torch.Tensor
 
     def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
         super().__init__()
@@ -438,11 +440,17 @@ class SelectableBasis(Basis):
         self.slices = [slice(a, a + n) for a, n in zip(starts, sizes, strict=True)]
         self.num_features = sum(sizes)
         self.register_buffer("chosen", torch.full((in_dim,), -1, dtype=torch.long))
+        # the grid's range: the rational family sees x mapped onto [-1, 1] by it (a rational
+        # function of an affine map of x is one of x of the same degrees), so its powers of x
+        # stay bounded on standardised data with tails
+        self.register_buffer("lo", torch.full((in_dim,), float(grid_range[0])))
+        self.register_buffer("hi", torch.full((in_dim,), float(grid_range[1])))
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "grid": self.grid, "k": self.k, "families": list(self.FAMILIES)}
 
     def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        self.lo, self.hi = lo.to(self.lo), hi.to(self.hi)
         for basis in self.families:
             if isinstance(basis, Basis) and basis.has_range:
                 basis.set_range(lo, hi)
@@ -459,7 +467,10 @@ class SelectableBasis(Basis):
         return mask.to(self.chosen.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = torch.cat([basis(x) for basis in self.families], dim=-1)  # (batch, in, K)
+        lo, hi = self.lo.to(x.dtype), self.hi.to(x.dtype)
+        unit = (2.0 * x - (lo + hi)) / (hi - lo)  # the grid range onto [-1, 1]
+        parts = [basis(unit if isinstance(basis, RationalBasis) else x) for basis in self.families]
+        feats = torch.cat(parts, dim=-1)  # (batch, in, K)
         if bool((self.chosen >= 0).any()):
             feats = feats * self.selection_mask(feats.dtype)
         return feats
