@@ -1,6 +1,7 @@
 """kan_core.design: the constraint set (checks name the constraint; projection keeps bounds and
 the sum exactly), the search (budget kept, deterministic, DE beats random on a smooth objective
-with the same budget), ranking (feasible only, diverse, nearest reference)."""
+with the same budget), ranking (feasible only, diverse, nearest reference), the trust region
+(distances with elements outside the space, the closest reachable distance, DE kept inside)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from kan_core.design import (
     DesignGoal,
     Evaluation,
     InfeasibleConstraintError,
+    TrustRegion,
     composition_distance,
     nearest_reference,
     optimise,
@@ -123,3 +125,53 @@ def test_ranking_is_feasible_diverse_and_measures_the_nearest_reference() -> Non
     assert [c.nearest_index for c in ranked] == index.tolist() == xs.argmax(axis=1).tolist()
     assert np.allclose([c.nearest_distance for c in ranked], 1 - xs.max(axis=1))
     assert np.allclose(dist, 1 - xs.max(axis=1))
+
+
+def test_trust_region_distances_and_the_closest_reachable_point() -> None:
+    rng = np.random.default_rng(0)
+    # references over four elements, the space over three of them plus one they never contain
+    ref = rng.dirichlet(np.ones(4), size=30)
+    trust = TrustRegion.build(["B", "A", "X"], ref, ["A", "B", "C", "D"], 0.2)
+    x = rng.dirichlet(np.ones(3), size=50)
+    full = np.zeros((50, 5))  # columns A B C D X
+    full[:, [1, 0, 4]] = x
+    ref_full = np.column_stack([ref, np.zeros(30)])
+    brute = 0.5 * np.abs(full[:, None, :] - ref_full[None]).sum(axis=-1).min(axis=1)
+    assert np.allclose(trust.distance(x), brute)
+    assert np.allclose(trust.violation(x), np.maximum(brute - 0.2, 0) / 0.2)
+    # the closest reachable distance is a lower bound of every feasible point's and is attained
+    space = CompositionSpace.build(["B", "A", "X"], {"X": (0.3, 1.0)})
+    closest = trust.closest_reachable(space)
+    many = space.sample(20_000, rng)
+    assert trust.distance(many).min() >= closest - 1e-9
+    assert trust.distance(many).min() < closest + 0.02
+    with pytest.raises(InfeasibleConstraintError) as info:
+        TrustRegion.build(
+            ["B", "A", "X"], ref, ["A", "B", "C", "D"], closest * 0.9
+        ).check_reachable(space)
+    assert info.value.constraint == "max_distance" and f"{closest:.3g}" in str(info.value)
+    TrustRegion.build(["B", "A", "X"], ref, ["A", "B", "C", "D"], closest * 1.1).check_reachable(
+        space
+    )
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(InfeasibleConstraintError, match="max_distance"):
+            TrustRegion.build(["A"], ref, ["A", "B", "C", "D"], bad)
+
+
+def test_differential_evolution_stays_in_the_trust_region() -> None:
+    """The objective rises towards pure Al, far from the references (equimolar Co-Cr-Fe-Ni
+    neighbours): DE proposes the best point within 0.15 of them; random sampling with the same
+    budget lands inside far less often."""
+    space = CompositionSpace.build(ELEMENTS, min_elements=3)
+    ref = np.array([[0, 0.25, 0.25, 0.25, 0.25], [0, 0.3, 0.3, 0.2, 0.2], [0, 0.2, 0.3, 0.3, 0.2]])
+    trust = TrustRegion.build(ELEMENTS, ref, ELEMENTS, 0.15)
+    value = lambda x: Evaluation(values=x[:, 0])  # noqa: E731
+    de = optimise(space, value, DesignGoal("max"), 600, seed=0, trust=trust)
+    rnd = optimise(space, value, DesignGoal("max"), 600, method="random", seed=0, trust=trust)
+    inside = trust.distance(de.x) <= 0.15 + 1e-9
+    assert np.array_equal(de.feasible, inside)  # the trust region is the only constraint hit
+    best = rank_candidates(de, 1)[0]
+    assert 0.13 <= best.value <= 0.15 + 1e-9  # Al is what a step of 0.15 can add at most
+    assert rnd.feasible.sum() < de.feasible.sum() / 3  # 34 vs 148 (seed 0)
+    unconstrained = rank_candidates(optimise(space, value, DesignGoal("max"), 600, seed=0), 1)
+    assert unconstrained[0].value > 0.5
