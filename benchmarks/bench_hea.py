@@ -161,7 +161,7 @@ def seed_markdown(results: list[dict], args: argparse.Namespace, elapsed: float)
         f"`benchmarks/bench_hea.py --models seed --sets {args.sets}"
         f"{' --quick' if args.quick else ''}` · the same {args.folds}-fold grouped split and "
         f"seed {args.seed} as the table above, trained by the same leaderboard code · "
-        f"{torch.get_num_threads()} thread · total {elapsed / 60:.1f} min on the shared 2-core "
+        f"{torch.get_num_threads()} torch thread(s) · total {elapsed / 60:.1f} min on the shared 2-core "
         "machine under heavy load from other jobs (load average 5-12): times are inflated "
         "and only comparable within this table. Untuned: S-KAN and AF-KAN use the KAN's "
         "settings with their own basis; the RBF network subspace dimension 2, 16 centres.",
