@@ -8,11 +8,12 @@ from pydantic import BaseModel, Field
 
 from app.api.schemas import STRICT_INPUT, ColumnName, MaybeFloat, Name, PlainText, RunStatus
 from app.services.design import BUDGET_DEFAULT, BUDGET_MAX, BUDGET_MIN, CANDIDATES_MAX
-from kan_core.design import DEFAULT_PRESENCE
+from kan_core.design import DEFAULT_MAX_DISTANCE, DEFAULT_PRESENCE
 
 #: an element symbol as sent (checked against hea-bench's tables by the service: 422 naming it)
 ElementName = Annotated[PlainText, Field(min_length=1, max_length=3)]
 Fraction = Annotated[float, Field(allow_inf_nan=False)]
+Distance = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
 class DesignIn(BaseModel):
@@ -54,6 +55,20 @@ class DesignIn(BaseModel):
         default="de", description="'de': differential evolution (scipy); 'random': sampling."
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    max_distance: Distance | None = Field(
+        default=DEFAULT_MAX_DISTANCE,
+        description="Trust region: every candidate lies at most this composition distance "
+        "(½·Σ|x − y|, the fraction of atoms that differ) from a training alloy, where the "
+        "model has data; null turns it off. Default 0.15: on the shipped HEA sets a training "
+        "alloy's nearest other alloy is within 0.04 (median), 0.1 (75 %) and 0.2 (90 %). 422 "
+        "when no composition within the bounds can be that close.",
+    )
+    acquisition: Literal["mean", "ucb"] = Field(
+        default="mean",
+        description="'mean': rank by the prediction (an ensemble's mean). 'ucb' (ensemble runs "
+        "only): by the calibrated interval's optimistic end (upper when maximising, lower when "
+        "minimising), to explore where the model is unsure.",
+    )
     fixed_features: dict[ColumnName, Fraction] | None = Field(
         default=None,
         max_length=256,
@@ -93,6 +108,11 @@ class DesignResultOut(BaseModel):
     budget: int
     n_evaluations: int
     n_feasible: int
+    max_distance: MaybeFloat = None
+    acquisition: str = "mean"
+    interval_level: MaybeFloat = Field(
+        default=None, description="The level of lower/upper (ensemble runs); null otherwise."
+    )
     seconds: float
     elements: list[str]
     candidates: list[DesignCandidateOut]

@@ -19,9 +19,18 @@ nearest training alloy and descriptors, plus the training alloys for the plot �
 run's ``summary["design"]``; :func:`design_view` reads it back and :func:`candidates_csv`
 exports it.
 
-Hook for uncertainty: :class:`kan_core.design.DesignGoal` ranks by an upper confidence bound when
-the objective returns a spread. A single KAN or MLP gives none, so ``std`` / ``lower`` /
-``upper`` are null here; an ensemble run would fill them in :meth:`DesignProblem.evaluate`.
+Trust region: ``max_distance`` (default :data:`kan_core.design.DEFAULT_MAX_DISTANCE`, null =
+off) keeps every candidate within that composition distance of a training alloy
+(:class:`kan_core.design.TrustRegion`, a penalty differential evolution follows back towards the
+data), since far from the data the model's numbers are extrapolation.
+
+Ensembles: on an ensemble KAN run (``model_options.ensemble_members``) the objective is the
+members' mean with the run's calibrated interval (:class:`EnsembleView`), so every candidate
+carries ``std`` / ``lower`` / ``upper`` at the run's level. ``acquisition: "ucb"`` (ensembles
+only) ranks by the interval's optimistic end — the upper bound when maximising, the lower when
+minimising (``DesignGoal`` with κ = the level's normal quantile) — to propose where the model
+may be better than its mean says, for an active-learning loop; ``"mean"`` ranks by the mean.
+A single KAN or MLP gives no spread: those fields stay null.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from kan_core.design import (
     DesignGoal,
     Evaluation,
     InfeasibleConstraintError,
+    TrustRegion,
     nearest_reference,
     optimise,
     rank_candidates,
@@ -177,6 +187,50 @@ def _model_view(blob: bytes, spec: dict[str, Any], elements: list[str]) -> Model
     )
 
 
+@dataclass
+class EnsembleView:
+    """A stored KAN ensemble (``kan_core.ensemble``) with the run's scalers: the members' mean
+    and the calibrated interval at ``level``, in the target's units."""
+
+    ensemble: Any
+    level: float
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: float
+    y_std: float
+    features: FeatureMap
+
+    def predict_interval(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, std, bad rows); the interval is mean ± z(level)·std."""
+        feats, bad = self.features(x)
+        z = (feats - self.x_mean) / self.x_std
+        p = self.ensemble.predict(torch.as_tensor(z, dtype=torch.float32), self.level)
+        mean = p.mean.to(torch.float64).numpy()[:, 0] * self.y_std + self.y_mean
+        std = p.std.to(torch.float64).numpy()[:, 0] * self.y_std
+        return mean, std, bad
+
+    @property
+    def z(self) -> float:
+        from kan_core.ensemble import normal_quantile
+
+        return normal_quantile(self.level)
+
+
+def _ensemble_view(blob: bytes, spec: dict[str, Any], elements: list[str]) -> EnsembleView:
+    from kan_core.ensemble import ensemble_from_bytes
+
+    ensemble, meta = ensemble_from_bytes(blob)
+    return EnsembleView(
+        ensemble,
+        float(meta.get("level", 0.9)),
+        np.asarray(spec["x_mean"], dtype=np.float64),
+        np.asarray(spec["x_std"], dtype=np.float64),
+        float(spec["y_mean"]),
+        float(spec["y_std"]),
+        FeatureMap(elements, list(spec["features"]), spec["roles"]),
+    )
+
+
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """``ModelSpec.check_config``: a design run is made by ``POST /runs/{id}/design`` only."""
     if not isinstance(config.get("design"), dict):
@@ -230,7 +284,7 @@ def bundle_from_bytes(blob: bytes) -> dict[str, Any]:
         "train_y": tensors["train_y"].numpy(),
         "train_labels": list(json.loads(meta.get("train_labels", "[]"))),
     }
-    for name in ("objective_model", "constraint_model"):
+    for name in ("objective_model", "objective_ensemble", "constraint_model"):
         out[name] = bytes(tensors[name].numpy().tobytes()) if name in tensors else None
     return out
 
@@ -247,9 +301,14 @@ class DesignProblem:
     constraint: ModelView | None
     constraint_lower: float | None
     constraint_upper: float | None
+    ensemble: EnsembleView | None = None
 
     def evaluate(self, x: np.ndarray) -> Evaluation:
-        values, bad = self.objective.predict(x)
+        std = None
+        if self.ensemble is not None:
+            values, std, bad = self.ensemble.predict_interval(x)
+        else:
+            values, bad = self.objective.predict(x)
         violation = bad.astype(np.float64)
         if self.constraint is not None:
             other, other_bad = self.constraint.predict(x)
@@ -259,7 +318,7 @@ class DesignProblem:
             if self.constraint_upper is not None:
                 violation += np.maximum(other - self.constraint_upper, 0) / scale
             violation += other_bad
-        return Evaluation(values=values, std=None, violation=violation)
+        return Evaluation(values=values, std=std, violation=violation)
 
     def constraint_values(self, x: np.ndarray) -> np.ndarray | None:
         return None if self.constraint is None else self.constraint.predict(x)[0]
@@ -268,11 +327,13 @@ class DesignProblem:
 def problem_from(design: dict[str, Any], bundle: dict[str, Any]) -> DesignProblem:
     elements = list(design["elements"])
     constraint = design.get("constraint")
+    ensemble = bundle.get("objective_ensemble")
     return DesignProblem(
         _model_view(bundle["objective_model"], design["objective"], elements),
         _model_view(bundle["constraint_model"], constraint, elements) if constraint else None,
         None if not constraint else constraint.get("lower"),
         None if not constraint else constraint.get("upper"),
+        None if ensemble is None else _ensemble_view(ensemble, design["objective"], elements),
     )
 
 
@@ -281,6 +342,27 @@ def space_from(design: dict[str, Any]) -> CompositionSpace:
     return CompositionSpace.build(
         design["elements"], bounds, design["min_elements"], design["presence"]
     )
+
+
+def trust_from(design: dict[str, Any], bundle: dict[str, Any]) -> TrustRegion | None:
+    """The trust region around the training alloys (None when ``max_distance`` is off)."""
+    if design.get("max_distance") is None:
+        return None
+    return TrustRegion.build(
+        design["elements"], bundle["train_x"], design["train_elements"], design["max_distance"]
+    )
+
+
+def goal_from(design: dict[str, Any], ensemble: EnsembleView | None) -> DesignGoal:
+    """Direction and acquisition; UCB's κ is the ensemble level's normal quantile, so the
+    score is the calibrated interval's optimistic end."""
+    acquisition = design.get("acquisition", "mean")
+    if acquisition == "ucb" and ensemble is None:
+        raise InfeasibleConstraintError(
+            "acquisition", "'ucb' needs an ensemble run (model_options ensemble_members)."
+        )
+    kappa = ensemble.z if ensemble is not None else 1.0
+    return DesignGoal(design["direction"], design.get("target"), acquisition, kappa)
 
 
 def _embed(x: np.ndarray, elements: list[str], into: list[str]) -> np.ndarray:
@@ -318,7 +400,8 @@ def best_training_value(train_y: np.ndarray, goal: DesignGoal) -> float | None:
     has to beat)."""
     if len(train_y) == 0:
         return None
-    return finite_or_none(float(train_y[int(np.argmin(goal.score(train_y)))]))
+    measured = DesignGoal(goal.direction, goal.target)  # measured values have no spread
+    return finite_or_none(float(train_y[int(np.argmin(measured.score(train_y)))]))
 
 
 class _Progress:
@@ -349,7 +432,8 @@ def run_design(
     alloys = _alloys()
     space = space_from(design)
     problem = problem_from(design, bundle)
-    goal = DesignGoal(design["direction"], design.get("target"))
+    goal = goal_from(design, problem.ensemble)
+    trust = trust_from(design, bundle)
     started = time.perf_counter()
     trace = optimise(
         space,
@@ -359,6 +443,7 @@ def run_design(
         method=design.get("method", "de"),
         seed=int(design.get("seed", 0)),
         progress=progress,
+        trust=trust,
     )
     seconds = time.perf_counter() - started
     elements = list(design["elements"])
@@ -383,15 +468,17 @@ def run_design(
             except ValueError:
                 descriptors = {}
             nearest = int(index[k])
+            std = c.std if problem.ensemble is not None else None
+            half = None if std is None else problem.ensemble.z * std  # type: ignore[union-attr]
             candidates.append(
                 {
                     "rank": k + 1,
                     "composition": {el: round(v, 6) for el, v in composition.items()},
                     "formula": composition_formula(composition),
                     "predicted": finite_or_none(c.value),
-                    "std": None,
-                    "lower": None,
-                    "upper": None,
+                    "std": finite_or_none(std),
+                    "lower": None if half is None else finite_or_none(c.value - half),
+                    "upper": None if half is None else finite_or_none(c.value + half),
                     "constraint_predicted": None
                     if other is None
                     else finite_or_none(float(other[k])),
@@ -419,7 +506,18 @@ def run_design(
         )
     if not candidates:
         notes.append(
-            "No evaluated composition met every constraint; widen the bounds or the budget."
+            "No evaluated composition met every constraint; widen the bounds or the budget"
+            + (
+                f", or allow candidates farther than {trust.max_distance:g} from the training "
+                f"alloys (the closest evaluated was {trust.distance(trace.x).min():.3g})."
+                if trust is not None and trace.n_evaluations
+                else "."
+            )
+        )
+    elif trust is None:
+        notes.append(
+            "No trust region (max_distance off): candidates far from every training alloy are "
+            "extrapolation; check their distance before trusting the prediction."
         )
     if trace.stopped:
         notes.append(f"Stopped after {trace.n_evaluations} of {trace.budget} evaluations.")
@@ -430,6 +528,9 @@ def run_design(
         "budget": trace.budget,
         "n_evaluations": trace.n_evaluations,
         "n_feasible": int(trace.feasible.sum()),
+        "max_distance": None if trust is None else trust.max_distance,
+        "acquisition": goal.acquisition,
+        "interval_level": None if problem.ensemble is None else problem.ensemble.level,
         "seconds": round(seconds, 3),
         "elements": elements,
         "candidates": candidates,
@@ -475,6 +576,7 @@ DESIGN_SPEC = ModelSpec(
 __all__ = [
     "DESIGN_SPEC",
     "MODEL",
+    "EnsembleView",
     "FeatureMap",
     "bundle_from_bytes",
     "bundle_to_bytes",

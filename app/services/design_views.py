@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.clock import utcnow
-from app.db.models import Run, RunMetric, RunStatus
+from app.db.models import ModelArtifact, Run, RunMetric, RunStatus
 from app.services.design import (
     BUDGET_DEFAULT,
     DESIGNABLE_KINDS,
@@ -32,7 +32,14 @@ from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.exports import spreadsheet_safe
 from app.services.inspection import load_model, model_bytes
 from app.services.runs import get_run
-from kan_core.design import DEFAULT_PRESENCE, CompositionSpace, DesignGoal
+from kan_core.design import (
+    DEFAULT_MAX_DISTANCE,
+    DEFAULT_PRESENCE,
+    CompositionSpace,
+    DesignGoal,
+    InfeasibleConstraintError,
+    TrustRegion,
+)
 
 # ── the request: checks against the source run, the snapshot ────────────────────────────────
 
@@ -166,6 +173,18 @@ def start_design_payload(
     )
     direction = request.get("direction", "max")
     DesignGoal(direction, request.get("target"))  # checks direction / target
+    max_distance = request.get("max_distance", DEFAULT_MAX_DISTANCE)
+    if max_distance is not None:
+        trust = TrustRegion.build(elements, train_x, train_elements, float(max_distance))
+        trust.check_reachable(space)
+    ensemble = _ensemble_file(session, source)
+    acquisition = request.get("acquisition", "mean")
+    if acquisition == "ucb" and ensemble is None:
+        raise InfeasibleConstraintError(
+            "acquisition",
+            f"'ucb' ranks by the interval's optimistic end and needs an ensemble run; run "
+            f"{run_id} has no ensemble (train a KAN with model_options ensemble_members).",
+        )
     fixed = {str(k): float(v) for k, v in (request.get("fixed_features") or {}).items()}
     objective = _model_spec(loaded, frame, fixed, f"run {run_id}")
     constraint: dict[str, Any] | None = None
@@ -223,6 +242,9 @@ def start_design_payload(
         "n_candidates": int(request.get("n_candidates", 20)),
         "method": request.get("method", "de"),
         "seed": int(request.get("seed", 0)),
+        "max_distance": None if max_distance is None else float(max_distance),
+        "acquisition": acquisition,
+        "ensemble": ensemble is not None,
         "objective": objective,
         "constraint": constraint,
         "train_elements": train_elements,
@@ -243,6 +265,7 @@ def start_design_payload(
     blob = bundle_to_bytes(
         {
             "objective_model": _model_file(session, run_id),
+            "objective_ensemble": ensemble,
             "constraint_model": _model_file(session, constraint["run_id"]) if constraint else None,
         },
         train_x,
@@ -253,8 +276,14 @@ def start_design_payload(
 
 
 def _model_file(session: Session, run_id: int) -> bytes:
-
     return model_bytes(session, run_id)
+
+
+def _ensemble_file(session: Session, run: Run) -> bytes | None:
+    """An ensemble run's stored members (``model_artifacts.ensemble``); None for other runs."""
+    if not ((run.config or {}).get("model_options") or {}).get("ensemble_members"):
+        return None
+    return session.scalar(select(ModelArtifact.ensemble).where(ModelArtifact.run_id == run.id))
 
 
 # ── reading it back ─────────────────────────────────────────────────────────────────────────
@@ -286,7 +315,7 @@ def design_view(session: Session, run_id: int) -> dict[str, Any]:
             elapsed = max(0.0, (end - run.started_at).total_seconds())
     options = {k: design.get(k) for k in (
         "elements", "bounds", "min_elements", "presence", "direction", "target", "budget",
-        "n_candidates", "method", "seed",
+        "n_candidates", "method", "seed", "max_distance", "acquisition", "ensemble",
     )}  # fmt: skip
     constraint = design.get("constraint")
     if constraint:

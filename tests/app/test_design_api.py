@@ -1,27 +1,73 @@
-"""Inverse design through the API (SQLite, real training processes): a design run for a trained
-KAN on alloy data → ranked candidates that keep every constraint, with descriptors and distances
-that agree with an independent computation, and their CSV; infeasible constraints → 422 naming
-the constraint (nothing queued); runs and datasets a design cannot use → 409 with the reason."""
+"""Inverse design through the API (SQLite, runs trained in this process by an inline executor,
+tiny models and budgets): a design run for a trained KAN on alloy data → ranked candidates that
+keep every constraint and the trust region, with descriptors and distances that agree with an
+independent computation, and their CSV; on an ensemble run the mean and calibrated interval
+(checked against the run's own predictions) and UCB ranking; infeasible constraints → 422
+naming the constraint (nothing queued); runs and datasets a design cannot use → 409."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from api_helpers import upload, wait_for
+from api_helpers import make_settings, upload
+from fastapi.testclient import TestClient
 
 from app.services.alloys import descriptors_for
 
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
 ELEMENTS = ["Al", "Co", "Cr", "Fe", "Ni"]
 FEATURES = ["x_Al", "x_Co", "x_Cr", "x_Fe", "x_Ni", "vec", "delta_pct", "proc_CAST"]
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+TINY = {"hidden": [2], "grid": 3, "steps": 5, "update_grid_every": 0, "seed": 1}
+
+
+class InlineExecutor:
+    """Trains a submitted run at once, in this process: no trainer process to start."""
+
+    name = "inline"
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def submit(self, run_id: int) -> None:
+        from app.services.training import run_training
+
+        run_training(run_id, "inline@test:", db=self.db)
+
+    def cancel(self, run_id: int) -> None:  # pragma: no cover - nothing is cancelled here
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def client(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from app.config import get_settings
+    from app.db.session import forget_databases
+    from app.main import create_app
+
+    data_dir = tmp_path_factory.mktemp("design")
+    shutil.copyfile(sqlite_template, data_dir / "kanscope.sqlite3")
+    settings = make_settings(f"sqlite:///{data_dir / 'kanscope.sqlite3'}", data_dir)
+    with pytest.MonkeyPatch.context() as mp:  # what the trainer's get_settings() reads
+        mp.setenv("KANSCOPE_DATABASE_URL", settings.effective_database_url)
+        mp.setenv("KANSCOPE_DATA_DIR", str(data_dir))
+        get_settings.cache_clear()
+        app = create_app(settings, start_executor=False, mount_dashboard=False)
+        app.state.executor = InlineExecutor(app.state.db)
+        with TestClient(app) as c:
+            yield c
+        get_settings.cache_clear()
+    forget_databases()
 
 
 @pytest.fixture(scope="module")
@@ -34,49 +80,59 @@ def _csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
-def _kan(client: Any, dataset_id: int, features: list[str], target: str) -> dict[str, Any]:
-    body = {
-        "dataset_id": dataset_id,
-        "target_columns": [target],
-        "feature_columns": features,
-        "hidden": [2],
-        "grid": 3,
-        "steps": 15,
-        "update_grid_every": 0,
-        "seed": 1,
-        "val_fraction": 0.2,
-    }
-    run = wait_for(client, client.post("/api/runs", json=body).json()["id"])
+def _train(client: Any, dataset_id: int, features: list[str], target: str, **kw: Any) -> dict:
+    body = {"dataset_id": dataset_id, "target_columns": [target], "feature_columns": features}
+    created = client.post("/api/runs", json=body | TINY | {"val_fraction": 0.2} | kw)
+    assert created.status_code == 201, created.text
+    run = client.get(f"/api/runs/{created.json()['id']}").json()
     assert run["status"] == "succeeded", run["error"]
     return run
 
 
-def test_design_run_proposes_constrained_candidates(client, alloy_table) -> None:
+@pytest.fixture(scope="module")
+def runs(client: Any, alloy_table: pd.DataFrame) -> dict[str, Any]:
     ds = upload(client, _csv(alloy_table), "mpea_head.csv")
-    kan = _kan(client, ds["id"], FEATURES, "HV")
+    ensemble = {"ensemble_members": 3}
+    return {
+        "dataset": ds,
+        "kan": _train(client, ds["id"], FEATURES, "HV"),
+        "ensemble": _train(client, ds["id"], FEATURES[:-1], "HV", model_options=ensemble),
+    }
+
+
+def _design(client: Any, run_id: int, request: dict[str, Any]) -> dict[str, Any]:
+    started = client.post(f"/api/runs/{run_id}/design", json=request)
+    assert started.status_code == 201, started.text
+    view = client.get(f"/api/runs/{started.json()['id']}/design").json()
+    assert view["status"] == "succeeded", view["error"]
+    return view
+
+
+def test_design_run_proposes_constrained_candidates(client, runs, alloy_table) -> None:
+    kan = runs["kan"]
     request = {
         "elements": ELEMENTS,
         "bounds": {"Al": [0.0, 0.2], "Ni": [0.1, 0.5]},
         "min_elements": 4,
         "direction": "max",
-        "budget": 120,
+        "budget": 60,
         "n_candidates": 5,
         "seed": 2,
+        "max_distance": 0.1,
     }
-    started = client.post(f"/api/runs/{kan['id']}/design", json=request)
-    assert started.status_code == 201, started.text
-    run = wait_for(client, started.json()["id"])
-    assert run["status"] == "succeeded", run["error"]
+    view = _design(client, kan["id"], request)
+    run = client.get(f"/api/runs/{view['run_id']}").json()
     assert run["model"] == "design" and run["parent_run_id"] == kan["id"]
-    view = client.get(f"/api/runs/{run['id']}/design").json()
-    assert view["status"] == "succeeded" and view["progress"]["fraction"] == 1.0
+    assert view["progress"]["fraction"] == 1.0 and view["options"]["max_distance"] == 0.1
     result = view["result"]
-    assert result["n_evaluations"] == 120 and result["method"] == "de"
+    assert result["n_evaluations"] == 60 and result["method"] == "de"
+    assert result["max_distance"] == 0.1 and result["acquisition"] == "mean"
     assert result["fixed_inputs"] == {"proc_CAST": 1.0}  # most training rows are cast
     cands = result["candidates"]
     assert 1 <= len(cands) <= 5
     predicted = [c["predicted"] for c in cands]
     assert predicted == sorted(predicted, reverse=True)
+    assert all(c["lower"] is None and c["std"] is None for c in cands)  # one KAN: no interval
 
     # the training compositions the distances are measured to (the run's training rows)
     train_rows = client.get(f"/api/runs/{kan['id']}/predictions?split=train").json()["rows"]
@@ -93,10 +149,11 @@ def test_design_run_proposes_constrained_candidates(client, alloy_table) -> None
         full = np.array([x.get(col[2:], 0.0) for col in x_cols])
         nearest = (0.5 * np.abs(train - full).sum(axis=1)).min()
         assert c["nearest_distance"] == pytest.approx(nearest, abs=1e-4)
+        assert c["nearest_distance"] <= 0.1 + 1e-4  # the trust region holds
     training = result["training"]
     assert len(training["value"]) == len(train_rows) == len(training["distance"])
 
-    exported = client.get(f"/api/runs/{run['id']}/design/candidates.csv")
+    exported = client.get(f"/api/runs/{view['run_id']}/design/candidates.csv")
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(exported.text)))
     assert rows[0][:7] == ["rank", "formula", "x_Al", "x_Co", "x_Cr", "x_Fe", "x_Ni"]
@@ -104,25 +161,70 @@ def test_design_run_proposes_constrained_candidates(client, alloy_table) -> None
     assert len(rows) == len(cands) + 1
     assert float(rows[1][rows[0].index("HV_predicted")]) == pytest.approx(predicted[0])
 
-    # not a design run; a run kind a design cannot use; design runs only through the shortcut
+    # the trust region off: the candidates may go anywhere, and a note says so
+    free = _design(client, kan["id"], request | {"max_distance": None})["result"]
+    assert free["max_distance"] is None and any("No trust region" in n for n in free["notes"])
+
+    # not a design run; design runs only through the shortcut
     assert client.get(f"/api/runs/{kan['id']}/design").status_code == 404
     direct = client.post(
         "/api/runs",
-        json={"dataset_id": ds["id"], "target_columns": ["HV"], "model": "design"},
+        json={"dataset_id": runs["dataset"]["id"], "target_columns": ["HV"], "model": "design"},
     )
     assert direct.status_code == 422 and "/design" in direct.json()["detail"]
 
-    # infeasible constraints: 422 naming the constraint, nothing queued
+
+def test_ensemble_design_gives_the_interval_and_ranks_by_ucb(client, runs) -> None:
+    run = runs["ensemble"]
+    # every bound pinned to one training alloy (Al1 Co1 Fe1 Ni1): the one candidate is that
+    # alloy, so its mean and interval are the run's own prediction for that row
+    pinned = {el: [0.25, 0.25] for el in ("Al", "Co", "Fe", "Ni")}
+    one = _design(client, run["id"], {"elements": list(pinned), "bounds": pinned, "budget": 20})
+    (cand,) = one["result"]["candidates"]
+    assert cand["nearest_distance"] == pytest.approx(0.0, abs=1e-9)
+    assert one["result"]["interval_level"] == 0.9
+    for split in ("train", "validation"):
+        p = client.get(f"/api/runs/{run['id']}/predictions", params={"split": split}).json()
+        if 3 in p["rows"]:  # the table's row 3 is Al1 Co1 Fe1 Ni1
+            k = p["rows"].index(3)
+            scale = p["upper"][k][0] - p["lower"][k][0]
+            assert cand["predicted"] == pytest.approx(p["y_mean"][k][0], abs=1e-3 * scale)
+            assert cand["lower"] == pytest.approx(p["lower"][k][0], abs=1e-3 * scale)
+            assert cand["upper"] == pytest.approx(p["upper"][k][0], abs=1e-3 * scale)
+            break
+    else:
+        raise AssertionError("row 3 is in neither split")
+
+    request = {"elements": ELEMENTS, "budget": 60, "n_candidates": 5, "acquisition": "ucb"}
+    result = _design(client, run["id"], request)["result"]
+    assert result["acquisition"] == "ucb" and result["max_distance"] == 0.15  # the default
+    cands = result["candidates"]
+    assert cands and all(c["lower"] < c["predicted"] < c["upper"] for c in cands)
+    uppers = [c["upper"] for c in cands]
+    assert uppers == sorted(uppers, reverse=True)  # ranked by the optimistic end
+    assert all(c["nearest_distance"] <= 0.15 + 1e-4 for c in cands)
+
+
+def test_refusals_name_the_constraint_and_queue_nothing(client, runs, alloy_table) -> None:
+    kan = runs["kan"]
     n_runs = len(client.get("/api/runs").json())
     bad = {
         "bounds": {"elements": ["Al", "Co"], "bounds": {"Al": [0.6, 1.0], "Co": [0.6, 1.0]}},
         "elements": {"elements": ["Al", "Xx"]},
         "min_elements": {"elements": ["Al", "Co"], "min_elements": 3},
+        # no Al-Co alloy with ≥ 60 % Al lies within 0.15 of these training alloys
+        "max_distance": {"elements": ["Al", "Co"], "bounds": {"Al": [0.6, 1.0]}},
+        "acquisition": {"elements": ELEMENTS, "acquisition": "ucb"},  # not an ensemble run
     }
     for constraint, body in bad.items():
         r = client.post(f"/api/runs/{kan['id']}/design", json=body | {"budget": 20})
         assert r.status_code == 422, (constraint, r.text)
         assert r.json()["detail"].startswith(constraint), r.json()
+    for value in (0, -0.1, 1.5, "far"):
+        r = client.post(
+            f"/api/runs/{kan['id']}/design", json={"elements": ELEMENTS, "max_distance": value}
+        )
+        assert r.status_code == 422 and "max_distance" in r.text, (value, r.text)
     upper = client.post(
         f"/api/runs/{kan['id']}/design",
         json={"elements": ["Al", "Co"], "bounds": {"Al": [0, 0.3], "Co": [0, 0.3]}},
@@ -135,23 +237,18 @@ def test_design_run_proposes_constrained_candidates(client, alloy_table) -> None
     assert fixed.status_code == 422 and "vec" in fixed.json()["detail"]
     assert len(client.get("/api/runs").json()) == n_runs
 
-
-def test_design_refuses_runs_and_datasets_it_cannot_use(client, alloy_table) -> None:
     # a dataset with numbers only: no composition column
     rng = np.random.default_rng(0)
     plain = pd.DataFrame({"a": rng.uniform(0, 1, 60), "b": rng.uniform(0, 1, 60)})
     plain["y"] = plain["a"] * 2 + plain["b"]
     ds = upload(client, _csv(plain), "plain.csv")
-    kan = _kan(client, ds["id"], ["a", "b"], "y")
-    r = client.post(f"/api/runs/{kan['id']}/design", json={"elements": ["Al", "Co"]})
+    numbers = _train(client, ds["id"], ["a", "b"], "y")
+    r = client.post(f"/api/runs/{numbers['id']}/design", json={"elements": ["Al", "Co"]})
     assert r.status_code == 409 and "no composition" in r.json()["detail"], r.text
 
     # a scikit-learn baseline keeps no model to evaluate on new compositions
-    alloys = upload(client, _csv(alloy_table), "mpea_head.csv")
-    body = {"dataset_id": alloys["id"], "target_columns": ["HV"], "feature_columns": FEATURES}
-    linear = wait_for(
-        client, client.post("/api/runs", json=body | {"model": "linear"}).json()["id"]
-    )
+    body = {"dataset_id": runs["dataset"]["id"], "target_columns": ["HV"], "model": "linear"}
+    linear = client.post("/api/runs", json=body | {"feature_columns": FEATURES}).json()
     r = client.post(f"/api/runs/{linear['id']}/design", json={"elements": ["Al", "Co"]})
     assert r.status_code == 409 and "'linear' run" in r.json()["detail"], r.text
     assert client.post("/api/runs/999999/design", json={"elements": ["Al"]}).status_code == 404
