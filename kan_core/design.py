@@ -253,13 +253,25 @@ class TrustRegion:
         """(n,) 0 inside the region, else how far beyond it in units of ``max_distance``."""
         return np.maximum(self.distance(x) - self.max_distance, 0.0) / self.max_distance
 
-    def closest_reachable(self, space: CompositionSpace) -> float:
-        """The smallest distance from any reference alloy to the space's bounds and sum
-        (exact, the k-element rule aside): each reference clipped into the bounds, then the
-        remaining excess or shortfall of the sum moved at one unit of distance per unit."""
+    def reachable_distances(self, space: CompositionSpace) -> np.ndarray:
+        """(m,) each reference alloy's distance to the space's bounds and sum (exact, the
+        k-element rule aside): the reference clipped into the bounds, then the remaining excess
+        or shortfall of the sum moved at one unit of distance per unit."""
         clipped = np.clip(self.reference, space.lower, space.upper)
         moved = np.abs(clipped - self.reference).sum(axis=1) + np.abs(1.0 - clipped.sum(axis=1))
-        return float((0.5 * (moved + self.outside)).min())
+        return 0.5 * (moved + self.outside)
+
+    def closest_reachable(self, space: CompositionSpace) -> float:
+        """The smallest distance from any reference alloy to the space (see
+        :meth:`reachable_distances`)."""
+        return float(self.reachable_distances(space).min())
+
+    def starts(self, space: CompositionSpace, n: int) -> np.ndarray:
+        """Up to ``n`` compositions of the space at the reference alloys nearest to it (each
+        clipped into the bounds and projected onto the sum): a search's starting points inside
+        or next to the region."""
+        order = np.argsort(self.reachable_distances(space), kind="stable")[:n]
+        return space.project(np.clip(self.reference[order], space.lower, space.upper))
 
     def check_reachable(self, space: CompositionSpace) -> None:
         """:class:`InfeasibleConstraintError` (``max_distance``) when no composition of the
@@ -434,8 +446,9 @@ def optimise(
     """Search ``space`` for compositions that are best under ``goal``, spending at most
     ``budget`` objective evaluations (compositions). ``method``: ``de`` — scipy's
     differential evolution over the box [lower, upper] (each trial point projected onto the
-    feasible set; population from the budget, Latin hypercube start, no polishing, no early
-    convergence stop); ``random`` — ``budget`` uniform random compositions in batches of
+    feasible set; population from the budget, Latin hypercube start — with ``trust``, half the
+    first generation at the reference alloys nearest the space and half uniform — no polishing,
+    no early convergence stop); ``random`` — ``budget`` uniform random compositions in batches of
     ``batch``. ``progress(evaluations_done, budget)`` returning False stops the search (what
     was evaluated is kept). ``trust``: compositions beyond it are infeasible, penalised by how
     far beyond (differential evolution follows that back into the region; random sampling
@@ -483,6 +496,10 @@ def optimise(
     def stop(intermediate_result: object) -> bool:  # scipy passes an OptimizeResult
         return record.done
 
+    init: str | np.ndarray = "latinhypercube"
+    if trust is not None:  # half the first generation at the training alloys nearest the space
+        near = trust.starts(space, pop // 2)
+        init = np.vstack([near, space.sample(pop - len(near), rng)])
     bounds = list(zip(space.lower, np.where(free, space.upper, space.lower + 1e-12), strict=True))
     differential_evolution(
         fitness,
@@ -492,7 +509,7 @@ def optimise(
         tol=0.0,
         atol=0.0,
         polish=False,
-        init="latinhypercube",
+        init=init,
         updating="deferred",
         vectorized=True,
         seed=rng,

@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 def design_candidates_figure(result: dict[str, Any]) -> go.Figure:
     """Predicted target vs distance to the nearest training alloy for the candidates, over the
     training alloys (measured value vs distance to their nearest *other* training alloy): how
-    far the proposals reach beyond the data, compared with how densely the data sit."""
+    far the proposals reach beyond the data, compared with how densely the data sit. An
+    ensemble design's interval is drawn as error bars; the trust region as a vertical line."""
     target = str(result.get("target") or "target")
     training = result.get("training") or {}
     fig = go.Figure()
@@ -26,10 +27,22 @@ def design_candidates_figure(result: dict[str, Any]) -> go.Figure:
         )
     )
     cands = result.get("candidates") or []
+    predicted = [c.get("predicted") for c in cands]
+    error_y = None
+    if cands and all(c.get("lower") is not None and c.get("upper") is not None for c in cands):
+        # an ensemble run: the calibrated interval around each candidate's mean
+        error_y = {
+            "type": "data",
+            "symmetric": False,
+            "array": [c["upper"] - p for c, p in zip(cands, predicted, strict=True)],
+            "arrayminus": [p - c["lower"] for c, p in zip(cands, predicted, strict=True)],
+            "color": "#d62728",
+        }
     fig.add_trace(
         go.Scatter(
             x=[c.get("nearest_distance") for c in cands],
-            y=[c.get("predicted") for c in cands],
+            y=predicted,
+            error_y=error_y,
             mode="markers+text",
             name="candidates (predicted)",
             text=[str(c.get("rank")) for c in cands],
@@ -39,6 +52,11 @@ def design_candidates_figure(result: dict[str, Any]) -> go.Figure:
             hovertemplate="%{customdata}<br>distance %{x:.3f}<br>predicted %{y:.4g}<extra></extra>",
         )
     )
+    trust = result.get("max_distance")
+    if trust is not None:
+        fig.add_vline(
+            x=trust, line_dash="dash", line_color="#1f77b4", annotation_text="trust region limit"
+        )
     best = result.get("best_training_value")
     if best is not None:
         fig.add_hline(

@@ -1,7 +1,8 @@
 """The Design page in a real browser against the shared ``kanscope serve``: a KAN trained (via the
-API) on a slice of the MPEA hardness set → Design page with that run → a tiny-budget design
-with bounds → progress, then the ranked candidates in the table and drawn against the training
-alloys, with a CSV download; an impossible bound is refused with the API's message."""
+API, 5 steps) on a slice of the MPEA hardness set → Design page with that run → a 30-evaluation
+design with bounds and the default trust region → progress, then the ranked candidates in the
+table and drawn against the training alloys, with a CSV download; an impossible bound is refused
+with the API's message."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def trained_run(api) -> int:
     assert ds.status_code == 201, ds.text
     body = {
         "dataset_id": ds.json()["id"], "target_columns": ["HV"], "feature_columns": FEATURES,
-        "hidden": [2], "grid": 3, "steps": 10, "update_grid_every": 0, "name": "design e2e",
+        "hidden": [2], "grid": 3, "steps": 5, "update_grid_every": 0, "name": "design e2e",
     }  # fmt: skip
     run_id = api.post("/runs", json=body).json()["id"]
     deadline = time.monotonic() + 120
@@ -55,7 +56,8 @@ def test_design_page_runs_a_design_and_shows_candidates(page, kanscope_server) -
     page.fill("#dz-elements", "Al Co Cr Fe Ni")
     page.fill("#dz-bounds", "Al 0-0.2")
     page.fill("#dz-k", "4")
-    page.fill("#dz-budget", "60")
+    assert page.input_value("#dz-max-distance") == "0.15"  # the trust region is on by default
+    page.fill("#dz-budget", "30")
     page.fill("#dz-n", "5")
     page.click("#dz-start")
     page.wait_for_function(
@@ -66,6 +68,7 @@ def test_design_page_runs_a_design_and_shows_candidates(page, kanscope_server) -
     assert 1 <= len(formulas) <= 5 and all("Al" in f or "Co" in f for f in formulas), formulas
     ranks = [int(t) for t in page.locator("#dz-table td[data-dash-column=rank]").all_inner_texts()]
     assert ranks == list(range(1, len(ranks) + 1))
+    assert "within 0.15 of a training alloy" in page.inner_text("#dz-notes")
     wait_for_trace(page, "dz-figure", "candidates (predicted)")
     href = page.get_attribute("#dz-csv", "href")
     assert href and href.endswith("/design/candidates.csv")

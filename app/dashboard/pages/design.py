@@ -1,8 +1,10 @@
 """Design: propose alloy compositions for a trained run (KAN or MLP on a composition dataset) —
 choose the run, the direction (maximise / minimise / hit a value), the elements and their bounds,
-at least k elements, a budget; the search runs in the background (a ``design`` run), its
-progress is polled, then the ranked candidates are listed and drawn against the training alloys,
-with a CSV download."""
+at least k elements, a budget, the trust region (how far a candidate may be from the nearest
+training alloy) and, for an ensemble run, the ranking (mean or the interval's optimistic end);
+the search runs in the background (a ``design`` run), its progress is polled, then the ranked
+candidates (with their interval on an ensemble run) are listed and drawn against the training
+alloys, with a CSV download."""
 
 from __future__ import annotations
 
@@ -21,6 +23,22 @@ from app.dashboard.validation import positive_int
 dash.register_page(__name__, path="/design", name="Design", title="Design · kanscope")
 
 FINISHED = ("succeeded", "failed", "cancelled")
+#: the API's default trust region (kan_core.design.DEFAULT_MAX_DISTANCE; the page talks to the
+#: API only, so the number is repeated here and checked by a test)
+DEFAULT_MAX_DISTANCE = 0.15
+TRUST_HELP = (
+    "Trust region: every candidate stays at most this far from a training alloy (the fraction of "
+    "atoms that differ, ½·Σ|x − y|). Far from the data a model's prediction is extrapolation: "
+    "without a limit the search finds compositions predicted to be 2–100× better than any alloy "
+    "ever measured, 30 % or more of atoms away from all of them. 0.15 is between the 75th and "
+    "90th percentile of how far the shipped HEA sets' alloys are from their nearest neighbour "
+    "(0.1 and 0.2). Empty: no limit."
+)
+ACQUISITION_HELP = (
+    "Ensemble runs only: 'upper confidence bound' ranks by the optimistic end of the calibrated "
+    "interval (upper when maximising, lower when minimising) — candidates worth measuring where "
+    "the model is unsure, for an active-learning loop; 'mean' ranks by the members' mean."
+)
 _BOUND = re.compile(r"^\s*([A-Z][a-z]?)\s*[:=]?\s*([0-9.]+)\s*(?:-|–|\.\.|to)\s*([0-9.]+)\s*$")
 
 
@@ -121,6 +139,31 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                         dcc.Input(id="dz-k", type="number", value=3, min=1, step=1),
                     ),
                     _field(
+                        "Max distance to a training alloy (empty: no limit)",
+                        dcc.Input(
+                            id="dz-max-distance",
+                            type="number",
+                            value=DEFAULT_MAX_DISTANCE,
+                            min=0.01,
+                            max=1,
+                            step=0.01,
+                        ),
+                    ),
+                    html.P(TRUST_HELP, className="muted", id="dz-trust-help"),
+                    _field(
+                        "Rank by (ensemble runs)",
+                        dcc.RadioItems(
+                            id="dz-acquisition",
+                            options=[
+                                {"label": " mean", "value": "mean"},
+                                {"label": " upper confidence bound", "value": "ucb"},
+                            ],
+                            value="mean",
+                            inline=True,
+                        ),
+                    ),
+                    html.P(ACQUISITION_HELP, className="muted"),
+                    _field(
                         "Budget (model evaluations)",
                         dcc.Input(id="dz-budget", type="number", value=1000, min=20, step=10),
                     ),
@@ -150,6 +193,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                             {"name": "rank", "id": "rank"},
                             {"name": "composition", "id": "formula"},
                             {"name": "predicted", "id": "predicted"},
+                            {"name": "interval", "id": "interval"},
                             {"name": "distance to nearest training alloy", "id": "distance"},
                             {"name": "nearest training alloy", "id": "nearest"},
                             {"name": "its measured value", "id": "nearest_value"},
@@ -177,9 +221,13 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
     State("dz-k", "value"),
     State("dz-budget", "value"),
     State("dz-n", "value"),
+    State("dz-max-distance", "value"),
+    State("dz-acquisition", "value"),
     prevent_initial_call=True,
 )
-def start(_n, run_id, direction, target, elements, bounds, k, budget, n) -> tuple[Any, Any]:
+def start(
+    _n, run_id, direction, target, elements, bounds, k, budget, n, max_distance, acquisition
+) -> tuple[Any, Any]:
     run_id = positive_int(run_id)
     if run_id is None:
         return no_update, alert("Choose a trained run first.", "warning")
@@ -191,6 +239,9 @@ def start(_n, run_id, direction, target, elements, bounds, k, budget, n) -> tupl
             "min_elements": positive_int(k) or 1,
             "budget": positive_int(budget) or 1000,
             "n_candidates": positive_int(n) or 20,
+            # empty = no limit; a bad number goes to the API, whose 422 says what is allowed
+            "max_distance": max_distance if isinstance(max_distance, int | float) else None,
+            "acquisition": acquisition if acquisition in ("mean", "ucb") else "mean",
         }
     except ValueError as exc:
         return no_update, alert(str(exc), "warning")
@@ -222,6 +273,9 @@ def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "rank": c["rank"],
             "formula": c["formula"],
             "predicted": num(c.get("predicted")),
+            "interval": f"{num(c['lower'])} – {num(c['upper'])}"
+            if c.get("lower") is not None and c.get("upper") is not None
+            else "–",
             "distance": num(c.get("nearest_distance")),
             "nearest": c.get("nearest_training") or "–",
             "nearest_value": num(c.get("nearest_training_value")),
@@ -274,11 +328,17 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
             True,
         )
     notes = [html.P(n, className="muted") for n in result.get("notes") or []]
+    trust = result.get("max_distance")
+    level = result.get("interval_level")
     notes.insert(
         0,
         html.P(
             f"{result['n_evaluations']} compositions evaluated ({result['method']}, "
-            f"{result['seconds']:.1f} s); {len(result['candidates'])} candidates."
+            f"{result['seconds']:.1f} s); {len(result['candidates'])} candidates"
+            + (f", each within {trust:g} of a training alloy" if trust is not None else "")
+            + (f"; intervals at {round(100 * level)} % (ensemble)" if level else "")
+            + (", ranked by the confidence bound" if result.get("acquisition") == "ucb" else "")
+            + "."
         ),
     )
     return (

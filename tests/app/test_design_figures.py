@@ -1,0 +1,38 @@
+"""The Design page's figure and defaults (pure functions, no server): an ensemble design's
+interval as asymmetric error bars, the trust region as a line, and the page's default
+max_distance equal to the API's."""
+
+from __future__ import annotations
+
+from app.dashboard.design_figures import design_candidates_figure
+from kan_core.design import DEFAULT_MAX_DISTANCE
+
+
+def _result(**kw: object) -> dict:
+    cand = {"rank": 1, "formula": "Al0.2 Co0.8", "nearest_distance": 0.1, "predicted": 500.0}
+    base = {"target": "HV", "training": {"distance": [0.05], "value": [400.0]}}
+    return base | {"candidates": [cand | kw.pop("cand", {})]} | kw  # type: ignore[operator]
+
+
+def test_interval_error_bars_and_trust_line() -> None:
+    fig = design_candidates_figure(
+        _result(cand={"lower": 450.0, "upper": 580.0}, max_distance=0.15)
+    )
+    trace = next(t for t in fig.data if t.name == "candidates (predicted)")
+    assert list(trace.error_y.array) == [80.0] and list(trace.error_y.arrayminus) == [50.0]
+    lines = [s for s in fig.layout.shapes if s.x0 == s.x1]
+    assert [s.x0 for s in lines] == [0.15]
+    plain = design_candidates_figure(_result(cand={"lower": None, "upper": None}))
+    assert plain.data[1].error_y.array is None and not plain.layout.shapes
+
+
+def test_page_default_and_rows_follow_the_api() -> None:
+    from app.dashboard import create_dash_app
+
+    create_dash_app("http://127.0.0.1:9/api")  # pages register with an app
+    from app.dashboard.pages import design as page
+
+    assert page.DEFAULT_MAX_DISTANCE == DEFAULT_MAX_DISTANCE
+    rows = page._rows(_result(cand={"lower": 450.0, "upper": 580.0}))
+    assert rows[0]["interval"] == "450.0 – 580.0"
+    assert page._rows(_result())[0]["interval"] == "–"
