@@ -243,13 +243,20 @@ def get_run(run_id: int) -> dict[str, Any]:
     return _get_json(_path("runs", _id(run_id, "run")))
 
 
-def run_metrics(run_id: int, after_step: int | None = None) -> dict[str, Any]:
+def run_metrics(run_id: int, after_step: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
+    """``GET /runs/{id}/metrics``; ``wait_s`` > 0: the API waits up to that long for a point
+    after ``after_step`` (a long poll) before answering."""
     params: dict[str, Any] = {}
     if after_step is not None:
         if isinstance(after_step, bool) or not isinstance(after_step, int) or after_step < -1:
             raise InvalidRequestError("after_step must be an integer ≥ -1", after_step)
         params["after_step"] = after_step
-    return _get_json(_path("runs", _id(run_id, "run"), "metrics"), params=params)
+    path = _path("runs", _id(run_id, "run"), "metrics")
+    if wait_s <= 0:
+        return _get_json(path, params=params)
+    params["wait_s"] = min(float(wait_s), 10.0)
+    timeout = httpx.Timeout(30.0 + params["wait_s"], connect=5.0)
+    return _request("GET", path, params=params, timeout=timeout).json()
 
 
 def cancel_run(run_id: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -257,3 +258,27 @@ def get_metrics(
     if after_step is not None:
         stmt = stmt.where(m.step > after_step)
     return head.status, head.task, list(session.execute(stmt.limit(limit)))
+
+
+#: how often a waiting metrics request looks at the database again
+METRICS_WAIT_INTERVAL_S = 0.05
+
+
+def wait_for_metrics(
+    session: Session,
+    run_id: int,
+    after_step: int | None = None,
+    limit: int = 5000,
+    wait_s: float = 0.0,
+) -> tuple[str, str, list[Any]]:
+    """:func:`get_metrics`, but while the run has no rows after ``after_step`` and has not
+    finished, look again every :data:`METRICS_WAIT_INTERVAL_S` for up to ``wait_s`` (a long
+    poll: a page gets a run's first point as soon as the trainer stores it, without polling
+    fast)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        status, task, rows = get_metrics(session, run_id, after_step, limit)
+        if rows or status in FINISHED_STATUSES or time.monotonic() >= deadline:
+            return status, task, rows
+        session.rollback()  # end the read transaction: the next look sees rows stored since
+        time.sleep(METRICS_WAIT_INTERVAL_S)

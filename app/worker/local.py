@@ -81,13 +81,28 @@ def _child_main(
         warm_up()
     except Exception:  # the run will load (or do without) them itself
         log.warning("spare trainer: kernel warm-up failed", exc_info=True)
+    db = _connected_database(database_url)  # the run's claim does not wait for a connection
     with contextlib.suppress(OSError):  # the executor may have sent a run and closed already
         run.send("ready")
     try:
         run_id = run.recv()  # a run sent before the close is still delivered
     except (EOFError, OSError):
+        db.dispose()
         return  # the executor stopped without using this spare
-    _train(int(run_id), prefix, database_url)
+    _train(int(run_id), prefix, database_url, db)
+
+
+def _connected_database(database_url: str) -> Database:
+    """The trainer's database with one pooled connection open."""
+    from sqlalchemy import text
+
+    db = Database(database_url)
+    try:
+        with db.read() as s:
+            s.execute(text("SELECT 1"))
+    except Exception:  # the run's own first write retries while the database is away
+        log.warning("spare trainer: database not reachable yet", exc_info=True)
+    return db
 
 
 def _prepare_trainer(
@@ -111,9 +126,8 @@ def _prepare_trainer(
     import app.services.training  # noqa: F401  (the slow imports, done before any run arrives)
 
 
-def _train(run_id: int, prefix: str, database_url: str) -> None:
+def _train(run_id: int, prefix: str, database_url: str, db: Database | None = None) -> None:
     from app.config import get_settings
-    from app.db.session import Database
     from app.services.memory import limit_trainer_memory, tune_trainer_allocator
     from app.services.training import run_training
 
@@ -121,7 +135,7 @@ def _train(run_id: int, prefix: str, database_url: str) -> None:
     # KANSCOPE_MAX_RUN_MEMORY_MB) instead of exhausting the machine
     limit_trainer_memory(get_settings().max_run_memory_mb)
     tune_trainer_allocator()
-    db = Database(database_url)
+    db = db or Database(database_url)
     try:
         run_training(run_id, f"{prefix}pid{os.getpid()}", db=db)
     finally:

@@ -62,3 +62,24 @@ def test_sampled_rows_are_named_only_when_sampled():
     assert sampled_rows_note(sampled, "Candidates computed").startswith("Candidates computed on")
     assert sampled_rows_note({"rows_used": 300, "rows_total": 300}) is None
     assert sampled_rows_note({"suggestions": []}) is None  # an older server says nothing
+
+
+def test_compare_config_diff_splits_differing_from_shared_settings():
+    from app.dashboard import create_dash_app
+
+    create_dash_app("http://127.0.0.1:9/api")  # pages register with an app
+    from app.dashboard.pages.compare import config_diff
+
+    shared = {"steps": 300, "hidden": [5], "train_rows": list(range(1200))}
+    runs = [
+        {"id": 4, "config": shared | {"lr": 0.01, "early_stopping_patience": 100}},
+        {"id": 7, "config": shared | {"lr": 0.1, "model_options": {"members": 5}}},
+    ]
+    differing, same = config_diff(runs)
+    assert [r["setting"] for r in differing] == ["early_stopping_patience", "lr", "model_options"]
+    assert differing[0] == {"setting": "early_stopping_patience", "4": "100", "7": "–"}
+    assert differing[2]["7"] == "members=5" and differing[2]["4"] == "–"
+    assert [r["setting"] for r in same] == ["hidden", "steps", "train_rows"]
+    assert same[2]["4"] == same[2]["7"] == "1,200 rows"  # row lists are counted, not listed
+    assert config_diff(runs[:1])[0] == []  # one run: nothing differs
+    assert config_diff([{"id": 1, "config": None}, {"id": 2}]) == ([], [])

@@ -138,8 +138,17 @@ def get_metrics(
         int | None, Query(ge=-1, le=2**31 - 1, description="Only points with step > this.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 5000,
+    wait_s: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=10,
+            description="While there is no point after after_step and the run has not "
+            "finished, wait up to this long for one (a long poll; 0: answer at once).",
+        ),
+    ] = 0.0,
 ) -> MetricsOut:
-    run_status, task, rows = svc.get_metrics(session, run_id, after_step, limit)
+    run_status, task, rows = svc.wait_for_metrics(session, run_id, after_step, limit, wait_s)
     return MetricsOut(
         run_id=run_id,
         status=run_status,  # type: ignore[arg-type]

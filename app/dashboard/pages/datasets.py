@@ -425,6 +425,7 @@ def go_to_train(_clicks, dataset_id, target, features, task, options):
         "target": target,
         "features": features,
         "task": task,
+        "rows_checked": True,  # enough complete rows: the Train page need not check again
     }
     return selection, "/train", None
 

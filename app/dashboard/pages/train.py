@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, Output, State, callback, clientside_callback, dcc, html, no_update
 
 from app.dashboard import api_client, discovery_panel, ensemble_form, figures
 from app.dashboard.alloy_components import (
@@ -342,9 +342,12 @@ def show_selection(selection: dict | None):
     )
 
 
-@callback(Output("tr-rbf-options", "style"), Input("tr-model", "value"))
-def show_rbf_options(model):
-    return {} if model == "rbf_subspace" else {"display": "none"}
+# shown or hidden in the browser: no request among the ones a (re)load of the page makes
+clientside_callback(
+    "(model) => model === 'rbf_subspace' ? {} : {display: 'none'}",
+    Output("tr-rbf-options", "style"),
+    Input("tr-model", "value"),
+)
 
 
 @callback(
@@ -388,9 +391,26 @@ def show_shape(model, hidden, grid, k, selection):
     )
 
 
+#: outputs that show a followed run: its cursor, the poll, the curve so far, link, status, alert
+FOLLOW_PROPS = (
+    ("tr-run", "data"),
+    ("tr-interval", "disabled"),
+    ("tr-interval", "interval"),
+    ("tr-loss", "figure"),
+    ("tr-open-link", "children"),
+    ("tr-chart-note", "children"),
+    ("tr-status", "children"),
+    ("tr-cancel", "disabled"),
+)
+#: how long Start waits for the new run's first point, so that its answer draws it (a run that
+#: takes longer, e.g. queued behind others, is followed by the poll)
+START_WAIT_S = 1.5
+
+
 @callback(
     Output("tr-active", "data"),
     Output("tr-alert", "children"),
+    *(Output(i, p, allow_duplicate=True) for i, p in FOLLOW_PROPS),
     Input("tr-start", "n_clicks"),
     State("selection-store", "data"),
     State("tr-model", "value"),
@@ -449,12 +469,10 @@ def start_training(
     ens_group=None,
 ):
     if not user_clicked():
-        return no_update, no_update
+        return no_update, no_update, *NOT_FOLLOWED
     dataset_id = positive_int(selection.get("dataset_id")) if isinstance(selection, dict) else None
     if dataset_id is None:
-        return no_update, alert(
-            "Choose a dataset and target on the Datasets page first.", "warning"
-        )
+        return refused(alert("Choose a dataset and target on the Datasets page first.", "warning"))
     values = dict(
         model=model,
         hidden=hidden,
@@ -481,68 +499,112 @@ def start_training(
             payload, ens_members, ens_bootstrap, ens_group, split_kind
         )
     except ValueError as exc:
-        return no_update, alert(str(exc), "warning")
-    try:  # refuse here, naming what to untick, what training would refuse after queueing
-        check = api_client.row_check(
-            dataset_id,
-            str(selection.get("target")),
-            selection.get("features") or [],
-            payload["task"],
-        )
-    except ApiError as exc:
-        return no_update, error_alert(exc, "Checking the rows")
-    kind, text = row_check_text(check)
-    if kind == "danger":
-        return no_update, alert([text, " ", dcc.Link("Change the columns", href="/")], "danger")
+        return refused(alert(str(exc), "warning"))
+    # refuse here, naming what to untick, what training would refuse after queueing (the
+    # Datasets page checked the rows of the selection it stored: no second check then)
+    if not selection.get("rows_checked"):
+        try:
+            check = api_client.row_check(
+                dataset_id,
+                str(selection.get("target")),
+                selection.get("features") or [],
+                payload["task"],
+            )
+        except ApiError as exc:
+            return refused(error_alert(exc, "Checking the rows"))
+        kind, text = row_check_text(check)
+        if kind == "danger":
+            change = dcc.Link("Change the columns", href="/")
+            return refused(alert([text, " ", change], "danger"))
     # One key per click (the button is disabled while the request runs): a retried request
     # starts one run.
     if split_kind == "kfold":
         try:
             body = cross_validated_run_request(payload, split_body(group, folds, payload["seed"]))
         except (TypeError, ValueError) as exc:
-            return no_update, alert(str(exc), "warning")
+            return refused(alert(str(exc), "warning"))
         try:
             created = api_client.create_leaderboard(dataset_id, body)
         except ApiError as exc:
-            return no_update, error_alert(exc, "Starting the cross-validated run")
+            return refused(error_alert(exc, "Starting the cross-validated run"))
         run = created["runs"][0]
     else:
         try:
             run = api_client.create_run(payload, idempotency_key=str(uuid.uuid4()))
         except ApiError as exc:
-            return no_update, error_alert(exc, "Starting the run")
-    return run["id"], alert(f"Run {run['id']} submitted.", "success", role="status")
+            return refused(error_alert(exc, "Starting the run"))
+    # the answer draws the run's first point: no second round trip (attach_run), no poll
+    submitted = alert(f"Run {run['id']} submitted.", "success", role="status")
+    followed = follow_run(run["id"], payload["task"], START_WAIT_S, submitted)
+    return run["id"], followed[-1], *followed[:-1]
+
+
+NOT_FOLLOWED = (no_update,) * len(FOLLOW_PROPS)
+
+
+def refused(message: Any) -> tuple:
+    """Start's answer when no run was started: ``message`` in the alert, nothing else."""
+    return no_update, message, *NOT_FOLLOWED
+
+
+def follow_run(run_id: int, task: Any, wait_s: float, alert_now: Any = no_update) -> tuple:
+    """The page following run ``run_id`` (values for :data:`FOLLOW_PROPS`, then the alert):
+    its curve so far, waiting up to ``wait_s`` for a first point, its status, and the poll on
+    (quick until the first point arrives) while it is not finished. ``alert_now`` is the
+    alert while it runs; a finished run says how it ended."""
+    link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
+    try:
+        metrics = api_client.run_metrics(run_id, wait_s=wait_s)
+        run = api_client.get_run(run_id)
+    except ApiError as exc:  # the poll tries again
+        figure = figures.loss_figure([], uirevision=f"run-{run_id}", task=task)
+        state = {"id": run_id, "last_step": None, "status": None}
+        failed = error_alert(exc, "Reading progress")
+        return state, False, FIRST_POLL_MS, figure, link, "", failed, False, alert_now
+    points = metrics.get("points") or []
+    last_step = metrics.get("last_step") if points else None
+    status = run.get("status")
+    done = status in TERMINAL_STATUSES
+    figure = figures.loss_figure(points, uirevision=f"run-{run_id}", task=task)
+    return (
+        {"id": run_id, "last_step": last_step, "status": status},
+        done,
+        POLL_MS if points or done else FIRST_POLL_MS,
+        figure,
+        link,
+        "" if points else chart_note(run),
+        run_status_items(run, last_step, metrics.get("metric_name")),
+        done or bool(run.get("cancel_requested")),
+        finished_alert(run) if done else alert_now,
+    )
 
 
 @callback(
     Output("tr-run", "data"),
     Output("tr-interval", "disabled"),
+    Output("tr-interval", "interval", allow_duplicate=True),
     Output("tr-loss", "figure"),
     Output("tr-open-link", "children"),
     Output("tr-chart-note", "children", allow_duplicate=True),
-    Output("tr-interval", "interval", allow_duplicate=True),
+    Output("tr-status", "children", allow_duplicate=True),
+    Output("tr-cancel", "disabled", allow_duplicate=True),
+    Output("tr-alert", "children", allow_duplicate=True),
     Input("tr-active", "data"),
     State("selection-store", "data"),
+    State("tr-run", "data"),
     prevent_initial_call="initial_duplicate",  # runs on load too: a reload reattaches
 )
-def attach_run(active: Any, selection: Any = None):
-    """Follow the run this tab started: right after Start, and again after a reload or a visit
-    to another page (the id is kept in the tab's session storage)."""
+def attach_run(active: Any, selection: Any = None, following: Any = None):
+    """Follow the run this tab started after a reload or a visit to another page (the id is
+    kept in the tab's session storage): its curve so far and status in this one answer. Right
+    after Start there is nothing to do (Start's answer followed it)."""
     run_id = positive_int(active)
     if run_id is None:
-        return None, True, no_update, None, no_update, no_update
-    link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
+        return None, True, *(no_update,) * 2, None, *(no_update,) * 4
+    if isinstance(following, dict) and following.get("id") == run_id:
+        return (no_update,) * (len(FOLLOW_PROPS) + 1)
     task = selection.get("task") if isinstance(selection, dict) else None
-    figure = figures.loss_figure([], uirevision=f"run-{run_id}", task=task)
-    note = f"Run {run_id} submitted: waiting for its status."
-    return (
-        {"id": run_id, "last_step": None, "status": None},
-        False,
-        figure,
-        link,
-        note,
-        FIRST_POLL_MS,
-    )
+    return follow_run(run_id, task, 0.0)
 
 
 @callback(
@@ -698,22 +760,25 @@ def cancel_training(_clicks, run_state):
     return alert(f"Cancel requested for run {run_id}.", "info", role="status"), True
 
 
-@callback(
+clientside_callback(
+    "(split) => split === 'kfold' ? {} : {display: 'none'}",
     Output("tr-cv-options", "style"),
     Input("tr-split", "value"),
 )
-def show_split_options(split_kind: str | None):
-    return {} if split_kind == "kfold" else {"display": "none"}
 
 
 @callback(
     Output("tr-group", "options"),
     Output("tr-group", "value"),
     Input("selection-store", "data"),
+    Input("tr-split", "value"),
     State("tr-group", "value"),
 )
-def list_group_columns(selection: dict | None, current: str | None):
-    """Group options for K-fold: composition (when the dataset has one), none, any column."""
+def list_group_columns(selection: dict | None, split_kind: str | None, current: str | None):
+    """Group options for K-fold: composition (when the dataset has one), none, any column.
+    Read once K-fold is chosen (two API calls fewer while the page loads)."""
+    if split_kind != "kfold":
+        return no_update, no_update
     dataset_id = positive_int(selection.get("dataset_id")) if isinstance(selection, dict) else None
     if dataset_id is None:
         return group_options([], None), NO_GROUPS
