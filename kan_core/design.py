@@ -266,12 +266,18 @@ class TrustRegion:
         :meth:`reachable_distances`)."""
         return float(self.reachable_distances(space).min())
 
-    def starts(self, space: CompositionSpace, n: int) -> np.ndarray:
-        """Up to ``n`` compositions of the space at the reference alloys nearest to it (each
-        clipped into the bounds and projected onto the sum): a search's starting points inside
-        or next to the region."""
-        order = np.argsort(self.reachable_distances(space), kind="stable")[:n]
-        return space.project(np.clip(self.reference[order], space.lower, space.upper))
+    def starts(self, space: CompositionSpace, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to ``n`` compositions of the space at reference alloys (each clipped into the
+        bounds and projected onto the sum): drawn at random among those within
+        ``max_distance`` of the space, or the ``n`` nearest when fewer are. A search's starting
+        points inside or next to the region, spread over it rather than at the first rows."""
+        reach = self.reachable_distances(space)
+        inside = np.flatnonzero(reach <= self.max_distance + 1e-12)
+        if len(inside) >= n:
+            pick = rng.choice(inside, size=n, replace=False)
+        else:
+            pick = np.argsort(reach, kind="stable")[:n]
+        return space.project(np.clip(self.reference[pick], space.lower, space.upper))
 
     def check_reachable(self, space: CompositionSpace) -> None:
         """:class:`InfeasibleConstraintError` (``max_distance``) when no composition of the
@@ -498,7 +504,7 @@ def optimise(
 
     init: str | np.ndarray = "latinhypercube"
     if trust is not None:  # half the first generation at the training alloys nearest the space
-        near = trust.starts(space, pop // 2)
+        near = trust.starts(space, pop // 2, rng)
         init = np.vstack([near, space.sample(pop - len(near), rng)])
     bounds = list(zip(space.lower, np.where(free, space.upper, space.lower + 1e-12), strict=True))
     differential_evolution(

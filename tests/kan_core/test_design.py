@@ -174,7 +174,7 @@ def test_differential_evolution_stays_in_the_trust_region() -> None:
     assert 0.13 <= best.value <= 0.15 + 1e-9  # Al is what a step of 0.15 can add at most
     assert rnd.feasible.sum() < de.feasible.sum() / 3  # 34 vs 148 (seed 0)
     # DE starts half its first generation at the references: even a tiny budget finds some
-    assert np.allclose(trust.distance(trust.starts(space, 3)), 0.0)
+    assert np.allclose(trust.distance(trust.starts(space, 3, np.random.default_rng(0))), 0.0)
     tiny = optimise(space, value, DesignGoal("max"), 30, seed=0, trust=trust)
     assert tiny.n_evaluations == 30 and tiny.feasible.sum() >= 3
     unconstrained = rank_candidates(optimise(space, value, DesignGoal("max"), 600, seed=0), 1)
