@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from kan_core import cpu_kernels, native
+from kan_core.engine import Engine, use_engine
 from kan_core.fused import warm_up
 from kan_core.model import KAN, MLP
 from kan_core.train import FitConfig, TrainData, fit
@@ -88,7 +89,7 @@ def bench_hello(opt: str, steps: int, lr: float, seeds: list[int]) -> list[dict]
 def bench_adaptive(seeds: list[int]) -> list[str]:
     """hello-KAN (L-BFGS 50 steps) on adaptive grids (grid_eps=0.02, as the leaderboard's KAN),
     with and without the sparsity penalty: kan_core's CPU kernels (de Boor in numba) against
-    its PyTorch Cox–de Boor recursion (`cpu_kernels.disabled()`)."""
+    its PyTorch Cox–de Boor recursion (`use_engine(Engine.TORCH)`)."""
     out = []
     for lamb in (0.0, 1e-3):
         for seed in seeds:
@@ -96,7 +97,7 @@ def bench_adaptive(seeds: list[int]) -> list[str]:
             xt, yt = hello(1000, seed + 100)
             cfg = FitConfig(steps=50, optimizer="lbfgs", lr=1.0, grid_eps=0.02, lamb=lamb)
             cells = []
-            for ctx in (contextlib.nullcontext, cpu_kernels.disabled):
+            for ctx in (contextlib.nullcontext, lambda: use_engine(Engine.TORCH)):
                 model = KAN([2, 5, 1], grid=5, k=3, seed=seed)
                 t = time.perf_counter()
                 with ctx():
@@ -188,7 +189,9 @@ def bench_steps(
         steps = {"kan_ms": make_step(kan, x, y), "mlp_ms": make_step(mlp, x, y)}
         if native_ok:  # the fallback engine, for reference
             numba_kan = KAN([10, 32, 32, 1], grid=5, k=3, device=device)
-            steps["kan_numba_ms"] = make_step(numba_kan, x, y, context=native.disabled)
+            steps["kan_numba_ms"] = make_step(
+                numba_kan, x, y, context=lambda: use_engine(Engine.NUMBA)
+            )
         if compile_:
             steps["kan_compiled_ms"] = make_step(KAN([10, 32, 32, 1], device=device), x, y, True)
             steps["mlp_compiled_ms"] = make_step(MLP([10, h, h, 1], device=device), x, y, True)

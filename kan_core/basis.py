@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kan_core import cpu_kernels
+from kan_core.engine import Engine, basis_engine
 from kan_core.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -41,11 +42,30 @@ def bspline_basis_cox_de_boor(x: torch.Tensor, knots: torch.Tensor, k: int) -> t
     return bases
 
 
+def _relus(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a = u.abs()
+    return (1.0 - a).clamp_min(0.0), (2.0 - a).clamp_min(0.0)
+
+
+def b6(u: torch.Tensor) -> torch.Tensor:
+    """SIX times the centred cubic cardinal B-spline, branch-free (exactly Cox–de Boor):
+    relu(2-|u|)³ - 4·relu(1-|u|)³. The one written form in PyTorch; numba's and C++'s `b6`
+    are the same expression."""
+    r1, r2 = _relus(u)
+    return torch.add(r2 * r2 * r2, r1 * r1 * r1, alpha=-4.0)
+
+
+def db6_over_minus3(u: torch.Tensor) -> torch.Tensor:
+    """d(6B)/du divided by -3 (callers fold the -3 into one multiply): sign(u)·(relu(2-|u|)² -
+    4·relu(1-|u|)²), as numba's and C++'s `db6_over_minus3`."""
+    r1, r2 = _relus(u)
+    return torch.add(r2 * r2, r1 * r1, alpha=-4.0).mul_(u.sign())
+
+
 def cardinal_bspline(u: torch.Tensor, k: int) -> torch.Tensor:
     """Centred cardinal B-spline of degree k ∈ {1, 2, 3}, branch-free (exactly Cox–de Boor).
 
-    k=1: relu(1-|u|); k=2: (relu(1.5-|u|)² - 3 relu(0.5-|u|)²)/2;
-    k=3: (relu(2-|u|)³ - 4 relu(1-|u|)³)/6.
+    k=1: relu(1-|u|); k=2: (relu(1.5-|u|)² - 3 relu(0.5-|u|)²)/2; k=3: `b6(u)`/6.
     """
     a = u.abs()
     if k == 1:
@@ -53,7 +73,7 @@ def cardinal_bspline(u: torch.Tensor, k: int) -> torch.Tensor:
     if k == 2:
         return (torch.relu(1.5 - a).square() - 3.0 * torch.relu(0.5 - a).square()) * 0.5
     if k == 3:
-        return (torch.relu(2.0 - a).pow(3) - 4.0 * torch.relu(1.0 - a).pow(3)) * (1.0 / 6.0)
+        return b6(u) * (1.0 / 6.0)
     raise ConfigError(f"cardinal_bspline supports k in 1..3, got {k}")
 
 
@@ -61,45 +81,38 @@ class CubicBSplineUniform(torch.autograd.Function):
     """Fast path: 6·B_m(x) for the cubic uniform B-spline basis with a hand-written backward.
 
     Returns SIX times the basis (the caller folds 1/6 into its weights, which are tiny) to save
-    a full-size multiply. On the CPU it runs the fused numba loops of `kan_core.cpu_kernels`
-    (one pass each way); elsewhere, or without numba, the PyTorch ops below.
-    Reference: `cardinal_bspline(u, 3)`; tests check values and gradients.
+    a full-size multiply. With `numba` the fused loops of `kan_core.cpu_kernels` (one pass each
+    way, CPU); else `b6` and `db6_over_minus3` in PyTorch ops.
+    Reference: autograd through `cardinal_bspline(u, 3)`; tests check values and gradients.
     x: (batch, in); t0, inv_h: (in,) first knot and 1/spacing. Output (batch, in, K).
     """
 
     @staticmethod
-    def forward(ctx, x, t0, inv_h, num_features):  # type: ignore[override]
-        if cpu_kernels.usable_for(x):  # one fused pass instead of ~12 elementwise kernels
-            ctx.fused = True
+    def forward(ctx, x, t0, inv_h, num_features, numba):  # type: ignore[override]
+        ctx.numba = numba
+        if numba:  # one fused pass instead of ~12 elementwise kernels
             if ctx.needs_input_grad[0]:
                 ctx.save_for_backward(x, t0, inv_h)
             return cpu_kernels.basis6_forward(x, t0, inv_h, num_features)
-        ctx.fused = False
         offsets = torch.arange(num_features, dtype=x.dtype, device=x.device) + 2.0
         u = ((x - t0) * inv_h).unsqueeze(-1) - offsets  # (batch, in, K), centred
-        a = u.abs()
-        r1 = (1.0 - a).clamp_min_(0.0)
-        r2 = (2.0 - a).clamp_min_(0.0)
-        out = torch.add(r2 * r2 * r2, r1 * r1 * r1, alpha=-4.0)
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(u.sign_(), r1, r2, inv_h)
-        return out
+            ctx.save_for_backward(u, inv_h)
+        return b6(u)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        if ctx.fused:
+        if ctx.numba:
             x, t0, inv_h = ctx.saved_tensors
-            return cpu_kernels.basis6_backward(x, t0, inv_h, grad_out), None, None, None
-        sign, r1, r2, inv_h = ctx.saved_tensors
-        # d(6B)/du = sign(u)·(-3 r2² + 12 r1²) = -3·sign(u)·(r2² - 4 r1²)
-        d = torch.add(r2 * r2, r1 * r1, alpha=-4.0).mul_(sign).mul_(grad_out)
-        grad_x = d.sum(-1) * (-3.0 * inv_h)  # (batch, in)
-        return grad_x, None, None, None
+            return cpu_kernels.basis6_backward(x, t0, inv_h, grad_out), None, None, None, None
+        u, inv_h = ctx.saved_tensors
+        grad_x = db6_over_minus3(u).mul_(grad_out).sum(-1) * (-3.0 * inv_h)  # (batch, in)
+        return grad_x, None, None, None, None
 
 
 class CubicBSplineKnots(torch.autograd.Function):
     """Cubic B-spline basis on arbitrary (adaptive) knots, by the numba de Boor kernels of
-    `kan_core.cpu_kernels` (CPU only; the caller checks `cpu_kernels.usable_for`).
+    `kan_core.cpu_kernels` (CPU only, where `engine.basis_engine` says NUMBA).
     Reference: `bspline_basis_cox_de_boor`; tests check values and gradients.
     x: (batch, in); knots: (in, M). Output (batch, in, M - 4)."""
 
@@ -141,6 +154,8 @@ class Basis(nn.Module):
     name: str = ""
     num_features: int
     has_range: bool = False
+    # the compiled form that computes this basis (`kan_core.engine`): "" = none, PyTorch only
+    kernel: str = ""
 
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -169,6 +184,10 @@ class BSplineBasis(Basis):
         self.register_buffer("knots", uniform_knots(lo, hi, grid, k))  # (in, grid + 2k + 1)
         self._uniform = True
 
+    @property
+    def kernel(self) -> str:  # type: ignore[override]
+        return "cubic_bspline" if self.k == 3 else ""
+
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "grid": self.grid, "k": self.k}
 
@@ -189,11 +208,13 @@ class BSplineBasis(Basis):
         return feats * scale if scale != 1.0 else feats
 
     def scaled_features(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        numba = basis_engine(self, x) is Engine.NUMBA  # cubic only
         if self._uniform and self.k == 3:
             t0 = self.knots[:, 0]  # (in,)
             inv_h = 1.0 / (self.knots[:, 1] - t0)
-            return CubicBSplineUniform.apply(x, t0, inv_h, self.num_features), 1.0 / 6.0
-        if self.k == 3 and x.dim() == 2 and cpu_kernels.usable_for(x):
+            feats = CubicBSplineUniform.apply(x, t0, inv_h, self.num_features, numba)
+            return feats, 1.0 / 6.0
+        if numba:
             return CubicBSplineKnots.apply(x, self.knots.to(x.dtype)), 1.0
         return self.reference_features(x), 1.0
 

@@ -14,34 +14,23 @@ numba is optional at run time: `available()` is False when it cannot be imported
 threading layer numba picked is not thread-safe (`workqueue`: the API serves models from several
 threads), and callers then use the PyTorch path. The library leaves numba's configuration to the
 host (`NUMBA_THREADING_LAYER`). Compiled code is cached on disk (`cache=True`), so only the first
-process on a machine pays the compile (10–20 s).
-
-Which CPU kernels may run is a per-context choice (`kernel_scope`, a `ContextVar`): a block that
-asks for the PyTorch reference (`disabled()`) affects its own thread and task only.
+process on a machine pays the compile (10–20 s). Whether these kernels run for a given call is
+decided by `kan_core.engine` (availability here, and the caller's `use_engine` scope).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import os
 import sys
 import threading
-from collections.abc import Iterator
-from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 _state: dict[str, Any] = {"checked": False, "ok": False, "reason": ""}
-# The most capable CPU kernels this context may use: "native" (all), "numba" (not the C++
-# operators of `kan_core.native`), "torch" (none: the PyTorch reference). A ContextVar, so a
-# scope set by one thread (or asyncio task) leaves the others alone.
-KernelLevel = Literal["native", "numba", "torch"]
-_LEVELS: tuple[KernelLevel, ...] = ("torch", "numba", "native")
-_ceiling: ContextVar[KernelLevel] = ContextVar("kan_core_kernels", default="native")
 _lock = threading.Lock()
 SERIAL_BELOW = 1 << 17  # batch × in × K values: below this the kernels use one thread
 ROWS = 64  # rows per parallel chunk in the layer kernels
@@ -56,19 +45,21 @@ except ImportError:  # pragma: no cover
 
 
 if _HAVE_NUMBA:
-    # The uniform cubic B-spline in centred form, d = u - centre (knot spacings):
-    # 6·B(d) = relu(2-|d|)³ - 4·relu(1-|d|)³ and d(6B)/dd = -3·sign(d)·(relu(2-|d|)² -
-    # 4·relu(1-|d|)²). `one` is 1 in the arrays' dtype (keeps float32 loops in float32).
+    # The uniform cubic B-spline in centred form, d = u - centre (knot spacings), as
+    # `basis.b6` / `basis.db6_over_minus3` (and C++'s `b6`), the one numba form (the layer,
+    # basis and `kan_core.fused` kernels all call these): 6·B(d) = relu(2-|d|)³ -
+    # 4·relu(1-|d|)³ and d(6B)/dd = -3·sign(d)·(relu(2-|d|)² - 4·relu(1-|d|)²). `one` is 1 in
+    # the arrays' dtype (keeps float32 loops in float32).
 
     @njit(cache=True, nogil=True, inline="always")
-    def _b6(d, one):  # pragma: no cover - compiled
+    def b6(d, one):  # pragma: no cover - compiled
         a = abs(d)
         r1 = max(one - a, one - one)
         r2 = max(one + one - a, one - one)
         return r2 * r2 * r2 - (one + one + one + one) * (r1 * r1 * r1)
 
     @njit(cache=True, nogil=True, inline="always")
-    def _db6_over_minus3(d, one):  # pragma: no cover - compiled
+    def db6_over_minus3(d, one):  # pragma: no cover - compiled
         # d(6B)/dd divided by -3 (callers fold the -3 into one multiply per input)
         a = abs(d)
         r1 = max(one - a, one - one)
@@ -85,7 +76,7 @@ if _HAVE_NUMBA:
             for i in range(n_in):
                 u = (x[b, i] - t0[i]) * inv_h[i]
                 for m in range(n_feat):
-                    out[b, i, m] = _b6(u - centres[m], one)
+                    out[b, i, m] = b6(u - centres[m], one)
         return out
 
     @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -99,7 +90,7 @@ if _HAVE_NUMBA:
                 u = (x[b, i] - t0[i]) * inv_h[i]
                 acc = zero
                 for m in range(n_feat):
-                    acc += grad[b, i, m] * _db6_over_minus3(u - centres[m], one)
+                    acc += grad[b, i, m] * db6_over_minus3(u - centres[m], one)
                 out[b, i] = acc * minus3 * inv_h[i]
         return out
 
@@ -152,7 +143,7 @@ if _HAVE_NUMBA:
                 for m in range(n_feat):
                     cm, fm = centres[m], feats[b, m + 1]
                     for i in range(n_in):
-                        fm[i] = _b6(u[i] - cm, one)
+                        fm[i] = b6(u[i] - cm, one)
 
     @njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
     def _layer_bwd(x, sig, knots, centres, grad, w, out):  # pragma: no cover - compiled
@@ -176,7 +167,7 @@ if _HAVE_NUMBA:
                     cm = centres[m]
                     gm = w[0, m + 1] if rank1 else grad[b, m + 1]
                     for i in range(n_in):
-                        acc[i] += gm[i] * _db6_over_minus3(u[i] - cm, one)
+                        acc[i] += gm[i] * db6_over_minus3(u[i] - cm, one)
                 g0 = w[0, 0] if rank1 else grad[b, 0]
                 scale = grad[b, 0, 0] if rank1 else one
                 for i in range(n_in):
@@ -387,48 +378,6 @@ def tune_allocator() -> None:
         libc.mallopt(m_trim_threshold, 512 << 20)
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         pass
-
-
-@contextlib.contextmanager
-def kernel_scope(level: KernelLevel) -> Iterator[None]:
-    """Inside this block (this thread / task only) use CPU kernels up to `level`: "native"
-    (all), "numba" (not `kan_core.native`), "torch" (the PyTorch reference). A scope can only
-    narrow the enclosing one. Under torch.compile the level is read when a graph is traced."""
-    if level not in _LEVELS:
-        raise ValueError(f"unknown kernel level {level!r}; one of {list(_LEVELS)}")
-    narrowed = min(level, _ceiling.get(), key=_LEVELS.index)
-    token = _ceiling.set(narrowed)
-    try:
-        yield
-    finally:
-        _ceiling.reset(token)
-
-
-def disabled() -> contextlib.AbstractContextManager[None]:
-    """Use the PyTorch ops inside this block (tests and benchmarks compare both paths); this
-    switches `kan_core.native` off too. Per thread / task (`kernel_scope("torch")`)."""
-    return kernel_scope("torch")
-
-
-@torch.compiler.assume_constant_result  # dynamo cannot trace ContextVar.get
-def allows(level: KernelLevel) -> bool:
-    """Whether the current context lets kernels of `level` run (see `kernel_scope`)."""
-    return _LEVELS.index(_ceiling.get()) >= _LEVELS.index(level)
-
-
-def enabled() -> bool:
-    """Available and allowed in this context (not inside `disabled()`)."""
-    return allows("numba") and available()
-
-
-def handles(x: torch.Tensor) -> bool:
-    """The kernels can compute on x: a float32/float64 CPU tensor, numba enabled."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and enabled()
-
-
-def usable_for(x: torch.Tensor) -> bool:
-    """`handles(x)` outside `torch.compile` (callers without a custom-op form)."""
-    return not torch.compiler.is_compiling() and handles(x)
 
 
 def _sync_threads(work: int) -> None:

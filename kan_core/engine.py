@@ -1,4 +1,4 @@
-"""The one place that chooses how a model trains: `select_engine(model, x, options)`.
+"""How a model computes and trains, decided in one place.
 
 A cubic B-spline KAN on the CPU can train on four engines, fastest first where they apply:
 
@@ -10,29 +10,33 @@ A cubic B-spline KAN on the CPU can train on four engines, fastest first where t
   kernels of `kan_core.basis`), torch's optimisers. Cubic B-spline KANs.
 - `torch`: the pure-PyTorch reference (`BSplineBasis.reference_features`, autograd). Anything.
 
+`select_engine` picks the training engine from `FitConfig.engine`: "auto" (the first that
+applies) or one name (an engine that cannot run the job is a `ConfigError` saying why). Every
+forward pass asks `layer_engine` (a stack of layers) or `basis_engine` (a basis alone) which
+kernels compute it; a layer or basis never decides itself. Only a basis that declares a kernel
+form (`Basis.kernel = "cubic_bspline"`: the B-spline basis with k = 3) can leave the torch
+path, so a new basis runs on `torch` with no change here. `use_engine(engine)` narrows the
+kernels of every forward pass inside it (grid updates and evaluation too) for the current
+thread / task only (a `ContextVar`); other threads serving models are untouched.
+
 Every engine is tested against `torch` (values and gradients: `tests/kan_core/test_basis.py`,
-`test_spline_layer.py`, `test_native.py`, `test_fused.py`). `FitConfig.engine` is "auto" (the
-first that applies) or one name (an engine that cannot run the job is a `ConfigError` saying
-why). A named engine runs inside `use_engine(engine)`, which narrows the kernels of every
-forward pass (grid updates and evaluation too) for the current thread / task only (a
-`ContextVar`, `cpu_kernels.kernel_scope`); other threads serving models are untouched.
+`test_spline_layer.py`, `test_native.py`, `test_fused.py`, `test_engine.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from kan_core import cpu_kernels, native
-from kan_core.basis import BSplineBasis
 from kan_core.errors import ConfigError
-from kan_core.fused import FusedOptimizer
-from kan_core.model import KAN
 
 
 class Engine(str, Enum):
@@ -42,14 +46,78 @@ class Engine(str, Enum):
     TORCH = "torch"
 
 
-# the CPU kernels each engine lets a forward pass use (evaluation in a fused fit: native)
-_KERNELS: dict[Engine, cpu_kernels.KernelLevel] = {
-    Engine.FUSED_CPU: "native",
-    Engine.NATIVE: "native",
-    Engine.NUMBA: "numba",
-    Engine.TORCH: "torch",
-}
 ENGINE_NAMES = ["auto", *(e.value for e in Engine)]
+FUSED_MAX_WORK = 600_000  # rows × edges per evaluation; bigger jobs run faster layer by layer
+# The most capable layer kernels this context may use (a fused fit evaluates on native). A
+# ContextVar, so a scope set by one thread (or asyncio task) leaves the others alone.
+_LEVELS = (Engine.TORCH, Engine.NUMBA, Engine.NATIVE)
+_ceiling: ContextVar[Engine] = ContextVar("kan_core_engine", default=Engine.NATIVE)
+
+
+@contextlib.contextmanager
+def use_engine(engine: Engine | str) -> Iterator[None]:
+    """Forward passes inside this block (this thread / task) use only `engine`'s kernels
+    ("torch": the PyTorch reference). A scope can only narrow the enclosing one. Under
+    torch.compile the scope is read when a graph is traced."""
+    level = Engine.NATIVE if Engine(engine) is Engine.FUSED_CPU else Engine(engine)
+    token = _ceiling.set(min(level, _ceiling.get(), key=_LEVELS.index))
+    try:
+        yield
+    finally:
+        _ceiling.reset(token)
+
+
+@torch.compiler.assume_constant_result  # dynamo cannot trace ContextVar.get
+def _allowed(level: Engine) -> bool:
+    return _LEVELS.index(_ceiling.get()) >= _LEVELS.index(level)
+
+
+def enabled(engine: Engine) -> bool:
+    """Whether `engine`'s kernels are there (built, importable) and allowed in this context."""
+    if engine is Engine.NATIVE:
+        return _allowed(Engine.NATIVE) and native.available()
+    if engine in (Engine.NUMBA, Engine.FUSED_CPU):
+        return _allowed(Engine.NUMBA) and cpu_kernels.available()
+    return True
+
+
+def _data_reason(x: torch.Tensor) -> str:
+    if x.dim() != 2 or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return "data not 2-D float32/float64 on the CPU"
+    return ""
+
+
+def _layers_reason(layers: Sequence[Any], x: torch.Tensor) -> str:
+    """Why the layer kernels (native, numba) cannot compute `layers` on x ("" when they can)."""
+    for layer in layers:
+        if getattr(layer.basis, "kernel", "") != "cubic_bspline":
+            return "a layer without cubic B-splines"
+        if layer.coef.device.type != "cpu" or layer.coef.dtype != x.dtype:
+            return "parameters not on the CPU in the data's dtype"
+    return _data_reason(x)
+
+
+def layer_engine(layers: Sequence[Any], x: torch.Tensor) -> Engine:
+    """Which kernels compute the numeric part of these KAN layers, applied in turn to x, here:
+    NATIVE or NUMBA (`spline_layer.spline_network`, one fused node), or TORCH (each layer's own
+    PyTorch ops on its basis)."""
+    if not _layers_reason(layers, x):
+        for engine in (Engine.NATIVE, Engine.NUMBA):
+            if enabled(engine):
+                return engine
+    return Engine.TORCH
+
+
+def basis_engine(basis: Any, x: torch.Tensor) -> Engine:
+    """NUMBA when `kan_core.cpu_kernels` computes this basis alone on x here (a cubic B-spline
+    basis, outside torch.compile: those kernels have no operator form), else TORCH."""
+    numba = (
+        getattr(basis, "kernel", "") == "cubic_bspline"
+        and not _data_reason(x)
+        and not torch.compiler.is_compiling()
+        and enabled(Engine.NUMBA)
+    )
+    return Engine.NUMBA if numba else Engine.TORCH
 
 
 @dataclass(frozen=True)
@@ -79,24 +147,10 @@ class FitOptions(Protocol):
     def grid_eps(self) -> float: ...
 
 
-def use_engine(engine: Engine) -> contextlib.AbstractContextManager[None]:
-    """Forward passes inside this block (this thread / task) use only `engine`'s kernels."""
-    return cpu_kernels.kernel_scope(_KERNELS[engine])
-
-
-def _cubic_kan_reason(model: nn.Module, x: torch.Tensor) -> str:
-    """Why the layer kernels (native, numba) cannot compute `model` on x ("" when they can)."""
-    if not isinstance(model, KAN):
+def _kan_reason(model: nn.Module, x: torch.Tensor) -> str:
+    if getattr(model, "kind", "") != "kan":
         return "not a KAN"
-    for layer in model.layers:
-        basis = layer.basis
-        if not (isinstance(basis, BSplineBasis) and basis.k == 3):
-            return "a layer without cubic B-splines"
-        if layer.coef.device.type != "cpu" or layer.coef.dtype != x.dtype:
-            return "parameters not on the CPU in the data's dtype"
-    if x.dtype not in (torch.float32, torch.float64):
-        return "data not float32/float64"
-    return ""
+    return _layers_reason(model.layers, x)  # type: ignore[arg-type]
 
 
 def _fused_reason(
@@ -110,13 +164,30 @@ def _fused_reason(
         return "mini-batch L-BFGS"  # keeps the closure-based path
     if options.update_grid_every and options.grid_eps != 1.0:
         return "adaptive grids (grid_eps < 1) are not uniform"
-    reason = FusedOptimizer.unsupported_reason(model, x, options.task, options.lamb, batch)
-    if reason or options.task != "classification":
+    if options.task not in ("regression", "classification"):
+        return f"task {options.task!r}"
+    if options.lamb > 0:
+        return "a sparsity penalty (lamb > 0)"
+    reason = _kan_reason(model, x)
+    if reason:
         return reason
-    assert isinstance(model, KAN)  # unsupported_reason checked it
-    labels, n_classes = y.reshape(-1), model.width[-1]
-    if labels.numel() and not (int(labels.min()) >= 0 and int(labels.max()) < n_classes):
-        return "class labels outside the model's outputs"  # the compiled loss does not check
+    if not enabled(Engine.FUSED_CPU):
+        return "numba kernels " + (cpu_kernels.unavailable_reason() or "not allowed here")
+    edges = 0
+    for layer in model.layers:  # type: ignore[union-attr]
+        if not layer.basis._uniform:
+            return "a layer without uniform cubic B-splines"
+        if layer.has_symbolic:
+            return "symbolic edges"
+        if not all(p.requires_grad for p in (layer.w_base, layer.coef, layer.bias)):
+            return "frozen parameters"  # the compiled optimisers update everything
+        edges += layer.in_dim * layer.out_dim
+    if batch * edges > FUSED_MAX_WORK:
+        return f"rows × edges {batch * edges} > {FUSED_MAX_WORK}"
+    if options.task == "classification":
+        labels, n_classes = y.reshape(-1), model.width[-1]  # type: ignore[index]
+        if labels.numel() and not (int(labels.min()) >= 0 and int(labels.max()) < n_classes):
+            return "class labels outside the model's outputs"  # the compiled loss does not check
     return ""
 
 
@@ -133,16 +204,16 @@ def _unsupported(
         return ""
     if engine is Engine.FUSED_CPU:
         return _fused_reason(model, x, y, options, batch)
-    reason = _cubic_kan_reason(model, x)
+    reason = _kan_reason(model, x)
     if reason:
         return reason
     if engine is Engine.NATIVE:
         if options.lamb > 0:
             return "a sparsity penalty (lamb > 0) evaluates edge by edge"
-        if not native.enabled():
+        if not enabled(engine):
             return "native operators " + (native.unavailable_reason() or "not allowed here")
         return ""
-    if not cpu_kernels.enabled():
+    if not enabled(engine):
         return "numba kernels " + (cpu_kernels.unavailable_reason() or "not allowed here")
     return ""
 

@@ -8,10 +8,10 @@ forward and backward pass is one compiled function over flat arrays, and L-BFGS 
 line search) and Adam run in compiled code too, so one LBFGS step with its 20 inner iterations
 is a single call.
 
-Scope (`FusedOptimizer.supports`): KAN, every layer the cubic B-spline basis on a uniform grid,
-no symbolic edges, regression (MSE) or classification (cross-entropy), no sparsity penalty,
-CPU, float32/float64, and a small enough job. Anything else takes the PyTorch path in
-`kan_core.train`. Tests compare loss and gradients with autograd and the optimisers with
+Scope (engine "fused-cpu" in `kan_core.engine`): KAN, every layer the cubic B-spline basis on a
+uniform grid, no symbolic edges, regression (MSE) or classification (cross-entropy), no
+sparsity penalty, CPU, float32/float64, and a small enough job. Anything else trains on
+another engine. Tests compare loss and gradients with autograd and the optimisers with
 `torch.optim`.
 
 Parameter layout: per layer, w_base (out·in), coef (out·in·K), bias (out), in that order, in one
@@ -36,75 +36,55 @@ from kan_core.model import KAN
 if cpu_kernels._HAVE_NUMBA:
     from numba import njit
 
+    from kan_core.cpu_kernels import b6, db6_over_minus3
+
     @njit(cache=True, nogil=True)
     def _loss_grad(theta, grad, x, y, layout, t0, inv_h, mask, act, classify):  # pragma: no cover
         """Loss of the KAN at `theta` on (x, y); writes d loss/d theta into `grad`. MSE, or
         with `classify` cross-entropy of the logits against class indices y[:, 0].
 
         Feature-major layout so that every inner loop runs over the batch (contiguous, SIMD):
-        act (Σ widths, batch) holds every layer's input and the output; a layer's basis is
-        built as (in·K, batch), one select per basis function, then BLAS products for the
-        spline and base parts, forward and backward. layout[l] = (n_in, n_out, K, off_wbase,
-        off_coef, off_bias, off_knots, off_mask, off_act).
+        act (Σ widths, batch) holds every layer's input and the output; a layer's features are
+        6·B (in·K, batch) by `cpu_kernels.b6`, the layer kernels' form, with 1/6 in the weights;
+        then BLAS products for the spline and base parts, forward and backward.
+        layout[l] = (n_in, n_out, K, off_wbase, off_coef, off_bias, off_knots, off_mask, off_act).
         """
         n_layers = layout.shape[0]
         batch = x.shape[0]
         dt = theta.dtype
-        zero, one, three = dt.type(0.0), dt.type(1.0), dt.type(3.0)
-        sixth = dt.type(1.0 / 6.0)
-        half = dt.type(0.5)
+        one, minus3, sixth = dt.type(1.0), dt.type(-3.0), dt.type(1.0 / 6.0)
         act[: x.shape[1], :] = x.T
         # per-layer buffers kept for the backward pass (lists of one array type each)
         feats = [np.empty((1, 1), dt) for _ in range(n_layers)]
         silus = [np.empty((1, 1), dt) for _ in range(n_layers)]
         dsilus = [np.empty((1, 1), dt) for _ in range(n_layers)]
-        ts = [np.empty((1, 1), dt) for _ in range(n_layers)]
-        idx = [np.empty((1, 1), np.int32) for _ in range(n_layers)]
+        grid_u = [np.empty((1, 1), dt) for _ in range(n_layers)]
         wspl = [np.empty((1, 1), dt) for _ in range(n_layers)]
         wbase = [np.empty((1, 1), dt) for _ in range(n_layers)]
         for li in range(n_layers):
             n_in, n_out, nk = layout[li, 0], layout[li, 1], layout[li, 2]
             owb, oc, ob = layout[li, 3], layout[li, 4], layout[li, 5]
             okn, om, oa = layout[li, 6], layout[li, 7], layout[li, 8]
-            feat = np.empty((n_in * nk, batch), dt)
+            feat = np.empty((n_in * nk, batch), dt)  # 6·B_m(x_i), as the layer kernels
             s = np.empty((n_in, batch), dt)
             ds = np.empty((n_in, batch), dt)
-            tt = np.empty((n_in, batch), dt)
-            jj = np.empty((n_in, batch), np.int32)
+            uu = np.empty((n_in, batch), dt)  # x in knot spacings from the first knot
             for i in range(n_in):
                 a = act[oa + i]
                 lo = dt.type(t0[okn + i])
                 ih = dt.type(inv_h[okn + i])
-                top = dt.type(nk + 3)
+                u_i = uu[i]
                 for b in range(batch):
                     xi = a[b]
                     sig = one / (one + np.exp(-xi))
                     s[i, b] = xi * sig
                     ds[i, b] = sig * (one + xi * (one - sig))
-                    u = (xi - lo) * ih
-                    inside = (u >= zero) & (u < top)
-                    uc = u if inside else zero
-                    j = np.int32(uc)
-                    tt[i, b] = uc - j
-                    jj[i, b] = j if inside else np.int32(-100)
-                t_i = tt[i]
-                j_i = jj[i]
+                    u_i[b] = (xi - lo) * ih
                 for m in range(nk):
                     row = feat[i * nk + m]
+                    centre = dt.type(m + 2)  # basis m is centred 2 + m knot spacings in
                     for b in range(batch):
-                        t = t_i[b]
-                        d = j_i[b] - m  # which of the four pieces of basis m, if any
-                        s1 = one - t
-                        v0 = t * t * t
-                        v1 = ((three - three * t) * t + three) * t + one
-                        v2 = (three * t - dt.type(6.0)) * t * t + dt.type(4.0)
-                        v3 = s1 * s1 * s1
-                        v = zero
-                        v = v0 if d == 0 else v
-                        v = v1 if d == 1 else v
-                        v = v2 if d == 2 else v
-                        v = v3 if d == 3 else v
-                        row[b] = v * sixth
+                        row[b] = b6(u_i[b] - centre, one)
             ws = np.empty((n_out, n_in * nk), dt)  # masked coefficients
             wb = np.empty((n_out, n_in), dt)
             for o in range(n_out):
@@ -112,7 +92,7 @@ if cpu_kernels._HAVE_NUMBA:
                     mk = mask[om + o * n_in + i]
                     wb[o, i] = theta[owb + o * n_in + i] * mk
                     for m in range(nk):
-                        ws[o, i * nk + m] = theta[oc + (o * n_in + i) * nk + m] * mk
+                        ws[o, i * nk + m] = theta[oc + (o * n_in + i) * nk + m] * (mk * sixth)
             z = np.dot(ws, feat) + np.dot(wb, s)  # (out, batch)
             for o in range(n_out):
                 bo = theta[ob + o]
@@ -120,7 +100,7 @@ if cpu_kernels._HAVE_NUMBA:
                 zo = z[o]
                 for b in range(batch):
                     out[b] = zo[b] + bo
-            feats[li], silus[li], dsilus[li], ts[li], idx[li] = feat, s, ds, tt, jj
+            feats[li], silus[li], dsilus[li], grid_u[li] = feat, s, ds, uu
             wspl[li], wbase[li] = ws, wb
         last = n_layers - 1
         n_out_last = layout[last, 1]
@@ -162,36 +142,24 @@ if cpu_kernels._HAVE_NUMBA:
                     mk = mask[om + o * n_in + i]
                     grad[owb + o * n_in + i] = g_wb[o, i] * mk
                     for m in range(nk):
-                        grad[oc + (o * n_in + i) * nk + m] = g_ws[o, i * nk + m] * mk
+                        grad[oc + (o * n_in + i) * nk + m] = g_ws[o, i * nk + m] * (mk * sixth)
             if li == 0:
                 break  # the network's input needs no gradient
             g_feat = np.dot(wspl[li].T, g)  # (in·K, batch)
             g_s = np.dot(wbase[li].T, g)  # (in, batch)
-            tt, jj, ds = ts[li], idx[li], dsilus[li]
+            uu, ds = grid_u[li], dsilus[li]
             g_in = np.empty((n_in, batch), dt)
             for i in range(n_in):
-                ih = dt.type(inv_h[okn + i])
+                du = minus3 * dt.type(inv_h[okn + i])  # d(6B)/dx = -3·inv_h·db6_over_minus3
                 gi = g_in[i]
                 for b in range(batch):
                     gi[b] = g_s[i, b] * ds[i, b]
-                t_i = tt[i]
-                j_i = jj[i]
+                u_i = uu[i]
                 for m in range(nk):
                     gf = g_feat[i * nk + m]
+                    centre = dt.type(m + 2)
                     for b in range(batch):
-                        t = t_i[b]
-                        d = j_i[b] - m
-                        s1 = one - t
-                        e0 = t * t
-                        e1 = (dt.type(2.0) - three * t) * t + one
-                        e2 = (three * t - dt.type(4.0)) * t
-                        e3 = -(s1 * s1)
-                        e = zero
-                        e = e0 if d == 0 else e
-                        e = e1 if d == 1 else e
-                        e = e2 if d == 2 else e
-                        e = e3 if d == 3 else e
-                        gi[b] += gf[b] * e * half * ih
+                        gi[b] += gf[b] * db6_over_minus3(u_i[b] - centre, one) * du
             g = g_in
         return loss / loss_scale
 
@@ -500,8 +468,6 @@ class FusedOptimizer:
     (as `torch.optim` does); y holds class indices for classification.
     """
 
-    MAX_WORK = 600_000  # rows × edges per evaluation; bigger jobs run faster on the torch path
-
     def __init__(
         self, model: KAN, kind: str, lr: float, history_size: int = 10, task: str = "regression"
     ) -> None:
@@ -548,41 +514,6 @@ class FusedOptimizer:
         self._flat = flat
         self._theta = flat.numpy()
         self._ptrs = [p.data_ptr() for p in self.params]
-
-    @staticmethod
-    def supports(model: nn.Module, x: torch.Tensor, task: str, lamb: float, batch: int) -> bool:
-        return not FusedOptimizer.unsupported_reason(model, x, task, lamb, batch)
-
-    @staticmethod
-    def unsupported_reason(
-        model: nn.Module, x: torch.Tensor, task: str, lamb: float, batch: int
-    ) -> str:
-        """Why this optimiser cannot train `model` on x ("" when it can)."""
-        if not isinstance(model, KAN):
-            return "not a KAN"
-        if task not in ("regression", "classification"):
-            return f"task {task!r}"
-        if lamb > 0:
-            return "a sparsity penalty (lamb > 0)"
-        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-            return "data not float32/float64 on the CPU"
-        if not cpu_kernels.enabled():
-            return "numba kernels not available or not allowed here"
-        edges = 0
-        for layer in model.layers:
-            basis = layer.basis
-            if not (isinstance(basis, BSplineBasis) and basis.k == 3 and basis._uniform):
-                return "a layer without uniform cubic B-splines"
-            if layer.has_symbolic:
-                return "symbolic edges"
-            if layer.coef.dtype != x.dtype or layer.coef.device.type != "cpu":
-                return "parameters not on the CPU in the data's dtype"
-            if not all(p.requires_grad for p in (layer.w_base, layer.coef, layer.bias)):
-                return "frozen parameters"  # the compiled optimisers update everything
-            edges += layer.in_dim * layer.out_dim
-        if batch * edges > FusedOptimizer.MAX_WORK:
-            return f"rows × edges {batch * edges} > {FusedOptimizer.MAX_WORK}"
-        return ""
 
     # ---- state (torch.optim-like, for checkpoints and grid-update resets) --------------------
 

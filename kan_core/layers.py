@@ -23,6 +23,7 @@ from torch import nn
 
 from kan_core import spline_layer
 from kan_core.basis import Basis, make_basis
+from kan_core.engine import Engine, layer_engine
 from kan_core.errors import ConfigError
 from kan_core.functions import get_function
 
@@ -156,8 +157,9 @@ class KANLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, in) → (batch, out)."""
         num_mask = self.numeric_mask()
-        if spline_layer.usable(self.basis, x, self.coef):  # one fused node on the CPU
-            y = spline_layer.spline_network(x, [self])
+        engine = layer_engine([self], x)
+        if engine is not Engine.TORCH:  # one fused node on the CPU
+            y = spline_layer.spline_network(x, [self], engine)
         else:
             feats, scale = self.basis.scaled_features(x)  # (batch, in, K)
             weight = (self.coef * (num_mask * scale).unsqueeze(-1)).reshape(self.out_dim, -1)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kan_core import spline_layer
+from kan_core.engine import Engine, layer_engine
 from kan_core.errors import ConfigError
 from kan_core.layers import KANLayer
 
@@ -85,17 +86,19 @@ class KAN(nn.Module):
         self.to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_cpu_path(x):  # the whole stack as one fused autograd node
-            return spline_layer.spline_network(x, list(self.layers))
-        for layer in self.layers:
+        engine = self.forward_engine(x)
+        if engine is not Engine.TORCH:  # the whole stack as one fused autograd node
+            return spline_layer.spline_network(x, list(self.layers), engine)
+        for layer in self.layers:  # layer by layer (each may still fuse its numeric part)
             x = layer(x)
         return x
 
-    def _fused_cpu_path(self, x: torch.Tensor) -> bool:
-        return all(
-            not layer.has_symbolic and spline_layer.usable(layer.basis, x, layer.coef)
-            for layer in self.layers
-        )
+    def forward_engine(self, x: torch.Tensor) -> Engine:
+        """The kernels that compute the whole network on x as one node (`engine.layer_engine`),
+        TORCH when any layer has symbolic edges."""
+        if any(layer.has_symbolic for layer in self.layers):
+            return Engine.TORCH
+        return layer_engine(list(self.layers), x)
 
     def forward_with_activations(self, x: torch.Tensor) -> tuple[torch.Tensor, list[LayerTrace]]:
         traces = []

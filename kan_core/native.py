@@ -17,7 +17,8 @@ between machines of the same level. Where it cannot be built (no compiler) a war
 once, a marker file keeps other processes from retrying, and `spline_layer` uses the numba
 kernels.
 
-Environment: `KAN_CORE_NATIVE=0` switches the operators off; `KAN_CORE_NATIVE_DIR` chooses the
+Whether they run for a given call is decided by `kan_core.engine`. Environment:
+`KAN_CORE_NATIVE=0` switches the operators off; `KAN_CORE_NATIVE_DIR` chooses the
 cache directory (default `$XDG_CACHE_HOME/kan_core/native`, i.e. `~/.cache/kan_core/native`).
 """
 
@@ -38,8 +39,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-
-from kan_core import cpu_kernels
 
 log = logging.getLogger(__name__)
 
@@ -207,23 +206,6 @@ def available() -> bool:
 def unavailable_reason() -> str:
     """Why `available()` is False ("" when it is True or not yet checked)."""
     return str(_state["error"])
-
-
-def disabled() -> contextlib.AbstractContextManager[None]:
-    """Leave the native operators unused inside this block (the numba or PyTorch path runs);
-    per thread / task (`cpu_kernels.kernel_scope("numba")`)."""
-    return cpu_kernels.kernel_scope("numba")
-
-
-def enabled() -> bool:
-    """Available and allowed in this context (not inside `disabled()` or
-    `cpu_kernels.disabled()`)."""
-    return cpu_kernels.allows("native") and available()
-
-
-def handles(x: Tensor) -> bool:
-    """The operators can compute on x: a float32/float64 CPU tensor, and `enabled()`."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and enabled()
 
 
 # ---- the operators from Python ------------------------------------------------------------------

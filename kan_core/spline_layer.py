@@ -8,9 +8,9 @@ backward, each a pass over memory. Here the base function is folded into the bas
     weights     = [w_base·mask; coef·mask/6]                 (out, K + 1, in)
     y           = features · weightsᵀ + bias                 one GEMM
 
-and a whole KAN whose layers all qualify (`usable`, no symbolic edges) is a single autograd
+and a whole KAN whose layers all qualify (no symbolic edges) is a single autograd
 node (`spline_network`); a single layer uses the same code with one layer. Two engines compute
-it:
+it, as `kan_core.engine.layer_engine` decides:
 
 - `kan_core.native` (C++, the default wherever it builds): rows in cache-sized chunks, each
   chunk's features and its small GEMM in one parallel loop per layer, features recomputed in
@@ -26,7 +26,7 @@ Eager code calls a `torch.autograd.Function`; under `torch.compile` the same cod
 operators opaque to the compiler (`kan_core_native::spline_network`, or the numba engine's
 `kan_core::spline_network_v3`), so a compiled KAN keeps the fused kernels (and `fullgraph=True`
 works). Tests compare both engines' values and gradients with the PyTorch formulation
-(`cpu_kernels.disabled()`), run `gradcheck` and `torch.library.opcheck`.
+(`use_engine(Engine.TORCH)`), run `gradcheck` and `torch.library.opcheck`.
 """
 
 from __future__ import annotations
@@ -40,20 +40,8 @@ import torch
 from torch import Tensor
 
 from kan_core import cpu_kernels, native
-from kan_core.basis import Basis, BSplineBasis
 from kan_core.cpu_kernels import to_numpy
-
-
-def usable(basis: Basis, x: Tensor, coef: Tensor) -> bool:
-    """Whether this layer can take the fused CPU path for input x (the native operators, or
-    else the numba kernels; under torch.compile too, both being operators)."""
-    return (
-        isinstance(basis, BSplineBasis)
-        and basis.k == 3
-        and x.dim() == 2
-        and coef.dtype == x.dtype
-        and (native.handles(x) or cpu_kernels.handles(x))
-    )
+from kan_core.engine import Engine
 
 
 def _layout(n: int, tensors: Sequence[Tensor]) -> list[tuple[int, ...]]:
@@ -204,15 +192,16 @@ def _network_backward_fake(g, x, tensors, flat, uniform, need_x):  # type: ignor
 native.register_network_autograd(_network_op, _network_backward_op)
 
 
-def spline_network(x: Tensor, layers: Sequence[Any]) -> Tensor:
-    """The KAN layers `layers` (each `usable`) applied in turn to x, fused on the CPU: one
-    autograd node for all of them. Each layer is y_j = Σ_i mask_ij·(w_base_ij·silu(x_i) +
-    Σ_m coef_ijm·B_m(x_i)) + bias_j with mask = the layer's numeric mask."""
+def spline_network(x: Tensor, layers: Sequence[Any], engine: Engine) -> Tensor:
+    """The KAN layers `layers` applied in turn to x, fused on the CPU by `engine` (NATIVE or
+    NUMBA, as `engine.layer_engine` chose): one autograd node for all of them. Each layer is
+    y_j = Σ_i mask_ij·(w_base_ij·silu(x_i) + Σ_m coef_ijm·B_m(x_i)) + bias_j with mask = the
+    layer's numeric mask."""
     tensors: list[Tensor] = []
     for layer in layers:
         tensors += [layer.w_base, layer.coef, layer.bias, layer.numeric_mask(), layer.basis.knots]
     uniform = [bool(layer.basis._uniform) for layer in layers]
-    if native.handles(x):  # C++: chunked rows, no per-layer Python
+    if engine is Engine.NATIVE:  # C++: chunked rows, no per-layer Python
         return native.spline_network(x, tensors, [int(u) for u in uniform])
     if torch.compiler.is_compiling():
         return _network_op(x, tensors, uniform)[0]

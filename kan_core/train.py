@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kan_core import cpu_kernels, native
-from kan_core.engine import ENGINE_NAMES, Engine, select_engine, use_engine
+from kan_core.engine import ENGINE_NAMES, Engine, enabled, select_engine, use_engine
 from kan_core.errors import ConfigError, NonFiniteLossError, TrainingDivergedError
 from kan_core.fused import FusedOptimizer
 from kan_core.grid import update_grid
@@ -234,7 +233,7 @@ def _maybe_compiled(
     cores, a compiled [10,32,32,1] step is 0.96-1.05× the eager one) and costs 30-100 s."""
     device = next(model.parameters()).device
     auto = cfg.compile == "auto" and not (
-        device.type == "cpu" and (native.enabled() or cpu_kernels.enabled())
+        device.type == "cpu" and (enabled(Engine.NATIVE) or enabled(Engine.NUMBA))
     )
     wanted = cfg.compile is True or (
         auto and _job_size(model, cfg, n_rows) >= cfg.compile_auto_threshold

@@ -268,9 +268,9 @@ def cubic_engine_for(config: dict[str, Any]) -> str:
     if settings.executor != "local" or device != "cpu":
         return "numba"
     try:
-        from kan_core import native
+        from kan_core.engine import Engine, enabled
 
-        return "native" if native.enabled() else "numba"
+        return "native" if enabled(Engine.NATIVE) else "numba"
     except Exception:  # noqa: BLE001 - no operators: the numba figures
         return "numba"
 

@@ -86,7 +86,7 @@ def _measure_here(spec: dict[str, Any]) -> dict[str, Any]:
 
     from app.services.memory import estimate_run_memory_bytes
     from app.services.torch_trainer import fit_config_from
-    from kan_core import native
+    from kan_core.engine import Engine, enabled
     from kan_core.model import KAN, MLP
     from kan_core.train import TrainData, fit
 
@@ -123,7 +123,7 @@ def _measure_here(spec: dict[str, Any]) -> dict[str, Any]:
         optimizer=cfg["optimizer"],
         lamb=cfg["lamb"],
         update_grid_every=cfg["update_grid_every"],
-        cubic_engine="native" if native.enabled() else "numba",
+        cubic_engine="native" if enabled(Engine.NATIVE) else "numba",
     )
     estimate = est.total_bytes - est.parts["data"]
     return {

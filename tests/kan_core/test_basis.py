@@ -1,5 +1,3 @@
-import contextlib
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from kan_core.basis import (
     cardinal_bspline,
     make_basis,
 )
+from kan_core.engine import Engine, use_engine
 from kan_core.errors import ConfigError
 
 
@@ -75,7 +74,7 @@ def test_adaptive_knot_kernels_match_cox_de_boor_and_scipy(seed):
     fast.pow(2).sum().backward()
     fast_grad = x.grad.clone()
     x.grad = None
-    with cpu_kernels.disabled():
+    with use_engine(Engine.TORCH):
         ref = basis(x)
         ref.pow(2).sum().backward()
     torch.testing.assert_close(fast, ref)
@@ -91,12 +90,13 @@ def test_adaptive_knot_kernels_match_cox_de_boor_and_scipy(seed):
     assert torch.autograd.gradcheck(lambda v: basis(v).sum(-1), (xg,))
 
 
-def test_cubic_fast_path_equals_reference_values_and_gradients():
+@pytest.mark.parametrize("numba", [False, True])
+def test_cubic_fast_path_equals_reference_values_and_gradients(numba):
     torch.manual_seed(0)
     t0 = torch.tensor([-2.0, -1.3], dtype=torch.float64)
     inv_h = torch.tensor([2.5, 1.7], dtype=torch.float64)
     x = (torch.rand(64, 2, dtype=torch.float64) * 4 - 2).requires_grad_()
-    fast = CubicBSplineUniform.apply(x, t0, inv_h, 8) / 6.0
+    fast = CubicBSplineUniform.apply(x, t0, inv_h, 8, numba) / 6.0
     u = ((x - t0) * inv_h).unsqueeze(-1) - (torch.arange(8, dtype=torch.float64) + 2.0)
     ref = cardinal_bspline(u, 3)
     torch.testing.assert_close(fast, ref)
@@ -119,9 +119,8 @@ def test_fused_cpu_kernels_equal_the_torch_ops(dtype):
     results = []
     for fused in (True, False):
         xr = x.clone().requires_grad_()
-        with contextlib.nullcontext() if fused else cpu_kernels.disabled():
-            out = CubicBSplineUniform.apply(xr, t0, inv_h, 9)
-            (grad,) = torch.autograd.grad((out * w).sum(), xr)
+        out = CubicBSplineUniform.apply(xr, t0, inv_h, 9, fused)
+        (grad,) = torch.autograd.grad((out * w).sum(), xr)
         results.append((out.detach(), grad))
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {}
     torch.testing.assert_close(results[0][0], results[1][0], **tol)
@@ -132,9 +131,9 @@ def test_cubic_fast_path_gradcheck():
     t0 = torch.tensor([-2.0], dtype=torch.float64)
     inv_h = torch.tensor([2.5], dtype=torch.float64)
     x = (torch.rand(16, 1, dtype=torch.float64) * 3 - 1.5).requires_grad_()
-    assert torch.autograd.gradcheck(lambda v: CubicBSplineUniform.apply(v, t0, inv_h, 8), (x,))
-    with cpu_kernels.disabled():
-        assert torch.autograd.gradcheck(lambda v: CubicBSplineUniform.apply(v, t0, inv_h, 8), (x,))
+    for numba in (True, False):
+        fast = lambda v, numba=numba: CubicBSplineUniform.apply(v, t0, inv_h, 8, numba)  # noqa: E731
+        assert torch.autograd.gradcheck(fast, (x,))
 
 
 @pytest.mark.parametrize("name", sorted(BASES))

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from kan_core import cpu_kernels, native
-from kan_core.engine import Engine, select_engine
+from kan_core.engine import Engine, enabled, select_engine, use_engine
 from kan_core.errors import ConfigError
+from kan_core.grid import update_grid
 from kan_core.model import KAN, MLP
 from kan_core.train import FitConfig, FitProgress, TrainData, fit
 
@@ -57,7 +58,7 @@ def test_auto_picks_the_fastest_engine_that_applies_and_says_why_not_the_others(
     assert "not native: a sparsity penalty" in choice.reason
     choice = select_engine(MLP([2, 3, 1]), data.x_train, data.y_train, FitConfig(), 64)
     assert choice.engine is Engine.TORCH and "not a KAN" in choice.reason
-    with cpu_kernels.disabled():
+    with use_engine(Engine.TORCH):
         choice = select_engine(KAN([2, 3, 1]), data.x_train, data.y_train, FitConfig(), 64)
         assert choice.engine is Engine.TORCH
 
@@ -88,8 +89,8 @@ def test_disabling_kernels_in_one_thread_leaves_the_others_alone() -> None:
     seen: dict[str, bool] = {}
 
     def worker() -> None:
-        with cpu_kernels.disabled():
-            seen["worker"] = cpu_kernels.enabled()
+        with use_engine(Engine.TORCH):
+            seen["worker"] = enabled(Engine.NUMBA)
             inside.set()
             release.wait(10)
 
@@ -97,8 +98,8 @@ def test_disabling_kernels_in_one_thread_leaves_the_others_alone() -> None:
     thread.start()
     try:
         assert inside.wait(10)
-        assert cpu_kernels.enabled()  # this thread still has the kernels
-        assert native.enabled() == native.available()
+        assert enabled(Engine.NUMBA)  # this thread still has the kernels
+        assert enabled(Engine.NATIVE) == native.available()
     finally:
         release.set()
         thread.join()
@@ -172,3 +173,50 @@ def test_auto_keeps_the_fastest_kernels_for_grid_updates_and_evaluation() -> Non
     result = fit(model, data, FitConfig(steps=2, lamb=1e-3), callback)
     assert result.engine == "numba" and "not native: a sparsity penalty" in result.engine_reason
     assert set(seen) == {NODES["native"]}
+
+
+@pytest.mark.parametrize("grid_eps", [1.0, 0.02])
+def test_engines_agree_with_torch_on_a_wide_network_over_many_rows_and_threads(
+    grid_eps: float,
+) -> None:
+    """Issue #24 (a [10,32,32,1] Adam fit in float32 ended at different losses on numba and
+    torch): the engines follow one arithmetic. In float64, on a shape with 18 inputs (native's
+    vector loops) and a hidden width of 32, the forward pass and the gradient agree over enough
+    rows for the kernels' multi-threaded branch on two threads, and a fit with grid updates
+    ends at the same weights."""
+    x = torch.rand(960, 18, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    x = x * 2.4 - 1.2  # partly outside the initial grid
+    y = (3 * x[:, :1]).sin() + x[:, 1:2] * x[:, 2:3]
+    assert x.shape[0] * 18 * 9 > cpu_kernels.SERIAL_BELOW
+    engines = [*(["native"] if native.available() else []), "numba", "torch"]
+    if grid_eps == 1.0:
+        engines.insert(0, "fused-cpu")
+    first, weights = {}, {}
+    for engine in engines:
+        model = KAN([18, 32, 1], seed=4, dtype=torch.float64)
+        update_grid(model, x, grid_eps)  # adaptive knots (de Boor) when grid_eps < 1
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1 if engine == "torch" else 2)  # the kernels' threaded branch
+        try:
+            with use_engine(Engine.NATIVE if engine == "fused-cpu" else Engine(engine)):
+                loss = ((model(x) - y) ** 2).mean()
+                loss.backward()
+        finally:
+            torch.set_num_threads(threads)
+        first[engine] = [loss.detach(), *(p.grad for p in model.parameters())]
+        model.zero_grad(set_to_none=True)
+        cfg = FitConfig(steps=3, engine=engine, update_grid_every=2, grid_eps=grid_eps)
+        assert fit(model, TrainData(x[:128], y[:128]), cfg).engine == engine
+        weights[engine] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    for engine in engines[:-1]:
+        for a, b in zip(first[engine], first["torch"], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(weights[engine], weights["torch"], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize(("basis", "k"), [("rbf", 3), ("af_kan", 3), ("s_kan", 3), ("bspline", 2)])
+def test_a_basis_without_a_kernel_form_takes_the_torch_path(basis: str, k: int) -> None:
+    data, model = _data(), KAN([2, 3, 1], basis=basis, k=k)
+    assert model.forward_engine(data.x_train) is Engine.TORCH
+    choice = select_engine(model, data.x_train, data.y_train, FitConfig(), 64)
+    assert choice.engine is Engine.TORCH and "a layer without cubic B-splines" in choice.reason

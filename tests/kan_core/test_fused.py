@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from kan_core import cpu_kernels, native
+from kan_core import cpu_kernels
+from kan_core.engine import Engine, enabled
 from kan_core.fused import FusedOptimizer, _layer_params, loss_and_grad
 from kan_core.model import KAN, MLP
 from kan_core.train import FitConfig, TrainData, fit
@@ -114,7 +115,7 @@ def test_fit_uses_the_fused_engine_only_where_it_applies():
     lbfgs = FitConfig(steps=3, optimizer="lbfgs")
     assert fit(KAN([2, 3, 1]), data, lbfgs).engine == "fused-cpu"
     assert fit(KAN([2, 3, 1]), data, FitConfig(steps=3)).engine == "fused-cpu"  # Adam
-    layers = "native" if native.enabled() else "numba"  # the layer engine autograd runs on
+    layers = "native" if enabled(Engine.NATIVE) else "numba"  # the layer engine autograd runs on
     off = FitConfig(steps=3, optimizer="lbfgs", fused=False)
     assert fit(KAN([2, 3, 1]), data, off).engine == layers
     regularised = FitConfig(steps=3, optimizer="lbfgs", lamb=1e-3)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kan_core import cpu_kernels, native
+from kan_core import native
+from kan_core.engine import Engine, use_engine
 from kan_core.model import KAN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +108,7 @@ def test_wide_layers_match_the_pytorch_formulation():
         model.layers[0].mask[:, ::3] = 0.0
     x = torch.randn(90, 300, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     fast = _run(model, x)
-    with cpu_kernels.disabled():
+    with use_engine(Engine.TORCH):
         model.zero_grad(set_to_none=True)
         xr = x.clone().requires_grad_()
         out = model(xr)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from kan_core import cpu_kernels, native, spline_layer
+from kan_core.engine import Engine, layer_engine, use_engine
 from kan_core.model import KAN
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="numba kernels unavailable")
@@ -26,7 +27,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
         assert native.available(), f"native operators unavailable: {native.unavailable_reason()}"
         ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
     else:
-        ctx = native.disabled()
+        ctx = use_engine(Engine.NUMBA)
     with ctx:
         yield request.param
 
@@ -47,8 +48,8 @@ def _compare(model: KAN, x: torch.Tensor, tol: dict, backend: str | None = None)
     fused_out, fused_grads = _loss_and_grads(model, x)
     if backend is not None:  # the engine asked for ran
         assert _loss_and_grads.last_node == NODES[backend]  # type: ignore[attr-defined]
-    with cpu_kernels.disabled():
-        assert not model._fused_cpu_path(x)
+    with use_engine(Engine.TORCH):
+        assert model.forward_engine(x) is Engine.TORCH
         ref_out, ref_grads = _loss_and_grads(model, x)
     torch.testing.assert_close(fused_out, ref_out, **tol)
     assert len(fused_grads) == len(ref_grads)
@@ -67,7 +68,7 @@ def test_network_matches_pytorch_formulation(dtype, width, backend):
             layer.basis.set_range(lo, lo + torch.linspace(1.0, 3.0, layer.in_dim, dtype=dtype))
             layer.mask[0, 0] = 0.0  # a pruned edge
     x = torch.randn(257, width[0], generator=torch.Generator().manual_seed(0), dtype=dtype) * 1.3
-    assert model._fused_cpu_path(x)
+    assert model.forward_engine(x) is not Engine.TORCH
     tol = {"atol": 2e-5, "rtol": 2e-5} if dtype == torch.float32 else {}
     _compare(model, x, tol, backend)
 
@@ -92,8 +93,8 @@ def test_symbolic_edges_take_the_per_layer_path_and_match(backend):
     model = KAN([2, 3, 1], seed=3, dtype=torch.float64)
     model.layers[0].set_symbolic(0, 1, "sin", 2.0, 0.1, 0.5, 0.0)
     x = torch.rand(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    assert not model._fused_cpu_path(x)  # layer 0 has a symbolic edge; layer 1 still fused
-    assert spline_layer.usable(model.layers[1].basis, x, model.layers[1].coef)
+    assert model.forward_engine(x) is Engine.TORCH  # layer 0 has a symbolic edge
+    assert layer_engine([model.layers[1]], x) is not Engine.TORCH  # layer 1 still fused
     _compare(model, x, {})
 
 
@@ -135,7 +136,7 @@ def test_adaptive_knots_match_cox_de_boor(dtype, backend):
     model = KAN([3, 5, 2, 1], seed=8, dtype=dtype)
     _adaptive(model, 0)
     x = torch.randn(300, 3, generator=torch.Generator().manual_seed(4), dtype=dtype) * 1.2
-    assert model._fused_cpu_path(x)
+    assert model.forward_engine(x) is not Engine.TORCH
     tol = {"atol": 2e-5, "rtol": 2e-5} if dtype == torch.float32 else {}
     _compare(model, x, tol, backend)
 
@@ -151,7 +152,7 @@ def test_inference_and_non_contiguous_input(backend):
     x = torch.randn(3, 50).t()  # a transposed view
     with torch.no_grad():
         fused = model(x)
-        with cpu_kernels.disabled():
+        with use_engine(Engine.TORCH):
             ref = model(x)
     torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
 
@@ -196,5 +197,5 @@ def test_empty_and_single_row_batches(rows, backend):
     out = model(x)
     out.sum().backward()
     assert out.shape == (rows, 2) and x.grad is not None and x.grad.shape == (rows, 3)
-    with cpu_kernels.disabled():
+    with use_engine(Engine.TORCH):
         torch.testing.assert_close(model(x), out)

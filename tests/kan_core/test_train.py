@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from kan_core.engine import Engine, enabled, use_engine
 from kan_core.errors import ConfigError, NonFiniteLossError
 from kan_core.model import KAN, MLP
 from kan_core.train import FitConfig, TrainData, fit
@@ -171,7 +172,6 @@ def test_multi_output_regression():
 
 
 def test_compile_auto_leaves_small_interactive_jobs_eager():
-    from kan_core import cpu_kernels
     from kan_core.train import _maybe_compiled
 
     small = KAN([2, 5, 1])
@@ -179,8 +179,8 @@ def test_compile_auto_leaves_small_interactive_jobs_eager():
     big = KAN([10, 32, 32, 1])
     huge_job = FitConfig(steps=20_000, batch_size=8192, compile="auto")
     # on the CPU the fused kernels make eager as fast as compiled: "auto" stays eager there
-    assert (_maybe_compiled(big, huge_job, 100_000) is big) == cpu_kernels.enabled()
-    with cpu_kernels.disabled():
+    assert (_maybe_compiled(big, huge_job, 100_000) is big) == enabled(Engine.NUMBA)
+    with use_engine(Engine.TORCH):
         assert _maybe_compiled(big, huge_job, 100_000) is not big
     assert _maybe_compiled(big, FitConfig(compile=True), 100) is not big
     assert _maybe_compiled(big, FitConfig(compile=False), 100_000) is big
