@@ -143,6 +143,7 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     # Fix: the confirmation names the edge and stays (the refresh the fix causes keeps it)
     fixed_to = page.locator("#run-candidates td[data-dash-column=name]").first.inner_text()
     zoomed = zoom_by_dragging(page, "#run-network")  # a fix keeps the user's zoom
+    assert page.locator("#run-header .badge-edited").count() == 0  # as trained
     page.click("#run-fix")
     page.wait_for_selector("#run-edge-notice .alert-success")
     toast = page.locator("#toasts .toast", has_text="fixed to")  # the notification in the corner
@@ -155,6 +156,7 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     assert page.is_disabled("#run-export-python")  # nothing to export while splines remain
     page.wait_for_function(SYMBOLIC_DRAWN_JS)  # the diagram was redrawn with the fixed edge
     assert page.evaluate(NETWORK_RANGE_JS) == zoomed
+    page.wait_for_selector("#run-header .badge-edited")  # the header says so, without a reload
 
     # ── Before auto-symbolic: a partial formula, the spline edges shown as φ and named ──
     page.wait_for_function(
@@ -474,6 +476,24 @@ def test_cancel_a_running_training_from_the_train_page(page, kanscope_server, sc
     )
     assert "submitted" not in page.inner_text("#tr-alert")
     page.screenshot(path=screenshot_dir / "08_train_cancelled.png", full_page=True)
+
+    # ── deleting the dataset of a finished run asks first, then deletes both ──
+    page.click("nav a[href='/']")
+    page.wait_for_function(
+        "() => document.querySelector('#ds-select')?.innerText?.includes('cancel-me')"
+    )
+    with page.expect_event("dialog") as asked:
+        page.click("#ds-delete")
+    assert "used by 1 finished run(s)" in asked.value.message, asked.value.message
+    asked.value.dismiss()  # nothing is deleted
+    page.wait_for_timeout(500)
+    assert kanscope_server.api.get(f"/runs/{run_id}").status_code == 200
+    with page.expect_event("dialog") as asked:
+        page.click("#ds-delete")
+    asked.value.accept()  # the dataset goes with its run
+    page.wait_for_selector("#ds-delete-alert .alert-success")
+    assert page.inner_text("#ds-delete-alert") == "Dataset and its runs deleted."
+    assert kanscope_server.api.get(f"/runs/{run_id}").status_code == 404
     no_traceback(page)
 
 

@@ -291,13 +291,15 @@ def header(
     if isinstance(run.get("queue_position"), int):  # queued: 1 = the next to start
         position = f"queued, position {run['queue_position']}"
         items.append(html.Div([html.Span("queue"), html.Span(position, id="run-queue")]))
-    if run.get("edited"):
-        items.append(
-            html.Div(
-                [html.Span("model"), html.Span("edited", className="badge badge-edited")],
-                title="Changed after training (symbolic fixes, pruning); Reset edits goes back.",
-            )
+    badge, badge_style = edited_badge(run.get("edited"))
+    items.append(
+        html.Div(
+            badge,
+            id="run-edited",
+            style=badge_style,
+            title="Changed after training (symbolic fixes, pruning); Reset edits goes back.",
         )
+    )
     if summary.get("width"):
         items.append(html.Div([html.Span("width"), html.Span(str(summary["width"]))]))
     if summary.get("n_parameters") is not None:
@@ -358,6 +360,13 @@ def header(
     if run.get("error"):
         children.append(alert(run["error"], "danger"))
     return children
+
+
+def edited_badge(edited: Any) -> tuple[list[Any], dict[str, str] | None]:
+    """``(children, style)`` of the header's "model edited" item (hidden when not edited)."""
+    if not edited:
+        return [], {"display": "none"}
+    return [html.Span("model"), html.Span("edited", className="badge badge-edited")], None
 
 
 def fetch_progress(run_id: int, last_step: int | None, info: dict | None):
@@ -458,6 +467,27 @@ def poll_run(n_intervals, run_id, metrics_state, info):
         run.get("status") in TERMINAL_STATUSES,
         new_info if new_info != info else no_update,
     )
+
+
+@callback(
+    Output("run-edited", "children"),
+    Output("run-edited", "style"),
+    Input("run-version", "data"),
+    State("run-id", "data"),
+    prevent_initial_call=True,
+)
+def redraw_edited_badge(version, run_id):
+    """A fix, unfix, auto-symbolic, prune or reset changes whether the model is edited: the
+    header's badge follows at once (the poll has stopped on a finished run). Only the badge:
+    the rest of the header (its buttons) stays as it is."""
+    run_id = positive_int(run_id)
+    if not version or run_id is None:
+        return no_update, no_update
+    try:
+        run = api_client.get_run(run_id)
+    except ApiError:
+        return no_update, no_update  # the badge keeps what it showed; a reload reads it again
+    return edited_badge(run.get("edited"))
 
 
 @callback(
