@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
 import time
@@ -161,20 +162,22 @@ def seed_markdown(results: list[dict], args: argparse.Namespace, elapsed: float)
         f"`benchmarks/bench_hea.py --models seed --sets {args.sets}"
         f"{' --quick' if args.quick else ''}` · the same {args.folds}-fold grouped split and "
         f"seed {args.seed} as the table above, trained by the same leaderboard code · "
-        f"{torch.get_num_threads()} torch thread(s) · total {elapsed / 60:.1f} min on the shared 2-core "
-        "machine under heavy load from other jobs (load average 5-12): times are inflated "
-        "and only comparable within this table. Untuned: S-KAN and AF-KAN use the KAN's "
+        f"{torch.get_num_threads()} torch thread(s) · total {elapsed / 60:.1f} min on the shared "
+        f"{os.cpu_count()}-core machine, load average {os.getloadavg()[1]:.1f} over the last 5 "
+        "min at the end: times are inflated by other jobs and only comparable within this "
+        "table. Untuned: S-KAN and AF-KAN use the KAN's "
         "settings with their own basis; the RBF network subspace dimension 2, 16 centres.",
         "",
-        "| set | model | score | MAE / F1 | s / fold | parameters |",
-        "|---|---|---|---|---|---|",
+        "| set | model | score | per fold | MAE / F1 | s / fold | parameters |",
+        "|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for r in res["rows"]:
             digits = 1 if r["second_name"] == "mae" else 3
+            folds = ", ".join(f"{v:.3f}" for v in res["per_fold"][r["name"]])
             lines.append(
                 f"| {res['bench'].key} | {r['name']} | {r['score_name']} "
-                f"{_fmt(r['score_mean'], r['score_std'])} | "
+                f"{_fmt(r['score_mean'], r['score_std'])} | {folds} | "
                 f"{_fmt(r['second_mean'], r['second_std'], digits)} | "
                 f"{r['train_time_s_mean']:.2f} | {r['n_parameters']:,} |"
             )
@@ -214,8 +217,12 @@ def run_set(bench: BenchSet, n_splits: int, seed: int, quick: bool, models: str 
         results.append(cross_validate(model, bench.task, x, y, groups, split))
         print(f"  {model.name:18s} {time.perf_counter() - start:6.1f} s", flush=True)
     rows = leaderboard_rows(results)
+    metric = "r2" if bench.task == "regression" else "accuracy"
+    per_fold = {r.spec.name: [f.metrics[metric] for f in r.folds] for r in results}
+    for name, scores in per_fold.items():
+        print(f"  {name}: {metric} per fold {', '.join(f'{v:.3f}' for v in scores)}", flush=True)
     if models == "seed":
-        return {"bench": bench, "rows": rows}
+        return {"bench": bench, "rows": rows, "per_fold": per_fold}
     kan = next(r for r in rows if r["kind"] == "kan")
     best_mlp = max((r for r in rows if r["kind"] == "mlp"), key=lambda r: r["score_mean"])
     return {
