@@ -149,9 +149,15 @@ def test_featurise_mpea_and_run_a_leaderboard(page, kanscope_server, screenshot_
         ".find(t => t.name === 'out-of-fold').x.length"
     )
     assert n_points > 100  # out-of-fold predictions of every measured hardness
+    set_number(page, "#lb-folds", 5)  # the form drifts from the board shown…
+    set_number(page, "#lb-steps", 99)
     page.click("#lb-history")  # the new leaderboard is listed for later
-    assert page.locator(".dash-dropdown-option", has_text=board_id).count() == 1
-    page.keyboard.press("Escape")
+    option = page.locator(".dash-dropdown-option", has_text=board_id)
+    assert option.count() == 1
+    option.click()  # …and opening the board sets the form back to the board's settings
+    page.wait_for_function("() => document.querySelector('#lb-folds').value === '3'")
+    assert page.input_value("#lb-steps") == "40"
+    assert page.locator("#lb-features input:checked").count() == 4
     assert not TRACEBACK.search(page.inner_text("body"))
     assert not page.js_errors, page.js_errors  # type: ignore[attr-defined]
     page.screenshot(path=screenshot_dir / "alloys_03_leaderboard.png", full_page=True)
