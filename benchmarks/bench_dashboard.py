@@ -11,7 +11,8 @@ for a few steps, then in headless Debian chromium at 1280×800:
    **click → full detail**: until the server's figure with the data's pre-activations is painted
    (Dash callback → pooled httpx → API → model inspection). Median and p90 over many edges.
 4. **Train click → first curve point** on a 300-step KAN with the Datasets page's defaults
-   (issue #22's goal: < 1.5 s; today the trainer process's start-up dominates), and
+   (issue #22's goal: < 1.5 s; Start's answer draws the point, see results/
+   dashboard_issue22_latency.md for where the time goes), and
    **reload → reattached**: a reload of the Train page mid-run until the run's id, link and
    curve are back (goal < 2 s).
 
