@@ -22,12 +22,8 @@ from typing import Any
 
 import pytest
 
-# pytest puts tests/ on sys.path for this file, which would make tests/app a namespace package
-# called "app"; with the repository root on sys.path the real (regular) package always wins.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "app"))
-from api_helpers import LiveServer, make_settings  # noqa: E402
-from fixtures_services import (  # noqa: E402
+from tests.app.api_helpers import LiveServer, make_settings
+from tests.app.fixtures_services import (
     PrivatePostgres,
     PrivateRedis,
     postgres_answers,

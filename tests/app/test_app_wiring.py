@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from api_helpers import make_settings, upload, wait_for
 from fastapi.testclient import TestClient
 
 from app.db.models import Run
 from app.db.session import Database
 from app.main import create_app
 from app.services.model_registry import MODEL_REGISTRY, available_models
+from tests.app.api_helpers import make_settings, upload, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,12 +40,12 @@ def plugin_client(db_url, tmp_path, monkeypatch):
     import app.services.model_registry as model_registry
     from app.config import get_settings
 
-    monkeypatch.setenv("KANSCOPE_MODEL_PLUGINS", "mean_baseline_plugin")
+    monkeypatch.setenv("KANSCOPE_MODEL_PLUGINS", "tests.app.mean_baseline_plugin")
     monkeypatch.setenv("KANSCOPE_DATABASE_URL", db_url)
     get_settings.cache_clear()
     monkeypatch.setattr(model_registry, "_plugins_loaded", False)
-    monkeypatch.delitem(sys.modules, "mean_baseline_plugin", raising=False)
-    settings = make_settings(db_url, tmp_path, model_plugins="mean_baseline_plugin")
+    monkeypatch.delitem(sys.modules, "tests.app.mean_baseline_plugin", raising=False)
+    settings = make_settings(db_url, tmp_path, model_plugins="tests.app.mean_baseline_plugin")
     with TestClient(create_app(settings, mount_dashboard=False)) as c:
         yield c
     MODEL_REGISTRY.pop("mean_baseline", None)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import uuid
 
 import redis
-from fixtures_services import PrivatePostgres, PrivateRedis
 from sqlalchemy import create_engine, text
 
 from app.db.session import forget_databases
+from tests.app.fixtures_services import PrivatePostgres, PrivateRedis
 
 
 def postgres_version(url: str) -> tuple[str, int]:

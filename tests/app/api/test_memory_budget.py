@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from api_helpers import make_settings, upload, wait_for
 from fastapi.testclient import TestClient
 
 from app.services.memory import (
@@ -38,6 +37,7 @@ from app.services.memory import (
     out_of_memory_message,
     trainer_memory_limit_bytes,
 )
+from tests.app.api_helpers import make_settings, upload, wait_for
 
 ISSUE_TRAINING = {"hidden": [9], "grid": 200, "k": 5, "update_grid_every": 5}
 CAP_MB = 2048  # the default

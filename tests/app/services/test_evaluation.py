@@ -25,7 +25,7 @@ from app.services.evaluation import (
     summarise_folds,
 )
 
-DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
+DEMO = Path(__file__).resolve().parents[3] / "app" / "demo_data"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures_services import ApiServer, kanscope_env
+
+from tests.app.fixtures_services import ApiServer, kanscope_env
 
 pytestmark = pytest.mark.slow
 

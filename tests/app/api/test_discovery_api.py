@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from api_helpers import FINISHED, upload, wait_for
 
 from app.services.discovery import BUDGET_MAX_S, BUDGET_MIN_S, PROGRESS_STEPS, discovery_options
 from app.services.errors import InvalidInputError
+from tests.app.api_helpers import FINISHED, upload, wait_for
 
 
 def product_csv(n: int = 120, seed: int = 0) -> bytes:

@@ -19,13 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from api_helpers import LiveServer, wait_for
 from fastapi.testclient import TestClient
 
 from app.api.sessions import COOKIE_NAME, issue_session, safe_next, session_key
 from app.dashboard import api_client
 from app.dashboard.validation import positive_int, positive_ints, valid_edge
 from app.main import create_app
+from tests.app.api_helpers import LiveServer, wait_for
 
 TOKEN = "correct-horse-battery-staple-42"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from app.db.migrate import check, upgrade
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TABLES = {
     "alembic_version",
     "datasets",

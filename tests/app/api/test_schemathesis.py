@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 import schemathesis
-from fixtures_services import PrivateRedis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+
+from tests.app.fixtures_services import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

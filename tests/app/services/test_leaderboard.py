@@ -122,8 +122,8 @@ def test_a_plugin_model_kind_joins_a_leaderboard(regression_data, monkeypatch):
     from app.services import model_registry
 
     monkeypatch.setattr(model_registry, "MODEL_REGISTRY", dict(model_registry.MODEL_REGISTRY))
-    monkeypatch.delitem(sys.modules, "mean_baseline_plugin", raising=False)
-    importlib.import_module("mean_baseline_plugin")  # registers "mean_baseline"
+    monkeypatch.delitem(sys.modules, "tests.app.mean_baseline_plugin", raising=False)
+    importlib.import_module("tests.app.mean_baseline_plugin")  # registers "mean_baseline"
     x, y, groups = regression_data
     split = make_split(pd.DataFrame({"g": groups}), SplitSpec(n_splits=3, group_by="g", seed=1))
     spec = LeaderboardModel("Mean", "mean_baseline")

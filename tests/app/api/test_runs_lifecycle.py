@@ -9,7 +9,8 @@ import threading
 import time
 
 import pytest
-from api_helpers import upload, wait_for
+
+from tests.app.api_helpers import upload, wait_for
 
 LONG = {
     "target_columns": ["HV"],

@@ -5,7 +5,6 @@ after dropping missing values (``POST /api/datasets/{id}/row-check``, real datab
 from __future__ import annotations
 
 import pytest
-from api_helpers import REPO, upload
 
 from app.dashboard.data_check import (
     default_features,
@@ -15,6 +14,7 @@ from app.dashboard.data_check import (
     row_check_text,
     untick_advice,
 )
+from tests.app.api_helpers import REPO, upload
 
 MPEA_RAW = REPO / "app" / "demo_data" / "MPEA_dataset.csv"
 HV = "PROPERTY: HV"

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from api_helpers import make_settings, upload
 from fastapi.testclient import TestClient
 
 from app.services.alloys import descriptors_for
+from tests.app.api_helpers import make_settings, upload
 
-DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
+DEMO = Path(__file__).resolve().parents[3] / "app" / "demo_data"
 ELEMENTS = ["Al", "Co", "Cr", "Fe", "Ni"]
 FEATURES = ["x_Al", "x_Co", "x_Cr", "x_Fe", "x_Ni", "vec", "delta_pct", "proc_CAST"]
 TINY = {"hidden": [2], "grid": 3, "steps": 5, "update_grid_every": 0, "seed": 1}

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import make_settings
 from fastapi.testclient import TestClient
 
 from app.services.datasets import MAX_CELL_CHARS
+from tests.app.api_helpers import make_settings
 
 
 class RecordingExecutor:

@@ -11,15 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import make_settings, upload
 from fastapi.testclient import TestClient
-from fixtures_services import (  # noqa: F401
-    CeleryWorker,
-    PrivateRedis,
-    free_port,
-    kanscope_env,
-    private_redis,
-)
 
 from app.worker.status import (
     NO_WORKER_NOTE,
@@ -27,6 +19,14 @@ from app.worker.status import (
     WorkerStatus,
     executor_status,
     queue_note,
+)
+from tests.app.api_helpers import make_settings, upload
+from tests.app.fixtures_services import (  # noqa: F401
+    CeleryWorker,
+    PrivateRedis,
+    free_port,
+    kanscope_env,
+    private_redis,
 )
 
 SMALL_RUN = {"target_columns": ["HV"], "feature_columns": ["Al", "Co"], "hidden": [2],

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from api_helpers import make_settings, upload, wait_for
 from sqlalchemy import select, update
 
 from app.db.clock import utcnow_minus
@@ -26,6 +25,7 @@ from app.db.session import Database
 from app.services import symbolic as svc
 from app.services.run_claims import reap_stale_runs
 from app.services.training import run_training
+from tests.app.api_helpers import make_settings, upload, wait_for
 
 N_FEATURES, HIDDEN = 10, 30  # 330 edges: the auto-symbolic outlasts the other requests ~10×
 

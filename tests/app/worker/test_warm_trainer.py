@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from api_helpers import make_settings, upload, wait_for
+
+from tests.app.api_helpers import make_settings, upload, wait_for
 
 pytestmark = pytest.mark.slow
 

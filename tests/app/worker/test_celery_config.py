@@ -11,7 +11,6 @@ import pytest
 import redis
 import yaml
 from celery import Celery
-from fixtures_services import PrivateRedis, free_port, private_redis  # noqa: F401
 
 from app.config import Settings, get_settings
 from app.worker.celery_app import (
@@ -22,8 +21,9 @@ from app.worker.celery_app import (
     worker_argv,
 )
 from app.worker.celery_executor import CeleryExecutor, QueueUnavailableError, redact_url
+from tests.app.fixtures_services import PrivateRedis, free_port, private_redis  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_settings_for_long_jobs() -> None:

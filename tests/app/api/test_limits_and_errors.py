@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from api_helpers import make_settings
+
+from tests.app.api_helpers import make_settings
 
 ELEVEN_MB = 11 * 1024 * 1024
 

@@ -23,15 +23,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from fixtures_services import (
+
+from app.worker.celery_executor import CeleryExecutor
+from tests.app.fixtures_services import (
     ApiServer,
     CeleryWorker,
     PrivatePostgres,
     PrivateRedis,
     kanscope_env,
 )
-
-from app.worker.celery_executor import CeleryExecutor
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 

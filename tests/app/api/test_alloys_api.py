@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from api_helpers import upload, wait_for
 
-DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
+from tests.app.api_helpers import upload, wait_for
+
+DEMO = Path(__file__).resolve().parents[3] / "app" / "demo_data"
 DESCRIPTORS = ["vec", "delta_pct", "smix_J_molK", "dhmix_kJ_mol", "tm_K", "delta_chi", "omega"]
 
 

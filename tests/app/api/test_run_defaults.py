@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from test_claims_and_reaper import db, make_run  # noqa: F401  (the db fixture)
 
 from app.api.schemas import DEFAULT_PATIENCE, RunCreate
 from app.db.models import Run
 from app.services.runs import edited_runs, queue_position
+from tests.app.services.test_claims_and_reaper import db, make_run  # noqa: F401  (the db fixture)
 
 BASE = {"dataset_id": 1, "target_columns": ["y"]}
 

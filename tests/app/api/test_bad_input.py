@@ -3,7 +3,7 @@
 Every case asserts a clear 4xx answer — ``{"detail": "<what to change>"}`` — or, where the input
 is merely unusual (a BOM, CRLF, NaN cells), that it is read correctly; and after every case that
 nothing was lost: every dataset and run that existed before still exists with the same content,
-and a refused request stored nothing. Corpus files live in ``tests/app/bad_inputs``; large ones
+and a refused request stored nothing. Corpus files live in ``tests/app/api/bad_inputs``; large ones
 are generated here.
 """
 

