@@ -26,7 +26,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check kan_core app tests benchmarks
 	$(BIN)/ruff format --check kan_core app tests benchmarks
-	$(BIN)/mypy kan_core app  # app/dashboard excluded for now (pyproject.toml)
+	$(BIN)/mypy kan_core app
 	$(BIN)/lint-imports  # the dependency contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/clang-format --dry-run --Werror kan_core/csrc/*.cpp
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dash import dcc, html
+from dash.dash_table.DataTable import DataTable
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 METRIC_LABELS = {"r2": "R²", "accuracy": "accuracy"}
 TASKS = ("regression", "classification")
+
+
+def attrs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """HTML attributes Dash takes as keyword arguments but its typed signatures do not name
+    (``data-*``, ``aria-*``): ``html.Div(..., **attrs({"data-model": name}))``."""
+    return dict(values)
+
+
+def data_table(**props: Any) -> DataTable:
+    """A ``DataTable``. Its typed signature wants ``columns``/``data`` as its own TypedDicts;
+    the pages build them as plain dicts, which is what Dash sends to the browser anyway."""
+    return DataTable(**props)
 
 
 def alert(message: Any, kind: str = "danger", *, role: str = "alert") -> html.Div:

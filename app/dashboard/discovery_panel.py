@@ -15,13 +15,13 @@ import uuid
 from typing import Any
 
 from dash import Input, Output, State, callback, dcc, html, no_update
-from dash.dash_table.DataTable import DataTable
 
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import (
     TERMINAL_STATUSES,
     alert,
+    data_table,
     error_alert,
     field,
     fmt_number,
@@ -243,7 +243,7 @@ def result_block(view: dict[str, Any]) -> list[Any]:
         children.append(alert(str(note), "info"))
     children.append(html.Div("Pareto front (simplest first)", className="muted small"))
     children.append(
-        DataTable(
+        data_table(
             id=f"{view.get('prefix', '')}front",
             columns=FRONT_COLUMNS,
             data=_front_rows(result.get("front") or []),

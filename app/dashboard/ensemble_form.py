@@ -25,7 +25,7 @@ HELP = {
     "rows, or a resample of whole groups (e.g. all rows of one alloy).",
     "group": "The column naming each row's group (group bootstrap only).",
 }
-KEEP = {"persistence": True, "persistence_type": "session"}
+KEEP: dict[str, Any] = {"persistence": True, "persistence_type": "session"}
 
 
 def fields() -> html.Div:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dcc, html, no_update
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import error_alert
+from app.dashboard.components import data_table, error_alert
 from app.dashboard.ensemble_figures import ensemble_summary_text
 from app.dashboard.figures import edge_label
 from app.dashboard.validation import positive_int
@@ -102,7 +102,7 @@ def show_stability(clicks: Any, run_id: Any):
         {"name": "members agreeing", "id": "agree"},
         {"name": "each member's best", "id": "members"},
     ]
-    return dash_table.DataTable(
+    return data_table(
         id="run-ensemble-stability-table",
         data=rows,
         columns=columns,

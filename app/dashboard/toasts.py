@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from dash import ClientsideFunction, Input, Output, clientside_callback, dcc, html
 
+from app.dashboard.components import attrs
+
 #: how long a notification stays on screen (the issue asks for at least 3 s)
 TOAST_MS = 6000
 
@@ -26,7 +28,7 @@ def toast_area() -> list[Any]:
     return [
         dcc.Store(id="toast", data=None),
         dcc.Store(id="toast-shown", data=None),
-        html.Div(id="toasts", className="toasts", role="status", **{"aria-live": "polite"}),
+        html.Div(id="toasts", className="toasts", role="status", **attrs({"aria-live": "polite"})),
     ]
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, callback, dash_table, dcc, html
+from dash import Input, Output, callback, dcc, html
 
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert, fmt_number
+from app.dashboard.components import alert, attrs, data_table, fmt_number
 from app.dashboard.messages import rows_used, shorten
 from app.dashboard.validation import positive_int, positive_ints
 
@@ -71,7 +71,8 @@ def config_diff(runs: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[
     the keys whose values differ between the runs, then those all runs share."""
     configs = [(str(r["id"]), r.get("config") or {}) for r in runs]
     keys = sorted({k for _, c in configs for k in c})
-    differing, same = [], []
+    differing: list[dict[str, Any]] = []
+    same: list[dict[str, Any]] = []
     for key in keys:
         row = {"setting": key} | {rid: config_value(key, c.get(key)) for rid, c in configs}
         values = {row[rid] for rid, _ in configs}
@@ -90,7 +91,7 @@ def diff_table(runs: list[dict[str, Any]]) -> html.Div:
             html.Tr(
                 [html.Td(r["setting"])] + [html.Td(r[i]) for i in ids],
                 className=row_class,
-                **{"data-setting": r["setting"]},
+                **attrs({"data-setting": r["setting"]}),
             )
             for r in rows
         ]
@@ -163,9 +164,7 @@ def metrics_table(
         (
             "symbolic edges",
             lambda r: (
-                f"{formulas[r['id']]['n_symbolic_edges']} / {formulas[r['id']]['n_edges']}"
-                if formulas.get(r["id"])
-                else "–"
+                f"{f['n_symbolic_edges']} / {f['n_edges']}" if (f := formulas.get(r["id"])) else "–"
             ),
         ),
     ]
@@ -175,7 +174,7 @@ def metrics_table(
         for run in runs:
             row[str(run["id"])] = getter(run)
         data.append(row)
-    return dash_table.DataTable(
+    return data_table(
         id="cmp-table",
         data=data,
         columns=[{"name": "", "id": "metric"}]

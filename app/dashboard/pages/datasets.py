@@ -8,13 +8,15 @@ import binascii
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dcc, html, no_update
+from dash.dash_table.DataTable import DataTable
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
 from app.dashboard.components import (
     TASKS,
     alert,
+    data_table,
     error_alert,
     field,
     fmt_number,
@@ -234,7 +236,7 @@ def list_datasets(_version: int, current: int | None, selection: dict | None):
     return options, (max(ids) if ids else None)
 
 
-def stats_table(stats: list[dict[str, Any]], notes: dict[str, str]) -> dash_table.DataTable:
+def stats_table(stats: list[dict[str, Any]], notes: dict[str, str]) -> DataTable:
     """Per column: type, missing, range; ``notes`` says why a column starts unticked."""
     rows = [
         {
@@ -257,7 +259,7 @@ def stats_table(stats: list[dict[str, Any]], notes: dict[str, str]) -> dash_tabl
         columns.append("default")
     if any(r["top values"] for r in rows):
         columns.append("top values")
-    return dash_table.DataTable(
+    return data_table(
         id="ds-stats-table",
         data=rows,
         columns=[{"name": c, "id": c} for c in columns],
@@ -269,12 +271,12 @@ def stats_table(stats: list[dict[str, Any]], notes: dict[str, str]) -> dash_tabl
     )
 
 
-def preview_table(columns: list[str], rows: list[list[Any]]) -> dash_table.DataTable:
+def preview_table(columns: list[str], rows: list[list[Any]]) -> DataTable:
     ids = [f"c{k}" for k in range(len(columns))]
     data = [
         {cid: ("" if v is None else v) for cid, v in zip(ids, row, strict=False)} for row in rows
     ]
-    return dash_table.DataTable(
+    return data_table(
         id="ds-preview-table",
         data=data,
         columns=[
@@ -301,7 +303,12 @@ def preview_table(columns: list[str], rows: list[list[Any]]) -> dash_table.DataT
     State("selection-store", "data"),
 )
 def show_dataset(dataset_id: int | None, selection: dict | None):
-    empty = ([], html.Div("No dataset selected.", className="muted"), "", "Preview")
+    empty: tuple[Any, ...] = (
+        [],
+        html.Div("No dataset selected.", className="muted"),
+        "",
+        "Preview",
+    )
     dataset_id = positive_int(dataset_id)
     if dataset_id is None:
         return *empty, [], None, [], [], no_update
@@ -592,8 +599,8 @@ def show_composition(dataset_id: int | None):
     return options, value, note, {"element_columns": list(elements)}
 
 
-def row_errors_table(errors: list[dict[str, Any]]) -> dash_table.DataTable:
-    return dash_table.DataTable(
+def row_errors_table(errors: list[dict[str, Any]]) -> DataTable:
+    return data_table(
         id="fz-errors-table",
         data=[
             {"row": e["row"], "line": e["line"], "value": e["value"], "reason": e["reason"]}

@@ -12,11 +12,11 @@ import re
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dcc, html, no_update
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert
+from app.dashboard.components import alert, data_table
 from app.dashboard.design_figures import design_candidates_figure
 from app.dashboard.validation import positive_int
 
@@ -187,7 +187,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                     html.Div(id="dz-progress"),
                     html.Div(id="dz-notes"),
                     html.A("Download candidates (CSV)", id="dz-csv", href="", hidden=True),
-                    dash_table.DataTable(
+                    data_table(
                         id="dz-table",
                         columns=[
                             {"name": "rank", "id": "rank"},

@@ -22,7 +22,15 @@ from app.dashboard.alloy_components import (
     group_options,
 )
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert, error_alert, field, task_radio, user_clicked
+from app.dashboard.components import (
+    alert,
+    attrs,
+    data_table,
+    error_alert,
+    field,
+    task_radio,
+    user_clicked,
+)
 from app.dashboard.feature_picker import feature_checklist, register_feature_picker
 from app.dashboard.forms import initial_selection
 from app.dashboard.validation import leaderboard_id, positive_int
@@ -205,7 +213,18 @@ def show_dataset(dataset_id: int | None, selection: dict | None):
         composition = api_client.dataset_composition(dataset_id)
         boards = api_client.list_leaderboards(dataset_id)
     except ApiError as exc:
-        empty = ([], None, [], [], no_update, [], COMPOSITION, [], None, history_placeholder([]))
+        empty: tuple[Any, ...] = (
+            [],
+            None,
+            [],
+            [],
+            no_update,
+            [],
+            COMPOSITION,
+            [],
+            None,
+            history_placeholder([]),
+        )
         return *empty, error_alert(exc, "Loading the dataset")
     stats = preview.get("stats") or []
     names = [s["name"] for s in stats]
@@ -376,7 +395,7 @@ def network_steps(board: dict[str, Any]) -> Any:
 
 def results_table(board: dict[str, Any]) -> DataTable:
     data, columns = figures.leaderboard_table(board)
-    return DataTable(
+    return data_table(
         id="lb-results",
         data=data,
         columns=columns,
@@ -432,13 +451,13 @@ def poll_leaderboard(_n, board_ref: dict | None):
     except ApiError as exc:
         return error_alert(exc, "Reading the leaderboard"), no_update, no_update, True
     complete = bool(board.get("complete"))
-    plots = no_update
+    plots: Any = no_update
     if complete:
         plots = [
             html.Div(
                 dcc.Graph(figure=fig, config={"displaylogo": False}),
                 className="lb-plot",
-                **{"data-model": name},
+                **attrs({"data-model": name}),
             )
             for name, fig in figures.leaderboard_prediction_figures(board)
         ]

@@ -13,7 +13,6 @@ from dash import (
     callback,
     clientside_callback,
     ctx,
-    dash_table,
     dcc,
     html,
     no_update,
@@ -25,6 +24,7 @@ from app.dashboard.components import (
     METRIC_LABELS,
     TERMINAL_STATUSES,
     alert,
+    data_table,
     error_alert,
     field,
     fmt_number,
@@ -52,7 +52,7 @@ EXPORT_FALLBACK_NAMES = {
     "model": "model.safetensors",
     "predictions": "predictions.csv",
 }
-GRAPH_CONFIG = {"displaylogo": False, "doubleClick": False, "scrollZoom": False}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "doubleClick": False, "scrollZoom": False}
 
 
 def layout(run_id: str | None = None, **_: Any) -> html.Div:
@@ -148,7 +148,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                                 className="muted small",
                             ),
                             dcc.Loading(
-                                dash_table.DataTable(
+                                data_table(
                                     id="run-candidates",
                                     columns=[
                                         {"name": "function", "id": "name"},

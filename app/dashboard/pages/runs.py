@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, dcc, html, no_update
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import TERMINAL_STATUSES, alert, error_alert, fmt_number, user_clicked
+from app.dashboard.components import (
+    TERMINAL_STATUSES,
+    alert,
+    data_table,
+    error_alert,
+    fmt_number,
+    user_clicked,
+)
 from app.dashboard.data_check import readable_name
 from app.dashboard.messages import rows_used, settings_text, shorten
 from app.dashboard.validation import positive_ints
@@ -64,7 +71,7 @@ def layout(**_: Any) -> html.Div:
                         ],
                     ),
                     html.Div(id="runs-alert"),
-                    dash_table.DataTable(
+                    data_table(
                         id="runs-table",
                         columns=[
                             {"name": label, "id": key, "presentation": kind}
@@ -127,7 +134,7 @@ def run_row(run: dict[str, Any], dataset_names: dict[int, str]) -> dict[str, Any
         "name": run.get("name") or "",
         "status": run.get("status"),
         "edited": "edited" if run.get("edited") else "",
-        "dataset": dataset_names.get(run.get("dataset_id"), str(run.get("dataset_id"))),
+        "dataset": dataset_names.get(run["dataset_id"], str(run["dataset_id"])),
         "target": readable_name(", ".join(config.get("target_columns") or [])),
         "features": len(summary.get("inputs") or config.get("feature_columns") or []) or "",
         "rows": rows_used(summary),
