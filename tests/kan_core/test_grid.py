@@ -26,10 +26,14 @@ def test_refine_keeps_the_function():
 
 def test_refine_to_any_grid_stays_close():
     model = _trained_like(3)
-    x = torch.rand(500, 2, dtype=torch.float64) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 2, dtype=torch.float64, generator=g) * 2 - 1
     before = model(x)
     refine(model, 13, x)
-    assert (model(x) - before).abs().max() < 1e-2 * before.abs().max()
+    # 13 is not a multiple of 5, so this is a least-squares projection, not an exact one: over 40
+    # samples of x the largest error was 0.6-1.1 % of the output's range (the old bound of 1 %
+    # on an unseeded sample failed about one time in three); a broken refit is off by O(1)
+    assert (model(x) - before).abs().max() < 2e-2 * before.abs().max()
 
 
 @pytest.mark.parametrize("grid_eps", [1.0, 0.0, 0.5])
