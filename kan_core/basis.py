@@ -258,10 +258,9 @@ class RBFBasis(Basis):
         return torch.exp(-(((x.unsqueeze(-1) - centres) / h[:, None]) ** 2))
 
 
-class ReLUKANBasis(Basis):
-    """ReLU-KAN basis: (relu(e_m - x)·relu(x - s_m))² · 16 / (e_m - s_m)⁴ on shifted windows."""
+class WindowBasis(Basis):
+    """grid + k windows shifted along each input's range [lo, hi] (ReLU-KAN and AF-KAN)."""
 
-    name = "relu_kan"
     has_range = True
     lo: torch.Tensor
     hi: torch.Tensor
@@ -278,6 +277,12 @@ class ReLUKANBasis(Basis):
 
     def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
         self.lo, self.hi = lo.to(self.lo), hi.to(self.hi)
+
+
+class ReLUKANBasis(WindowBasis):
+    """ReLU-KAN basis: (relu(e_m - x)·relu(x - s_m))² · 16 / (e_m - s_m)⁴ on shifted windows."""
+
+    name = "relu_kan"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = (self.hi - self.lo) / self.grid  # (in,)
@@ -402,29 +407,13 @@ def af_kan_basis(
     return raw / _af_combine(half, half, function)
 
 
-class AFKANBasis(Basis):
+class AFKANBasis(WindowBasis):
     """AF-KAN basis: SiLU activations of ReLU-KAN's windows combined as (σ(x-s)·σ(e-x))²
     (the paper's `quad1`), each feature 1 at its window centre. See `af_kan_basis`."""
 
     name = "af_kan"
-    has_range = True
     activation = "silu"
     function = "quad1"
-    lo: torch.Tensor
-    hi: torch.Tensor
-
-    def __init__(self, in_dim: int, grid: int, k: int, grid_range: tuple[float, float]) -> None:
-        super().__init__()
-        self.grid, self.k = grid, k
-        self.num_features = grid + k
-        self.register_buffer("lo", torch.full((in_dim,), float(grid_range[0])))
-        self.register_buffer("hi", torch.full((in_dim,), float(grid_range[1])))
-
-    def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "grid": self.grid, "k": self.k}
-
-    def set_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
-        self.lo, self.hi = lo.to(self.lo), hi.to(self.hi)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return af_kan_basis(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.app.api_helpers import wait_for
 
 GROUPS = 12
 
@@ -31,16 +31,6 @@ def _csv(n_rows: int = 72, seed: int = 0) -> bytes:
     for k in range(n_rows):
         w.writerow([*np.round(x[k], 5), round(float(y[k]), 5), f"A{k % GROUPS}"])
     return buf.getvalue().encode()
-
-
-def _wait(client: TestClient, run_id: int, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get(f"/api/runs/{run_id}").json()
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not finish: {run}")
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +73,8 @@ def runs(api: TestClient) -> dict[str, Any]:
     ens = api.post("/api/runs", json=_body(ds["id"], model_options=ENSEMBLE))
     plain = api.post("/api/runs", json=_body(ds["id"]))
     assert ens.status_code == 201 and plain.status_code == 201, (ens.text, plain.text)
-    out = {"dataset": ds, "ensemble": _wait(api, ens.json()["id"])}
-    out["plain"] = _wait(api, plain.json()["id"])
+    out = {"dataset": ds, "ensemble": wait_for(api, ens.json()["id"])}
+    out["plain"] = wait_for(api, plain.json()["id"])
     for key in ("ensemble", "plain"):
         assert out[key]["status"] == "succeeded", out[key]["error"]
     return out

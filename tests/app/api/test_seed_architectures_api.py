@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.services.leaderboard import LeaderboardModel, train_fold
+from tests.app.api_helpers import wait_for
 
 
 def _table(n_rows: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,16 +34,6 @@ def _csv() -> bytes:
     for k in range(len(y)):
         w.writerow([*np.round(x[k], 5), round(float(y[k]), 5)])
     return buf.getvalue().encode()
-
-
-def _wait(client: TestClient, run_id: int, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get(f"/api/runs/{run_id}").json()
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not finish: {run}")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def runs(api: TestClient) -> dict[str, Any]:
         r = api.post("/api/runs", json=body)
         assert r.status_code == 201, r.text
         ids[key] = r.json()["id"]
-    out = {"dataset": ds} | {key: _wait(api, run_id) for key, run_id in ids.items()}
+    out = {"dataset": ds} | {key: wait_for(api, run_id) for key, run_id in ids.items()}
     for key in bodies:
         assert out[key]["status"] == "succeeded", out[key]["error"]
     return out
