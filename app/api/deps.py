@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -44,3 +44,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ExecutorDep = Annotated[Executor, Depends(get_executor)]
+
+# POST endpoints that start a run: the same key gives back the same run (200), started once
+IdempotencyKey = Annotated[
+    str | None, Header(max_length=200, description="Same key → same run; it is started once.")
+]

@@ -1,11 +1,11 @@
 """Inverse design of alloys: a background run (kind ``design``) started for a trained run, its
 progress and ranked candidates, and their CSV export."""
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 
-from app.api.deps import ExecutorDep, IdPath, SessionDep, SettingsDep
+from app.api.deps import ExecutorDep, IdempotencyKey, IdPath, SessionDep, SettingsDep
 from app.api.design_schemas import DesignIn, DesignOut
 from app.api.schemas import ErrorOut, RunOut
 from app.services import design_views as views
@@ -33,10 +33,7 @@ def start_design(
     session: SessionDep,
     settings: SettingsDep,
     executor: ExecutorDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(max_length=200, description="Same key → same run; it is started once."),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> RunOut:
     """Queue a design on run ``run_id`` (a KAN or MLP regression on a dataset with a
     composition): compositions over ``elements`` within ``bounds``, with at least

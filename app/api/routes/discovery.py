@@ -2,12 +2,12 @@
 run), a shortcut that starts one for a trained run, and its result. The search runs on the
 executor as a background job, never inside a request."""
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import ValidationError
 
-from app.api.deps import ExecutorDep, IdPath, SessionDep, SettingsDep
+from app.api.deps import ExecutorDep, IdempotencyKey, IdPath, SessionDep, SettingsDep
 from app.api.schemas import DiscoverIn, DiscoveryOut, ErrorOut, LimitsOut, RunCreate, RunOut
 from app.services import discovery as svc
 from app.services import discovery_views as views
@@ -36,10 +36,7 @@ def start_discovery(
     settings: SettingsDep,
     executor: ExecutorDep,
     body: DiscoverIn | None = None,
-    idempotency_key: Annotated[
-        str | None,
-        Header(max_length=200, description="Same key → same run; it is started once."),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> RunOut:
     """Queue a formula discovery for run ``run_id``'s dataset, target and features, holding out
     the same validation rows (a child run, ``parent_run_id``). Poll

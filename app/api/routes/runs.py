@@ -1,8 +1,8 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from app.api.deps import ExecutorDep, IdPath, SessionDep, SettingsDep
+from app.api.deps import ExecutorDep, IdempotencyKey, IdPath, SessionDep, SettingsDep
 from app.api.schemas import (
     ErrorOut,
     MetricPoint,
@@ -50,10 +50,7 @@ def create_run(
     session: SessionDep,
     settings: SettingsDep,
     executor: ExecutorDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(max_length=200, description="Same key → same run; it is started once."),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> RunOut:
     """Queue a training run. 201 when created, 200 when the Idempotency-Key already made it."""
     run, created = svc.create_run(
