@@ -389,6 +389,30 @@ def _finalise(expr: sympy.Expr, data: _Data, tolerance: float, clock: _Clock) ->
     return _tidy(snapped, data)
 
 
+# sympy.factor has no time limit: multivariate factoring (Wang's algorithm) of a float-coefficient
+# polynomial in a few sin/exp terms ran for over 20 minutes on a 40-node tree (the Gorsse hardness
+# table), so it is tried only on small polynomials in few generators
+FACTOR_MAX_GENERATORS = 3
+FACTOR_MAX_DEGREE = 4
+
+
+def _factor_is_cheap(expr: sympy.Expr) -> bool:
+    if tree_size(expr) > 40:
+        return False
+    if any(p.exp.is_Integer and abs(int(p.exp)) > FACTOR_MAX_DEGREE for p in expr.atoms(sympy.Pow)):
+        return False
+    try:
+        for part in sympy.fraction(sympy.together(expr)):
+            if part.is_number:
+                continue
+            poly = sympy.Poly(part)
+            if len(poly.gens) > FACTOR_MAX_GENERATORS or poly.total_degree() > FACTOR_MAX_DEGREE:
+                return False
+    except (sympy.PolynomialError, sympy.GeneratorsNeeded):
+        return False
+    return True
+
+
 def _tidy(expr: sympy.Expr, data: _Data) -> sympy.Expr:
     """Cheap rewrites that shorten the tree (bounded: no open-ended simplify). Rewrites that
     hold only for positive values (√(a²) → a) are kept where the validation rows agree."""
@@ -403,7 +427,7 @@ def _tidy(expr: sympy.Expr, data: _Data) -> sympy.Expr:
             sympy.powsimp(sympy.powdenest(expr, force=True), force=True),
             sympy.factor_terms(sympy.powdenest(sympy.together(expr), force=True)),
         ]
-        if tree_size(expr) <= 40:  # factor is polynomial-time only on small trees
+        if _factor_is_cheap(expr):
             cands.append(sympy.powdenest(sympy.factor(expr), force=True))
         for cand in cands:
             if tree_size(cand) < tree_size(best) and data.val_mse(cand) <= ref * (1 + 1e-6) + floor:
