@@ -216,7 +216,7 @@ OPTION_CASES = [
      ["unknown", "depth", "allowed", "max_iter", "learning_rate"]),
     ("unknown_key_linear", "linear", {"alpah": 1.0}, ["alpah", "allowed", "alpha"]),
     ("bool_as_number", "random_forest", {"min_samples_leaf": True}, ["min_samples_leaf"]),
-    ("options_for_kan", "kan", {"alpha": 1.0}, ["kan", "only the ensemble's model_options", "alpha"]),
+    ("options_for_kan", "kan", {"alpha": 1.0}, ["kan", "ensemble's model_options", "alpha"]),
     ("options_for_mlp", "mlp", {"grid": 5}, ["mlp", "no model_options"]),
     ("discover_budget", "discover", {"budget_s": 10**6}, ["budget_s"]),
 ]  # fmt: skip
