@@ -62,7 +62,9 @@ def test_api_killed_while_local_runs_train_leaves_no_run_stuck(tmp_path: Path) -
         with httpx.Client(base_url=api.url, timeout=30) as http:
             ds = http.post("/datasets", files={"file": ("d.csv", _csv(), "text/csv")}).json()
             body = {"dataset_id": ds["id"], "target_columns": ["y"], "hidden": [2], "grid": 3}
-            long_body = body | {"steps": 5000, "early_stopping_patience": None}
+            # 100 000 steps: the fused engine trains this small net at thousands of steps per
+            # second on an idle machine, and the run must still be going when the API is killed
+            long_body = body | {"steps": 100_000, "early_stopping_patience": None}
             long = http.post("/runs", json=long_body).json()
             done_before = http.post("/runs", json=body | {"steps": 5}).json()
             assert _wait(http, done_before["id"], FINISHED)["status"] == "succeeded"
