@@ -478,11 +478,7 @@ class SelectableBasis(Basis):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.lo.to(x.dtype), self.hi.to(x.dtype)
-        # the grid range onto [-1, 1], held there: the rational family's powers of an input far
-        # outside the range (standardised values up to 90 in the phase table, before any grid
-        # update) made one Adam step blow the loss from 1.3 to 1e18; outside the range it is
-        # constant, as the B-spline family is zero there (the SiLU base branch carries the trend)
-        unit = ((2.0 * x - (lo + hi)) / (hi - lo)).clamp(-1.0, 1.0)
+        unit = (2.0 * x - (lo + hi)) / (hi - lo)  # the grid range onto [-1, 1]
         parts = [basis(unit if isinstance(basis, RationalBasis) else x) for basis in self.families]
         feats = torch.cat(parts, dim=-1)  # (batch, in, K)
         if bool((self.chosen >= 0).any()):

@@ -218,17 +218,3 @@ def test_select_families_refit_stays_bounded_between_sparse_rows():
     mixture = float(layer.spline_values(sweep).abs().max())
     assert select_families(model, x) == [["bspline"]]
     assert float(layer.spline_values(sweep).abs().max()) < 2.0 * mixture
-
-
-def test_s_kan_trains_on_inputs_far_outside_its_grid_range():
-    """Standardised heavy-tailed columns (the phase table reaches 90) before any grid update: the
-    rational family's powers of such inputs made one Adam step blow the loss up to 1e18."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 3, generator=g)
-    x[:8, 0] = torch.linspace(20.0, 90.0, 8)
-    y = torch.sin(x[:, 1:2]) + 0.1 * x[:, 2:3]
-    model = KAN([3, 2, 1], grid=5, k=3, basis="s_kan", seed=0)
-    cfg = FitConfig(steps=6, lr=1e-2, update_grid_every=0, log_every=1)
-    result = fit_selectable(model, TrainData(x, y), cfg)
-    losses = [p.train_loss for p in result.history]
-    assert all(math.isfinite(v) for v in losses) and max(losses) < 10 * losses[0], losses
