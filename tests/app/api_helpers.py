@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,25 @@ class LiveServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
         self._log.close()
+
+
+@contextlib.contextmanager
+def local_sqlite_client(data_dir: Path) -> Iterator[Any]:
+    """An in-process app (API only) on a SQLite file in ``data_dir`` with a real local executor
+    (two trainers, fast heartbeats, no spare trainer): for module-scoped fixtures."""
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from app.main import create_app
+
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=None,
+        executor="local",
+        load_demo=False,
+        max_concurrent_runs=2,
+        heartbeat_interval_s=0.5,
+        warm_trainer=False,
+    )
+    with TestClient(create_app(settings, mount_dashboard=False)) as client:
+        yield client

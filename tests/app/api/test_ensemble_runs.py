@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.main import create_app
-from tests.app.api_helpers import wait_for
+from tests.app.api_helpers import local_sqlite_client, wait_for
 
 GROUPS = 12
 
@@ -35,16 +33,7 @@ def _csv(n_rows: int = 72, seed: int = 0) -> bytes:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("ensembles"),
-        database_url=None,
-        executor="local",
-        load_demo=False,
-        max_concurrent_runs=2,
-        heartbeat_interval_s=0.5,
-        warm_trainer=False,
-    )
-    with TestClient(create_app(settings, mount_dashboard=False)) as client:
+    with local_sqlite_client(tmp_path_factory.mktemp("ensembles")) as client:
         yield client
 
 

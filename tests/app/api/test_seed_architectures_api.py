@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.main import create_app
 from app.services.leaderboard import LeaderboardModel, train_fold
-from tests.app.api_helpers import wait_for
+from tests.app.api_helpers import local_sqlite_client, wait_for
 
 
 def _table(n_rows: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,16 +36,7 @@ def _csv() -> bytes:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("seed_arch"),
-        database_url=None,
-        executor="local",
-        load_demo=False,
-        max_concurrent_runs=2,
-        heartbeat_interval_s=0.5,
-        warm_trainer=False,
-    )
-    with TestClient(create_app(settings, mount_dashboard=False)) as client:
+    with local_sqlite_client(tmp_path_factory.mktemp("seed_arch")) as client:
         yield client
 
 
