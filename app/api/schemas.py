@@ -90,6 +90,12 @@ class WorkersOut(BaseModel):
     busy: bool = Field(description="Consuming, but every training slot is taken.")
     detail: str
     workers: list[str] = Field(description="Worker names (Celery) or this server's executor.")
+    warm: bool | None = Field(
+        None,
+        description="A trainer process has finished its imports and waits for a run, so the "
+        "next run starts within about a second (local executor, KANSCOPE_WARM_TRAINER); null "
+        "where the executor cannot tell (Celery).",
+    )
 
 
 # ── datasets ────────────────────────────────────────────────────────────────────────────────

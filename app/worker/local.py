@@ -213,7 +213,11 @@ class LocalExecutor:
             f"(KANSCOPE_MAX_CONCURRENT_RUNS), {waiting} run(s) waiting for one"
         )
         busy = running >= self.max_concurrent
-        return WorkerStatus("local", True, detail, [self.prefix.rstrip(":")], busy=busy)
+        warm = self.warm_spare and self.spare_ready()
+        if self.warm_spare:
+            detail += "; a warm trainer is ready" if warm else "; a warm trainer is starting"
+        workers = [self.prefix.rstrip(":")]
+        return WorkerStatus("local", True, detail, workers, busy=busy, warm=warm)
 
     def resubmit_queued(self) -> list[int]:
         """After a restart: hand every ``queued`` run in the database to this executor."""

@@ -29,6 +29,9 @@ class WorkerStatus:
     detail: str
     workers: list[str] = field(default_factory=list)
     busy: bool = False  # consuming, but every slot is taken: queued runs wait their turn
+    #: a trainer process has done its imports and waits for a run (local executor's warm
+    #: spare): the next run starts within about a second; None where the executor cannot tell
+    warm: bool | None = None
 
 
 def executor_status(executor: Any) -> WorkerStatus | None:

@@ -52,7 +52,7 @@ def trace_length(page: Any, graph_id: str, name: str) -> int:
     return 0
 
 
-def wait_for_trace(page: Any, graph_id: str, name: str, timeout_ms: int = 30_000) -> None:
+def wait_for_trace(page: Any, graph_id: str, name: str, timeout_ms: int = 90_000) -> None:
     page.wait_for_function(
         """([graphId, name]) => {
           const gd = document.querySelector(`#${graphId} .js-plotly-plot`);

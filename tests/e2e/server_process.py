@@ -27,6 +27,16 @@ DEMO_CSV = REPO / "app" / "demo_data" / "Gorsse2018ML_Data_RawHV.csv"
 VIEWPORT = {"width": 1280, "height": 800}
 
 
+def wait_for_warm_trainer(api: httpx.Client, timeout_s: float = 180.0) -> None:
+    """Until the server's warm trainer (a process with torch imported, waiting for a run) is
+    ready, as it is for a user who clicks Train seconds after the last run started."""
+    deadline = time.monotonic() + timeout_s
+    while not api.get("/workers").json().get("warm"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no warm trainer after {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from plotly_helpers import click_edge, layout_title, trace_length, wait_for_trace
-from server_process import DEMO_CSV
+from server_process import DEMO_CSV, wait_for_warm_trainer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -558,6 +558,9 @@ def test_data_check_and_defaults_on_the_raw_mpea_table(page, kanscope_server, sc
     assert page.input_value("#tr-patience") == "100"
     set_number(page, "#tr-steps", 3000)
     page.wait_for_selector("#tr-param-estimate")
+    # the warm trainer the previous test's run used is replaced by one still importing torch
+    # (5 s idle, far longer with the other test worker busy): a user clicks seconds later
+    wait_for_warm_trainer(kanscope_server.api)
     clicked = time.monotonic()
     page.click("#tr-start")
     wait_for_trace(page, "tr-loss", "train loss")

@@ -30,4 +30,5 @@ def workers(executor: ExecutorDep, settings: SettingsDep) -> WorkersOut:
         busy=status.busy,
         detail=status.detail,
         workers=status.workers,
+        warm=status.warm,
     )

@@ -32,10 +32,13 @@ def test_a_spare_trainer_takes_the_next_run_and_is_replaced(sqlite_url, tmp_path
     with TestClient(create_app(settings, mount_dashboard=False)) as client:
         executor = client.app.state.executor
         spare_pid = wait_for_spare(executor)
+        assert client.get("/api/workers").json()["warm"] is False  # still importing torch
         started = time.monotonic()
-        while not executor.spare_ready():  # its imports done, as between a user's clicks
+        # its imports done, as between a user's clicks; the API says so
+        while not client.get("/api/workers").json()["warm"]:
             assert time.monotonic() - started < 120, "the spare trainer never got ready"
             time.sleep(0.1)
+        assert "a warm trainer is ready" in client.get("/api/workers").json()["detail"]
         print(f"spare trainer ready after {time.monotonic() - started:.1f} s")
         ds = upload(client, demo_csv, "warm.csv")
         body = {"dataset_id": ds["id"], "target_columns": ["HV"], "feature_columns": ["VEC"],

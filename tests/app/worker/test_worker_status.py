@@ -63,6 +63,7 @@ def test_local_executor_always_consumes(client: Any, demo_csv: bytes) -> None:
     body = r.json()
     assert body["executor"] == "local" and body["consuming"] is True
     assert "KANSCOPE_MAX_CONCURRENT_RUNS" in body["detail"] and body["workers"]
+    assert body["warm"] is False  # these tests' servers start no warm trainer
     ds = upload(client, demo_csv)
     run = client.post("/api/runs", json={"dataset_id": ds["id"], **SMALL_RUN}).json()
     assert client.get(f"/api/runs/{run['id']}").json()["queue_note"] is None
