@@ -7,10 +7,11 @@ objective: a function from a batch of compositions (n, d) to an :class:`Evaluati
 values, an optional spread for acquisition, and a non-negative constraint violation for what this
 module cannot see, e.g. bounds on a second model's prediction). :func:`optimise` searches with
 scipy's differential evolution (the descriptor maps in use are plain Python, not differentiable
-in torch, so the search is derivative-free) or uniform random sampling, both with the same
-budget of objective evaluations, and keeps every evaluation; :func:`rank_candidates` turns them
-into a ranked, de-duplicated list with the distance to the nearest reference (training)
-composition.
+in torch, so the search is derivative-free) or random sampling (uniform, or inside the trust
+region below), all with the same budget of objective evaluations, and keeps every evaluation;
+:func:`rank_candidates` turns them into a ranked, de-duplicated list with the distance to the
+nearest reference (training) composition. With a spread, :class:`DesignGoal` ranks by an upper
+confidence bound or the :func:`expected_improvement` over the best observed value.
 
 Search variables live in the box [lower, upper]; :meth:`CompositionSpace.project` maps any point
 onto the feasible set (the Euclidean projection onto {lower ≤ x ≤ upper, Σx = 1}), so the bounds
@@ -43,13 +44,15 @@ __all__ = [
     "InfeasibleConstraintError",
     "TrustRegion",
     "composition_distance",
+    "expected_improvement",
     "nearest_reference",
     "optimise",
     "rank_candidates",
 ]
 
 Direction = Literal["max", "min", "target"]
-Method = Literal["de", "random"]
+Method = Literal["de", "random", "random_trust"]
+Acquisition = Literal["mean", "ucb", "ei"]
 #: the default fraction at which an element counts as present (5 at.%: the usual cut-off for a
 #: principal element of a high-entropy alloy)
 DEFAULT_PRESENCE = 0.05
@@ -279,6 +282,31 @@ class TrustRegion:
             pick = np.argsort(reach, kind="stable")[:n]
         return space.project(np.clip(self.reference[pick], space.lower, space.upper))
 
+    def sample(self, space: CompositionSpace, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` random compositions of the space inside the region (random search at the
+        scale of the region, the fair baseline for a search that has to stay in it). Each is a
+        step from an *anchor* — a reference alloy clipped into the bounds and projected onto
+        the sum, drawn at random among the anchors inside the region — towards a uniform random
+        composition of the space, of length r = R·u^(1/(d−1)) (u uniform, R the room the anchor
+        leaves up to ``max_distance``: radii spread as the volume of a (d−1)-dimensional ball
+        grows). A convex combination of two points of the space keeps the bounds and the sum
+        exactly; by the triangle inequality the point lies within ``max_distance`` of the
+        anchor's reference. With no anchor inside, the nearest one is used (its points lie
+        beyond the region and count as violations)."""
+        anchors = space.project(np.clip(self.reference, space.lower, space.upper))  # (m, d)
+        start = 0.5 * (np.abs(anchors - self.reference).sum(axis=1) + self.outside)  # (m,)
+        inside = np.flatnonzero(start <= self.max_distance)
+        if len(inside) == 0:
+            inside = np.argsort(start, kind="stable")[:1]
+        pick = rng.choice(inside, size=n)
+        a = anchors[pick]  # (n, d)
+        room = np.maximum(self.max_distance - start[pick], 0.0)
+        toward = space.sample(n, rng)  # (n, d)
+        span = composition_distance(a, toward)
+        r = room * rng.random(n) ** (1.0 / max(space.dim - 1, 1))
+        t = np.minimum(r / np.where(span > 0, span, 1.0), 1.0) * (span > 0)
+        return a + t[:, None] * (toward - a)
+
     def check_reachable(self, space: CompositionSpace) -> None:
         """:class:`InfeasibleConstraintError` (``max_distance``) when no composition of the
         space lies within ``max_distance`` of a reference alloy."""
@@ -307,16 +335,72 @@ class Evaluation:
 Objective = Callable[[np.ndarray], Evaluation]
 
 
+def expected_improvement(
+    mean: np.ndarray,
+    std: np.ndarray,
+    best: float,
+    direction: Direction = "max",
+    target: float | None = None,
+) -> np.ndarray:
+    """E[max(improvement, 0)] per row for a normal predictive distribution Y ~ N(mean, std²)
+    over the incumbent ``best`` (the best value observed so far):
+
+    - ``max``: improvement Y − f*; EI = (μ − f*)·Φ(z) + σ·φ(z), z = (μ − f*)/σ;
+    - ``min``: improvement f* − Y; EI = (f* − μ)·Φ(z) + σ·φ(z), z = (f* − μ)/σ;
+    - ``target`` t: improvement = how much closer to t than the incumbent, d* − |Y − t| with
+      d* = |f* − t|; with m = μ − t and a, b, c = (−d* − m, −m, d* − m)/σ,
+      EI = d*·(Φ(c) − Φ(a)) + m·(2Φ(b) − Φ(a) − Φ(c)) + σ·(φ(a) + φ(c) − 2φ(b)).
+
+    σ = 0 gives the plain improvement, clipped at 0. Φ, φ: the standard normal's cdf and
+    density."""
+    from scipy.special import ndtr
+
+    mu = np.asarray(mean, dtype=np.float64)
+    sigma = np.asarray(std, dtype=np.float64)
+    positive = sigma > 0
+    s = np.where(positive, sigma, 1.0)
+
+    def pdf(z: np.ndarray) -> np.ndarray:
+        return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+    if direction in ("max", "min"):
+        gain = mu - best if direction == "max" else best - mu
+        z = gain / s
+        ei = gain * ndtr(z) + s * pdf(z)
+        plain = np.maximum(gain, 0.0)
+    elif direction == "target":
+        if target is None or not math.isfinite(target):
+            raise InfeasibleConstraintError("target", "direction 'target' needs a finite target.")
+        d = abs(float(best) - float(target))
+        m = mu - float(target)
+        a, b, c = (-d - m) / s, -m / s, (d - m) / s
+        ei = (
+            d * (ndtr(c) - ndtr(a))
+            + m * (2.0 * ndtr(b) - ndtr(a) - ndtr(c))
+            + s * (pdf(a) + pdf(c) - 2.0 * pdf(b))
+        )
+        plain = np.maximum(d - np.abs(m), 0.0)
+    else:
+        raise InfeasibleConstraintError(
+            "direction", f"must be 'max', 'min' or 'target', got {direction!r}."
+        )
+    return np.where(positive, np.maximum(ei, 0.0), plain)
+
+
 @dataclass(frozen=True)
 class DesignGoal:
     """What "better" means: ``max`` / ``min`` the value, or get close to ``target``.
-    ``acquisition``: ``mean`` ranks by the value alone; ``ucb`` by an optimistic bound
-    value ± ``kappa``·std (needs an objective that returns ``std``, e.g. an ensemble)."""
+    ``acquisition`` (the last two need an objective that returns ``std``, e.g. an ensemble):
+    ``mean`` ranks by the value alone; ``ucb`` by an optimistic bound value ± ``kappa``·std;
+    ``ei`` by the :func:`expected_improvement` over ``incumbent`` (the best observed value,
+    e.g. the best training alloy's; for ``target``, the observed value closest to it) under a
+    normal predictive distribution N(value, std²)."""
 
     direction: Direction = "max"
     target: float | None = None
-    acquisition: Literal["mean", "ucb"] = "mean"
+    acquisition: Acquisition = "mean"
     kappa: float = 1.0
+    incumbent: float | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in ("max", "min", "target"):
@@ -325,16 +409,31 @@ class DesignGoal:
             )
         if self.direction == "target" and (self.target is None or not math.isfinite(self.target)):
             raise InfeasibleConstraintError("target", "direction 'target' needs a finite target.")
+        if self.acquisition not in ("mean", "ucb", "ei"):
+            raise InfeasibleConstraintError(
+                "acquisition", f"must be 'mean', 'ucb' or 'ei', got {self.acquisition!r}."
+            )
+        if self.acquisition == "ei" and (
+            self.incumbent is None or not math.isfinite(self.incumbent)
+        ):
+            raise InfeasibleConstraintError(
+                "acquisition", "'ei' needs the best observed value (incumbent) to improve on."
+            )
 
     def score(self, values: np.ndarray, std: np.ndarray | None = None) -> np.ndarray:
         """Lower is better."""
         v = np.asarray(values, dtype=np.float64)
-        if self.acquisition == "ucb":
+        if self.acquisition in ("ucb", "ei"):
             if std is None:
                 raise InfeasibleConstraintError(
-                    "acquisition", "'ucb' needs a model that gives a spread (an ensemble)."
+                    "acquisition",
+                    f"{self.acquisition!r} needs a model that gives a spread (an ensemble).",
                 )
-            bonus = self.kappa * np.asarray(std, dtype=np.float64)
+            sd = np.asarray(std, dtype=np.float64)
+            if self.acquisition == "ei":
+                assert self.incumbent is not None  # checked in __post_init__
+                return -expected_improvement(v, sd, self.incumbent, self.direction, self.target)
+            bonus = self.kappa * sd
             if self.direction == "max":
                 return -(v + bonus)
             if self.direction == "min":
@@ -455,10 +554,13 @@ def optimise(
     feasible set; population from the budget, Latin hypercube start — with ``trust``, half the
     first generation at the reference alloys nearest the space and half uniform — no polishing,
     no early convergence stop); ``random`` — ``budget`` uniform random compositions in batches of
-    ``batch``. ``progress(evaluations_done, budget)`` returning False stops the search (what
-    was evaluated is kept). ``trust``: compositions beyond it are infeasible, penalised by how
-    far beyond (differential evolution follows that back into the region; random sampling
-    does not aim and may find none). Deterministic for a seed."""
+    ``batch``; ``random_trust`` — random compositions inside ``trust``
+    (:meth:`TrustRegion.sample`: steps from random training alloys), random search's fair
+    counterpart when candidates must stay near the data. ``progress(evaluations_done, budget)``
+    returning False stops the search (what was evaluated is kept). ``trust``: compositions
+    beyond it are infeasible, penalised by how far beyond (differential evolution follows that
+    back into the region; uniform random sampling does not aim and may find none).
+    Deterministic for a seed."""
     if budget < 1:
         raise InfeasibleConstraintError("budget", f"must be at least 1, got {budget}.")
     record = _Recorder(space, objective, goal, int(budget), progress, trust)
@@ -468,8 +570,18 @@ def optimise(
             n = min(batch, record.budget - record.n)
             record(space.sample(n, rng))
         return record.trace("random")
+    if method == "random_trust":
+        if trust is None:
+            raise InfeasibleConstraintError(
+                "method", "'random_trust' samples inside the trust region; give max_distance."
+            )
+        while not record.done:
+            record(trust.sample(space, min(batch, record.budget - record.n), rng))
+        return record.trace("random_trust")
     if method != "de":
-        raise InfeasibleConstraintError("method", f"must be 'de' or 'random', got {method!r}.")
+        raise InfeasibleConstraintError(
+            "method", f"must be 'de', 'random' or 'random_trust', got {method!r}."
+        )
     from scipy.optimize import differential_evolution
 
     d = space.dim

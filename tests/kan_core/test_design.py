@@ -1,7 +1,9 @@
 """kan_core.design: the constraint set (checks name the constraint; projection keeps bounds and
 the sum exactly), the search (budget kept, deterministic, DE beats random on a smooth objective
 with the same budget), ranking (feasible only, diverse, nearest reference), the trust region
-(distances with elements outside the space, the closest reachable distance, DE kept inside)."""
+(distances with elements outside the space, the closest reachable distance, DE kept inside,
+random search inside it), expected improvement (the normal closed form, and the ranking it
+changes)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from kan_core.design import (
     InfeasibleConstraintError,
     TrustRegion,
     composition_distance,
+    expected_improvement,
     nearest_reference,
     optimise,
     rank_candidates,
@@ -179,3 +182,90 @@ def test_differential_evolution_stays_in_the_trust_region() -> None:
     assert tiny.n_evaluations == 30 and tiny.feasible.sum() >= 3
     unconstrained = rank_candidates(optimise(space, value, DesignGoal("max"), 600, seed=0), 1)
     assert unconstrained[0].value > 0.5
+
+
+def test_random_search_in_the_trust_region_stays_inside_and_spreads() -> None:
+    """``random_trust``: every sample keeps the bounds and the sum and lies within max_distance
+    of a reference, reaching out to the region's edge from several references; uniform
+    sampling with the same budget rarely lands inside."""
+    space = CompositionSpace.build(ELEMENTS, {"Al": (0.0, 0.3)}, min_elements=3)
+    ref = np.array(
+        [[0, 0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0, 0, 0], [0.1, 0.2, 0.3, 0.2, 0.2]]
+    )  # the second lies 0.2 outside the Al bound: its anchor has no room left at 0.15
+    trust = TrustRegion.build(ELEMENTS, ref, ELEMENTS, 0.15)
+    value = lambda x: Evaluation(values=x[:, 0])  # noqa: E731
+    near = optimise(
+        space, value, DesignGoal("max"), 600, method="random_trust", seed=0, trust=trust
+    )
+    uniform = optimise(space, value, DesignGoal("max"), 600, method="random", seed=0, trust=trust)
+    assert near.method == "random_trust" and near.n_evaluations == 600
+    assert np.allclose(near.x.sum(axis=1), 1.0, atol=1e-12)
+    assert (near.x >= -1e-12).all() and (near.x[:, 0] <= 0.3 + 1e-12).all()
+    dist = trust.distance(near.x)
+    assert (dist <= 0.15 + 1e-9).all() and dist.max() > 0.12  # out to the edge
+    nearest = np.abs(near.x[:, None, :] - ref[None]).sum(axis=-1).argmin(axis=1)
+    assert set(nearest.tolist()) == {0, 2}  # both anchors with room are used
+    assert near.feasible.sum() > 3 * uniform.feasible.sum()
+    again = optimise(
+        space, value, DesignGoal("max"), 600, method="random_trust", seed=0, trust=trust
+    )
+    assert np.array_equal(again.x, near.x)
+    with pytest.raises(InfeasibleConstraintError, match="max_distance"):
+        optimise(space, value, DesignGoal("max"), 50, method="random_trust")
+
+
+def test_expected_improvement_is_the_normal_closed_form() -> None:
+    from scipy import integrate
+    from scipy.stats import norm
+
+    mean, std = np.array([10.0, 12.0, 11.0, 9.0]), np.array([2.0, 0.5, 1e-3, 3.0])
+    best = 11.0
+    # by hand: μ = 10, σ = 2, f* = 11 → z = −0.5, EI = −1·Φ(−0.5) + 2·φ(−0.5) = 0.39559
+    assert expected_improvement(mean[:1], std[:1], best)[0] == pytest.approx(0.395593, abs=1e-6)
+    z = (mean - best) / std
+    hand_max = (mean - best) * norm.cdf(z) + std * norm.pdf(z)
+    assert np.allclose(expected_improvement(mean, std, best, "max"), hand_max, rtol=1e-12)
+    hand_min = (best - mean) * norm.cdf(-z) + std * norm.pdf(-z)
+    assert np.allclose(expected_improvement(mean, std, best, "min"), hand_min, rtol=1e-12)
+    # hit a target t = 10.5: the improvement is d* − |Y − t| over d* = |11 − 10.5|, integrated
+    d = 0.5
+    lo, hi = 10.5 - d, 10.5 + d
+    for m, s in zip(mean, std, strict=True):
+        numeric, _ = integrate.quad(
+            lambda y, m=m, s=s: (d - abs(y - 10.5)) * norm.pdf(y, m, s), lo, hi, points=[10.5]
+        )
+        got = expected_improvement(np.array([m]), np.array([s]), best, "target", 10.5)[0]
+        assert got == pytest.approx(numeric, abs=1e-9)
+    # no spread: the plain improvement, never negative
+    flat = expected_improvement(np.array([12.0, 9.0]), np.zeros(2), best)
+    assert flat.tolist() == [1.0, 0.0]
+    assert expected_improvement(np.array([10.7]), np.zeros(1), best, "target", 10.5)[0] == (
+        pytest.approx(0.3)
+    )
+
+
+def test_expected_improvement_changes_the_ranking() -> None:
+    """A sure, slight improvement against an unsure point below the incumbent: the mean ranks
+    the sure one first, EI the unsure one (its upside is larger); UCB with a small κ keeps
+    the mean's order. In a search: the mean peaks at pure B with no spread and matches the
+    incumbent (EI 0 there), the spread grows towards A — EI proposes A-rich compositions."""
+    mean, std = np.array([1.05, 0.9]), np.array([0.01, 0.5])
+    assert DesignGoal("max").score(mean, std).argmin() == 0
+    ei = DesignGoal("max", acquisition="ei", incumbent=1.0)
+    assert ei.score(mean, std).argmin() == 1  # 0.05 vs 0.153
+    assert DesignGoal("max", acquisition="ucb", kappa=0.1).score(mean, std).argmin() == 0
+    lows = DesignGoal("min", acquisition="ei", incumbent=1.0).score(2.0 - mean, std)
+    assert lows.argmin() == 1  # the mirror image for minimising
+    with pytest.raises(InfeasibleConstraintError, match="incumbent"):
+        DesignGoal("max", acquisition="ei")
+    with pytest.raises(InfeasibleConstraintError, match="spread"):
+        ei.score(mean)
+
+    space = CompositionSpace.build(["A", "B"])
+    unsure = lambda x: Evaluation(values=1.0 - x[:, 0], std=2.0 * x[:, 0] ** 2)  # noqa: E731
+    by_mean = rank_candidates(optimise(space, unsure, DesignGoal("max"), 200, seed=0), 1)[0]
+    by_ei = rank_candidates(optimise(space, unsure, ei, 200, seed=0), 1)[0]
+    assert by_mean.fractions[0] < 0.02 and by_ei.fractions[0] > 0.95
+    a = by_ei.fractions[0]  # its score is −EI of N(1 − a, (2a²)²) over f* = 1
+    assert -by_ei.score == pytest.approx(float(expected_improvement(1 - a, 2 * a**2, 1.0)))
+    assert -by_ei.score > 0.35  # 0.3956 at pure A
