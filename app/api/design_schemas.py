@@ -51,8 +51,11 @@ class DesignIn(BaseModel):
         description="Model evaluations (compositions) the search may spend.",
     )
     n_candidates: int = Field(default=20, ge=1, le=CANDIDATES_MAX)
-    method: Literal["de", "random"] = Field(
-        default="de", description="'de': differential evolution (scipy); 'random': sampling."
+    method: Literal["de", "random", "random_trust"] = Field(
+        default="de",
+        description="'de': differential evolution (scipy); 'random': uniform sampling of the "
+        "composition space; 'random_trust': random sampling inside the trust region (steps from "
+        "random training alloys; needs max_distance).",
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     max_distance: Distance | None = Field(
@@ -63,11 +66,14 @@ class DesignIn(BaseModel):
         "alloy's nearest other alloy is within 0.04 (median), 0.1 (75 %) and 0.2 (90 %). 422 "
         "when no composition within the bounds can be that close.",
     )
-    acquisition: Literal["mean", "ucb"] = Field(
+    acquisition: Literal["mean", "ucb", "ei"] = Field(
         default="mean",
-        description="'mean': rank by the prediction (an ensemble's mean). 'ucb' (ensemble runs "
-        "only): by the calibrated interval's optimistic end (upper when maximising, lower when "
-        "minimising), to explore where the model is unsure.",
+        description="'mean': rank by the prediction (an ensemble's mean). Ensemble runs only "
+        "(else 422): 'ucb' by the calibrated interval's optimistic end (upper when maximising, "
+        "lower when minimising), to explore where the model is unsure; 'ei' by the expected "
+        "improvement over the best training alloy's measured value (for a target: the one "
+        "closest to it) under a normal distribution with the ensemble's mean and calibrated "
+        "spread.",
     )
     fixed_features: dict[ColumnName, Fraction] | None = Field(
         default=None,
@@ -91,6 +97,11 @@ class DesignCandidateOut(BaseModel):
     std: MaybeFloat = None
     lower: MaybeFloat = None
     upper: MaybeFloat = None
+    expected_improvement: MaybeFloat = Field(
+        default=None,
+        description="Ensemble runs: E[max(improvement over best_training_value, 0)] under "
+        "N(predicted, std²), in the target's units; null for single models.",
+    )
     constraint_predicted: MaybeFloat = None
     nearest_distance: MaybeFloat = Field(
         default=None,
@@ -116,7 +127,11 @@ class DesignResultOut(BaseModel):
     seconds: float
     elements: list[str]
     candidates: list[DesignCandidateOut]
-    best_training_value: MaybeFloat = None
+    best_training_value: MaybeFloat = Field(
+        default=None,
+        description="The measured value of the training alloy best under the direction (for "
+        "a target: closest to it): what a candidate has to beat, and the incumbent of 'ei'.",
+    )
     training: dict[str, list[MaybeFloat]] = Field(
         description="Training alloys for the plot: measured value and distance to the nearest "
         "other training composition."

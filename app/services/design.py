@@ -29,8 +29,11 @@ members' mean with the run's calibrated interval (:class:`EnsembleView`), so eve
 carries ``std`` / ``lower`` / ``upper`` at the run's level. ``acquisition: "ucb"`` (ensembles
 only) ranks by the interval's optimistic end — the upper bound when maximising, the lower when
 minimising (``DesignGoal`` with κ = the level's normal quantile) — to propose where the model
-may be better than its mean says, for an active-learning loop; ``"mean"`` ranks by the mean.
-A single KAN or MLP gives no spread: those fields stay null.
+may be better than its mean says, for an active-learning loop; ``"ei"`` (ensembles only) by the
+expected improvement over the best training alloy's measured value (for ``target``: the one
+closest to it) under N(mean, std²), std the calibrated one; ``"mean"`` ranks by the mean. Every
+ensemble candidate carries its ``expected_improvement`` whatever the ranking. A single KAN or
+MLP gives no spread: those fields stay null.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from kan_core.design import (
     Evaluation,
     InfeasibleConstraintError,
     TrustRegion,
+    expected_improvement,
     nearest_reference,
     optimise,
     rank_candidates,
@@ -353,16 +357,22 @@ def trust_from(design: dict[str, Any], bundle: dict[str, Any]) -> TrustRegion | 
     )
 
 
-def goal_from(design: dict[str, Any], ensemble: EnsembleView | None) -> DesignGoal:
+def goal_from(
+    design: dict[str, Any], ensemble: EnsembleView | None, train_y: np.ndarray
+) -> DesignGoal:
     """Direction and acquisition; UCB's κ is the ensemble level's normal quantile, so the
-    score is the calibrated interval's optimistic end."""
+    score is the calibrated interval's optimistic end; EI's incumbent is the best training
+    alloy's measured value (:func:`best_training_value`)."""
     acquisition = design.get("acquisition", "mean")
-    if acquisition == "ucb" and ensemble is None:
+    if acquisition in ("ucb", "ei") and ensemble is None:
         raise InfeasibleConstraintError(
-            "acquisition", "'ucb' needs an ensemble run (model_options ensemble_members)."
+            "acquisition",
+            f"{acquisition!r} needs an ensemble run (model_options ensemble_members).",
         )
     kappa = ensemble.z if ensemble is not None else 1.0
-    return DesignGoal(design["direction"], design.get("target"), acquisition, kappa)
+    plain = DesignGoal(design["direction"], design.get("target"))
+    incumbent = best_training_value(train_y, plain)
+    return DesignGoal(design["direction"], design.get("target"), acquisition, kappa, incumbent)
 
 
 def _embed(x: np.ndarray, elements: list[str], into: list[str]) -> np.ndarray:
@@ -432,7 +442,7 @@ def run_design(
     alloys = _alloys()
     space = space_from(design)
     problem = problem_from(design, bundle)
-    goal = goal_from(design, problem.ensemble)
+    goal = goal_from(design, problem.ensemble, bundle["train_y"])
     trust = trust_from(design, bundle)
     started = time.perf_counter()
     trace = optimise(
@@ -470,6 +480,19 @@ def run_design(
             nearest = int(index[k])
             std = c.std if problem.ensemble is not None else None
             half = None if std is None else problem.ensemble.z * std  # type: ignore[union-attr]
+            gain = (
+                None
+                if std is None or goal.incumbent is None
+                else float(
+                    expected_improvement(
+                        np.array([c.value]),
+                        np.array([std]),
+                        goal.incumbent,
+                        goal.direction,
+                        goal.target,
+                    )[0]
+                )
+            )
             candidates.append(
                 {
                     "rank": k + 1,
@@ -479,6 +502,7 @@ def run_design(
                     "std": finite_or_none(std),
                     "lower": None if half is None else finite_or_none(c.value - half),
                     "upper": None if half is None else finite_or_none(c.value + half),
+                    "expected_improvement": finite_or_none(gain),
                     "constraint_predicted": None
                     if other is None
                     else finite_or_none(float(other[k])),

@@ -179,11 +179,24 @@ def start_design_payload(
         trust.check_reachable(space)
     ensemble = _ensemble_file(session, source)
     acquisition = request.get("acquisition", "mean")
-    if acquisition == "ucb" and ensemble is None:
+    if acquisition in ("ucb", "ei") and ensemble is None:
+        what = (
+            "ranks by the interval's optimistic end"
+            if acquisition == "ucb"
+            else "ranks by the expected improvement over the best training alloy"
+        )
         raise InfeasibleConstraintError(
             "acquisition",
-            f"'ucb' ranks by the interval's optimistic end and needs an ensemble run; run "
-            f"{run_id} has no ensemble (train a KAN with model_options ensemble_members).",
+            f"{acquisition!r} {what} and needs the spread of an ensemble run; run {run_id} has "
+            "no ensemble. Train a KAN with model_options ensemble_members (e.g. 5) and design "
+            "on that run, or use acquisition 'mean'.",
+        )
+    method = request.get("method", "de")
+    if method == "random_trust" and max_distance is None:
+        raise InfeasibleConstraintError(
+            "method",
+            "'random_trust' samples inside the trust region; give max_distance (e.g. 0.15) or "
+            "use method 'random'.",
         )
     fixed = {str(k): float(v) for k, v in (request.get("fixed_features") or {}).items()}
     objective = _model_spec(loaded, frame, fixed, f"run {run_id}")
@@ -240,7 +253,7 @@ def start_design_payload(
         "target": request.get("target"),
         "budget": int(request.get("budget", BUDGET_DEFAULT)),
         "n_candidates": int(request.get("n_candidates", 20)),
-        "method": request.get("method", "de"),
+        "method": method,
         "seed": int(request.get("seed", 0)),
         "max_distance": None if max_distance is None else float(max_distance),
         "acquisition": acquisition,
@@ -337,8 +350,9 @@ def design_view(session: Session, run_id: int) -> dict[str, Any]:
 
 def candidates_csv(session: Session, run_id: int) -> str:
     """The ranked candidates as CSV: rank, formula, one column per element, prediction and
-    interval, the constraint run's prediction, nearest training alloy and its distance, the
-    descriptors. 409 until the design has a result."""
+    interval, the expected improvement (ensemble runs), the constraint run's prediction,
+    nearest training alloy and its distance, the descriptors. 409 until the design has a
+    result."""
 
     view = design_view(session, run_id)
     result = view["result"]
@@ -351,7 +365,8 @@ def candidates_csv(session: Session, run_id: int) -> str:
     w = csv.writer(buf)
     w.writerow(
         ["rank", "formula", *(f"x_{el}" for el in elements),
-         spreadsheet_safe(f"{target}_predicted"), "lower", "upper", "constraint_predicted",
+         spreadsheet_safe(f"{target}_predicted"), "lower", "upper", "expected_improvement",
+         "constraint_predicted",
          "nearest_training", "nearest_training_value", "nearest_distance", *descriptors]
     )  # fmt: skip
     blank = lambda v: "" if v is None else v  # noqa: E731
@@ -360,6 +375,7 @@ def candidates_csv(session: Session, run_id: int) -> str:
             [c["rank"], spreadsheet_safe(c["formula"]),
              *(c["composition"].get(el, 0.0) for el in elements),
              blank(c["predicted"]), blank(c["lower"]), blank(c["upper"]),
+             blank(c.get("expected_improvement")),
              blank(c["constraint_predicted"]), spreadsheet_safe(blank(c["nearest_training"])),
              blank(c["nearest_training_value"]), blank(c["nearest_distance"]),
              *(blank(c["descriptors"].get(d)) for d in descriptors)]

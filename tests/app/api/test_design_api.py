@@ -1,9 +1,11 @@
-"""Inverse design through the API (SQLite, runs trained in this process by an inline executor,
-tiny models and budgets): a design run for a trained KAN on alloy data → ranked candidates that
-keep every constraint and the trust region, with descriptors and distances that agree with an
-independent computation, and their CSV; on an ensemble run the mean and calibrated interval
-(checked against the run's own predictions) and UCB ranking; infeasible constraints → 422
-naming the constraint (nothing queued); runs and datasets a design cannot use → 409."""
+"""Inverse design through the API (SQLite and PostgreSQL, runs trained in this process by an
+inline executor, tiny models and budgets): a design run for a trained KAN on alloy data → ranked
+candidates that keep every constraint and the trust region, with descriptors and distances that
+agree with an independent computation, and their CSV; random search inside the trust region;
+on an ensemble run the mean and calibrated interval (checked against the run's own predictions),
+UCB ranking and expected improvement (checked against the normal formula); infeasible
+constraints → 422 naming the constraint (nothing queued); runs and datasets a design cannot use
+→ 409."""
 
 from __future__ import annotations
 
@@ -49,15 +51,36 @@ class InlineExecutor:
         pass
 
 
-@pytest.fixture(scope="module")
-def client(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def _emptied(url: str) -> str:
+    """The session's PostgreSQL schema with every table emptied (as ``pg_url`` does)."""
+    from sqlalchemy import create_engine, text
+
+    from app.db.models import Base
+
+    engine = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     from app.config import get_settings
     from app.db.session import forget_databases
     from app.main import create_app
 
     data_dir = tmp_path_factory.mktemp("design")
-    shutil.copyfile(sqlite_template, data_dir / "kanscope.sqlite3")
-    settings = make_settings(f"sqlite:///{data_dir / 'kanscope.sqlite3'}", data_dir)
+    if request.param == "postgresql":
+        url = _emptied(request.getfixturevalue("pg_schema_url"))
+    else:
+        template = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, data_dir / "kanscope.sqlite3")
+        url = f"sqlite:///{data_dir / 'kanscope.sqlite3'}"
+    settings = make_settings(url, data_dir)
     with pytest.MonkeyPatch.context() as mp:  # what the trainer's get_settings() reads
         mp.setenv("KANSCOPE_DATABASE_URL", settings.effective_database_url)
         mp.setenv("KANSCOPE_DATA_DIR", str(data_dir))
@@ -205,21 +228,67 @@ def test_ensemble_design_gives_the_interval_and_ranks_by_ucb(client, runs) -> No
     assert all(c["nearest_distance"] <= 0.15 + 1e-4 for c in cands)
 
 
+def test_ensemble_design_ranks_by_expected_improvement(client, runs, alloy_table) -> None:
+    from scipy.stats import norm
+
+    run = runs["ensemble"]
+    request = {"elements": ELEMENTS, "budget": 60, "n_candidates": 5, "acquisition": "ei"}
+    started = client.post(f"/api/runs/{run['id']}/design", json=request)
+    assert started.status_code == 201, started.text
+    view = client.get(f"/api/runs/{started.json()['id']}/design").json()
+    result = view["result"]
+    assert result["acquisition"] == "ei" and view["options"]["acquisition"] == "ei"
+    # the incumbent: the best measured HV among the run's training rows
+    train_rows = client.get(f"/api/runs/{run['id']}/predictions?split=train").json()["rows"]
+    best = float(alloy_table.iloc[train_rows]["HV"].max())
+    assert result["best_training_value"] == pytest.approx(best)
+    cands = result["candidates"]
+    assert cands
+    gains = []
+    for c in cands:  # E[max(Y − f*, 0)] for Y ~ N(mean, std²), by hand
+        z = (c["predicted"] - best) / c["std"]
+        hand = (c["predicted"] - best) * norm.cdf(z) + c["std"] * norm.pdf(z)
+        assert c["expected_improvement"] == pytest.approx(hand, rel=1e-6, abs=1e-9)
+        assert c["lower"] <= c["predicted"] <= c["upper"]
+        gains.append(c["expected_improvement"])
+    assert gains == sorted(gains, reverse=True) and gains[0] > 0  # ranked by EI
+    exported = client.get(f"/api/runs/{view['run_id']}/design/candidates.csv").text
+    header, first, *_ = list(csv.reader(io.StringIO(exported)))
+    assert float(first[header.index("expected_improvement")]) == pytest.approx(gains[0])
+
+    # the mean ranking on the same run still reports each candidate's EI
+    plain = _design(client, run["id"], request | {"acquisition": "mean"})["result"]
+    assert all(c["expected_improvement"] is not None for c in plain["candidates"])
+
+
+def test_random_search_inside_the_trust_region(client, runs) -> None:
+    request = {"elements": ELEMENTS, "budget": 40, "n_candidates": 5, "method": "random_trust"}
+    result = _design(client, runs["kan"]["id"], request)["result"]
+    assert result["method"] == "random_trust" and result["n_evaluations"] == 40
+    assert result["candidates"]
+    assert all(c["nearest_distance"] <= 0.15 + 1e-4 for c in result["candidates"])
+    assert all(c["expected_improvement"] is None for c in result["candidates"])  # one KAN
+
+
 def test_refusals_name_the_constraint_and_queue_nothing(client, runs, alloy_table) -> None:
     kan = runs["kan"]
     n_runs = len(client.get("/api/runs").json())
-    bad = {
-        "bounds": {"elements": ["Al", "Co"], "bounds": {"Al": [0.6, 1.0], "Co": [0.6, 1.0]}},
-        "elements": {"elements": ["Al", "Xx"]},
-        "min_elements": {"elements": ["Al", "Co"], "min_elements": 3},
+    bad = [
+        ("bounds", {"elements": ["Al", "Co"], "bounds": {"Al": [0.6, 1.0], "Co": [0.6, 1.0]}}),
+        ("elements", {"elements": ["Al", "Xx"]}),
+        ("min_elements", {"elements": ["Al", "Co"], "min_elements": 3}),
         # no Al-Co alloy with ≥ 60 % Al lies within 0.15 of these training alloys
-        "max_distance": {"elements": ["Al", "Co"], "bounds": {"Al": [0.6, 1.0]}},
-        "acquisition": {"elements": ELEMENTS, "acquisition": "ucb"},  # not an ensemble run
-    }
-    for constraint, body in bad.items():
+        ("max_distance", {"elements": ["Al", "Co"], "bounds": {"Al": [0.6, 1.0]}}),
+        ("acquisition", {"elements": ELEMENTS, "acquisition": "ucb"}),  # not an ensemble run
+        ("acquisition", {"elements": ELEMENTS, "acquisition": "ei"}),
+        ("method", {"elements": ELEMENTS, "method": "random_trust", "max_distance": None}),
+    ]
+    for constraint, body in bad:
         r = client.post(f"/api/runs/{kan['id']}/design", json=body | {"budget": 20})
         assert r.status_code == 422, (constraint, r.text)
         assert r.json()["detail"].startswith(constraint), r.json()
+        if constraint == "acquisition":  # names the fix
+            assert "ensemble_members" in r.json()["detail"], r.json()
     for value in (0, -0.1, 1.5, "far"):
         r = client.post(
             f"/api/runs/{kan['id']}/design", json={"elements": ELEMENTS, "max_distance": value}
