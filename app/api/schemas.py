@@ -294,7 +294,9 @@ class RunConfig(BaseModel):
         if "early_stopping_patience" not in self.model_fields_set:
             has_val = bool(self.val_rows) if self.val_rows is not None else self.val_fraction > 0
             if has_val and self.model in EARLY_STOPPING_KINDS:
-                self.early_stopping_patience = DEFAULT_PATIENCE
+                # a default, so not marked as sent (model_fields_set): an Idempotency-Key
+                # retry is compared on what the client sent, never on the server's defaults
+                self.__dict__["early_stopping_patience"] = DEFAULT_PATIENCE
         return self
 
 

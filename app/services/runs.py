@@ -85,11 +85,14 @@ def create_run(
     idempotency_key: str | None = None,
     parent_run_id: int | None = None,
     init_weights: bytes | None = None,
+    sent_fields: set[str] | None = None,
 ) -> tuple[Run, bool]:
     """Insert a queued run (caller commits, then submits). Returns (run, created).
 
     With an ``idempotency_key`` the same key returns the run created first (if the config is the
-    same; a different config under the same key is a 409).
+    same; a different config under the same key is a 409). ``sent_fields``: the keys the client
+    itself sent, the only ones compared, so that the server's defaults (which may change with
+    an upgrade) never make a retry differ (None: every key of ``payload`` is compared).
     """
     config = {k: v for k, v in payload.items() if k not in CONFIG_EXCLUDE}
     config.setdefault("model", "kan")
@@ -98,7 +101,7 @@ def create_run(
     if idempotency_key:
         existing = _by_key(session, idempotency_key)
         if existing is not None:
-            return _same_or_conflict(existing, dataset_id, config), False
+            return _same_or_conflict(existing, dataset_id, config, sent_fields), False
     config = validate_config(session, dataset_id, config, max_parameters)
     run = Run(
         name=payload.get("name"),
@@ -121,7 +124,7 @@ def create_run(
         existing = _by_key(session, idempotency_key)
         if existing is None:
             raise
-        return _same_or_conflict(existing, dataset_id, config), False
+        return _same_or_conflict(existing, dataset_id, config, sent_fields), False
     if init_weights is not None:
         session.add(ModelArtifact(run_id=run.id, init_weights=init_weights, meta={}))
         session.flush()
@@ -132,9 +135,15 @@ def _by_key(session: Session, key: str) -> Run | None:
     return session.scalars(select(Run).where(Run.idempotency_key == key)).one_or_none()
 
 
-def _same_or_conflict(existing: Run, dataset_id: int, config: dict[str, Any]) -> Run:
+def _same_or_conflict(
+    existing: Run, dataset_id: int, config: dict[str, Any], sent_fields: set[str] | None = None
+) -> Run:
     stored = {k: v for k, v in existing.config.items() if k != "feature_columns"}
-    given = {k: v for k, v in config.items() if k != "feature_columns"}
+    given = {
+        k: v
+        for k, v in config.items()
+        if k != "feature_columns" and (sent_fields is None or k in sent_fields)
+    }
     same_features = config.get("feature_columns") in (None, existing.config.get("feature_columns"))
     if existing.dataset_id != dataset_id or not same_features or _differs(stored, given):
         raise ConflictError(

@@ -54,7 +54,11 @@ def create_run(
 ) -> RunOut:
     """Queue a training run. 201 when created, 200 when the Idempotency-Key already made it."""
     run, created = svc.create_run(
-        session, body.model_dump(), settings.max_parameters, idempotency_key=idempotency_key
+        session,
+        body.model_dump(),
+        settings.max_parameters,
+        idempotency_key=idempotency_key,
+        sent_fields=body.model_fields_set,
     )
     session.commit()
     if created:

@@ -110,6 +110,31 @@ def test_same_idempotency_key_from_two_clients_starts_once(client, demo_csv):
     assert other.status_code == 409 and "different configuration" in other.json()["detail"]
 
 
+def test_a_retry_is_compared_on_what_it_sent_not_on_server_defaults(client, demo_csv):
+    """A run created before a server upgrade changed a default (early stopping, unset, became
+    patience 100 with validation rows): the client's retry with the same key and body is the
+    same request, so it gets that run, not a 409. A changed value it sends is still a 409."""
+    from sqlalchemy import update
+
+    from app.db.models import Run
+
+    ds = upload(client, demo_csv)
+    body = {k: v for k, v in LONG.items() if k != "early_stopping_patience"}
+    body |= {"dataset_id": ds["id"], "steps": 5}
+    key = {"Idempotency-Key": "before-the-upgrade"}
+    first = client.post("/api/runs", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    assert first.json()["config"]["early_stopping_patience"] == 100  # today's derived default
+    run_id = first.json()["id"]
+    with client.app.state.db.write() as s:  # the row as the old server stored it
+        config = dict(s.get(Run, run_id).config, early_stopping_patience=None)
+        s.execute(update(Run).where(Run.id == run_id).values(config=config))
+    retry = client.post("/api/runs", json=body, headers=key)
+    assert retry.status_code == 200 and retry.json()["id"] == run_id, retry.text
+    sent = client.post("/api/runs", json=body | {"early_stopping_patience": 100}, headers=key)
+    assert sent.status_code == 409 and "different configuration" in sent.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
