@@ -2,7 +2,9 @@
 API, 5 steps) on a slice of the MPEA hardness set → Design page with that run → a 30-evaluation
 design with bounds and the default trust region → progress, then the ranked candidates in the
 table and drawn against the training alloys, with a CSV download; an impossible bound is refused
-with the API's message."""
+with the API's message. On a 3-member ensemble run ranked by expected improvement: the interval
+and expected-improvement columns hold the API's numbers (lower ≤ predicted ≤ upper, EI ≥ 0 and
+falling with rank) and the summary names the ranking."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
 FEATURES = ["x_Al", "x_Co", "x_Cr", "x_Fe", "x_Ni", "vec", "delta_pct"]
 
 
-def trained_run(api) -> int:
+def trained_run(api, **extra: object) -> int:
     table = pd.read_csv(DEMO / "mpea_hardness.csv").head(120)
     files = {"file": ("design_e2e.csv", table.to_csv(index=False).encode(), "text/csv")}
     ds = api.post("/datasets", files=files)
@@ -26,8 +28,10 @@ def trained_run(api) -> int:
     body = {
         "dataset_id": ds.json()["id"], "target_columns": ["HV"], "feature_columns": FEATURES,
         "hidden": [2], "grid": 3, "steps": 5, "update_grid_every": 0, "name": "design e2e",
-    }  # fmt: skip
-    run_id = api.post("/runs", json=body).json()["id"]
+    } | extra  # fmt: skip
+    created = api.post("/runs", json=body)
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         run = api.get(f"/runs/{run_id}").json()
@@ -74,4 +78,50 @@ def test_design_page_runs_a_design_and_shows_candidates(page, kanscope_server) -
     assert href and href.endswith("/design/candidates.csv")
     csv_text = api.get(href.removeprefix("/api")).text
     assert csv_text.splitlines()[0].startswith("rank,formula,x_Al")
+    assert not page.js_errors  # type: ignore[attr-defined]
+
+
+def _cells(page, column: str) -> list[float]:
+    texts = page.locator(f"#dz-table td[data-dash-column={column}]").all_inner_texts()
+    return [float(t) for t in texts]
+
+
+@pytest.mark.timeout(240)
+def test_ensemble_design_ranked_by_expected_improvement(page, kanscope_server) -> None:
+    base, api = kanscope_server.url, kanscope_server.api
+    run_id = trained_run(api, model_options={"ensemble_members": 3}, name="design e2e ensemble")
+    page.goto(f"{base}/design?run={run_id}")
+    page.wait_for_selector("#dz-start")
+    page.check("#dz-acquisition input[value=ei]")
+    page.fill("#dz-elements", "Al Co Cr Fe Ni")
+    page.fill("#dz-k", "3")
+    page.fill("#dz-budget", "30")
+    page.fill("#dz-n", "5")
+    page.click("#dz-start")
+    page.wait_for_function(
+        "() => document.querySelector('#dz-status').innerText.trim() === 'succeeded'",
+        timeout=120_000,
+    )
+    page.wait_for_selector("#dz-table td[data-dash-column=expected_improvement]")
+    headers = page.locator("#dz-table th").all_inner_texts()
+    for name in ("predicted", "lower (90 %)", "upper (90 %)", "expected improvement"):
+        assert any(h.strip() == name for h in headers), headers
+    predicted, lower, upper = (_cells(page, c) for c in ("predicted", "lower", "upper"))
+    gains = _cells(page, "expected_improvement")
+    assert 1 <= len(predicted) <= 5 and len(lower) == len(upper) == len(gains) == len(predicted)
+    assert all(lo < p < hi for lo, p, hi in zip(lower, predicted, upper, strict=True))
+    assert all(g >= 0 for g in gains) and gains == sorted(gains, reverse=True)
+    notes = page.inner_text("#dz-notes")
+    assert "ranked by expected improvement over the best training alloy" in notes, notes
+    assert "intervals at 90 % (ensemble)" in notes
+
+    # the table shows the API's numbers (rounded to 4 decimals)
+    design_id = int(page.get_attribute("#dz-csv", "href").split("/")[-3])
+    result = api.get(f"/runs/{design_id}/design").json()["result"]
+    assert result["acquisition"] == "ei"
+    for k, cand in enumerate(result["candidates"]):
+        assert predicted[k] == pytest.approx(cand["predicted"], abs=1e-4)
+        assert lower[k] == pytest.approx(cand["lower"], abs=1e-4)
+        assert gains[k] == pytest.approx(cand["expected_improvement"], abs=1e-4)
+    assert "Traceback" not in page.inner_text("body")
     assert not page.js_errors  # type: ignore[attr-defined]

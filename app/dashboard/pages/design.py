@@ -1,10 +1,11 @@
 """Design: propose alloy compositions for a trained run (KAN or MLP on a composition dataset) —
 choose the run, the direction (maximise / minimise / hit a value), the elements and their bounds,
 at least k elements, a budget, the trust region (how far a candidate may be from the nearest
-training alloy) and, for an ensemble run, the ranking (mean or the interval's optimistic end);
-the search runs in the background (a ``design`` run), its progress is polled, then the ranked
-candidates (with their interval on an ensemble run) are listed and drawn against the training
-alloys, with a CSV download."""
+training alloy) and, for an ensemble run, the ranking (mean, the interval's optimistic end or the
+expected improvement over the best training alloy); the search runs in the background (a
+``design`` run), its progress is polled, then the ranked candidates (on an ensemble run with their
+interval and expected improvement) are listed and drawn against the training alloys, with a CSV
+download."""
 
 from __future__ import annotations
 
@@ -36,9 +37,22 @@ TRUST_HELP = (
 )
 ACQUISITION_HELP = (
     "Ensemble runs only: 'upper confidence bound' ranks by the optimistic end of the calibrated "
-    "interval (upper when maximising, lower when minimising) — candidates worth measuring where "
-    "the model is unsure, for an active-learning loop; 'mean' ranks by the members' mean."
+    "interval (upper when maximising, lower when minimising); 'expected improvement' by how much "
+    "a candidate is expected to beat the best training alloy, counting only the gain (the mean "
+    "and the calibrated spread as a normal distribution) — both propose candidates worth "
+    "measuring where the model is unsure, for an active-learning loop; 'mean' ranks by the "
+    "members' mean."
 )
+ACQUISITIONS = ("mean", "ucb", "ei")
+#: the table's columns; an ensemble design adds INTERVAL_COLUMNS
+BASE_COLUMNS = [
+    {"name": "rank", "id": "rank"},
+    {"name": "composition", "id": "formula"},
+    {"name": "predicted", "id": "predicted"},
+    {"name": "distance to nearest training alloy", "id": "distance"},
+    {"name": "nearest training alloy", "id": "nearest"},
+    {"name": "its measured value", "id": "nearest_value"},
+]
 _BOUND = re.compile(r"^\s*([A-Z][a-z]?)\s*[:=]?\s*([0-9.]+)\s*(?:-|–|\.\.|to)\s*([0-9.]+)\s*$")
 
 
@@ -157,6 +171,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                             options=[
                                 {"label": " mean", "value": "mean"},
                                 {"label": " upper confidence bound", "value": "ucb"},
+                                {"label": " expected improvement", "value": "ei"},
                             ],
                             value="mean",
                             inline=True,
@@ -189,15 +204,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                     html.A("Download candidates (CSV)", id="dz-csv", href="", hidden=True),
                     data_table(
                         id="dz-table",
-                        columns=[
-                            {"name": "rank", "id": "rank"},
-                            {"name": "composition", "id": "formula"},
-                            {"name": "predicted", "id": "predicted"},
-                            {"name": "interval", "id": "interval"},
-                            {"name": "distance to nearest training alloy", "id": "distance"},
-                            {"name": "nearest training alloy", "id": "nearest"},
-                            {"name": "its measured value", "id": "nearest_value"},
-                        ],
+                        columns=BASE_COLUMNS,
                         data=[],
                         page_size=20,
                         style_cell={"textAlign": "left", "fontSize": "0.9em"},
@@ -241,7 +248,7 @@ def start(
             "n_candidates": positive_int(n) or 20,
             # empty = no limit; a bad number goes to the API, whose 422 says what is allowed
             "max_distance": max_distance if isinstance(max_distance, int | float) else None,
-            "acquisition": acquisition if acquisition in ("mean", "ucb") else "mean",
+            "acquisition": acquisition if acquisition in ACQUISITIONS else "mean",
         }
     except ValueError as exc:
         return no_update, alert(str(exc), "warning")
@@ -264,6 +271,34 @@ def watch(active: Any) -> bool:
     return positive_int(active) is None
 
 
+def _columns(result: dict[str, Any]) -> list[dict[str, str]]:
+    """The table's columns: with an interval (an ensemble design) its lower and upper ends at
+    the run's level and each candidate's expected improvement, after the prediction."""
+    cands = result.get("candidates") or []
+    if not any(c.get("lower") is not None for c in cands):
+        return BASE_COLUMNS
+    level = result.get("interval_level")
+    pct = f" ({round(100 * level)} %)" if isinstance(level, int | float) else ""
+    extra = [
+        {"name": f"lower{pct}", "id": "lower"},
+        {"name": f"upper{pct}", "id": "upper"},
+        {"name": "expected improvement", "id": "expected_improvement"},
+    ]
+    return BASE_COLUMNS[:3] + extra + BASE_COLUMNS[3:]
+
+
+def _ranking(result: dict[str, Any]) -> str:
+    """How the candidates are ranked, for the summary line ("" for the mean)."""
+    acquisition = result.get("acquisition")
+    if acquisition == "ucb":
+        return ", ranked by the upper confidence bound (the interval's optimistic end)"
+    if acquisition == "ei":
+        best = result.get("best_training_value")
+        over = f" (measured {best:g})" if isinstance(best, int | float) else ""
+        return f", ranked by expected improvement over the best training alloy{over}"
+    return ""
+
+
 def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     def num(v: Any) -> Any:
         return round(v, 4) if isinstance(v, int | float) else "–"
@@ -273,9 +308,9 @@ def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "rank": c["rank"],
             "formula": c["formula"],
             "predicted": num(c.get("predicted")),
-            "interval": f"{num(c['lower'])} – {num(c['upper'])}"
-            if c.get("lower") is not None and c.get("upper") is not None
-            else "–",
+            "lower": num(c.get("lower")),
+            "upper": num(c.get("upper")),
+            "expected_improvement": num(c.get("expected_improvement")),
             "distance": num(c.get("nearest_distance")),
             "nearest": c.get("nearest_training") or "–",
             "nearest_value": num(c.get("nearest_training_value")),
@@ -289,6 +324,7 @@ def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     Output("dz-progress", "children"),
     Output("dz-notes", "children"),
     Output("dz-table", "data"),
+    Output("dz-table", "columns"),
     Output("dz-figure", "figure"),
     Output("dz-figure", "style"),
     Output("dz-csv", "href"),
@@ -302,18 +338,18 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
     run_id = positive_int(active)
     hidden = {"display": "none"}
     if run_id is None:
-        return "–", None, None, [], no_update, hidden, "", True, True
+        return "–", None, None, [], no_update, no_update, hidden, "", True, True
     try:
         view = api_client.get_design(run_id)
     except ApiError as exc:
-        return "unknown", alert(str(exc)), None, [], no_update, hidden, "", True, True
+        return "unknown", alert(str(exc)), None, [], no_update, no_update, hidden, "", True, True
     status = view["status"]
     progress = view.get("progress") or {}
     text = (
         f"Design run #{run_id}: {round(100 * float(progress.get('fraction') or 0))} % of the budget"
     )
     if status not in FINISHED:
-        return status, text, None, [], no_update, hidden, "", True, False
+        return status, text, None, [], no_update, no_update, hidden, "", True, False
     result = view.get("result")
     if not result:
         return (
@@ -321,6 +357,7 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
             text,
             alert(view.get("error") or "No result."),
             [],
+            no_update,
             no_update,
             hidden,
             "",
@@ -337,7 +374,7 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
             f"{result['seconds']:.1f} s); {len(result['candidates'])} candidates"
             + (f", each within {trust:g} of a training alloy" if trust is not None else "")
             + (f"; intervals at {round(100 * level)} % (ensemble)" if level else "")
-            + (", ranked by the confidence bound" if result.get("acquisition") == "ucb" else "")
+            + _ranking(result)
             + "."
         ),
     )
@@ -346,6 +383,7 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
         text,
         notes,
         _rows(result),
+        _columns(result),
         design_candidates_figure(result),
         {},
         api_client.design_csv_href(run_id),

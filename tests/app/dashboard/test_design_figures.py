@@ -1,6 +1,6 @@
 """The Design page's figure and defaults (pure functions, no server): an ensemble design's
-interval as asymmetric error bars, the trust region as a line, and the page's default
-max_distance equal to the API's."""
+interval as asymmetric error bars, the trust region as a line, the page's default
+max_distance equal to the API's, and the table's interval / expected-improvement columns."""
 
 from __future__ import annotations
 
@@ -33,6 +33,19 @@ def test_page_default_and_rows_follow_the_api() -> None:
     from app.dashboard.pages import design as page
 
     assert page.DEFAULT_MAX_DISTANCE == DEFAULT_MAX_DISTANCE
-    rows = page._rows(_result(cand={"lower": 450.0, "upper": 580.0}))
-    assert rows[0]["interval"] == "450.0 – 580.0"
-    assert page._rows(_result())[0]["interval"] == "–"
+    ensemble = _result(
+        cand={"lower": 450.0, "upper": 580.0, "expected_improvement": 12.34567},
+        interval_level=0.9,
+        acquisition="ei",
+        best_training_value=790.0,
+    )
+    row = page._rows(ensemble)[0]
+    assert (row["lower"], row["upper"], row["expected_improvement"]) == (450.0, 580.0, 12.3457)
+    names = [c["name"] for c in page._columns(ensemble)]
+    assert names[2:6] == ["predicted", "lower (90 %)", "upper (90 %)", "expected improvement"]
+    assert "expected improvement over the best training alloy (measured 790)" in page._ranking(
+        ensemble
+    )
+    single = _result()
+    assert page._rows(single)[0]["lower"] == "–" and page._columns(single) == page.BASE_COLUMNS
+    assert page._ranking(single) == ""
