@@ -1,9 +1,9 @@
 """kan_core.design: the constraint set (checks name the constraint; projection keeps bounds and
 the sum exactly), the search (budget kept, deterministic, DE beats random on a smooth objective
 with the same budget), ranking (feasible only, diverse, nearest reference), the trust region
-(distances with elements outside the space, the closest reachable distance, DE kept inside,
-random search inside it), expected improvement (the normal closed form, and the ranking it
-changes)."""
+(distances with elements outside the space, the closest reachable distance, trial points
+repaired into it, DE kept inside, random search inside it), expected improvement (the normal
+closed form, and the ranking it changes)."""
 
 from __future__ import annotations
 
@@ -176,6 +176,10 @@ def test_differential_evolution_stays_in_the_trust_region() -> None:
     best = rank_candidates(de, 1)[0]
     assert 0.13 <= best.value <= 0.15 + 1e-9  # Al is what a step of 0.15 can add at most
     assert rnd.feasible.sum() < de.feasible.sum() / 3  # 34 vs 148 (seed 0)
+    # repair=True: every trial point is moved into the region before it is evaluated
+    fixed = optimise(space, value, DesignGoal("max"), 600, seed=0, trust=trust, repair=True)
+    assert (trust.distance(fixed.x) <= 0.15 + 1e-9).all() and fixed.feasible.all()
+    assert 0.14 <= rank_candidates(fixed, 1)[0].value <= 0.15 + 1e-9
     # DE starts half its first generation at the references: even a tiny budget finds some
     assert np.allclose(trust.distance(trust.starts(space, 3, np.random.default_rng(0))), 0.0)
     tiny = optimise(space, value, DesignGoal("max"), 30, seed=0, trust=trust)
@@ -212,6 +216,37 @@ def test_random_search_in_the_trust_region_stays_inside_and_spreads() -> None:
     assert np.array_equal(again.x, near.x)
     with pytest.raises(InfeasibleConstraintError, match="max_distance"):
         optimise(space, value, DesignGoal("max"), 50, method="random_trust")
+
+
+def test_repair_moves_points_into_the_region_towards_a_training_alloy() -> None:
+    space = CompositionSpace.build(ELEMENTS, {"Al": (0.0, 0.3)})
+    ref = np.array(
+        [[0, 0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0, 0, 0], [0.1, 0.2, 0.3, 0.2, 0.2]]
+    )  # the second's anchor (Al clipped to 0.3) lies 0.2 away: no room, never a target
+    trust = TrustRegion.build(ELEMENTS, ref, ELEMENTS, 0.15)
+    x = space.sample(400, np.random.default_rng(0))
+    fixed = trust.repair(space, x)
+    assert not np.shares_memory(fixed, x)
+    assert np.allclose(fixed.sum(axis=1), 1.0, atol=1e-12)
+    assert (fixed >= -1e-12).all() and (fixed[:, 0] <= 0.3 + 1e-12).all()
+    dist = trust.distance(fixed)
+    assert (dist <= 0.15 + 1e-9).all()
+    was_inside = trust.distance(x) <= 0.15
+    assert np.array_equal(fixed[was_inside], x[was_inside])
+    # moved rows lie on the segment from their row towards reference 0's or 2's point: the
+    # move is parallel to (row − anchor), and ends on the region's edge
+    moved = ~was_inside
+    assert moved.sum() > 100 and np.allclose(dist[moved], 0.15, atol=0.02)
+    anchors, start = trust.anchors(space)
+    assert sorted(start.round(6).tolist()) == [0.0, 0.0, 0.2]
+    targets = anchors[start <= 0.15]  # references 0 and 2 (build sorts the rows)
+    for row, new in zip(x[moved][:20], fixed[moved][:20], strict=True):
+        on_segment = [
+            np.allclose(new, a + composition_distance(a, new) / composition_distance(a, row)
+                        * (row - a), atol=1e-9)
+            for a in targets
+        ]  # fmt: skip
+        assert any(on_segment)
 
 
 def test_expected_improvement_is_the_normal_closed_form() -> None:
