@@ -38,7 +38,15 @@ from kan_core.errors import ConfigError
 from kan_core.io import ModelFileError, model_from_bytes, model_to_bytes
 from kan_core.model import KAN
 from kan_core.symbolic import DEFAULT_COMPLEXITY_WEIGHT, fit_edge_candidates
-from kan_core.train import FitConfig, FitProgress, FitResult, TrainData, fit
+from kan_core.train import (
+    EnsembleCheckpoint,
+    FitCheckpoint,
+    FitConfig,
+    FitProgress,
+    FitResult,
+    TrainData,
+    fit,
+)
 
 BOOTSTRAP = ("none", "rows", "groups")
 # Rows × edges per step of one block-diagonal KAN when `members_per_fit` is None. Measured
@@ -239,11 +247,19 @@ def fit_ensemble(
     groups: Sequence[Any] | None = None,
     model_options: Mapping[str, Any] | None = None,
     callback: Callable[[FitProgress], bool | None] | None = None,
+    resume: EnsembleCheckpoint | None = None,
+    on_checkpoint: Callable[[EnsembleCheckpoint], None] | None = None,
 ) -> KANEnsemble:
     """Train `config.members` KANs of `width` (member m: `KAN(width, seed=config.seed + m,
     **model_options)`), each on its resample of the training rows, `members_per_fit` at a time
     side by side; validation rows (early stopping per block) are shared. `callback` sees each
-    block's fit in turn. Hidden nodes are aligned to member 0's on the training inputs."""
+    block's fit in turn. Hidden nodes are aligned to member 0's on the training inputs.
+
+    Checkpoints: with `on_checkpoint`, every `config.fit.checkpoint_every` steps of a block's
+    `fit` it gets an `EnsembleCheckpoint` (every finished block and the one in progress);
+    `resume=` continues from one (given the same arguments) as if never stopped: bit-exact on
+    the CPU, like `fit`'s own resume. A resumed fit calls `callback` only for the steps after
+    the checkpoint (`EnsembleCheckpoint.steps_before_current` says how many earlier blocks ran)."""
     cfg = config or EnsembleConfig()
     cfg.validate()
     options = dict(model_options or {})
@@ -254,26 +270,79 @@ def fit_ensemble(
     y_val = None if data.y_val is None else data.y_val.reshape(data.y_val.shape[0], -1)
     rows = resample_rows(n, cfg, groups)
     per_fit = members_per_fit(width, cfg, n)
+    states: list[dict[str, torch.Tensor]] = []  # finished blocks' wide KANs
+    summaries: list[dict[str, Any]] = []
+    if resume is not None:
+        _check_resume(resume, cfg, per_fit)
+        states, summaries = list(resume.finished_states), list(resume.finished_results)
+    resumed_block = len(states)  # the block the checkpoint's `fit` was in
     members: list[KAN] = []
     results: list[FitResult] = []
-    for first in range(0, n_members, per_fit):
+    for b, first in enumerate(range(0, n_members, per_fit)):
         block = range(first, min(first + per_fit, n_members))
         seeds = [cfg.seed + m for m in block]
         wide = stack_members([_new_kan(width, s, options) for s in seeds], options)
-        wide_data = TrainData(
-            torch.cat([data.x_train[rows[m]] for m in block], dim=1),
-            torch.cat([y[rows[m]] for m in block], dim=1),
-            None if data.x_val is None else data.x_val.repeat(1, len(block)),
-            None if y_val is None else y_val.repeat(1, len(block)),
-        )
-        fit_cfg = dataclasses.replace(  # see the module docstring
-            cfg.fit, lamb=cfg.fit.lamb / len(block), lamb_entropy=cfg.fit.lamb_entropy * len(block)
-        )
-        results.append(fit(wide, wide_data, fit_cfg, callback))
+        if b < len(states):  # finished before the checkpoint
+            wide.load_state_dict(states[b])
+            fields = {k: v for k, v in summaries[b].items() if k != "steps"}
+            results.append(FitResult(**fields))
+        else:
+            wide_data = TrainData(
+                torch.cat([data.x_train[rows[m]] for m in block], dim=1),
+                torch.cat([y[rows[m]] for m in block], dim=1),
+                None if data.x_val is None else data.x_val.repeat(1, len(block)),
+                None if y_val is None else y_val.repeat(1, len(block)),
+            )
+            fit_cfg = dataclasses.replace(  # see the module docstring
+                cfg.fit,
+                lamb=cfg.fit.lamb / len(block),
+                lamb_entropy=cfg.fit.lamb_entropy * len(block),
+            )
+            current = resume.current if resume is not None and b == resumed_block else None
+            save = _block_checkpoints(on_checkpoint, n_members, per_fit, states, summaries)
+            result = fit(wide, wide_data, fit_cfg, callback, resume=current, on_checkpoint=save)
+            results.append(result)
+            states.append(
+                {k: v.detach().to("cpu", copy=True) for k, v in wide.state_dict().items()}
+            )
+            summaries.append(_summary(result, current))
         members += unstack_members(wide, len(block), seeds, options)
     for member in members:
         member.eval()
     return KANEnsemble(align_hidden_units(members, data.x_train), results)
+
+
+def _block_checkpoints(
+    on_checkpoint: Callable[[EnsembleCheckpoint], None] | None,
+    members: int,
+    per_fit: int,
+    states: list[dict[str, torch.Tensor]],
+    summaries: list[dict[str, Any]],
+) -> Callable[[FitCheckpoint], None] | None:
+    """The `on_checkpoint` of a block's `fit`: its checkpoint with the blocks finished so far."""
+    if on_checkpoint is None:
+        return None
+    done = (list(states), list(summaries))
+    return lambda c: on_checkpoint(EnsembleCheckpoint(members, per_fit, *done, current=c))
+
+
+def _summary(result: FitResult, resumed: FitCheckpoint | None) -> dict[str, Any]:
+    """A finished block's `FitResult` without its history, and its last step."""
+    steps = result.history[-1].step if result.history else (resumed.step if resumed else 0)
+    values = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    return {k: v for k, v in values.items() if k != "history"} | {"steps": steps}
+
+
+def _check_resume(resume: EnsembleCheckpoint, cfg: EnsembleConfig, per_fit: int) -> None:
+    blocks = -(-cfg.members // per_fit)
+    if (resume.members, resume.members_per_fit) != (cfg.members, per_fit) or not (
+        len(resume.finished_states) == len(resume.finished_results) < blocks
+    ):
+        raise ConfigError(
+            f"the checkpoint is of an ensemble of {resume.members} members, "
+            f"{resume.members_per_fit} per fit, {len(resume.finished_states)} blocks finished; "
+            f"this one has {cfg.members} members, {per_fit} per fit ({blocks} blocks)"
+        )
 
 
 # ---- predictions with an interval ----------------------------------------------------------

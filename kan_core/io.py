@@ -2,8 +2,9 @@
 
 `model_to_bytes` / `model_from_bytes` round-trip bit-exactly (weights, grids, masks, symbolic
 edges). Extra JSON-serialisable metadata (scalers, column names, …) rides along.
-Training checkpoints (`FitCheckpoint`: weights + optimiser + RNG state) use the same format:
-tensors in safetensors, structure as JSON.
+Training checkpoints (`FitCheckpoint`: weights + optimiser + RNG state; `EnsembleCheckpoint`:
+an ensemble's finished blocks and the `FitCheckpoint` of the one in progress) use the same
+format: tensors in safetensors, structure as JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 
 from kan_core.errors import KanCoreError
 from kan_core.model import KAN, MLP, build_model
-from kan_core.train import FitCheckpoint
+from kan_core.train import EnsembleCheckpoint, FitCheckpoint
 
 FORMAT = "kanscope-model/1"
 
@@ -123,15 +124,32 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def checkpoint_to_bytes(ckpt: FitCheckpoint) -> bytes:
-    """A `FitCheckpoint` as safetensors + a JSON skeleton (no pickle)."""
+def _values(ckpt: FitCheckpoint | EnsembleCheckpoint) -> dict[str, Any]:
+    return {f.name: getattr(ckpt, f.name) for f in fields(ckpt)}
+
+
+def checkpoint_to_bytes(ckpt: FitCheckpoint | EnsembleCheckpoint) -> bytes:
+    """A `FitCheckpoint` or `EnsembleCheckpoint` as safetensors + a JSON skeleton (no pickle)."""
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten({f.name: getattr(ckpt, f.name) for f in fields(ckpt)}, tensors)
-    header = {"format": CHECKPOINT_FORMAT, "skeleton": json.dumps(skeleton)}
+    values = _values(ckpt)
+    kind = "fit"
+    if isinstance(ckpt, EnsembleCheckpoint):
+        values["current"], kind = _values(ckpt.current), "ensemble"
+    skeleton = _flatten(values, tensors)
+    header = {"format": CHECKPOINT_FORMAT, "kind": kind, "skeleton": json.dumps(skeleton)}
     return st_save(tensors, metadata=header)
 
 
-def checkpoint_from_bytes(data: bytes) -> FitCheckpoint:
+def checkpoint_from_bytes(data: bytes) -> FitCheckpoint | EnsembleCheckpoint:
+    """What `checkpoint_to_bytes` stored (the header's "kind" says which; none: a fit's)."""
     meta = _read_metadata(data, CHECKPOINT_FORMAT, "checkpoint")
     values = _unflatten(json.loads(meta["skeleton"]), st_load(data))
-    return FitCheckpoint(**values)
+    kind = meta.get("kind", "fit")
+    try:
+        if kind == "ensemble":
+            return EnsembleCheckpoint(**values | {"current": FitCheckpoint(**values["current"])})
+        if kind == "fit":
+            return FitCheckpoint(**values)
+    except TypeError as exc:  # fields missing or unknown
+        raise ModelFileError(f"corrupt checkpoint: {exc}") from None
+    raise ModelFileError(f"unknown checkpoint kind {kind!r}")

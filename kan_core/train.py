@@ -170,6 +170,30 @@ class FitCheckpoint:
     best_state: dict[str, torch.Tensor] | None = None
 
 
+@dataclass
+class EnsembleCheckpoint:
+    """`kan_core.ensemble.fit_ensemble` part way: its members train in blocks (one `fit` of a
+    block-diagonal KAN each); the finished blocks' trained KANs and results, and the block in
+    progress's `FitCheckpoint`. Stored like it by `kan_core.io.checkpoint_to_bytes`."""
+
+    members: int
+    members_per_fit: int
+    finished_states: list[dict[str, torch.Tensor]]  # per finished block, its wide KAN's state
+    # per finished block: the `FitResult` fields but `history`, and "steps" (its last step)
+    finished_results: list[dict[str, Any]]
+    current: FitCheckpoint  # block len(finished_states)'s fit
+
+    @property
+    def steps_before_current(self) -> int:
+        """Steps of the finished blocks (each block's fit numbers its steps from 1)."""
+        return sum(int(r["steps"]) for r in self.finished_results)
+
+    @property
+    def step(self) -> int:
+        """Completed steps counted over the blocks one after another."""
+        return self.steps_before_current + self.current.step
+
+
 def _cpu_copy(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)

@@ -441,6 +441,11 @@ class EdgeBandOut(BaseModel):
     mean: list[MaybeFloat]
     lower: list[MaybeFloat]
     upper: list[MaybeFloat]
+    note: str | None = Field(
+        default=None,
+        description="Set when the run's model was edited after training: the band is the "
+        "trained members', not the edited model's.",
+    )
 
 
 class EdgeStabilityOut(BaseModel):
@@ -507,6 +512,15 @@ class PredictionsOut(BaseModel):
         default=None, description="Ensemble runs: the calibrated interval's lower end."
     )
     upper: list[list[MaybeFloat]] | None = None
+    interval_current: bool | None = Field(
+        default=None,
+        description="Ensemble runs: whether the interval describes the run's current model; "
+        "false once the model was edited (symbolic fixes, pruning): the members are the "
+        "trained ones, so the interval and y_mean describe the model before the edits.",
+    )
+    interval_note: str | None = Field(
+        default=None, description="Why the interval is not the current model's (edited runs)."
+    )
 
 
 # ── symbolic ────────────────────────────────────────────────────────────────────────────────

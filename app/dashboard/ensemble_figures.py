@@ -21,10 +21,13 @@ def first_output(rows: Any) -> list[Any]:
 
 
 def interval_of(predictions: dict[str, Any]) -> dict[str, Any] | None:
-    """The first output's ensemble mean and interval from a predictions answer, or None."""
+    """The first output's ensemble mean and interval from a predictions answer, or None;
+    ``current`` False when the run's model was edited after training (the interval is the
+    trained members')."""
     if predictions.get("lower") is None or predictions.get("level") is None:
         return None
     return {
+        "current": predictions.get("interval_current") is not False,
         "y_true": first_output(predictions.get("y_true")),
         "mean": first_output(predictions.get("y_mean")),
         "lower": first_output(predictions.get("lower")),
@@ -50,7 +53,8 @@ def interval_trace(interval: dict[str, Any]) -> go.Scatter:
         x=[r[0] for r in rows],
         y=[r[1] for r in rows],
         mode="markers",
-        name=f"ensemble mean, {level_text(interval['level'])} interval",
+        name=f"ensemble mean, {level_text(interval['level'])} interval"
+        + ("" if interval.get("current", True) else " (trained members, before the edits)"),
         marker={"size": 6, "color": INTERVAL_COLOR, "symbol": "diamond", "opacity": 0.8},
         error_y={
             "type": "data",
@@ -70,6 +74,8 @@ def band_traces(band: dict[str, Any], scale: Sequence[Any] | None) -> list[go.Sc
     mean, std = (scale[0], scale[1]) if scale and None not in scale[:2] else (0.0, 1.0)
     xs = [None if v is None else mean + std * v for v in band.get("x") or []]
     label = f"{band.get('members')} members, {level_text(float(band.get('level', 0.9)))} band"
+    if band.get("note"):  # the run's model was edited: the band is the trained members'
+        label += " (trained, before the edits)"
     upper = go.Scatter(
         x=xs,
         y=band.get("upper") or [],
@@ -92,9 +98,18 @@ def band_traces(band: dict[str, Any], scale: Sequence[Any] | None) -> list[go.Sc
     return [upper, lower]
 
 
-def ensemble_summary_text(summary: dict[str, Any]) -> list[str]:
+EDITED_TEXT = (
+    "This run's model was edited after training (symbolic fixes or pruning); the members were "
+    "not: the interval on the parity plot and the edge bands describe the model as trained, "
+    "not the edited one. Reset the edits to compare like with like; Retrain trains the edited "
+    "model alone, without an ensemble."
+)
+
+
+def ensemble_summary_text(summary: dict[str, Any], edited: bool = False) -> list[str]:
     """Sentences for the run page: which model the page shows, the interval's calibration
-    and its measured coverage and width."""
+    and its measured coverage and width, and (``edited``) that the interval is the trained
+    model's."""
     e = summary.get("ensemble")
     if not isinstance(e, dict):
         return []
@@ -118,4 +133,6 @@ def ensemble_summary_text(summary: dict[str, Any]) -> list[str]:
         width_text = f"; mean width {width:.4g} (target units)" if width is not None else ""
         lines.append(f"The calibrated {level} interval {measured}{width_text}.")
     lines += [str(n) for n in e.get("notes") or []]
+    if edited:
+        lines.append(EDITED_TEXT)
     return lines

@@ -44,9 +44,10 @@ def panel() -> html.Div:
     Output("run-ensemble", "style"),
     Output("run-ensemble-summary", "children"),
     Input("run-info", "data"),
+    Input("run-version", "data"),  # an edit or a reset: whether the interval is current
     State("run-id", "data"),
 )
-def show_ensemble(info: Any, run_id: Any):
+def show_ensemble(info: Any, _version: Any, run_id: Any):
     run_id = positive_int(run_id)
     if not isinstance(info, dict) or info.get("status") != "succeeded" or run_id is None:
         return HIDDEN, None
@@ -56,7 +57,7 @@ def show_ensemble(info: Any, run_id: Any):
         run = api_client.get_run(run_id)
     except ApiError:
         return HIDDEN, None
-    lines = ensemble_summary_text(run.get("summary") or {})
+    lines = ensemble_summary_text(run.get("summary") or {}, edited=bool(run.get("edited")))
     if not lines:
         return HIDDEN, None
     return {}, [html.P(line, className="ensemble-note") for line in lines]

@@ -3,7 +3,10 @@ adds to a run's views: prediction intervals, per-edge bands (the spread of φ ac
 formula stability (how many members give an edge the same symbolic form).
 
 Loaded ensembles and their bands are cached per run (an ensemble never changes once stored:
-symbolic edits change the run's model, member 0's copy, not the members)."""
+symbolic edits change the run's model, member 0's copy, not the members). So once the run's
+model is edited the interval and the bands describe the model as trained, not the edited one:
+the answers say so (``interval_current`` false and a note) rather than pass them off as the
+edited model's."""
 
 from __future__ import annotations
 
@@ -85,6 +88,22 @@ def require_ensemble(session: Session, run: Run) -> tuple[KANEnsemble, float]:
     return loaded
 
 
+def _edited(session: Session, run: Run) -> bool:
+    """The run's model was changed after training (symbolic fixes, pruning)."""
+    stmt = select(ModelArtifact.current_weights.is_not(None)).where(ModelArtifact.run_id == run.id)
+    return bool(session.scalar(stmt))
+
+
+def edited_note(members: int, what: str) -> str:
+    """Why an edited run's ``what`` (interval, band) is not its current model's."""
+    return (
+        f"The {what} comes from the {members} members as trained; this run's model was edited "
+        "since (symbolic fixes or pruning), so it describes the model before the edits, not "
+        "the edited one. Reset the edits to compare like with like; a retrain trains the "
+        "edited model alone, without an ensemble."
+    )
+
+
 def _floats(a: Any) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(a).ravel()]
 
@@ -93,16 +112,24 @@ def prediction_intervals(
     session: Session, run: Run, data: PreparedData, x: torch.Tensor | None
 ) -> dict[str, Any]:
     """For an ensemble run: the members' mean and the calibrated interval, per row and output
-    in the target's units (``y_mean``, ``lower``, ``upper``, ``level``); {} otherwise."""
+    in the target's units (``y_mean``, ``lower``, ``upper``, ``level``), and whether they
+    describe the run's current model (``interval_current``; false after an edit, with
+    ``interval_note`` saying why); {} otherwise."""
     loaded = load_ensemble(session, run)
     if loaded is None or data.y_scaler is None:
         return {}
     ensemble, level = loaded
+    edited = _edited(session, run)
+    status = {
+        "interval_current": not edited,
+        "interval_note": edited_note(len(ensemble.members), "interval") if edited else None,
+    }
     if x is None or x.shape[0] == 0:
-        return {"level": level, "y_mean": [], "lower": [], "upper": []}
+        return {"level": level, "y_mean": [], "lower": [], "upper": [], **status}
     p = ensemble.predict(x, level)
     back = data.y_scaler.inverse_transform
     return {
+        **status,
         "level": level,
         "y_mean": [_floats(r) for r in back(p.mean).numpy()],
         "lower": [_floats(r) for r in back(p.lower).numpy()],
@@ -124,7 +151,9 @@ def edge_band(
         _key(session, run, "bands"), lambda: edge_bands(ensemble, x, BAND_POINTS, level)
     )
     band = bands[layer]
+    edited = _edited(session, run)
     return {
+        "note": edited_note(len(ensemble.members), "band") if edited else None,
         "level": level,
         "members": len(ensemble.members),
         "x": _floats(band.x[:, i]),

@@ -10,6 +10,12 @@ hidden nodes of the other members aligned to its). The ensemble is stored beside
 Its interval is calibrated on the validation rows when there are any (residual noise +
 split-conformal scale); the coverage reported is measured honestly by cross-fitting: calibrated
 on one half of the validation rows, counted on the other, and the other way round.
+
+Edits and retrains: a symbolic fix or a prune changes the run's model (member 0's copy), never
+the members, so after one the interval describes the model as trained, not the edited one; the
+views say so (``ensemble_views``). A retrain of an ensemble run trains the edited model alone:
+the child run is a single KAN (the ensemble options dropped from its config, ``from_ensemble``
+naming the parent and its member count) and its summary's notes say that it has no interval.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from kan_core.ensemble import (
 )
 from kan_core.io import model_to_bytes
 from kan_core.metrics import r2_score
-from kan_core.train import FitConfig, FitProgress, TrainData
+from kan_core.train import EnsembleCheckpoint, FitConfig, FitProgress, TrainData
 
 MEMBERS = (2, 32)
 LEVELS = (0.5, 0.99)
@@ -128,6 +134,35 @@ def check_kan_options(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def retrain_config(payload: dict[str, Any], parent_id: int) -> dict[str, Any]:
+    """A retrain's run config from its parent's: a retrain continues the parent's (edited)
+    model alone, so an ensemble parent's options are dropped and ``from_ensemble`` records
+    which ensemble the model came from (its member 0). Other parents: unchanged."""
+    payload = {k: v for k, v in payload.items() if k != "from_ensemble"}
+    opts = ensemble_options(payload)
+    if opts is None:
+        return payload
+    options = payload.get("model_options") or {}
+    kept = {k: v for k, v in options.items() if k not in OPTION_KEYS}
+    return payload | {
+        "model_options": kept,
+        "from_ensemble": {"run_id": parent_id, "members": opts.members},
+    }
+
+
+def retrain_notes(config: dict[str, Any]) -> list[str]:
+    """The summary's note of a retrain of an ensemble run (:func:`retrain_config`)."""
+    origin = config.get("from_ensemble")
+    if not isinstance(origin, dict):
+        return []
+    return [
+        f"Retrained from run {origin.get('run_id')}'s model alone (member 0 of its ensemble of "
+        f"{origin.get('members')} KANs, with its symbolic edits): the other members were not "
+        "retrained, so this run has no ensemble and no prediction interval. Train a new "
+        "ensemble run to get one."
+    ]
+
+
 def check_ensemble_run(
     columns: list[dict[str, Any]],
     config: dict[str, Any],
@@ -176,11 +211,16 @@ def _group_labels(job: TrainingJob, column: str) -> list[str]:
 
 class _BlockReporter:
     """Progress of the fits of consecutive blocks of members as one series of steps (a
-    block's fit numbers its steps from 1 again); once told to stop it keeps saying so."""
+    block's fit numbers its steps from 1 again); once told to stop it keeps saying so. A resumed
+    ensemble starts after its checkpoint's step (``resume``)."""
 
-    def __init__(self, report: Reporter, blocks: int) -> None:
+    def __init__(
+        self, report: Reporter, blocks: int, resume: EnsembleCheckpoint | None = None
+    ) -> None:
         self.report, self.blocks = report, blocks
         self.offset = self.last = 0
+        if resume is not None:
+            self.offset, self.last = resume.steps_before_current, resume.current.step
         self.stopped = False
 
     def __call__(self, p: FitProgress) -> bool:
@@ -213,7 +253,9 @@ def train_kan_ensemble(
     ens_cfg = _ensemble_config(opts, fit_cfg, seed)
     groups = _group_labels(job, opts.group_column) if opts.group_column else None
     per_fit = members_per_fit(width, ens_cfg, int(data.x_train.shape[0]))
-    reporter = _BlockReporter(job.report, -(-opts.members // per_fit))
+    # a requeued run resumes from its checkpoint (every member's state, finished blocks too)
+    resume = job.resume if isinstance(job.resume, EnsembleCheckpoint) else None
+    reporter = _BlockReporter(job.report, -(-opts.members // per_fit), resume)
     ensemble = fit_ensemble(
         width,
         TrainData(data.x_train, data.y_train, data.x_val, data.y_val),
@@ -221,6 +263,8 @@ def train_kan_ensemble(
         groups=groups,
         model_options=build,
         callback=reporter,
+        resume=resume,
+        on_checkpoint=job.on_checkpoint,
     )
     ensemble.members = [m.cpu() for m in ensemble.members]
     main = ensemble.members[0]

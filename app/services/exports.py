@@ -115,15 +115,17 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
 
 
 def _interval_header(p: dict, names: list[str]) -> list[object]:
-    """An ensemble run's extra columns: members' mean, interval ends, the nominal level."""
+    """An ensemble run's extra columns: members' mean, interval ends, the nominal level, and
+    which model they describe (``interval_of``: the trained one once the run was edited)."""
     if p.get("lower") is None:
         return []
     cells = [f"{n}_{part}" for part in ("ensemble_mean", "lower", "upper") for n in names]
-    return [*(spreadsheet_safe(c) for c in cells), "interval_level"]
+    return [*(spreadsheet_safe(c) for c in cells), "interval_level", "interval_of"]
 
 
 def _interval_cells(p: dict, k: int) -> list[object]:
     if p.get("lower") is None:
         return []
     values = [*p["y_mean"][k], *p["lower"][k], *p["upper"][k]]
-    return [*("" if v is None else v for v in values), p["level"]]
+    model = "current model" if p.get("interval_current", True) else "trained model (before edits)"
+    return [*("" if v is None else v for v in values), p["level"], model]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from kan_core.scaling import Standardizer
-from kan_core.train import FitCheckpoint, FitProgress
+from kan_core.train import EnsembleCheckpoint, FitCheckpoint, FitProgress
 
 Task = Literal["regression", "classification"]
 
@@ -63,9 +63,10 @@ Reporter = Callable[[FitProgress], bool]
 
 @dataclass
 class TrainingJob:
-    """What a trainer gets. ``resume``: the checkpoint to continue from (a requeued run);
-    ``on_checkpoint``: where to hand checkpoints every ``checkpoint_every`` steps (None: don't).
-    Trainers that cannot checkpoint (the scikit-learn baselines) ignore the three."""
+    """What a trainer gets. ``resume``: the checkpoint to continue from (a requeued run; an
+    ensemble run's is an ``EnsembleCheckpoint``); ``on_checkpoint``: where to hand checkpoints
+    every ``checkpoint_every`` steps (None: don't). Trainers that cannot checkpoint (the
+    scikit-learn baselines) ignore the three."""
 
     run_id: int
     config: dict[str, Any]
@@ -73,8 +74,8 @@ class TrainingJob:
     report: Reporter
     device: str
     init_weights: bytes | None = None
-    resume: FitCheckpoint | None = None
-    on_checkpoint: Callable[[FitCheckpoint], None] | None = None
+    resume: FitCheckpoint | EnsembleCheckpoint | None = None
+    on_checkpoint: Callable[[FitCheckpoint | EnsembleCheckpoint], None] | None = None
     checkpoint_every: int | None = None
     #: each dataset row's value in ``model_options.group_column`` (an ensemble's group
     #: bootstrap), indexed like ``data.train_rows``; None when the run names no group column

@@ -22,7 +22,7 @@ from app.db.session import Database, rowcount
 from app.services.numbers import finite_or_none
 from app.services.run_claims import owned_and_running
 from kan_core.io import checkpoint_to_bytes
-from kan_core.train import FitCheckpoint, FitProgress
+from kan_core.train import EnsembleCheckpoint, FitCheckpoint, FitProgress
 
 log = logging.getLogger("kanscope.training")
 
@@ -237,7 +237,7 @@ class RunSink:
     def checkpoints(self) -> bool:
         return self.checkpoint_interval_s is not None
 
-    def checkpoint(self, ckpt: FitCheckpoint) -> None:
+    def checkpoint(self, ckpt: FitCheckpoint | EnsembleCheckpoint) -> None:
         """``fit``'s ``on_checkpoint``: store it (replacing the previous one) with the buffered
         metrics, in one transaction and only while this worker owns the run. Too soon after the
         previous one, or the write failing: skipped, the metrics stay buffered and the next

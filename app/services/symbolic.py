@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import ModelArtifact
 from app.db.session import Database, rowcount
+from app.services.ensembles import retrain_config
 from app.services.errors import ConflictError, NotFoundError, ServiceError
 from app.services.inspection import (
     LoadedModel,
@@ -364,7 +365,8 @@ def retrain(
     name: str | None = None,
 ) -> Any:
     """A new queued child run initialised from this run's current model (symbolic edges
-    included). The caller commits and submits it."""
+    included). The caller commits and submits it. The child trains that one model: a retrain
+    of an ensemble run is a single KAN (``ensembles.retrain_config``)."""
     parent = get_run(session, run_id)
     if not parent.has_model:
         raise ConflictError(f"Run {run_id} has no trained model to continue from.")
@@ -372,6 +374,7 @@ def retrain(
         raise ConflictError(f"Run {run_id} ({parent.model}) cannot be continued; retrain it anew.")
     weights = model_bytes(session, run_id, current=True)
     payload = dict(parent.config) | {k: v for k, v in overrides.items() if v is not None}
+    payload = retrain_config(payload, parent.id)
     payload |= {
         "dataset_id": parent.dataset_id,
         "name": name or f"{parent.name or f'run {parent.id}'} (retrain)",

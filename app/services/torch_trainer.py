@@ -8,13 +8,18 @@ from typing import Any
 
 import torch
 
-from app.services.ensembles import check_kan_options, ensemble_options, train_kan_ensemble
+from app.services.ensembles import (
+    check_kan_options,
+    ensemble_options,
+    retrain_notes,
+    train_kan_ensemble,
+)
 from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
 from kan_core.io import model_from_bytes, model_to_bytes
 from kan_core.model import KAN, MLP
 from kan_core.selectable import fit_selectable, is_selectable, needs_selection, node_families
-from kan_core.train import FitConfig, FitResult, TrainData, fit
+from kan_core.train import FitCheckpoint, FitConfig, FitResult, TrainData, fit
 
 
 def model_width(config: dict[str, Any], n_in: int, n_out: int) -> list[int]:
@@ -81,7 +86,7 @@ def build_torch_model(job: TrainingJob) -> KAN | MLP:
 
 def train_ensemble(job: TrainingJob) -> TrainOutcome:
     """A KAN run with ``model_options.ensemble_members``: its members side by side
-    (``app.services.ensembles``); member 0 is the run's model. No checkpoints."""
+    (``app.services.ensembles``); member 0 is the run's model. Checkpoints hold every member."""
     cfg, data = job.config, job.data
     build = {
         "grid": int(cfg.get("grid", 5)),
@@ -90,12 +95,15 @@ def train_ensemble(job: TrainingJob) -> TrainOutcome:
         "device": job.device,
     }
     width = model_width(cfg, len(data.feature_names), data.n_outputs)
-    return train_kan_ensemble(job, width, fit_config_from(cfg), build)
+    fit_cfg = fit_config_from(cfg)
+    if job.checkpoint_every is not None:
+        fit_cfg.checkpoint_every = job.checkpoint_every
+    return train_kan_ensemble(job, width, fit_cfg, build)
 
 
 def train_torch(job: TrainingJob) -> TrainOutcome:
     if job.init_weights is None and ensemble_options(job.config) is not None:
-        return train_ensemble(job)  # a retrain continues the run's model alone
+        return train_ensemble(job)
     data = job.data
     # a resumed run builds its model as the first attempt did (a retrain from its parent's
     # model, so symbolic edges are set), then fit loads the checkpoint's state into it
@@ -113,7 +121,7 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
             train_data,
             cfg,
             callback=job.report,
-            resume=job.resume,
+            resume=job.resume if isinstance(job.resume, FitCheckpoint) else None,
             on_checkpoint=job.on_checkpoint,
         )
     model.eval()
@@ -138,6 +146,8 @@ def train_torch(job: TrainingJob) -> TrainOutcome:
             "engine": result.engine,
             **final_scores(result),
             **selected_families(model),
+            # a retrain of an ensemble run continued its model alone: says it has no interval
+            **({"notes": notes} if (notes := retrain_notes(job.config)) else {}),
         },
     )
 

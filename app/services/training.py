@@ -42,7 +42,7 @@ from app.services.run_data import prepare_data
 from app.services.run_sink import RunSink, db_error, insert_metrics
 from kan_core.errors import KanCoreError
 from kan_core.io import checkpoint_from_bytes
-from kan_core.train import FitCheckpoint, FitProgress
+from kan_core.train import EnsembleCheckpoint, FitCheckpoint, FitProgress
 
 log = logging.getLogger("kanscope.training")
 
@@ -263,7 +263,7 @@ class _Retry:
     """How a requeued run picks up: from ``checkpoint``, or from step 1 with metric steps
     after ``step_offset``; ``summary`` is what the run's summary says about it."""
 
-    checkpoint: FitCheckpoint | None = None
+    checkpoint: FitCheckpoint | EnsembleCheckpoint | None = None
     step_offset: int = 0
     elapsed_offset: float = 0.0
     note: str | None = None
@@ -274,7 +274,7 @@ def _prepare_retry(s: Session, run_id: int, attempt: int) -> _Retry:
     """In the claiming transaction of a requeued run: load its checkpoint and delete the metric
     rows after it (the lost tail of the dead attempt), or, without one, number the restarted
     attempt's metrics after the dead attempt's. Records what happened in the run's summary."""
-    ckpt: FitCheckpoint | None = None
+    ckpt: FitCheckpoint | EnsembleCheckpoint | None = None
     blob = s.scalar(select(RunCheckpoint.data).where(RunCheckpoint.run_id == run_id))
     if blob is not None:
         try:
@@ -336,7 +336,7 @@ def _train_claimed(
     db: Database,
     run_id: int,
     sink: RunSink,
-    resume: FitCheckpoint | None = None,
+    resume: FitCheckpoint | EnsembleCheckpoint | None = None,
     checkpoint_every: int | None = None,
 ) -> tuple[TrainOutcome, PreparedData]:
 
@@ -423,8 +423,11 @@ def _finish(
                 "classes": data.classes,
                 **outcome.extra,
             }
-        # a lost earlier attempt (resumed from / restarted after which step), failed writes
-        summary |= sink.summary()
+        # a lost earlier attempt (resumed from / restarted after which step), failed writes;
+        # their notes after the trainer's own
+        written = sink.summary()
+        notes = [*summary.get("notes", []), *written.get("notes", [])]
+        summary |= written | ({"notes": notes} if notes else {})
         if sink.failures.keys() & {"metrics", "checkpoints", "result"}:
             summary["notes"].append(
                 "No metric row was lost: rows whose write failed were kept and stored later."

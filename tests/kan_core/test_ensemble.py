@@ -171,3 +171,43 @@ def test_ensemble_file_keeps_members_built_with_other_options():
     loaded, _ = ensemble_from_bytes(ensemble_to_bytes(ensemble))
     assert loaded.members[1].config()["grid"] == 7 and loaded.members[1].k == 2
     assert torch.allclose(loaded.predict(x).mean, ensemble.predict(x).mean, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ["fused-cpu", "torch"])
+def test_ensemble_resumed_from_a_stored_checkpoint_is_bit_exact(engine):
+    from kan_core.io import checkpoint_from_bytes, checkpoint_to_bytes
+    from kan_core.train import EnsembleCheckpoint
+
+    x, y = _data(noise=0.05)
+    data = TrainData(x[:200], y[:200], x[200:], y[200:])
+    fit_cfg = FitConfig(steps=30, lr=1e-2, batch_size=64, update_grid_every=10,
+                        update_grid_until=20, early_stopping_patience=100,
+                        checkpoint_every=7, engine=engine)  # fmt: skip
+    # 5 members, 2 per fit: blocks of 2, 2, 1, so a checkpoint may follow finished blocks
+    config = EnsembleConfig(members=5, bootstrap="rows", seed=2, members_per_fit=2, fit=fit_cfg)
+    straight = fit_ensemble([2, 3, 1], data, config)
+
+    stored: list[bytes] = []
+    seen: list[int] = []
+    fit_ensemble([2, 3, 1], data, config, callback=lambda p: seen.append(p.step),
+                 on_checkpoint=lambda c: stored.append(checkpoint_to_bytes(c)))  # fmt: skip
+    restored = [checkpoint_from_bytes(b) for b in stored]
+    assert all(isinstance(c, EnsembleCheckpoint) for c in restored)
+    # 4 per block (steps 7, 14, 21, 28 of 30), counted over the blocks one after another
+    assert [c.step for c in restored] == [b * 30 + s for b in range(3) for s in (7, 14, 21, 28)]
+    assert [len(c.finished_states) for c in restored] == [0] * 4 + [1] * 4 + [2] * 4
+
+    for ckpt in (restored[1], restored[6]):  # inside block 0; inside block 1, block 0 done
+        assert isinstance(ckpt, EnsembleCheckpoint)
+        progress: list = []
+        resumed = fit_ensemble([2, 3, 1], data, config, callback=progress.append, resume=ckpt)
+        steps = [p.step for p in progress]
+        assert steps[0] == ckpt.current.step + 1 and len(steps) == 90 - ckpt.step
+        assert [r.best_step for r in resumed.results] == [r.best_step for r in straight.results]
+        for a, b in zip(straight.members, resumed.members, strict=True):
+            for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+                assert torch.equal(va, vb), key
+
+    config.members = 6  # another ensemble: refused, naming both
+    with pytest.raises(ConfigError, match="checkpoint is of an ensemble of 5 members"):
+        fit_ensemble([2, 3, 1], data, config, resume=restored[1])  # type: ignore[arg-type]

@@ -167,3 +167,47 @@ def test_ensembles_are_for_kan_regression_only(api, runs):
                    model_options={"ensemble_members": 3}),
     )  # fmt: skip
     assert cls.status_code == 422 and "regression runs only" in cls.json()["detail"]
+
+
+def test_after_an_edit_the_interval_says_it_is_the_trained_models(api, runs):
+    """A symbolic fix changes the run's model, not the members: the interval, the band and the
+    CSV say they describe the model as trained; a retrain trains the edited model alone (a
+    single KAN, no interval) and says so; resetting the edits makes the interval current."""
+    run_id = runs["ensemble"]["id"]
+    before = api.get(f"/api/runs/{run_id}/predictions").json()
+    assert before["interval_current"] is True and before["interval_note"] is None
+    fixed = api.post(f"/api/runs/{run_id}/edges/0/0/1/fix", json={"name": "x"})
+    assert fixed.status_code == 200, fixed.text
+    try:
+        after = api.get(f"/api/runs/{run_id}/predictions").json()
+        assert after["interval_current"] is False
+        assert (
+            "edited" in after["interval_note"] and "3 members as trained" in after["interval_note"]
+        )
+        assert after["lower"] == before["lower"]  # still the trained members' interval
+        assert after["y_pred"] != before["y_pred"]  # of a model that has changed
+        band = api.get(f"/api/runs/{run_id}/edges/0/0/1").json()["band"]
+        assert "before the edits" in band["note"]
+        rows = list(
+            csv.DictReader(io.StringIO(api.get(f"/api/runs/{run_id}/export/predictions").text))
+        )
+        assert {r["interval_of"] for r in rows} == {"trained model (before edits)"}
+
+        resp = api.post(f"/api/runs/{run_id}/retrain", json={"steps": 5})
+        assert resp.status_code == 201, resp.text
+        child = resp.json()
+        options = child["config"].get("model_options") or {}
+        assert "ensemble_members" not in options and "group_column" not in options
+        assert child["config"]["from_ensemble"] == {"run_id": run_id, "members": 3}
+        child = wait_for(api, child["id"])
+        assert child["status"] == "succeeded", child["error"]
+        assert "ensemble" not in child["summary"]
+        (note,) = child["summary"]["notes"]
+        assert f"run {run_id}'s model alone" in note and "no prediction interval" in note
+        preds = api.get(f"/api/runs/{child['id']}/predictions").json()
+        assert preds["lower"] is None and preds["interval_current"] is None
+        assert api.get(f"/api/runs/{child['id']}/ensemble/stability").status_code == 409
+    finally:
+        assert api.post(f"/api/runs/{run_id}/reset-edits").status_code == 204
+    again = api.get(f"/api/runs/{run_id}/predictions").json()
+    assert again["interval_current"] is True and again["y_pred"] == before["y_pred"]

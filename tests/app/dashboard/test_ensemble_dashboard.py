@@ -51,3 +51,20 @@ def test_run_page_says_which_model_it_shows_and_the_measured_coverage():
     assert "member 0 (seed 3)" in text and "87.5 % of the 40 validation rows" in text
     assert "12.5" in text
     assert ensemble_summary_text({}) == []
+
+
+def test_an_edited_runs_interval_and_band_are_labelled_as_the_trained_models():
+    from app.dashboard.ensemble_figures import band_traces
+
+    predictions = {
+        "y_true": [[1.0]], "y_mean": [[1.1]], "lower": [[0.9]], "upper": [[1.5]], "level": 0.9,
+    }  # fmt: skip
+    assert "before the edits" not in interval_trace(interval_of(predictions)).name
+    edited = interval_of(predictions | {"interval_current": False})
+    assert "trained members, before the edits" in interval_trace(edited).name
+    band = {"members": 3, "level": 0.9, "x": [0.0], "lower": [0.0], "upper": [1.0]}
+    assert "before the edits" not in band_traces(band, None)[1].name
+    assert "before the edits" in band_traces(band | {"note": "edited"}, None)[1].name
+    summary = {"ensemble": {"members": 3, "bootstrap": "none", "level": 0.9, "notes": []}}
+    assert "edited after training" not in " ".join(ensemble_summary_text(summary))
+    assert "edited after training" in " ".join(ensemble_summary_text(summary, edited=True))

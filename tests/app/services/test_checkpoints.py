@@ -256,3 +256,126 @@ def test_requeued_run_with_an_unreadable_checkpoint_starts_over(db, dataset_id):
         run = s.get(Run, run_id)
     assert run.summary["restarted_after_step"] == 4 and "resumed_from_step" not in run.summary
     assert run.summary["notes"][0].startswith("Restarted from step 1 after the worker was lost")
+
+
+ENSEMBLE = {"model_options": {"ensemble_members": 3, "ensemble_bootstrap": "rows"}}
+
+
+def ensemble_tensors(db: Database, run_id: int) -> dict[str, torch.Tensor]:
+    with db.read() as s:
+        blob = s.scalar(select(ModelArtifact.ensemble).where(ModelArtifact.run_id == run_id))
+    return st_load(blob)
+
+
+def test_requeued_ensemble_run_resumes_from_its_checkpoint_bit_exact(db, dataset_id):
+    """An ensemble run's checkpoint holds every member: resumed, it ends with the members,
+    the run's model (member 0) and the calibration an uninterrupted run ends with."""
+    from kan_core.io import checkpoint_from_bytes
+    from kan_core.train import EnsembleCheckpoint
+
+    straight = new_run(db, dataset_id, ENSEMBLE)
+    assert run_training(straight, "w0", db=db) == "succeeded"
+    reference = metrics(db, straight)
+    assert [step for step, _ in reference] == list(range(1, STEPS + 1))
+
+    run_id = new_run(db, dataset_id, ENSEMBLE)
+    died_at = EVERY + 2
+    first = run_training(run_id, "worker-1", db=db, on_progress=worker_lost_at(db, run_id, died_at))
+    assert first == "lost"
+    with db.read() as s:
+        blob = s.scalar(select(RunCheckpoint.data).where(RunCheckpoint.run_id == run_id))
+    ckpt = checkpoint_from_bytes(blob)
+    assert isinstance(ckpt, EnsembleCheckpoint) and ckpt.step == EVERY and ckpt.members == 3
+    # the block-diagonal KAN of all three members: [2·3, 2·3, 1·3]
+    assert ckpt.current.model_state["layers.0.mask"].shape == (6, 6)
+
+    seen: list[int] = []
+    assert run_training(run_id, "worker-2", db=db, on_progress=lambda p: seen.append(p.step)) == (
+        "succeeded"
+    )
+    assert seen == list(range(EVERY + 1, STEPS + 1))
+    assert metrics(db, run_id) == reference
+    for read in (weights, ensemble_tensors):
+        got, want = read(db, run_id), read(db, straight)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    with db.read() as s:
+        run, done = s.get(Run, run_id), s.get(Run, straight)
+    assert run.summary["resumed_from_step"] == EVERY
+    assert run.summary["ensemble"] == done.summary["ensemble"]
+    assert checkpoint_step(db, run_id) is None
+
+
+def test_ensemble_trainer_killed_mid_run_resumes_from_its_checkpoint(db, db_url, dataset_id):
+    """A real trainer process SIGKILLed while its ensemble trains (long enough to be still
+    running on the fused engine): requeued, the next attempt resumes from the checkpoint the
+    dead one stored and finishes with every member."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from kan_core.ensemble import ensemble_from_bytes
+
+    n = 40_000
+    log_every = 50  # a validation pass and a metric row per 50 steps keep the test short
+    config = ENSEMBLE | {"steps": n, "early_stopping_patience": None, "batch_size": None,
+                         "update_grid_every": 0, "log_every": log_every}  # fmt: skip
+    run_id = new_run(db, dataset_id, config)
+    root = Path(__file__).resolve().parents[3]
+    env = os.environ | {
+        "KANSCOPE_CHECKPOINT_INTERVAL_S": "0.2",
+        "KANSCOPE_CHECKPOINT_MAX_PER_RUN": "2000",  # an opportunity every 20 steps
+        "PYTHONPATH": str(root),
+    }
+    code = (
+        "import sys\nfrom app.db.session import Database\n"
+        "from app.services.training import run_training\n"
+        "run_training(int(sys.argv[1]), 'doomed-worker', db=Database(sys.argv[2]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_id), db_url], cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while (step := checkpoint_step(db, run_id)) is None or step < 100:
+            assert proc.poll() is None, "the trainer ended before it was killed"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    checkpoint = checkpoint_step(db, run_id)
+    assert checkpoint is not None and 100 <= checkpoint < n
+    with db.read() as s:
+        assert s.get(Run, run_id).status == "running"  # the dead trainer's claim
+    with db.write() as s:  # its heartbeat has stopped; past the lease the reaper requeues it
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow_minus(600)))
+    assert reap_stale_runs(db, lease_s=60, requeue=True) == [(run_id, "queued")]
+
+    seen: list[int] = []
+    assert run_training(run_id, "worker-2", db=db, on_progress=lambda p: seen.append(p.step)) == (
+        "succeeded"
+    )
+    logged = [k for k in range(1, n + 1) if k % log_every == 1 or k == n]
+    assert seen == [k for k in logged if k > checkpoint]  # from the checkpoint on
+    assert [step for step, _ in metrics(db, run_id)] == logged  # one series, nothing twice
+    with db.read() as s:
+        run = s.get(Run, run_id)
+        blob = s.scalar(select(ModelArtifact.ensemble).where(ModelArtifact.run_id == run_id))
+    assert run.attempts == 2 and run.summary["resumed_from_step"] == checkpoint
+    assert run.summary["notes"] == [
+        f"Resumed from step {checkpoint} after the worker was lost (attempt 2)."
+    ]
+    assert run.summary["ensemble"]["members"] == 3 and run.summary["ensemble"]["calibrated"]
+    ensemble, _ = ensemble_from_bytes(blob)
+    assert [m.seed for m in ensemble.members] == [3, 4, 5]
+    x = torch.rand(64, 2) * 2 - 1
+    preds = ensemble.member_predictions(x)
+    assert torch.isfinite(preds).all()
+    assert (preds[0] - preds[1]).abs().max() > 1e-3  # three members, not one copied
+    assert checkpoint_step(db, run_id) is None
