@@ -110,6 +110,11 @@ class DesignCandidateOut(BaseModel):
     nearest_training: str | None = None
     nearest_training_value: MaybeFloat = None
     descriptors: dict[str, MaybeFloat]
+    outside_training_range: list[str] = Field(
+        default_factory=list,
+        description="Model inputs whose value for this composition lies outside the training "
+        "rows' range: the prediction is extrapolation even within the trust region.",
+    )
 
 
 class DesignResultOut(BaseModel):

@@ -385,6 +385,25 @@ def _embed(x: np.ndarray, elements: list[str], into: list[str]) -> np.ndarray:
     return out
 
 
+def inputs_outside_training(
+    view: ModelView, spec: dict[str, Any], x: np.ndarray
+) -> list[list[str]]:
+    """Per composition of ``x``, the model inputs whose value lies outside the training rows'
+    range (``spec["x_min"]`` / ``x_max``; a snapshot without them flags nothing). A composition
+    near a training alloy can still have a descriptor far outside it (Ω = Tm·ΔSmix/|ΔHmix|
+    grows without bound as ΔHmix → 0)."""
+    lo, hi = spec.get("x_min"), spec.get("x_max")
+    if lo is None or hi is None:
+        return [[] for _ in range(len(x))]
+    feats, _ = view.features(x)
+    low = np.array([-np.inf if v is None else v for v in lo], dtype=np.float64)
+    high = np.array([np.inf if v is None else v for v in hi], dtype=np.float64)
+    finite = np.isfinite(low) & np.isfinite(high)
+    slack = 1e-9 * (1.0 + np.where(finite, np.maximum(np.abs(low), np.abs(high)), 0.0))
+    out = (feats < low - slack) | (feats > high + slack)  # (n, f)
+    return [[view.features.features[j] for j in np.flatnonzero(row)] for row in out]
+
+
 def training_points(train_x: np.ndarray, train_y: np.ndarray) -> dict[str, list[float | None]]:
     """Each training alloy's measured value and its distance to the nearest *other* training
     composition (repeats of one alloy, e.g. other processing, are not "other"): how densely the
@@ -462,6 +481,7 @@ def run_design(
     ranked = rank_candidates(trace, int(design["n_candidates"]))
     labels = list(bundle.get("train_labels") or [])
     candidates = []
+    outside: list[list[str]] = []  # per candidate, its inputs outside the training range
     if ranked:
         xs = np.array([c.fractions for c in ranked])
         embedded = _embed(xs, elements, train_elements)
@@ -469,6 +489,7 @@ def run_design(
         ref = np.pad(reference, ((0, 0), (0, pad))) if pad else reference
         dist, index = nearest_reference(embedded, ref)
         other = problem.constraint_values(xs)
+        outside = inputs_outside_training(problem.objective, design["objective"], xs)
         for k, c in enumerate(ranked):
             composition = {el: float(v) for el, v in zip(elements, c.fractions, strict=True)}
             try:
@@ -512,6 +533,7 @@ def run_design(
                     if nearest >= 0
                     else None,
                     "descriptors": {k2: finite_or_none(v) for k2, v in descriptors.items()},
+                    "outside_training_range": outside[k],
                 }
             )
     notes = []
@@ -522,6 +544,19 @@ def run_design(
             "Inputs held fixed (not part of the composition): "
             + ", ".join(f"{f} = {v:g}" for f, v in fixed.items())
             + "."
+        )
+    flagged = [k + 1 for k, names in enumerate(outside) if names]  # ranks
+    if flagged:
+        bounds = zip(objective["x_min"], objective["x_max"], strict=True)
+        ranges = dict(zip(objective["features"], bounds, strict=True))
+        names = sorted({name for row in outside for name in row})
+        notes.append(
+            f"{len(flagged)} of {len(candidates)} candidates (rank "
+            + ", ".join(str(rank) for rank in flagged[:10])
+            + (" …" if len(flagged) > 10 else "")
+            + ") have model inputs outside their training range ("
+            + ", ".join(f"{n} {ranges[n][0]:.4g}–{ranges[n][1]:.4g}" for n in names)
+            + "): their predictions are extrapolation even within the trust region."
         )
     if design.get("unseen_elements"):
         notes.append(

@@ -109,7 +109,16 @@ def _model_spec(
         "x_std": [float(v) for v in data.x_scaler.std.reshape(-1)],
         "y_mean": float(data.y_scaler.mean.reshape(-1)[0]),
         "y_std": float(data.y_scaler.std.reshape(-1)[0]),
+        # each input's range over the training rows: candidates outside it are flagged
+        "x_min": [_finite_min_max(train[f])[0] for f in features],
+        "x_max": [_finite_min_max(train[f])[1] for f in features],
     }
+
+
+def _finite_min_max(column: pd.Series) -> tuple[float | None, float | None]:
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if len(values) else (None, None)
 
 
 def _training_alloys(
@@ -351,8 +360,8 @@ def design_view(session: Session, run_id: int) -> dict[str, Any]:
 def candidates_csv(session: Session, run_id: int) -> str:
     """The ranked candidates as CSV: rank, formula, one column per element, prediction and
     interval, the expected improvement (ensemble runs), the constraint run's prediction,
-    nearest training alloy and its distance, the descriptors. 409 until the design has a
-    result."""
+    nearest training alloy and its distance, the descriptors, the inputs outside the training
+    range (";"-separated). 409 until the design has a result."""
 
     view = design_view(session, run_id)
     result = view["result"]
@@ -367,7 +376,8 @@ def candidates_csv(session: Session, run_id: int) -> str:
         ["rank", "formula", *(f"x_{el}" for el in elements),
          spreadsheet_safe(f"{target}_predicted"), "lower", "upper", "expected_improvement",
          "constraint_predicted",
-         "nearest_training", "nearest_training_value", "nearest_distance", *descriptors]
+         "nearest_training", "nearest_training_value", "nearest_distance", *descriptors,
+         "outside_training_range"]
     )  # fmt: skip
     blank = lambda v: "" if v is None else v  # noqa: E731
     for c in result["candidates"]:
@@ -378,6 +388,7 @@ def candidates_csv(session: Session, run_id: int) -> str:
              blank(c.get("expected_improvement")),
              blank(c["constraint_predicted"]), spreadsheet_safe(blank(c["nearest_training"])),
              blank(c["nearest_training_value"]), blank(c["nearest_distance"]),
-             *(blank(c["descriptors"].get(d)) for d in descriptors)]
+             *(blank(c["descriptors"].get(d)) for d in descriptors),
+             spreadsheet_safe(";".join(c.get("outside_training_range") or []))]
         )  # fmt: skip
     return buf.getvalue()

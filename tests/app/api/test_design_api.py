@@ -3,7 +3,8 @@ inline executor, tiny models and budgets): a design run for a trained KAN on all
 candidates that keep every constraint and the trust region, with descriptors and distances that
 agree with an independent computation, and their CSV; random search inside the trust region;
 on an ensemble run the mean and calibrated interval (checked against the run's own predictions),
-UCB ranking and expected improvement (checked against the normal formula); infeasible
+UCB ranking and expected improvement (checked against the normal formula); the inputs a
+candidate has outside the training range; infeasible
 constraints → 422 naming the constraint (nothing queued); runs and datasets a design cannot use
 → 409."""
 
@@ -259,6 +260,37 @@ def test_ensemble_design_ranks_by_expected_improvement(client, runs, alloy_table
     # the mean ranking on the same run still reports each candidate's EI
     plain = _design(client, run["id"], request | {"acquisition": "mean"})["result"]
     assert all(c["expected_improvement"] is not None for c in plain["candidates"])
+
+
+def test_candidates_flag_inputs_outside_the_training_range(client, runs, alloy_table) -> None:
+    """Al-rich compositions without a trust region: each candidate names the model inputs that
+    lie outside the training rows' range (checked against the table), and a note says so."""
+    kan = runs["kan"]
+    request = {
+        "elements": ELEMENTS, "bounds": {"Al": [0.6, 1.0]}, "min_elements": 2,
+        "max_distance": None, "budget": 40, "n_candidates": 5,
+    }  # fmt: skip
+    view = _design(client, kan["id"], request)
+    result = view["result"]
+    train_rows = client.get(f"/api/runs/{kan['id']}/predictions?split=train").json()["rows"]
+    train = alloy_table.iloc[train_rows]
+    assert result["candidates"]
+    for c in result["candidates"]:
+        values = {f"x_{el}": v for el, v in c["composition"].items()}
+        values |= {"vec": c["descriptors"]["vec"], "delta_pct": c["descriptors"]["delta_pct"]}
+        values["proc_CAST"] = 1.0  # held at its most common training value
+        expected = [
+            f for f in FEATURES
+            if not train[f].min() - 1e-6 <= values[f] <= train[f].max() + 1e-6
+        ]  # fmt: skip
+        assert c["outside_training_range"] == expected, (c["formula"], values)
+    assert "x_Al" in result["candidates"][0]["outside_training_range"]  # Al ≥ 0.6 is unseen
+    note = next(n for n in result["notes"] if "outside their training range" in n)
+    assert f"x_Al {train['x_Al'].min():.4g}–{train['x_Al'].max():.4g}" in note
+    exported = client.get(f"/api/runs/{view['run_id']}/design/candidates.csv").text
+    header, first, *_ = list(csv.reader(io.StringIO(exported)))
+    flagged = first[header.index("outside_training_range")].split(";")
+    assert flagged == result["candidates"][0]["outside_training_range"]
 
 
 def test_random_search_inside_the_trust_region(client, runs) -> None:
