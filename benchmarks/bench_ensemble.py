@@ -98,12 +98,30 @@ def variants(ensemble: KANEnsemble, fold: Fold) -> dict[str, KANEnsemble]:
 
 
 def run_set(bench, args) -> dict:
+    out, (x, y, groups, split, features) = calibration(bench, args)
+    width = [len(features), *KAN_PARAMS["hidden"], 1]
+    options = {"grid": KAN_PARAMS["grid"]}
+    fold0 = Fold(x, y, groups, *split.folds()[0], seed=0)
+    out["timing"] = timing(width, options, fold0, args)
+    out["stability"] = stability(features, options, fold0, args)
+    return out
+
+
+def calibration(bench, args, split_seed: int = 0) -> tuple[dict, tuple]:
+    """Per bootstrap mode in `args.bootstrap`: an ensemble of `args.members` KANs per fold
+    (`args.folds` grouped folds of `make_split`, seed `split_seed`, fold k seeded with
+    `split_seed + k`; `args.steps`, `args.lamb`),
+    its 90 % interval three ways (`VARIANTS`) scored on the test groups pooled over folds:
+    coverage, fold range, mean width in the target's units, R² of the ensemble mean and of the
+    members. Also returns (x, y, groups, split, features). bench_hea.py --models ensemble
+    writes these rows into hea.md."""
     df = bench.frame()
     features = bench.features(df)
     x = df[features].to_numpy(dtype=float)
     y = df[bench.target].to_numpy(dtype=float)
     groups = group_labels(df, bench.group_by)
-    split = make_split(df, SplitSpec(n_splits=args.folds, group_by=bench.group_by, seed=0))
+    spec = SplitSpec(n_splits=args.folds, group_by=bench.group_by, seed=split_seed)
+    split = make_split(df, spec)
     width = [len(features), *KAN_PARAMS["hidden"], 1]
     options = {"grid": KAN_PARAMS["grid"]}
     out: dict = {"n_rows": len(df), "n_groups": split.n_groups, "d": len(features), "modes": {}}
@@ -112,9 +130,9 @@ def run_set(bench, args) -> dict:
         widths = {v: [] for v in VARIANTS}
         per_fold, r2_mean, r2_members, seconds = [], [], [], []
         for k, (train_rows, test_rows) in enumerate(split.folds()):
-            fold = Fold(x, y, groups, train_rows, test_rows, seed=k)
+            fold = Fold(x, y, groups, train_rows, test_rows, seed=split_seed + k)
             config = EnsembleConfig(
-                args.members, mode, seed=k, fit=fit_config(args.steps, args.lamb)
+                args.members, mode, seed=split_seed + k, fit=fit_config(args.steps, args.lamb)
             )
             start = time.perf_counter()
             ensemble = fit_ensemble(width, fold.data, config, groups=fold.fit_groups,
@@ -145,10 +163,7 @@ def run_set(bench, args) -> dict:
             "seconds": float(np.mean(seconds)),
             "y_std": float(y.std()),
         }
-    fold0 = Fold(x, y, groups, *split.folds()[0], seed=0)
-    out["timing"] = timing(width, options, fold0, args)
-    out["stability"] = stability(features, options, fold0, args)
-    return out
+    return out, (x, y, groups, split, features)
 
 
 def timing(width, options, fold: Fold, args) -> list[dict]:
