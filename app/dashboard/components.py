@@ -8,9 +8,17 @@ from typing import Any
 from dash import dcc, html
 from dash.dash_table.DataTable import DataTable
 
+from app.dashboard.figures import formula_markdown
+
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 METRIC_LABELS = {"r2": "R²", "accuracy": "accuracy"}
 TASKS = ("regression", "classification")
+# Longer LaTeX is shown as source, not typeset. MathJax makes about one DOM node per character,
+# and every later style and layout pass of the page pays for them: a [10, 16, 16, 1] KAN's
+# partial formula (432 spline edges) is 149 000 characters, 150 000 nodes, 10-45 s of the
+# browser's main thread to typeset, and made a click on an edge 450 ms instead of ~100 ms
+# (benchmarks/results/dashboard_issue22_latency.md).
+FORMULA_TYPESET_MAX_CHARS = 4000
 
 
 def attrs(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,6 +36,27 @@ def data_table(**props: Any) -> DataTable:
 def alert(message: Any, kind: str = "danger", *, role: str = "alert") -> html.Div:
     """A readable message box; ``kind`` is danger | warning | success | info."""
     return html.Div(message, className=f"alert alert-{kind}", role=role)
+
+
+def formula_math(latex: str, class_name: str | None = "formula-math") -> html.Div | dcc.Markdown:
+    """A formula typeset by MathJax, or, beyond ``FORMULA_TYPESET_MAX_CHARS``, a note and its
+    LaTeX source folded away (a closed ``<details>`` costs the page nothing)."""
+    text = (latex or "").strip()
+    if len(text) <= FORMULA_TYPESET_MAX_CHARS:
+        return dcc.Markdown(formula_markdown(text), mathjax=True, className=class_name)
+    return html.Div(
+        [
+            html.Div(
+                f"Too long to typeset ({len(text):,} characters of LaTeX). Prune edges or make "
+                "them symbolic for a shorter formula.",
+                className="muted formula-too-long",
+            ),
+            html.Details(
+                [html.Summary("LaTeX source"), html.Pre(text, className="formula-source")]
+            ),
+        ],
+        className=class_name,
+    )
 
 
 def error_alert(error: Exception, action: str) -> html.Div:

@@ -73,4 +73,13 @@ def test_interval_on_parity_plot_and_band_on_edge_plot(page, kanscope_server, sc
     texts = agree.all_inner_texts()
     assert len(texts) == 2 * 2 + 2 and all(t.endswith("/ 3") for t in texts), texts
     page.screenshot(path=screenshot_dir / "40_ensemble_run.png", full_page=True)
+
+    # an edit changes the run's model, not the members: the page says whose interval it is
+    assert api.post(f"/runs/{run_id}/edges/0/0/0/fix", json={"name": "x"}).status_code == 200
+    page.reload()
+    wait_for_trace(page, "run-predictions", INTERVAL + " (trained members, before the edits)")
+    page.wait_for_function(
+        "() => document.querySelector('#run-ensemble').innerText.includes('edited after')"
+    )
+    assert api.post(f"/runs/{run_id}/reset-edits").status_code == 204
     assert not page.js_errors, page.js_errors

@@ -10,7 +10,7 @@ from dash import Input, Output, callback, dcc, html
 
 from app.dashboard import api_client, figures
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert, attrs, data_table, fmt_number
+from app.dashboard.components import alert, attrs, data_table, fmt_number, formula_math
 from app.dashboard.messages import rows_used, shorten
 from app.dashboard.validation import positive_int, positive_ints
 
@@ -238,12 +238,7 @@ def compare(run_ids: list[int] | None):
         body: list[Any] = [html.H3(dcc.Link(f"run {run['id']}", href=f"/runs/{run['id']}"))]
         if formula:
             for output in formula.get("outputs") or []:
-                body.append(
-                    dcc.Markdown(
-                        figures.formula_markdown(output.get("latex", "")),
-                        mathjax=True,
-                    )
-                )
+                body.append(formula_math(str(output.get("latex") or ""), class_name=None))
                 body.append(html.Div(f"R² {fmt_number(output.get('r2'))}", className="muted"))
         else:
             body.append(html.Div("No formula for this run.", className="muted"))

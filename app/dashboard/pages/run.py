@@ -28,6 +28,7 @@ from app.dashboard.components import (
     error_alert,
     field,
     fmt_number,
+    formula_math,
     status_badge,
     user_clicked,
 )
@@ -594,9 +595,10 @@ def remember_zoom(relayout):
     return no_update if zoom is None else zoom
 
 
-# The selection outline is drawn in the browser with Plotly.relayout on the diagram itself, when
+# The selection outline is drawn in the browser with Plotly.update on the diagram itself, when
 # the browser is idle: a figure update through dcc.Graph (even a Patch of one shape) re-processes
-# the whole 400-edge figure and cost ~200 ms per click.
+# the whole 400-edge figure and cost ~200 ms per click (and so does Plotly.relayout since Dash
+# 4.4, whose dcc.Graph copies a relayout back into its figure).
 clientside_callback(
     ClientsideFunction(namespace="kanscope", function_name="highlightEdge"),
     Output("run-highlight", "data"),
@@ -882,13 +884,7 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
     if isinstance(note, str) and note:  # a partial formula: which edges are still splines
         children.append(alert(ui_words(note), "info", role="status"))
     for output in formula.get("outputs") or []:
-        children.append(
-            dcc.Markdown(
-                figures.formula_markdown(output.get("latex", "")),
-                mathjax=True,
-                className="formula-math",
-            )
-        )
+        children.append(formula_math(str(output.get("latex") or "")))
         skipped = [n for n in _texts(output.get("notes")) if n != note]
         if skipped:  # simplification steps skipped to keep the time bounded
             children.append(html.Ul([html.Li(n) for n in skipped], className="muted formula-notes"))
