@@ -24,6 +24,11 @@ where a model fitted to those alloys can be trusted: a further composition is a 
 proportion to how far beyond it lies, so differential evolution is led back towards the data
 (or, opt-in, its trial points are moved into the region before they are evaluated:
 :meth:`TrustRegion.repair`).
+
+A composition distance does not bound what the model sees: a descriptor such as Ω =
+Tm·ΔSmix/|ΔHmix| explodes where ΔHmix ≈ 0, 0.15 in composition from a real alloy. An
+:class:`InputRange` keeps the model's *inputs* within their training range widened by a margin;
+the caller adds its :meth:`InputRange.violation` to the objective's (it holds the inputs).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ __all__ = [
     "DesignTrace",
     "Evaluation",
     "InfeasibleConstraintError",
+    "InputRange",
     "TrustRegion",
     "composition_distance",
     "expected_improvement",
@@ -65,6 +71,9 @@ PENALTY = 1e6
 #: 0.075-0.1 (75th percentile) and 0.2 (90th percentile): 0.15 lets a candidate be as far from
 #: the data as the sparser fifth of the real alloys are from each other, and no further
 DEFAULT_MAX_DISTANCE = 0.15
+#: the default input guard: each model input may go this fraction of its training range beyond
+#: the training minimum / maximum (:class:`InputRange`)
+DEFAULT_INPUT_MARGIN = 0.1
 
 
 class InfeasibleConstraintError(KanCoreError, ValueError):
@@ -357,6 +366,68 @@ class TrustRegion:
                 f"{closest:.3g}); raise max_distance, turn it off, or choose elements and "
                 "bounds nearer the training alloys.",
             )
+
+
+@dataclass(frozen=True)
+class InputRange:
+    """Model inputs (n, f) kept within ``[low − margin·range, high + margin·range]`` per input,
+    ``range = high − low`` over the training rows. Inputs with no bound (``low`` / ``high``
+    not finite: not guarded) or constant over the training rows (range 0: nothing to widen,
+    see :meth:`build`) are left free. Build it with :meth:`build`."""
+
+    low: np.ndarray  # (f,) allowed minimum, -inf where free
+    high: np.ndarray  # (f,) allowed maximum, +inf where free
+    scale: np.ndarray  # (f,) the training range (1 where free)
+    margin: float
+
+    @classmethod
+    def build(
+        cls,
+        train_min: Sequence[float | None],
+        train_max: Sequence[float | None],
+        margin: float,
+        guarded: Sequence[bool] | None = None,
+    ) -> InputRange:
+        """``train_min`` / ``train_max`` (f,): each input's range over the training rows (None:
+        unknown, not guarded); ``guarded`` (f,): which inputs to guard (default all).
+        An input whose training range is zero (constant over the training rows) is not
+        guarded: there is no scale to widen by, and most often it is the fraction of an
+        element no training alloy contains, which the caller chose to include (pinning it to 0
+        would make that element unusable)."""
+        if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0):
+            raise InfeasibleConstraintError(
+                "input_margin", f"must be a finite number ≥ 0 (or off), got {margin!r}."
+            )
+        lo = np.array([np.nan if v is None else v for v in train_min], dtype=np.float64)
+        hi = np.array([np.nan if v is None else v for v in train_max], dtype=np.float64)
+        span = hi - lo
+        use = np.isfinite(lo) & np.isfinite(hi) & (span > 0)
+        if guarded is not None:
+            use &= np.asarray(guarded, dtype=bool)
+        scale = np.where(use, span, 1.0)
+        return cls(
+            np.where(use, lo - margin * scale, -np.inf),
+            np.where(use, hi + margin * scale, np.inf),
+            scale,
+            float(margin),
+        )
+
+    @property
+    def guarded(self) -> np.ndarray:
+        """(f,) which inputs are guarded."""
+        return np.isfinite(self.low)
+
+    def excess(self, inputs: np.ndarray) -> np.ndarray:
+        """(n, f) how far each input lies beyond its allowed range, in units of its training
+        range (0 inside; beyond by more than 1e-9 relative, so round-off is inside)."""
+        v = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
+        beyond = np.maximum(self.low - v, 0.0) + np.maximum(v - self.high, 0.0)
+        out = np.where(beyond > 1e-9 * self.scale, beyond / self.scale, 0.0)
+        return np.where(np.isnan(v) & self.guarded, 1.0, out)  # NaN: not computable
+
+    def violation(self, inputs: np.ndarray) -> np.ndarray:
+        """(n,) Σ_j excess_j / range_j: 0 where every input is within its allowed range."""
+        return self.excess(inputs).sum(axis=1)
 
 
 @dataclass

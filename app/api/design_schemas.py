@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.schemas import STRICT_INPUT, ColumnName, MaybeFloat, Name, PlainText, RunStatus
 from app.services.design import BUDGET_DEFAULT, BUDGET_MAX, BUDGET_MIN, CANDIDATES_MAX
-from kan_core.design import DEFAULT_MAX_DISTANCE, DEFAULT_PRESENCE
+from kan_core.design import DEFAULT_INPUT_MARGIN, DEFAULT_MAX_DISTANCE, DEFAULT_PRESENCE
 
 #: an element symbol as sent (checked against hea-bench's tables by the service: 422 naming it)
 ElementName = Annotated[PlainText, Field(min_length=1, max_length=3)]
@@ -65,6 +65,16 @@ class DesignIn(BaseModel):
         "model has data; null turns it off. Default 0.15: on the shipped HEA sets a training "
         "alloy's nearest other alloy is within 0.04 (median), 0.1 (75 %) and 0.2 (90 %). 422 "
         "when no composition within the bounds can be that close.",
+    )
+    input_margin: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] | None = Field(
+        default=DEFAULT_INPUT_MARGIN,
+        description="Input guard: every model input that follows from the composition "
+        "(element fractions, descriptors such as omega) stays within its training rows' range "
+        "widened by this fraction of the range on each side; compositions beyond it are "
+        "penalised in the search and never ranked (a composition near a training alloy can "
+        "still have a descriptor far outside: Ω explodes where ΔHmix ≈ 0). Default 0.1; null "
+        "turns it off (candidates' inputs outside the range are then only flagged). Inputs "
+        "constant over the training rows and inputs held fixed are not guarded.",
     )
     acquisition: Literal["mean", "ucb", "ei"] = Field(
         default="mean",
@@ -125,6 +135,16 @@ class DesignResultOut(BaseModel):
     n_evaluations: int
     n_feasible: int
     max_distance: MaybeFloat = None
+    input_margin: MaybeFloat = Field(
+        default=None,
+        description="The input guard's margin (fraction of each input's training range); "
+        "null: off.",
+    )
+    n_beyond_input_margin: int = Field(
+        default=0,
+        description="Evaluated compositions left out because a model input lay beyond its "
+        "training range widened by input_margin.",
+    )
     acquisition: str = "mean"
     interval_level: MaybeFloat = Field(
         default=None, description="The level of lower/upper (ensemble runs); null otherwise."

@@ -24,6 +24,19 @@ off) keeps every candidate within that composition distance of a training alloy
 (:class:`kan_core.design.TrustRegion`, a penalty differential evolution follows back towards the
 data), since far from the data the model's numbers are extrapolation.
 
+Input guard: ``input_margin`` (default :data:`kan_core.design.DEFAULT_INPUT_MARGIN`, null = off)
+keeps every model input that follows from the composition (fractions, descriptors; of the
+objective and of the constraint model) within its training rows' range widened by that fraction
+of the range each side (:class:`kan_core.design.InputRange`): a composition near a training alloy
+can still have a descriptor far outside it (Ω = Tm·ΔSmix/|ΔHmix| explodes where ΔHmix ≈ 0), where
+an ensemble's members disagree by 10⁴ HV and UCB / EI would rank it first. Beyond it is a
+violation Σ excess / range, added to the objective's (the search's penalty leads back, the
+ranking leaves such compositions out). Inputs held fixed are not guarded (the search cannot move
+them), nor inputs constant over the training rows (no range to widen: most often an element no
+training alloy contains, which the ``unseen_elements`` note already calls extrapolation); those
+stay flagged in ``outside_training_range``. The descriptors are computed once per evaluated
+composition and shared by every model of the design.
+
 Ensembles: on an ensemble KAN run (``model_options.ensemble_members``) the objective is the
 members' mean with the run's calibrated interval (:class:`EnsembleView`), so every candidate
 carries ``std`` / ``lower`` / ``upper`` at the run's level. ``acquisition: "ucb"`` (ensembles
@@ -42,7 +55,7 @@ import json
 import math
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +69,7 @@ from kan_core.design import (
     DesignGoal,
     Evaluation,
     InfeasibleConstraintError,
+    InputRange,
     TrustRegion,
     expected_improvement,
     nearest_reference,
@@ -118,6 +132,35 @@ def composition_formula(composition: dict[str, float], decimals: int = 3) -> str
 
 
 @dataclass
+class Descriptors:
+    """hea-bench's descriptors of a batch of compositions (``values[name]`` (n,)) and the rows
+    where they cannot be computed (``bad`` (n,), e.g. Ω with ΔHmix = 0; values 0 there)."""
+
+    values: dict[str, np.ndarray]
+    bad: np.ndarray
+
+
+def composition_descriptors(elements: list[str], x: np.ndarray) -> Descriptors:
+    """The descriptors of each row of ``x`` (n, d) over ``elements``: one hea-bench call per
+    row in Python, the costly part of an evaluation, so a design computes them once per batch
+    and hands them to every :class:`FeatureMap`."""
+    alloys = _alloys()
+    x = np.atleast_2d(x)
+    values = {name: np.zeros(len(x)) for name in alloys.DESCRIPTORS}
+    bad = np.zeros(len(x), dtype=bool)
+    for i, row in enumerate(x):
+        composition = {el: float(v) for el, v in zip(elements, row, strict=True) if v > 0}
+        try:
+            one = alloys.descriptors_for(composition)
+        except ValueError:
+            bad[i] = True
+            continue
+        for name, v in one.items():
+            values[name][i] = v
+    return Descriptors(values, bad)
+
+
+@dataclass
 class FeatureMap:
     """Compositions over ``elements`` (n, d) → model inputs (n, f) in the dataset's units, and
     a mask of rows whose descriptors cannot be computed (e.g. Ω with ΔHmix = 0)."""
@@ -126,8 +169,16 @@ class FeatureMap:
     features: list[str]
     roles: dict[str, dict[str, Any]]
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        alloys = _alloys()
+    @property
+    def needs_descriptors(self) -> bool:
+        return any(self.roles[f]["role"] == "descriptor" for f in self.features)
+
+    def __call__(
+        self, x: np.ndarray, descriptors: Descriptors | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs (n, f), bad rows (n,)); ``descriptors`` of the same rows when already
+        computed (:func:`composition_descriptors`), else computed here if an input needs
+        them."""
         x = np.atleast_2d(x)
         out = np.zeros((len(x), len(self.features)))
         bad = np.zeros(len(x), dtype=bool)
@@ -143,17 +194,11 @@ class FeatureMap:
             elif role["role"] == "fixed":
                 out[:, j] = float(role["value"])
         if descriptor_columns:
-            for i, row in enumerate(x):
-                composition = {
-                    el: float(v) for el, v in zip(self.elements, row, strict=True) if v > 0
-                }
-                try:
-                    values = alloys.descriptors_for(composition)
-                except ValueError:
-                    bad[i] = True
-                    continue
-                for j, f in descriptor_columns:
-                    out[i, j] = values[f]
+            if descriptors is None:
+                descriptors = composition_descriptors(self.elements, x)
+            bad = descriptors.bad.copy()
+            for j, f in descriptor_columns:
+                out[:, j] = descriptors.values[f]
         return out, bad
 
 
@@ -168,12 +213,19 @@ class ModelView:
     y_std: float
     features: FeatureMap
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        feats, bad = self.features(x)
+    def predict(
+        self, x: np.ndarray, descriptors: Descriptors | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction (n,), bad rows (n,)) for compositions ``x`` (n, d)."""
+        feats, bad = self.features(x, descriptors)
+        return self.predict_inputs(feats), bad
+
+    def predict_inputs(self, feats: np.ndarray) -> np.ndarray:
+        """The prediction (n,) for model inputs ``feats`` (n, f) in the dataset's units."""
         z = (feats - self.x_mean) / self.x_std
         with torch.no_grad():
             out = self.model(torch.as_tensor(z, dtype=torch.float32)).to(torch.float64).numpy()
-        return out[:, 0] * self.y_std + self.y_mean, bad
+        return out[:, 0] * self.y_std + self.y_mean
 
 
 def _model_view(blob: bytes, spec: dict[str, Any], elements: list[str]) -> ModelView:
@@ -204,14 +256,21 @@ class EnsembleView:
     y_std: float
     features: FeatureMap
 
-    def predict_interval(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_interval(
+        self, x: np.ndarray, descriptors: Descriptors | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, std, bad rows); the interval is mean ± z(level)·std."""
-        feats, bad = self.features(x)
+        feats, bad = self.features(x, descriptors)
+        mean, std = self.interval_inputs(feats)
+        return mean, std, bad
+
+    def interval_inputs(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) (n,) for model inputs ``feats`` (n, f) in the dataset's units."""
         z = (feats - self.x_mean) / self.x_std
         p = self.ensemble.predict(torch.as_tensor(z, dtype=torch.float32), self.level)
         mean = p.mean.to(torch.float64).numpy()[:, 0] * self.y_std + self.y_mean
         std = p.std.to(torch.float64).numpy()[:, 0] * self.y_std
-        return mean, std, bad
+        return mean, std
 
     @property
     def z(self) -> float:
@@ -299,45 +358,132 @@ def bundle_from_bytes(blob: bytes) -> dict[str, Any]:
 @dataclass
 class DesignProblem:
     """The objective of one design: the source model on compositions over ``elements``, with
-    the constraint model's bounds as a violation."""
+    the constraint model's bounds and the input guards (``objective_range`` /
+    ``constraint_range``: each model's inputs within their widened training range) as a
+    violation. ``beyond`` keeps, per evaluation, which guarded inputs were beyond their range
+    (for the result's notes)."""
 
     objective: ModelView
     constraint: ModelView | None
     constraint_lower: float | None
     constraint_upper: float | None
     ensemble: EnsembleView | None = None
+    objective_range: InputRange | None = None
+    constraint_range: InputRange | None = None
+    beyond: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
 
     def evaluate(self, x: np.ndarray) -> Evaluation:
+        x = np.atleast_2d(x)
+        maps = [self.objective.features] + ([self.constraint.features] if self.constraint else [])
+        shared = (
+            composition_descriptors(self.objective.features.elements, x)
+            if any(m.needs_descriptors for m in maps)
+            else None
+        )
+        feats, bad = self.objective.features(x, shared)
         std = None
         if self.ensemble is not None:
-            values, std, bad = self.ensemble.predict_interval(x)
+            values, std = self.ensemble.interval_inputs(feats)
         else:
-            values, bad = self.objective.predict(x)
+            values = self.objective.predict_inputs(feats)
         violation = bad.astype(np.float64)
+        beyond: dict[str, np.ndarray] = {}
+        violation += self._guard(self.objective_range, feats, maps[0].features, bad, beyond)
         if self.constraint is not None:
-            other, other_bad = self.constraint.predict(x)
+            other_feats, other_bad = self.constraint.features(x, shared)
+            other = self.constraint.predict_inputs(other_feats)
             scale = max(self.constraint.y_std, 1e-12)
             if self.constraint_lower is not None:
                 violation += np.maximum(self.constraint_lower - other, 0) / scale
             if self.constraint_upper is not None:
                 violation += np.maximum(other - self.constraint_upper, 0) / scale
             violation += other_bad
+            violation += self._guard(
+                self.constraint_range, other_feats, maps[1].features, other_bad, beyond
+            )
+        self.beyond.append((len(x), beyond))
         return Evaluation(values=values, std=std, violation=violation)
+
+    @staticmethod
+    def _guard(
+        guard: InputRange | None,
+        feats: np.ndarray,
+        names: list[str],
+        bad: np.ndarray,
+        beyond: dict[str, np.ndarray],
+    ) -> np.ndarray:
+        """(n,) the guard's violation (0 on rows already bad: their inputs mean nothing);
+        records each guarded input's rows beyond its range in ``beyond``."""
+        if guard is None:
+            return np.zeros(len(feats))
+        excess = np.where(bad[:, None], 0.0, guard.excess(feats))  # (n, f)
+        for j in np.flatnonzero((excess > 0).any(axis=0)):
+            hit = excess[:, j] > 0
+            beyond[names[j]] = beyond[names[j]] | hit if names[j] in beyond else hit
+        return excess.sum(axis=1)
+
+    def beyond_counts(self, n_evaluations: int) -> tuple[int, dict[str, int]]:
+        """(evaluations with a guarded input beyond its range, per input how many), over the
+        first ``n_evaluations`` evaluations (the search's budget; a last batch may run over)."""
+        hits: dict[str, list[np.ndarray]] = {}
+        any_hit: list[np.ndarray] = []
+        names = sorted({name for _, batch in self.beyond for name in batch})
+        for n, batch in self.beyond:
+            for name in names:
+                hits.setdefault(name, []).append(batch.get(name, np.zeros(n, dtype=bool)))
+            any_hit.append(np.any([*batch.values(), np.zeros(n, dtype=bool)], axis=0))
+        if not any_hit:
+            return 0, {}
+        counts = {
+            name: int(np.concatenate(parts)[:n_evaluations].sum()) for name, parts in hits.items()
+        }
+        return int(np.concatenate(any_hit)[:n_evaluations].sum()), counts
 
     def constraint_values(self, x: np.ndarray) -> np.ndarray | None:
         return None if self.constraint is None else self.constraint.predict(x)[0]
+
+
+def input_range_from(spec: dict[str, Any], margin: float | None) -> InputRange | None:
+    """The input guard of one model (its snapshot ``spec``): the inputs that follow from the
+    composition, within their training range widened by ``margin`` of it each side. None when
+    ``margin`` is off or the snapshot has no training ranges (a design started before they
+    were kept)."""
+    if margin is None or spec.get("x_min") is None or spec.get("x_max") is None:
+        return None
+    guarded = [spec["roles"][f]["role"] != "fixed" for f in spec["features"]]
+    return InputRange.build(spec["x_min"], spec["x_max"], float(margin), guarded)
+
+
+def unguarded_inputs(spec: dict[str, Any], elements: list[str]) -> list[str]:
+    """Inputs that vary with the composition but that the guard leaves free: constant over the
+    training rows (e.g. the fraction of an element no training alloy contains)."""
+    lo, hi = spec.get("x_min"), spec.get("x_max")
+    if lo is None or hi is None:
+        return []
+    out = []
+    for f, a, b in zip(spec["features"], lo, hi, strict=True):
+        role = spec["roles"][f]
+        varies = role["role"] == "descriptor" or (
+            role["role"] == "fraction" and role["element"] in elements
+        )
+        if varies and a is not None and a == b:
+            out.append(f)
+    return out
 
 
 def problem_from(design: dict[str, Any], bundle: dict[str, Any]) -> DesignProblem:
     elements = list(design["elements"])
     constraint = design.get("constraint")
     ensemble = bundle.get("objective_ensemble")
+    margin = design.get("input_margin")
     return DesignProblem(
         _model_view(bundle["objective_model"], design["objective"], elements),
         _model_view(bundle["constraint_model"], constraint, elements) if constraint else None,
         None if not constraint else constraint.get("lower"),
         None if not constraint else constraint.get("upper"),
         None if ensemble is None else _ensemble_view(ensemble, design["objective"], elements),
+        input_range_from(design["objective"], margin),
+        input_range_from(constraint, margin) if constraint else None,
     )
 
 
@@ -558,6 +704,38 @@ def run_design(
             + ", ".join(f"{n} {ranges[n][0]:.4g}–{ranges[n][1]:.4g}" for n in names)
             + "): their predictions are extrapolation even within the trust region."
         )
+    margin = design.get("input_margin")
+    n_beyond, per_input = problem.beyond_counts(trace.n_evaluations)
+    specs = [objective] + ([design["constraint"]] if design.get("constraint") else [])
+    ranges = {
+        f: (a, b)
+        for spec in specs
+        if spec.get("x_min") is not None
+        for f, a, b in zip(spec["features"], spec["x_min"], spec["x_max"], strict=True)
+    }
+    if n_beyond:
+        most = sorted(per_input.items(), key=lambda kv: -kv[1])[:4]
+        notes.append(
+            f"{n_beyond} of {trace.n_evaluations} evaluated compositions had model inputs "
+            f"beyond their training range widened by {margin:g} of it each side (input_margin; "
+            + ", ".join(
+                f"{name} {ranges[name][0]:.4g}–{ranges[name][1]:.4g}: {count}"
+                for name, count in most
+            )
+            + "): they are extrapolation and were not ranked. "
+            + (
+                "To rank them anyway raise input_margin or set it to null (off)."
+                if candidates
+                else ""
+            )
+        )
+    free = sorted({f for spec in specs for f in unguarded_inputs(spec, elements)})
+    if margin is not None and free:
+        notes.append(
+            f"{', '.join(free)} {'is' if len(free) == 1 else 'are'} constant over the training "
+            "rows: input_margin cannot widen a zero range and leaves "
+            f"{'it' if len(free) == 1 else 'them'} free; other values are flagged per candidate."
+        )
     if design.get("unseen_elements"):
         notes.append(
             f"{design['unseen_elements']} never occur in the training alloys: predictions with "
@@ -568,8 +746,15 @@ def run_design(
             "No evaluated composition met every constraint; widen the bounds or the budget"
             + (
                 f", or allow candidates farther than {trust.max_distance:g} from the training "
-                f"alloys (the closest evaluated was {trust.distance(trace.x).min():.3g})."
+                f"alloys (the closest evaluated was {trust.distance(trace.x).min():.3g})"
                 if trust is not None and trace.n_evaluations
+                else ""
+            )
+            + (
+                f", or raise input_margin (now {margin:g}) or set it to null to rank "
+                "compositions whose model inputs lie beyond the training range (as "
+                "extrapolation)."
+                if n_beyond
                 else "."
             )
         )
@@ -588,6 +773,8 @@ def run_design(
         "n_evaluations": trace.n_evaluations,
         "n_feasible": int(trace.feasible.sum()),
         "max_distance": None if trust is None else trust.max_distance,
+        "input_margin": margin,
+        "n_beyond_input_margin": n_beyond,
         "acquisition": goal.acquisition,
         "interval_level": None if problem.ensemble is None else problem.ensemble.level,
         "seconds": round(seconds, 3),

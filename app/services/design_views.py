@@ -33,6 +33,7 @@ from app.services.exports import spreadsheet_safe
 from app.services.inspection import load_model, model_bytes
 from app.services.runs import get_run
 from kan_core.design import (
+    DEFAULT_INPUT_MARGIN,
     DEFAULT_MAX_DISTANCE,
     DEFAULT_PRESENCE,
     CompositionSpace,
@@ -200,6 +201,18 @@ def start_design_payload(
             "no ensemble. Train a KAN with model_options ensemble_members (e.g. 5) and design "
             "on that run, or use acquisition 'mean'.",
         )
+    input_margin = request.get("input_margin", DEFAULT_INPUT_MARGIN)
+    if input_margin is not None and not (
+        isinstance(input_margin, int | float)
+        and not isinstance(input_margin, bool)
+        and math.isfinite(input_margin)
+        and input_margin >= 0
+    ):
+        raise InfeasibleConstraintError(
+            "input_margin",
+            f"must be a finite number ≥ 0 (a fraction of each input's training range), or "
+            f"null to turn the guard off; got {input_margin!r}.",
+        )
     method = request.get("method", "de")
     if method == "random_trust" and max_distance is None:
         raise InfeasibleConstraintError(
@@ -265,6 +278,7 @@ def start_design_payload(
         "method": method,
         "seed": int(request.get("seed", 0)),
         "max_distance": None if max_distance is None else float(max_distance),
+        "input_margin": None if input_margin is None else float(input_margin),
         "acquisition": acquisition,
         "ensemble": ensemble is not None,
         "objective": objective,
@@ -337,7 +351,8 @@ def design_view(session: Session, run_id: int) -> dict[str, Any]:
             elapsed = max(0.0, (end - run.started_at).total_seconds())
     options = {k: design.get(k) for k in (
         "elements", "bounds", "min_elements", "presence", "direction", "target", "budget",
-        "n_candidates", "method", "seed", "max_distance", "acquisition", "ensemble",
+        "n_candidates", "method", "seed", "max_distance", "input_margin", "acquisition",
+        "ensemble",
     )}  # fmt: skip
     constraint = design.get("constraint")
     if constraint:

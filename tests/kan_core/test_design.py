@@ -3,7 +3,8 @@ the sum exactly), the search (budget kept, deterministic, DE beats random on a s
 with the same budget), ranking (feasible only, diverse, nearest reference), the trust region
 (distances with elements outside the space, the closest reachable distance, trial points
 repaired into it, DE kept inside, random search inside it), expected improvement (the normal
-closed form, and the ranking it changes)."""
+closed form, and the ranking it changes), the input guard (widened training range, zero-range
+and unguarded inputs left free, bad margins refused)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kan_core.design import (
     DesignGoal,
     Evaluation,
     InfeasibleConstraintError,
+    InputRange,
     TrustRegion,
     composition_distance,
     expected_improvement,
@@ -304,3 +306,26 @@ def test_expected_improvement_changes_the_ranking() -> None:
     a = by_ei.fractions[0]  # its score is −EI of N(1 − a, (2a²)²) over f* = 1
     assert -by_ei.score == pytest.approx(float(expected_improvement(1 - a, 2 * a**2, 1.0)))
     assert -by_ei.score > 0.35  # 0.3956 at pure A
+
+
+def test_input_range_widens_the_training_range_and_measures_the_excess() -> None:
+    # inputs: a (0..10), b (constant 3: no range to widen), c (not guarded), d (unknown range)
+    guard = InputRange.build([0.0, 3.0, 0.0, None], [10.0, 3.0, 1.0, None], 0.1,
+                             guarded=[True, True, False, True])  # fmt: skip
+    assert guard.guarded.tolist() == [True, False, False, False]
+    inputs = np.array(
+        [
+            [-1.0, 3.0, 0.5, 0.0],  # inside the margin (allowed -1 .. 11)
+            [11.0, 99.0, 50.0, 1e9],  # on the edge; the free inputs anywhere
+            [13.5, 3.0, 0.5, 0.0],  # 2.5 beyond 11 = 0.25 of the range
+            [-3.0, 3.0, 0.5, 0.0],  # 2 below -1 = 0.2 of the range
+            [np.nan, 3.0, 0.5, 0.0],  # not computable
+        ]
+    )
+    assert guard.violation(inputs) == pytest.approx([0.0, 0.0, 0.25, 0.2, 1.0])
+    assert (guard.excess(inputs)[:, 1:] == 0).all()
+    off = InputRange.build([0.0], [10.0], 0.0)  # margin 0: the training range itself
+    assert off.violation(np.array([[10.0], [10.5]])) == pytest.approx([0.0, 0.05])
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(InfeasibleConstraintError, match="input_margin"):
+            InputRange.build([0.0], [1.0], bad)

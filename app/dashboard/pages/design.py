@@ -1,8 +1,9 @@
 """Design: propose alloy compositions for a trained run (KAN or MLP on a composition dataset) —
 choose the run, the direction (maximise / minimise / hit a value), the elements and their bounds,
 at least k elements, a budget, the trust region (how far a candidate may be from the nearest
-training alloy) and, for an ensemble run, the ranking (mean, the interval's optimistic end or the
-expected improvement over the best training alloy); the search runs in the background (a
+training alloy), the input guard (how far beyond its training range a model input may go) and,
+for an ensemble run, the ranking (mean, the interval's optimistic end or the expected
+improvement over the best training alloy); the search runs in the background (a
 ``design`` run), its progress is polled, then the ranked candidates (on an ensemble run with their
 interval and expected improvement) are listed and drawn against the training alloys, with a CSV
 download."""
@@ -17,7 +18,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from app.dashboard import api_client
 from app.dashboard.api_client import ApiError
-from app.dashboard.components import alert, data_table
+from app.dashboard.components import alert, data_table, field
 from app.dashboard.design_figures import design_candidates_figure
 from app.dashboard.validation import positive_int
 
@@ -34,6 +35,16 @@ TRUST_HELP = (
     "ever measured, 30 % or more of atoms away from all of them. 0.15 is between the 75th and "
     "90th percentile of how far the shipped HEA sets' alloys are from their nearest neighbour "
     "(0.1 and 0.2). Empty: no limit."
+)
+#: the API's default input guard (kan_core.design.DEFAULT_INPUT_MARGIN, checked by a test)
+DEFAULT_INPUT_MARGIN = 0.1
+MARGIN_HELP = (
+    "Input guard: every model input that follows from the composition (element fractions, "
+    "descriptors such as Ω) must stay within its training range widened by this fraction of the "
+    "range on each side; compositions beyond it are not ranked. A composition close to a "
+    "training alloy can still have a descriptor far outside the data (Ω = Tm·ΔSmix/|ΔHmix| "
+    "explodes where ΔHmix ≈ 0), where the prediction — and an ensemble's interval — means "
+    "nothing. 0.1 = 10 % of the range. Empty: no guard (such inputs are only flagged)."
 )
 ACQUISITION_HELP = (
     "Ensemble runs only: 'upper confidence bound' ranks by the optimistic end of the calibrated "
@@ -164,6 +175,18 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                         ),
                     ),
                     html.P(TRUST_HELP, className="muted", id="dz-trust-help"),
+                    field(
+                        "Input margin beyond the training range (empty: no guard)",
+                        dcc.Input(
+                            id="dz-input-margin",
+                            type="number",
+                            value=DEFAULT_INPUT_MARGIN,
+                            min=0,
+                            max=10,
+                            step=0.05,
+                        ),
+                        MARGIN_HELP,
+                    ),
                     _field(
                         "Rank by (ensemble runs)",
                         dcc.RadioItems(
@@ -229,11 +252,23 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
     State("dz-budget", "value"),
     State("dz-n", "value"),
     State("dz-max-distance", "value"),
+    State("dz-input-margin", "value"),
     State("dz-acquisition", "value"),
     prevent_initial_call=True,
 )
 def start(
-    _n, run_id, direction, target, elements, bounds, k, budget, n, max_distance, acquisition
+    _n,
+    run_id,
+    direction,
+    target,
+    elements,
+    bounds,
+    k,
+    budget,
+    n,
+    max_distance,
+    input_margin,
+    acquisition,
 ) -> tuple[Any, Any]:
     run_id = positive_int(run_id)
     if run_id is None:
@@ -248,6 +283,7 @@ def start(
             "n_candidates": positive_int(n) or 20,
             # empty = no limit; a bad number goes to the API, whose 422 says what is allowed
             "max_distance": max_distance if isinstance(max_distance, int | float) else None,
+            "input_margin": input_margin if isinstance(input_margin, int | float) else None,
             "acquisition": acquisition if acquisition in ACQUISITIONS else "mean",
         }
     except ValueError as exc:
@@ -366,6 +402,7 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
         )
     notes = [html.P(n, className="muted") for n in result.get("notes") or []]
     trust = result.get("max_distance")
+    margin = result.get("input_margin")
     level = result.get("interval_level")
     notes.insert(
         0,
@@ -373,6 +410,11 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
             f"{result['n_evaluations']} compositions evaluated ({result['method']}, "
             f"{result['seconds']:.1f} s); {len(result['candidates'])} candidates"
             + (f", each within {trust:g} of a training alloy" if trust is not None else "")
+            + (
+                f", model inputs within their training range ± {margin:g} of it"
+                if isinstance(margin, int | float)
+                else ""
+            )
             + (f"; intervals at {round(100 * level)} % (ensemble)" if level else "")
             + _ranking(result)
             + "."

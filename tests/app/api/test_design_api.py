@@ -4,7 +4,8 @@ candidates that keep every constraint and the trust region, with descriptors and
 agree with an independent computation, and their CSV; random search inside the trust region;
 on an ensemble run the mean and calibrated interval (checked against the run's own predictions),
 UCB ranking and expected improvement (checked against the normal formula); the inputs a
-candidate has outside the training range; infeasible
+candidate has outside the training range; the input guard (input_margin: echoed, validated,
+compositions beyond it never ranked, the note saying what to change); infeasible
 constraints → 422 naming the constraint (nothing queued); runs and datasets a design cannot use
 → 409."""
 
@@ -263,12 +264,13 @@ def test_ensemble_design_ranks_by_expected_improvement(client, runs, alloy_table
 
 
 def test_candidates_flag_inputs_outside_the_training_range(client, runs, alloy_table) -> None:
-    """Al-rich compositions without a trust region: each candidate names the model inputs that
-    lie outside the training rows' range (checked against the table), and a note says so."""
+    """Al-rich compositions without a trust region or input guard: each candidate names the
+    model inputs that lie outside the training rows' range (checked against the table), and a
+    note says so."""
     kan = runs["kan"]
     request = {
         "elements": ELEMENTS, "bounds": {"Al": [0.6, 1.0]}, "min_elements": 2,
-        "max_distance": None, "budget": 40, "n_candidates": 5,
+        "max_distance": None, "input_margin": None, "budget": 40, "n_candidates": 5,
     }  # fmt: skip
     view = _design(client, kan["id"], request)
     result = view["result"]
@@ -291,6 +293,50 @@ def test_candidates_flag_inputs_outside_the_training_range(client, runs, alloy_t
     header, first, *_ = list(csv.reader(io.StringIO(exported)))
     flagged = first[header.index("outside_training_range")].split(";")
     assert flagged == result["candidates"][0]["outside_training_range"]
+
+
+def test_input_margin_is_echoed_validated_and_keeps_inputs_in_range(
+    client, runs, alloy_table
+) -> None:
+    """The default guard (0.1) on the Al-rich design above: every composition has x_Al ≥ 0.6,
+    beyond the training rows' x_Al range widened by 10 %, so none is ranked and the note says
+    what to change; a wider margin ranks them; bad margins are 422s naming the option."""
+    kan = runs["kan"]
+    request = {
+        "elements": ELEMENTS, "bounds": {"Al": [0.6, 1.0]}, "min_elements": 2,
+        "max_distance": None, "budget": 40, "n_candidates": 5,
+    }  # fmt: skip
+    train_rows = client.get(f"/api/runs/{kan['id']}/predictions?split=train").json()["rows"]
+    al = alloy_table.iloc[train_rows]["x_Al"]
+    assert al.max() + 0.1 * (al.max() - al.min()) < 0.6  # the guard excludes every candidate
+    view = _design(client, kan["id"], request)
+    result = view["result"]
+    assert view["options"]["input_margin"] == 0.1 and result["input_margin"] == 0.1
+    assert result["candidates"] == [] and result["n_feasible"] == 0
+    assert result["n_beyond_input_margin"] == result["n_evaluations"] == 40
+    note = next(n for n in result["notes"] if "input_margin" in n and "beyond" in n)
+    assert f"x_Al {al.min():.4g}–{al.max():.4g}: 40" in note, note
+    assert any("raise input_margin (now 0.1) or set it to null" in n for n in result["notes"])
+
+    # a margin of 2 ranges reaches x_Al 0.6 or more: ranked, within the widened range
+    wide = _design(client, kan["id"], request | {"input_margin": 2.0})["result"]
+    assert wide["input_margin"] == 2.0 and wide["candidates"]
+    limit = al.max() + 2.0 * (al.max() - al.min())
+    assert all(c["composition"]["Al"] <= limit + 1e-6 for c in wide["candidates"])
+    assert all("x_Al" in c["outside_training_range"] for c in wide["candidates"])  # still told
+
+    for value in (-0.1, 11, "far", True):
+        r = client.post(
+            f"/api/runs/{kan['id']}/design", json={"elements": ELEMENTS, "input_margin": value}
+        )
+        assert r.status_code == 422 and "input_margin" in r.text, (value, r.text)
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        r = client.post(
+            f"/api/runs/{kan['id']}/design",
+            content=f'{{"elements": ["Al", "Co"], "input_margin": {literal}}}',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422 and "input_margin" in r.text, (literal, r.text)
 
 
 def test_random_search_inside_the_trust_region(client, runs) -> None:

@@ -1,11 +1,12 @@
 """The Design page's figure and defaults (pure functions, no server): an ensemble design's
 interval as asymmetric error bars, the trust region as a line, the page's default
-max_distance equal to the API's, and the table's interval / expected-improvement columns."""
+max_distance and input_margin equal to the API's, and the table's interval /
+expected-improvement columns."""
 
 from __future__ import annotations
 
 from app.dashboard.design_figures import design_candidates_figure
-from kan_core.design import DEFAULT_MAX_DISTANCE
+from kan_core.design import DEFAULT_INPUT_MARGIN, DEFAULT_MAX_DISTANCE
 
 
 def _result(**kw: object) -> dict:
@@ -33,6 +34,7 @@ def test_page_default_and_rows_follow_the_api() -> None:
     from app.dashboard.pages import design as page
 
     assert page.DEFAULT_MAX_DISTANCE == DEFAULT_MAX_DISTANCE
+    assert page.DEFAULT_INPUT_MARGIN == DEFAULT_INPUT_MARGIN
     ensemble = _result(
         cand={"lower": 450.0, "upper": 580.0, "expected_improvement": 12.34567},
         interval_level=0.9,
