@@ -16,7 +16,10 @@ the baseline is random search *inside* it (method "random_trust": steps of rando
 random training alloys, every sample within max_distance of one); uniform random sampling
 (method "random") is kept as a row to show it never lands there. Beside the product's DE (a
 graded penalty leads it back into the region), DE with its trial points repaired into the region
-(`optimise(repair=True)`, not the product's default), also on the ensemble.
+(`optimise(repair=True)`, not the product's default), also on the ensemble. Every search keeps
+the model's inputs within their training range widened by `--input-margin` of it (the product's
+input guard, `app.services.design.input_range_from`, default 0.1; `--input-margin none`: off, as
+before it existed).
 
 Reported per method (mean over seeds):
 - best predicted HV among the proposals (± its standard deviation over seeds) vs the training
@@ -45,12 +48,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.services.alloys import composition_keys  # noqa: E402
-from app.services.design import FeatureMap, feature_roles  # noqa: E402
+from app.services.design import FeatureMap, feature_roles, input_range_from  # noqa: E402
 from kan_core.design import (  # noqa: E402
+    DEFAULT_INPUT_MARGIN,
     DEFAULT_MAX_DISTANCE,
     CompositionSpace,
     DesignGoal,
     Evaluation,
+    InputRange,
     TrustRegion,
     nearest_reference,
     optimise,
@@ -81,6 +86,12 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--members", type=int, default=5, help="ensemble members (0: skip)")
+    parser.add_argument(
+        "--input-margin",
+        type=lambda v: None if v.lower() in ("none", "off") else float(v),
+        default=DEFAULT_INPUT_MARGIN,
+        help="the input guard's margin (fraction of each input's training range); none: off",
+    )
     args = parser.parse_args()
     budget = 400 if args.quick else args.budget
     seeds = list(range(1 if args.quick else args.seeds))
@@ -114,10 +125,19 @@ def main() -> None:
         if role["role"] == "fixed":
             role["value"] = float(train[f].mode().iloc[0])
     fmap = FeatureMap(elements, features, roles)
+    # the product's input guard on the training rows' ranges (the snapshot's x_min / x_max)
+    spec = {
+        "features": features, "roles": roles,
+        "x_min": [float(train[f].min()) for f in features],
+        "x_max": [float(train[f].max()) for f in features],
+    }  # fmt: skip
+    guard = input_range_from(spec, args.input_margin)
 
     def objective(x: np.ndarray) -> Evaluation:
         feats, bad = fmap(x)
-        return Evaluation(values=reg.predict(feats), violation=bad.astype(float))
+        return Evaluation(
+            values=reg.predict(feats), violation=bad.astype(float) + guarded(guard, feats, bad)
+        )
 
     def embed(x: np.ndarray) -> np.ndarray:  # compositions over `elements` → over all elements
         out = np.zeros((len(x), len(all_elements)))
@@ -187,7 +207,7 @@ def main() -> None:
 
     ens_lines = ensemble_section(
         args.members, train, held, features, groups[~hidden], space, fmap, trust, embed,
-        held_x_all, train_x_all, budget, seeds, 200 if args.quick else 600,
+        held_x_all, train_x_all, budget, seeds, 200 if args.quick else 600, guard,
     ) if args.members else []  # fmt: skip
 
     err = pred_held - held["HV"].to_numpy()
@@ -206,6 +226,14 @@ def main() -> None:
         f"- Space: {len(elements)} elements ({', '.join(elements)}), each 0 .. its largest "
         "fraction in the data, ≥ 3 elements at ≥ 5 at.%, processing inputs at their most common "
         f"training value; {int(in_space.sum())} of {len(held)} hidden rows lie in it.",
+        "- Input guard: "
+        + (
+            "off (`--input-margin none`)."
+            if guard is None
+            else f"every model input within its training range ± {args.input_margin:g} of it "
+            f"({int(guard.guarded.sum())} of {len(features)} inputs guarded; Ω "
+            f"{train['omega'].min():.3g}–{train['omega'].max():.3g} in training)."
+        ),
         "",
         "## The model on the hidden alloys",
         "",
@@ -274,6 +302,7 @@ def ensemble_section(
     budget: int,
     seeds: list[int],
     steps: int,
+    guard: InputRange | None,
 ) -> list[str]:
     """A KAN ensemble (group bootstrap, calibrated on a fifth of the training groups) as the
     product designs with it: the members' mean and the 90 % interval, DE in the default trust
@@ -323,7 +352,9 @@ def ensemble_section(
     def objective(xs: np.ndarray) -> Evaluation:
         feats, bad = fmap(xs)
         mean, std = predict(feats)
-        return Evaluation(values=mean, std=std, violation=bad.astype(float))
+        return Evaluation(
+            values=mean, std=std, violation=bad.astype(float) + guarded(guard, feats, bad)
+        )
 
     out = [
         "",
@@ -335,8 +366,9 @@ def ensemble_section(
         f"{2 * z * std_h.mean():.0f} HV; nominal 90 %: they lie beyond the training range).",
         "",
         "| ranked by | best mean HV | its 90 % interval | mean of top 10 | median distance, "
-        "top 10 → hidden | median std, top 10 (HV) |",
-        "|---|---|---|---|---|---|",
+        "top 10 → hidden | median std, top 10 (HV) | largest std, top 10 (HV) | evaluations "
+        "meeting every constraint |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     best_train = float(y.max())
     labels = {
@@ -347,12 +379,15 @@ def ensemble_section(
     for repair, acquisition in [(r, a) for r in (False, True) for a in ("mean", "ucb", "ei")]:
         goal = DesignGoal("max", acquisition=acquisition, kappa=z, incumbent=best_train)
         best, top_mean, d_hidden, spread, lo, hi = [], [], [], [], [], []
+        widest, n_ok = [], []
         for seed in seeds:
             trace = optimise(space, objective, goal, budget, seed=seed, trust=trust, repair=repair)
             top = rank_candidates(trace, 20)
+            n_ok.append(int(trace.feasible.sum()))
             if not top:
                 continue
             xs = embed(np.array([c.fractions for c in top]))  # type: ignore[operator]
+            widest.append(max(c.std or 0.0 for c in top[:10]))
             best.append(top[0].value)
             lo.append(top[0].value - z * (top[0].std or 0.0))
             hi.append(top[0].value + z * (top[0].std or 0.0))
@@ -361,14 +396,22 @@ def ensemble_section(
             spread.append(np.median([c.std for c in top[:10]]))
         label = labels[acquisition] + (", DE repair=True" if repair else "")
         if not best:
-            out.append(f"| {label} | no feasible composition | | | | |")
+            out.append(f"| {label} | no feasible composition | | | | | | 0 of {budget} |")
             continue
         out.append(
             f"| {label} | {np.mean(best):.0f} | {round(float(np.mean(lo)))}–"
             f"{round(float(np.mean(hi)))} | "
-            f"{np.mean(top_mean):.0f} | {np.mean(d_hidden):.3f} | {np.mean(spread):.0f} |"
+            f"{np.mean(top_mean):.0f} | {np.mean(d_hidden):.3f} | {np.mean(spread):.0f} | "
+            f"{np.max(widest):.0f} | {np.mean(n_ok):.0f} of {budget} |"
         )
     return out
+
+
+def guarded(guard: InputRange | None, feats: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """The input guard's violation as the product adds it (0 on rows already bad)."""
+    if guard is None:
+        return np.zeros(len(feats))
+    return np.where(bad, 0.0, guard.violation(feats))
 
 
 if __name__ == "__main__":

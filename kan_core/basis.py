@@ -77,6 +77,36 @@ def cardinal_bspline(u: torch.Tensor, k: int) -> torch.Tensor:
     raise ConfigError(f"cardinal_bspline supports k in 1..3, got {k}")
 
 
+def rbf_basis(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, grid: int) -> torch.Tensor:
+    """Gaussian bumps exp(-((x - c_m) / h)²) on `grid` centres from lo to hi (in,), h apart.
+    x: (batch, in) -> (batch, in, grid)."""
+    h = (hi - lo) / (grid - 1)  # (in,)
+    steps = torch.arange(grid, dtype=x.dtype, device=x.device)
+    centres = lo[:, None] + steps * h[:, None]  # (in, K)
+    return torch.exp(-(((x.unsqueeze(-1) - centres) / h[:, None]) ** 2))
+
+
+def chebyshev_basis(z: torch.Tensor, degree: int) -> torch.Tensor:
+    """Chebyshev polynomials T_0..T_degree of z (batch, in) -> (batch, in, degree + 1)."""
+    terms = [torch.ones_like(z), z]
+    for _ in range(2, degree + 1):
+        terms.append(2.0 * z * terms[-1] - terms[-2])
+    return torch.stack(terms[: degree + 1], dim=-1)
+
+
+def rational_basis(
+    x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor
+) -> torch.Tensor:
+    """P(x) / (1 + |Q(x)|) per input: numerator (in, m+1) = p_0..p_m, denominator (in, n) =
+    q_1..q_n (Q has no constant term). x: (batch, in) -> (batch, in, 1)."""
+    m, n = numerator.shape[-1] - 1, denominator.shape[-1]
+    p_pows = torch.stack([x**d for d in range(m + 1)], dim=-1)  # (batch, in, m+1)
+    q_pows = torch.stack([x**d for d in range(1, n + 1)], dim=-1)  # (batch, in, n)
+    p = (p_pows * numerator).sum(-1)
+    q = (q_pows * denominator).sum(-1)
+    return (p / (1.0 + q.abs())).unsqueeze(-1)  # (batch, in, 1)
+
+
 class CubicBSplineUniform(torch.autograd.Function):
     """Fast path: 6·B_m(x) for the cubic uniform B-spline basis with a hand-written backward.
 
@@ -167,6 +197,17 @@ class Basis(nn.Module):
         """(features / scale, scale): lets fast paths skip a full-size multiply."""
         return self(x), 1.0
 
+    def compact_features(self, x: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+        """(features / scale (batch, in, Kc), scale, index): the features a layer multiplies, and
+        per input the coefficient (0..K-1) each one goes with, (in, Kc); index None: all K in
+        order, as `scaled_features`. S-KAN after selection: each node's own family only."""
+        feats, scale = self.scaled_features(x)
+        return feats, scale, None
+
+    def node_features(self, x: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """Features of the input nodes `nodes` (n,) alone: x (batch, n) -> (batch, n, K)."""
+        raise NotImplementedError(f"basis {self.name!r} computes all its nodes at once")
+
 
 class BSplineBasis(Basis):
     """B-spline basis: uniform grids take the branch-free fast path, adaptive knots Cox–de Boor."""
@@ -208,26 +249,39 @@ class BSplineBasis(Basis):
         return feats * scale if scale != 1.0 else feats
 
     def scaled_features(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        return self._scaled_features(x, self.knots)
+
+    def node_features(self, x: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        feats, scale = self._scaled_features(x, self.knots[nodes])
+        return feats * scale if scale != 1.0 else feats
+
+    def _scaled_features(
+        self, x: torch.Tensor, knots: torch.Tensor
+    ) -> tuple[torch.Tensor, float]:  # x (batch, n), knots (n, M)
         numba = basis_engine(self, x) is Engine.NUMBA  # cubic only
         if self._uniform and self.k == 3:
-            t0 = self.knots[:, 0]  # (in,)
-            inv_h = 1.0 / (self.knots[:, 1] - t0)
+            t0 = knots[:, 0]  # (n,)
+            inv_h = 1.0 / (knots[:, 1] - t0)
             feats = CubicBSplineUniform.apply(x, t0, inv_h, self.num_features, numba)
             return feats, 1.0 / 6.0
         if numba:
-            return CubicBSplineKnots.apply(x, self.knots.to(x.dtype)), 1.0
-        return self.reference_features(x), 1.0
+            return CubicBSplineKnots.apply(x, knots.to(x.dtype)), 1.0
+        return self.reference_features(x, knots), 1.0
 
-    def reference_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pure-torch reference (autograd through elementary ops)."""
+    def reference_features(
+        self, x: torch.Tensor, knots: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Pure-torch reference (autograd through elementary ops); knots: the basis's own, or
+        those of the nodes x holds."""
+        knots = self.knots if knots is None else knots
         if self._uniform and self.k <= 3:
-            t0 = self.knots[:, 0]  # (in,)
-            h = self.knots[:, 1] - t0  # (in,)
+            t0 = knots[:, 0]  # (in,)
+            h = knots[:, 1] - t0  # (in,)
             # basis m is centred at t_m + (k+1)h/2
             u = (x - t0) / h - (self.k + 1) * 0.5  # (batch, in)
             offsets = torch.arange(self.num_features, dtype=x.dtype, device=x.device)
             return cardinal_bspline(u.unsqueeze(-1) - offsets, self.k)  # (batch, in, K)
-        return bspline_basis_cox_de_boor(x, self.knots, self.k)
+        return bspline_basis_cox_de_boor(x, knots, self.k)
 
 
 class RBFBasis(Basis):
@@ -252,10 +306,10 @@ class RBFBasis(Basis):
         self.lo, self.hi = lo.to(self.lo), hi.to(self.hi)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = (self.hi - self.lo) / (self.grid - 1)  # (in,)
-        steps = torch.arange(self.grid, dtype=x.dtype, device=x.device)
-        centres = self.lo[:, None] + steps * h[:, None]  # (in, K)
-        return torch.exp(-(((x.unsqueeze(-1) - centres) / h[:, None]) ** 2))
+        return rbf_basis(x, self.lo, self.hi, self.grid)
+
+    def node_features(self, x: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        return rbf_basis(x, self.lo[nodes], self.hi[nodes], self.grid)
 
 
 class WindowBasis(Basis):
@@ -308,11 +362,10 @@ class ChebyshevBasis(Basis):
         return {"name": self.name, "grid": self.degree}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.tanh(x)
-        terms = [torch.ones_like(z), z]
-        for _ in range(2, self.num_features):
-            terms.append(2.0 * z * terms[-1] - terms[-2])
-        return torch.stack(terms[: self.num_features], dim=-1)  # (batch, in, K)
+        return chebyshev_basis(torch.tanh(x), self.degree)
+
+    def node_features(self, x: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        return self(x)
 
 
 class RationalBasis(Basis):
@@ -337,11 +390,10 @@ class RationalBasis(Basis):
         return {"name": self.name, "grid": self.m, "k": self.n}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p_pows = torch.stack([x**d for d in range(self.m + 1)], dim=-1)  # (batch, in, m+1)
-        q_pows = torch.stack([x**d for d in range(1, self.n + 1)], dim=-1)  # (batch, in, n)
-        p = (p_pows * self.numerator).sum(-1)
-        q = (q_pows * self.denominator).sum(-1)
-        return (p / (1.0 + q.abs())).unsqueeze(-1)  # (batch, in, 1)
+        return rational_basis(x, self.numerator, self.denominator)
+
+    def node_features(self, x: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        return rational_basis(x, self.numerator[nodes], self.denominator[nodes])
 
 
 def _af_combine(a: torch.Tensor, b: torch.Tensor, function: str) -> torch.Tensor:
@@ -428,9 +480,11 @@ class SelectableBasis(Basis):
     Until a choice is made (`chosen` = -1) the features are all families' side by side, so
     each edge is a mixture Σ_f Σ_k c_fk B_fk(x) (the paper's full-training phase);
     `kan_core.selectable.select_families` then picks, per node, the family that carries most
-    of its edges' functions and refits it, after which only that family's features are nonzero.
+    of its edges' functions and refits it, after which only that family's features are nonzero
+    and, once every node has chosen, only that family is computed (`compact_features`).
     Families: `FAMILIES` (names in `BASES`). Not a cubic B-spline basis: trains on the torch
-    engine (`kan_core.engine`). Grid updates move every ranged family to the new range.
+    engine (`kan_core.engine`). Grid updates move the ranged families (B-spline, RBF) to the new
+    range; Chebyshev and rational take tanh(x), bounded and independent of the range.
     """
 
     name = "s_kan"
@@ -450,9 +504,7 @@ class SelectableBasis(Basis):
         self.slices = [slice(a, a + n) for a, n in zip(starts, sizes, strict=True)]
         self.num_features = sum(sizes)
         self.register_buffer("chosen", torch.full((in_dim,), -1, dtype=torch.long))
-        # the grid's range: the rational family sees x mapped onto [-1, 1] by it (a rational
-        # function of an affine map of x is one of x of the same degrees), so its powers of x
-        # stay bounded on standardised data with tails
+        # the grid's range (for the dense sweeps of the least-squares refits)
         self.register_buffer("lo", torch.full((in_dim,), float(grid_range[0])))
         self.register_buffer("hi", torch.full((in_dim,), float(grid_range[1])))
 
@@ -476,14 +528,51 @@ class SelectableBasis(Basis):
             mask[i, self.slices[c] if c >= 0 else slice(None)] = 1.0
         return mask.to(self.chosen.device)
 
+    def family_input(self, basis: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """What a family takes: x for the ranged ones; tanh(x) for the rational one (Chebyshev
+        applies tanh itself). Its powers of raw inputs blew up: standardised columns reach 90
+        before any grid update (the phase table: one Adam step, loss 1.3 -> 1e18), and mapped
+        by the grid range the family changed shape at every grid update."""
+        return torch.tanh(x) if isinstance(basis, RationalBasis) else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = self.lo.to(x.dtype), self.hi.to(x.dtype)
-        unit = (2.0 * x - (lo + hi)) / (hi - lo)  # the grid range onto [-1, 1]
-        parts = [basis(unit if isinstance(basis, RationalBasis) else x) for basis in self.families]
+        if bool((self.chosen >= 0).all()):  # each node's own family, at its place among all K
+            feats, _, index = self.compact_features(x)  # (batch, in, Kc), (in, Kc)
+            assert index is not None
+            full = feats.new_zeros(*feats.shape[:2], self.num_features)
+            return full.scatter_add(-1, index.expand_as(feats), feats)  # (batch, in, K)
+        parts = [basis(self.family_input(basis, x)) for basis in self.families]
         feats = torch.cat(parts, dim=-1)  # (batch, in, K)
         if bool((self.chosen >= 0).any()):
             feats = feats * self.selection_mask(feats.dtype)
         return feats
+
+    def compact_features(self, x: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+        """Once every node has chosen: per node its family's features only, padded with zeros
+        to the largest chosen family's size Kc, (batch, in, Kc), and their coefficients' index
+        (in, Kc) (padding: the family's first). Before: all K features (index None)."""
+        chosen = self.chosen
+        if not bool((chosen >= 0).all()):
+            return self(x), 1.0, None
+        sizes = torch.tensor([s.stop - s.start for s in self.slices], device=chosen.device)
+        starts = torch.tensor([s.start for s in self.slices], device=chosen.device)
+        size = sizes[chosen]  # (in,)
+        width = int(size.max())
+        steps = torch.arange(width, device=chosen.device)
+        index = starts[chosen, None] + torch.minimum(steps, size[:, None] - 1)  # (in, Kc)
+        parts, order = [], []
+        for f, basis in enumerate(self.families):
+            nodes = (chosen == f).nonzero().squeeze(1)  # (n_f,)
+            if nodes.numel() == 0:
+                continue
+            assert isinstance(basis, Basis)
+            part = basis.node_features(self.family_input(basis, x[:, nodes]), nodes)
+            parts.append(nn.functional.pad(part, (0, width - part.shape[-1])))  # (batch, n_f, Kc)
+            order.append(nodes)
+        nodes = torch.cat(order)  # (in,): the nodes by family
+        place = torch.empty_like(nodes)
+        place[nodes] = torch.arange(nodes.numel(), device=nodes.device)
+        return torch.cat(parts, dim=1)[:, place], 1.0, index  # (batch, in, Kc)
 
 
 BASES: dict[str, type[Basis]] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kan_core.basis import AFKANBasis, BSplineBasis, SelectableBasis, uniform_knots
+from kan_core.basis import AFKANBasis, Basis, BSplineBasis, SelectableBasis, uniform_knots
 from kan_core.errors import ConfigError
 from kan_core.layers import KANLayer
 from kan_core.model import KAN
@@ -73,9 +73,33 @@ def update_grid_from_samples(layer: KANLayer, x: torch.Tensor, grid_eps: float =
         hi = torch.where(hi - lo > 1e-6, hi, lo + 1.0)
         if isinstance(basis, REFIT_ON_SWEEP):
             x = torch.cat([x, range_sweep(lo, hi, 8 * basis.num_features + 1).to(x)])
+        if isinstance(basis, SelectableBasis):
+            _update_families(layer, basis, x, lo, hi)
+            return
         before = layer.spline_values(x)  # (n, out, in)
         basis.set_range(lo, hi)
     layer.coef.copy_(_lstsq_coefficients(basis(x), before))
+
+
+def _update_families(
+    layer: KANLayer, basis: SelectableBasis, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> None:
+    """S-KAN's grid update: each ranged family's part of the edge functions refitted onto its
+    own new features; the others (tanh-based, range-free) keep theirs. One joint fit of the
+    mixture is ill-posed (the families overlap: B-splines sum to 1 = T_0, …): on 64 rows it
+    took the coefficients from 0.2 to 11, then 108, and Adam's next steps broke the
+    cancellation (loss 0.01 -> 4.4). x: (n, in), samples plus a sweep of the new range."""
+    feats = basis(x)  # (n, in, K)
+    before = [
+        torch.einsum("bik,oik->boi", feats[..., sl], layer.coef[..., sl]) for sl in basis.slices
+    ]  # per family (n, out, in)
+    basis.set_range(lo, hi)
+    feats = basis(x)
+    coef = layer.coef.clone()
+    for family, sl, part in zip(basis.families, basis.slices, before, strict=True):
+        if isinstance(family, Basis) and family.has_range:
+            coef[..., sl] = _lstsq_coefficients(feats[..., sl], part)
+    layer.coef.copy_(coef)
 
 
 #: Bases whose grid-update refit also matches the old edge functions on a dense sweep of the new

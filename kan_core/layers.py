@@ -161,8 +161,8 @@ class KANLayer(nn.Module):
         if engine is not Engine.TORCH:  # one fused node on the CPU
             y = spline_layer.spline_network(x, [self], engine)
         else:
-            feats, scale = self.basis.scaled_features(x)  # (batch, in, K)
-            weight = (self.coef * (num_mask * scale).unsqueeze(-1)).reshape(self.out_dim, -1)
+            feats, scale, coef = self._features_and_coef(x)  # (batch, in, Kc), (out, in, Kc)
+            weight = (coef * (num_mask * scale).unsqueeze(-1)).reshape(self.out_dim, -1)
             y = F.linear(feats.flatten(1), weight, self.bias)  # batch may be 0
             y = y + F.linear(F.silu(x), self.w_base * num_mask)
         for js, _, v in self._symbolic_edge_values(x):
@@ -172,14 +172,23 @@ class KANLayer(nn.Module):
     def edge_values(self, x: torch.Tensor) -> torch.Tensor:
         """Per-edge φ_ij(x_i): (batch, in) → (batch, out, in). Σ_i plus bias equals forward."""
         num_mask = self.numeric_mask()
-        feats = self.basis(x)  # (batch, in, K)
-        spline = torch.einsum("bik,oik->boi", feats, self.coef)
+        feats, scale, coef = self._features_and_coef(x)  # (batch, in, Kc), (out, in, Kc)
+        feats = feats * scale if scale != 1.0 else feats
+        spline = torch.einsum("bik,oik->boi", feats, coef)
         values = (spline + F.silu(x).unsqueeze(1) * self.w_base) * num_mask
         for js, is_, v in self._symbolic_edge_values(x):
             values = values.index_put(
                 (torch.arange(x.shape[0], device=x.device)[:, None], js, is_), v
             )
         return values
+
+    def _features_and_coef(self, x: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """The basis's features / scale (batch, in, Kc), scale and their coefficients (out, in,
+        Kc): all K, or the ones `Basis.compact_features` names (S-KAN: each node's family)."""
+        feats, scale, index = self.basis.compact_features(x)
+        if index is None:
+            return feats, scale, self.coef
+        return feats, scale, self.coef.gather(-1, index.expand(self.out_dim, -1, -1))
 
     def spline_values(self, x: torch.Tensor) -> torch.Tensor:
         """The basis part only, Σ_k c_ijk B_k(x_i): (batch, out, in) (used by grid updates)."""

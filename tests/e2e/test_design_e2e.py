@@ -61,6 +61,7 @@ def test_design_page_runs_a_design_and_shows_candidates(page, kanscope_server) -
     page.fill("#dz-bounds", "Al 0-0.2")
     page.fill("#dz-k", "4")
     assert page.input_value("#dz-max-distance") == "0.15"  # the trust region is on by default
+    assert page.input_value("#dz-input-margin") == "0.1"  # so is the input guard
     page.fill("#dz-budget", "30")
     page.fill("#dz-n", "5")
     page.click("#dz-start")
@@ -73,6 +74,7 @@ def test_design_page_runs_a_design_and_shows_candidates(page, kanscope_server) -
     ranks = [int(t) for t in page.locator("#dz-table td[data-dash-column=rank]").all_inner_texts()]
     assert ranks == list(range(1, len(ranks) + 1))
     assert "within 0.15 of a training alloy" in page.inner_text("#dz-notes")
+    assert "model inputs within their training range ± 0.1 of it" in page.inner_text("#dz-notes")
     wait_for_trace(page, "dz-figure", "candidates (predicted)")
     href = page.get_attribute("#dz-csv", "href")
     assert href and href.endswith("/design/candidates.csv")
