@@ -5,7 +5,10 @@ for a few steps, then in headless Debian chromium at 1280×800:
 
 1. **diagram render**: the run's ``/network`` JSON → :func:`app.dashboard.figures.network_figure`
    → ``Plotly.newPlot`` on a blank page, until the next animation frame (first render; median).
-2. **diagram in the app**: from opening ``/runs/<id>`` to the diagram's edges being drawn.
+2. **diagram in the app**: from opening ``/runs/<id>`` to the diagram's edges being drawn, and
+   **formula in the app**: until the formula block is shown (typeset, or its LaTeX source when
+   too long to typeset). The clicks start after it, as a user reading the page would: a typeset
+   150 000-character formula slowed every click (results/dashboard_issue22_latency.md).
 3. **click → edge curve**: from the mouse-down on an edge to the animation frame after the edge
    plot shows that edge's curve (drawn in the browser from the curves the page holds), and
    **click → full detail**: until the server's figure with the data's pre-activations is painted
@@ -16,7 +19,9 @@ for a few steps, then in headless Debian chromium at 1280×800:
    **reload → reattached**: a reload of the Train page mid-run until the run's id, link and
    curve are back (goal < 2 s).
 
-Usage: ``python benchmarks/bench_dashboard.py [--clicks 21] [--renders 9] [--json out.json]``
+Usage: ``python benchmarks/bench_dashboard.py [--clicks 21] [--renders 9] [--json out.json]
+[--repo PATH]`` (``--repo``: serve another checkout, e.g. a ``git worktree`` of an older commit,
+with this bench; the figure-build numbers are always this checkout's)
 """
 
 from __future__ import annotations
@@ -119,6 +124,14 @@ def train_run(server: ServerProcess) -> int:
     raise TimeoutError("training did not finish")
 
 
+FORMULA_SHOWN_JS = """() => {
+  const block = document.querySelector('#run-formula');
+  if (!block) return false;
+  if (block.querySelector('.alert')) return true;  // no formula, and the page says why
+  const math = block.querySelector('.formula-math');
+  return !!(math && (math.querySelector('mjx-container') || math.querySelector('pre')));
+}"""
+
 TRAIN_POINTS_JS = """() => {
   const gd = document.querySelector('#tr-loss .js-plotly-plot');
   const t = gd && gd.data && gd.data.find(d => d.name === 'train loss');
@@ -170,6 +183,12 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=9)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
+        "--repo",
+        type=Path,
+        default=REPO,
+        help="the checkout to serve (default: this one)",
+    )
+    parser.add_argument(
         "--torch-threads",
         type=int,
         default=None,
@@ -182,7 +201,9 @@ def main() -> None:
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="kanscope-bench-") as tmp:
         extra = {"OMP_NUM_THREADS": str(args.torch_threads)} if args.torch_threads else {}
-        server = ServerProcess(Path(tmp), extra)
+        repo = args.repo.resolve()
+        server = ServerProcess(Path(tmp), extra, cwd=repo)
+        results["repo"] = str(repo)
         results["server_torch_threads"] = args.torch_threads or "default"
         try:
             server.wait_healthy()
@@ -219,6 +240,9 @@ def main() -> None:
                 page.goto(f"{server.url}/runs/{run_id}")
                 wait_for_trace(page, "run-network", "edges", timeout_ms=60_000)
                 results["app_open_to_diagram_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+                page.wait_for_function(FORMULA_SHOWN_JS, timeout=300_000)
+                results["app_open_to_formula_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+                page.wait_for_timeout(1000)
 
                 count = edge_position(page, "run-network", 0)["count"]
                 step = max(1, count // args.clicks)
@@ -240,6 +264,10 @@ def main() -> None:
                         page.evaluate("() => performance.now() - window.__clickStart")
                     )
                     page.wait_for_timeout(400)  # two clicks < 300 ms apart are a double-click
+                # a typeset formula adds ~1 node per LaTeX character, and every click pays for them
+                results["page_dom_nodes"] = page.evaluate(
+                    "() => document.getElementsByTagName('*').length"
+                )
                 for key, values in (
                     ("click_to_curve", previews),
                     ("click_to_full_detail", fulls),

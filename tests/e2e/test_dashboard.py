@@ -121,6 +121,13 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
         arg=label,
     )
     assert trace_length(page, "run-edge", "data (pre-activations)") > 10
+    # the diagram outlines the selected edge (Plotly.update in the browser, no figure round trip)
+    page.wait_for_function(
+        """() => {
+          const gd = document.querySelector('#run-network .js-plotly-plot');
+          return (gd.layout.shapes || []).length === 1;
+        }"""
+    )
     # the input edge's x axis is in the column's own units (the stored scaler undone)
     edge_x = page.evaluate(EDGE_DATA_X_JS)
     dataset_id = kanscope_server.api.get(f"/runs/{run_id}").json()["dataset_id"]
