@@ -4,6 +4,7 @@ stability.
 
     .venv/bin/python benchmarks/bench_ensemble.py                  # writes results/ensemble.md
     .venv/bin/python benchmarks/bench_ensemble.py --sets gorsse --members 4 --quick
+    .venv/bin/python benchmarks/bench_ensemble.py --checkpoint-overhead  # its own section only
 
 Same folds as benchmarks/bench_hea.py (`make_split`: 5-fold GroupKFold by composition /
 formula, seed 0). Per fold: 20 % of the training groups are held back (`inner_validation_split`)
@@ -21,6 +22,7 @@ ensemble [d, 1] (y = Σ φ_i(x_i)), so every member's edge i is the same input's
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_hea import KAN_PARAMS, SETS  # noqa: E402
+from bench_hea import KAN_PARAMS, SETS, write_section  # noqa: E402
 
 from app.services.evaluation import (  # noqa: E402
     SplitSpec,
@@ -52,6 +54,7 @@ from kan_core.ensemble import (  # noqa: E402
     members_per_fit,
 )
 from kan_core.functions import resolve_library  # noqa: E402
+from kan_core.io import checkpoint_to_bytes  # noqa: E402
 from kan_core.metrics import r2_score  # noqa: E402
 from kan_core.scaling import Standardizer  # noqa: E402
 from kan_core.train import FitConfig, TrainData  # noqa: E402
@@ -310,6 +313,91 @@ def report(results: dict, args, total_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+CHECKPOINT_BEGIN = "<!-- checkpoint-overhead: begin -->"
+CHECKPOINT_END = "<!-- checkpoint-overhead: end -->"
+APP_STEPS = 2000
+
+
+def checkpoint_overhead(bench, args) -> list[dict]:
+    """Fold 0, `args.members` members, `args.checkpoint_steps` steps (no early stopping) at
+    λ = 0 and `args.lamb`: the ensemble without checkpoints and with one offered every step
+    (`fit_ensemble(on_checkpoint=)`: the state copied into an `EnsembleCheckpoint`), best of
+    3 alternating runs, so the difference per step is the cost of one offer; and the median
+    time and size of one stored checkpoint (`kan_core.io.checkpoint_to_bytes`)."""
+    _, (x, y, groups, split, features) = calibration(bench, argparse.Namespace(
+        members=0, steps=0, lamb=0.0, folds=args.folds, bootstrap=[]))  # fmt: skip
+    fold = Fold(x, y, groups, *split.folds()[0], seed=0)
+    width = [len(features), *KAN_PARAMS["hidden"], 1]
+    rows = []
+    for lamb in dict.fromkeys([0.0, args.lamb]):
+        fit_cfg = fit_config(args.checkpoint_steps, lamb)
+        fit_cfg.early_stopping_patience, fit_cfg.checkpoint_every = None, 1
+        cfg = EnsembleConfig(args.members, "groups", seed=0, fit=fit_cfg)
+        kw = {"groups": fold.fit_groups, "model_options": {"grid": KAN_PARAMS["grid"]}}
+        ensemble = fit_ensemble(width, fold.data, cfg, **kw)  # warm-up
+        seconds: dict[str, list[float]] = {"none": [], "every step": []}
+        for _ in range(3):
+            for label, hook in (("none", None), ("every step", lambda c: None)):
+                start = time.perf_counter()
+                ensemble = fit_ensemble(width, fold.data, cfg, on_checkpoint=hook, **kw)
+                seconds[label].append(time.perf_counter() - start)
+        stored: list[tuple[float, int]] = []
+
+        def store(c, stored=stored) -> None:
+            start = time.perf_counter()
+            blob = checkpoint_to_bytes(c)
+            stored.append((time.perf_counter() - start, len(blob)))
+
+        fit_ensemble(width, fold.data, cfg, on_checkpoint=store, **kw)
+        steps = sum(len(r.history) for r in ensemble.results)
+        none, every = min(seconds["none"]), min(seconds["every step"])
+        row = {
+            "lamb": lamb, "blocks": len(ensemble.results), "engine": ensemble.results[0].engine,
+            "steps": steps, "step_ms": 1e3 * none / steps, "offer_ms": 1e3 * (every - none) / steps,
+            "store_ms": 1e3 * sorted(s for s, _ in stored)[len(stored) // 2],
+            "kib": max(n for _, n in stored) / 1024,
+        }  # fmt: skip
+        print(f"  checkpoints λ={lamb:g}: {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def checkpoint_markdown(results: dict, args, total_s: float) -> str:
+    lines = [
+        CHECKPOINT_BEGIN,
+        "## Checkpoint overhead (ensemble runs)",
+        "",
+        f"`benchmarks/bench_ensemble.py --checkpoint-overhead --members {args.members} "
+        f"--checkpoint-steps {args.checkpoint_steps}` · fold 0, bootstrap over groups, early "
+        f"stopping off · {args.threads} thread(s), shared 2-core machine, load average "
+        f"{os.getloadavg()[1]:.1f} at the end · {total_s / 60:.1f} min.",
+        "",
+        "Offer: `fit_ensemble` builds an `EnsembleCheckpoint` (every member's weights, Adam's "
+        "state, the best weights, the finished blocks) for `on_checkpoint`; measured as (time "
+        "with one every step − time without) / steps, best of 3 alternating runs (negative: "
+        "below the noise of the shared machine). Stored: "
+        "`checkpoint_to_bytes` of one (median). A run offers one every steps/50 steps "
+        "(`KANSCOPE_CHECKPOINT_MAX_PER_RUN`) and stores one at most every 10 s "
+        "(`KANSCOPE_CHECKPOINT_INTERVAL_S`): the last column is 49 offers and one store against "
+        f"the steps of a {APP_STEPS}-step block (the leaderboard KAN's step limit).",
+        "",
+        "| set | λ | blocks | engine | ms / step | ms / offer | ms / stored | KiB | overhead in "
+        "a run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in results.items():
+        for r in rows:
+            offers = APP_STEPS // -(-APP_STEPS // 50) - 1  # never after the last step
+            extra = offers * max(r["offer_ms"], 0.0) + r["store_ms"]
+            per_block = APP_STEPS * r["step_ms"]
+            lines.append(
+                f"| {name} | {r['lamb']:g} | {r['blocks']} | {r['engine']} | {r['step_ms']:.2f} | "
+                f"{r['offer_ms']:.2f} | {r['store_ms']:.1f} | {r['kib']:.0f} | "
+                f"{100 * extra / per_block:.1f} % |"
+            )
+    return "\n".join([*lines, CHECKPOINT_END]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default="gorsse,mpea_hv,mpea_ys")
@@ -321,19 +409,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 folds, 150 steps: smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--checkpoint-overhead", action="store_true",
+        help="only the cost of ensemble checkpoints, written as its own section of --out",
+    )  # fmt: skip
+    parser.add_argument("--checkpoint-steps", type=int, default=400)
     args = parser.parse_args()
     if args.quick:
         args.folds, args.steps = 2, 150
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
     start = time.perf_counter()
+    if args.checkpoint_overhead:
+        chosen = [b for b in SETS if b.key in args.sets.split(",")]
+        overhead = {b.key: checkpoint_overhead(b, args) for b in chosen}
+        section = checkpoint_markdown(overhead, args, time.perf_counter() - start)
+        print(section)
+        write_section(args.out, section, CHECKPOINT_BEGIN, CHECKPOINT_END)
+        return
     results = {}
     for bench in SETS:
         if bench.key in args.sets.split(","):
             print(bench.title, flush=True)
             results[bench.key] = run_set(bench, args)
     text = report(results, args, time.perf_counter() - start)
+    old = args.out.read_text() if args.out.exists() else ""
     args.out.write_text(text)
+    if CHECKPOINT_BEGIN in old and CHECKPOINT_END in old:  # --checkpoint-overhead's: kept
+        kept = old[old.index(CHECKPOINT_BEGIN) : old.index(CHECKPOINT_END)] + CHECKPOINT_END
+        write_section(args.out, kept + "\n", CHECKPOINT_BEGIN, CHECKPOINT_END)
     print(text)
 
 

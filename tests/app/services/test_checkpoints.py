@@ -307,6 +307,7 @@ def test_requeued_ensemble_run_resumes_from_its_checkpoint_bit_exact(db, dataset
     assert checkpoint_step(db, run_id) is None
 
 
+@pytest.mark.slow  # a trainer process of its own and 40 000 steps: 25-30 s per database
 def test_ensemble_trainer_killed_mid_run_resumes_from_its_checkpoint(db, db_url, dataset_id):
     """A real trainer process SIGKILLed while its ensemble trains (long enough to be still
     running on the fused engine): requeued, the next attempt resumes from the checkpoint the
