@@ -79,7 +79,7 @@ def load() -> tuple[pd.DataFrame, list[str], list[str]]:
     return df, features, elements
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT, help="where the report goes")
@@ -92,7 +92,7 @@ def main() -> None:
         default=DEFAULT_INPUT_MARGIN,
         help="the input guard's margin (fraction of each input's training range); none: off",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     budget = 400 if args.quick else args.budget
     seeds = list(range(1 if args.quick else args.seeds))
     started = time.perf_counter()

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_hea.py --sets gorsse   # one set
     .venv/bin/python benchmarks/bench_hea.py --quick         # 2 folds, fewer steps (smoke run)
     .venv/bin/python benchmarks/bench_hea.py --models ensemble  # interval coverage / width per set
+    .venv/bin/python benchmarks/bench_hea.py --models design    # inverse design vs random search
 
 Every model sees the same folds (``app.services.evaluation.make_split``: GroupKFold by
 composition / formula, StratifiedGroupKFold for the phase set) and is trained by the same code
@@ -440,10 +441,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 folds, 150 steps: smoke run")
     parser.add_argument("--no-formula", action="store_true")
     parser.add_argument(
-        "--models", choices=["all", "seed", "ensemble"], default="all",
+        "--models", choices=["all", "seed", "ensemble", "design"], default="all",
         help="seed: only S-KAN, AF-KAN and the RBF-subspace network; ensemble: the coverage and "
         "width of KAN ensembles' 90 %% interval (regression sets); either written as its own "
-        "section of the results file (the rest of it is kept)",
+        "section of the results file (the rest of it is kept); design: the inverse-design check "
+        "on MPEA hardness (top 10 %% hidden; differential evolution against random search in "
+        "the trust region at the same budget) by bench_design.py, into results/design.md",
     )  # fmt: skip
     parser.add_argument(
         "--members", type=int, default=8, help="ensemble members (--models ensemble)"
@@ -467,6 +470,11 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown set(s) {unknown}; choose from {[s.key for s in SETS]}")
     start = time.perf_counter()
+    if args.models == "design":  # its own data, split and report: bench_design.py
+        from bench_design import main as design_main
+
+        design_main(["--quick"] if args.quick else [])
+        return
     if args.models == "ensemble":
         chosen = [s for s in SETS if s.key in wanted]
         regression = [s for s in chosen if s.task == "regression"]
