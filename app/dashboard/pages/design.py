@@ -107,10 +107,6 @@ def run_options() -> tuple[list[dict[str, Any]], str | None]:
     return options, None
 
 
-def _field(label: str, control: Any) -> html.Div:
-    return html.Div([html.Label(label), control], className="field")
-
-
 def layout(run: str | None = None, **_: Any) -> html.Div:
     options, error = run_options()
     chosen = positive_int(run) if run else None
@@ -127,7 +123,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
             html.Div(
                 className="card",
                 children=[
-                    _field(
+                    field(
                         "Run (KAN or MLP on a composition dataset)",
                         dcc.Dropdown(
                             id="dz-run",
@@ -137,7 +133,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                         ),
                     ),
                     alert(f"Could not list runs: {error}") if error else None,
-                    _field(
+                    field(
                         "Goal",
                         dcc.RadioItems(
                             id="dz-direction",
@@ -150,20 +146,20 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                             inline=True,
                         ),
                     ),
-                    _field("Target value", dcc.Input(id="dz-target", type="number")),
-                    _field(
+                    field("Target value", dcc.Input(id="dz-target", type="number")),
+                    field(
                         "Elements",
                         dcc.Input(id="dz-elements", type="text", value="Al Co Cr Fe Ni"),
                     ),
-                    _field(
+                    field(
                         "Bounds (mole fractions; others 0–1)",
                         dcc.Input(id="dz-bounds", type="text", placeholder="Al 0-0.2, Ni 0.1-0.5"),
                     ),
-                    _field(
+                    field(
                         "At least k elements (≥ 5 at.%)",
                         dcc.Input(id="dz-k", type="number", value=3, min=1, step=1),
                     ),
-                    _field(
+                    field(
                         "Max distance to a training alloy (empty: no limit)",
                         dcc.Input(
                             id="dz-max-distance",
@@ -187,7 +183,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                         ),
                         MARGIN_HELP,
                     ),
-                    _field(
+                    field(
                         "Rank by (ensemble runs)",
                         dcc.RadioItems(
                             id="dz-acquisition",
@@ -201,11 +197,11 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                         ),
                     ),
                     html.P(ACQUISITION_HELP, className="muted"),
-                    _field(
+                    field(
                         "Budget (model evaluations)",
                         dcc.Input(id="dz-budget", type="number", value=1000, min=20, step=10),
                     ),
-                    _field(
+                    field(
                         "Candidates",
                         dcc.Input(id="dz-n", type="number", value=20, min=1, max=100, step=1),
                     ),
