@@ -254,7 +254,9 @@ def get_metrics(
     session: Session, run_id: int, after_step: int | None = None, limit: int = 5000
 ) -> tuple[str, str, list[Any]]:
     """(status, task, metric rows with step > after_step); plain rows, no ORM objects, since
-    this is the endpoint every open dashboard polls."""
+    this is the endpoint every open dashboard polls. The status is read first: a finished one
+    implies every row is stored (the trainer writes rows before its final status), while the
+    rows may be newer than the status (PostgreSQL sees each statement's own snapshot)."""
     head = session.execute(select(Run.status, Run.task).where(Run.id == run_id)).one_or_none()
     if head is None:
         raise NotFoundError(f"Run {run_id} does not exist.")

@@ -44,13 +44,16 @@ def test_waits_for_the_first_row_then_answers_at_once(db_url: str, demo_csv: byt
         status, _, rows = runs.wait_for_metrics(s, run_id, after_step=None, wait_s=8.0)
         waited = time.monotonic() - started
     writer.join()
-    assert status == "running" and [r.step for r in rows] == [1]
-    assert 0.3 < waited < 4.0, waited
+    # the status is read before the rows (a finished status then implies every row is there), so
+    # on PostgreSQL (a snapshot per statement) the writer's commit can fall between the two
+    assert status in ("queued", "running") and [r.step for r in rows] == [1], status
+    # answered when the row came, not at the 8 s timeout (a loaded machine delays the writer)
+    assert 0.3 < waited < 7.0, waited
 
     with db.write() as s:
         s.execute(update(Run).where(Run.id == run_id).values(status="cancelled"))
     with db.read() as s:  # a finished run has no more points to wait for
         started = time.monotonic()
         status, _, rows = runs.wait_for_metrics(s, run_id, after_step=1, wait_s=8.0)
-        assert (status, rows) == ("cancelled", []) and time.monotonic() - started < 2.0
+        assert (status, rows) == ("cancelled", []) and time.monotonic() - started < 7.0
     db.dispose()
