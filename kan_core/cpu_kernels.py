@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kan_core.compile_marks import assume_constant_result
+
 _state: dict[str, Any] = {"checked": False, "ok": False, "reason": ""}
 _lock = threading.Lock()
 SERIAL_BELOW = 1 << 17  # batch × in × K values: below this the kernels use one thread
@@ -330,7 +332,7 @@ if _HAVE_NUMBA:
                     out[b, i] = acc
 
 
-@torch.compiler.assume_constant_result  # torch.compile evaluates it once, outside the graph
+@assume_constant_result  # torch.compile evaluates it once, outside the graph
 def available() -> bool:
     """True when the numba kernels can run here (checked once, by running them)."""
     if _state["checked"]:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from kan_core import cpu_kernels, native
+from kan_core.compile_marks import assume_constant_result
 from kan_core.errors import ConfigError
 
 
@@ -67,7 +68,7 @@ def use_engine(engine: Engine | str) -> Iterator[None]:
         _ceiling.reset(token)
 
 
-@torch.compiler.assume_constant_result  # dynamo cannot trace ContextVar.get
+@assume_constant_result  # dynamo cannot trace ContextVar.get
 def _allowed(level: Engine) -> bool:
     return _LEVELS.index(_ceiling.get()) >= _LEVELS.index(level)
 

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kan_core.compile_marks import assume_constant_result
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "spline_network.cpp"
@@ -174,7 +176,7 @@ def _build_and_load(name: str, directory: Path) -> None:
             raise
 
 
-@torch.compiler.assume_constant_result  # torch.compile evaluates it once, outside the graph
+@assume_constant_result  # torch.compile evaluates it once, outside the graph
 def available() -> bool:
     """True when the native operators are loaded (built first if needed; checked once)."""
     if _state["checked"]:

@@ -15,15 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from app.services.errors import InvalidInputError
 from app.services.model_contract import ModelSpec, PreparedData, TrainingJob, TrainOutcome
@@ -124,7 +115,20 @@ def _params(kind: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 def make_estimator(
     kind: str, task: Task, seed: int = 0, params: Mapping[str, Any] | None = None
 ) -> Any:
-    """An unfitted scikit-learn estimator; linear models standardise their inputs first."""
+    """An unfitted scikit-learn estimator; linear models standardise their inputs first.
+
+    scikit-learn is imported here, not with the module: it costs ~1.5 s of CPU, and every API
+    process and trainer imports this module whether or not it fits a baseline."""
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     _check_kind(kind)
     p = _params(kind, params)
     regression = task == "regression"
@@ -161,6 +165,8 @@ def make_estimator(
 def parameter_count(estimator: Any) -> int:
     """Learned numbers of a fitted estimator: weights + intercepts for linear models, nodes for
     tree ensembles."""
+    from sklearn.pipeline import Pipeline  # loaded already: the estimator is scikit-learn's
+
     if isinstance(estimator, Pipeline):
         estimator = estimator[-1]
     if hasattr(estimator, "coef_"):

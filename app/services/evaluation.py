@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
 from app.services import alloys
 from app.services.errors import InvalidInputError
@@ -168,6 +167,8 @@ def make_split(
             f"{spec.n_splits}-fold cross-validation needs at least {spec.n_splits} {what}; "
             f"the data has {n_groups}. Use fewer folds."
         )
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold  # slow: see baselines
+
     x_dummy = np.zeros((len(df), 1))
     if spec.stratify:
         if target is None or target not in df.columns:
@@ -197,6 +198,8 @@ def inner_validation_split(
     sub_groups = np.asarray(groups)[train_rows]
     if len(np.unique(sub_groups)) < 2:
         return train_rows, train_rows[:0]
+    from sklearn.model_selection import GroupShuffleSplit  # slow to import: see baselines
+
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     fit_pos, val_pos = next(splitter.split(np.zeros((len(train_rows), 1)), None, sub_groups))
     return train_rows[np.sort(fit_pos)], train_rows[np.sort(val_pos)]

@@ -107,8 +107,9 @@ def test_disabling_kernels_in_one_thread_leaves_the_others_alone() -> None:
 
 
 def test_importing_and_fitting_leave_the_host_process_alone() -> None:
-    """No numba threading-layer override, no allocator tuning, no PATH edits, and
-    kan_core.fused does not import kan_core.train (no import cycle)."""
+    """No numba threading-layer override, no allocator tuning, no PATH edits,
+    kan_core.fused does not import kan_core.train (no import cycle), and importing
+    kan_core.train does not load torch._dynamo."""
     code = """
 import ctypes, json, os, sys
 path = os.environ.get("PATH")
@@ -120,11 +121,13 @@ from kan_core import cpu_kernels
 cpu_kernels.tune_allocator = lambda: calls.append("tune_allocator")
 from kan_core.model import KAN
 from kan_core.train import FitConfig, TrainData, fit
+dynamo_imported = "torch._dynamo" in sys.modules
 x = torch.rand(32, 2)
 fit(KAN([2, 2, 1]), TrainData(x, x[:, :1]), FitConfig(steps=2))
 fit(KAN([2, 2, 1]), TrainData(x, x[:, :1]), FitConfig(steps=2, engine="numba"))
 print(json.dumps({"layer": numba.config.THREADING_LAYER, "path": os.environ.get("PATH") == path,
-                  "calls": calls, "fused_imports_train": fused_imports_train}))
+                  "calls": calls, "fused_imports_train": fused_imports_train,
+                  "dynamo_imported": dynamo_imported}))
 """
     env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_THREADING_LAYER"}
     out = subprocess.run(
@@ -132,7 +135,32 @@ print(json.dumps({"layer": numba.config.THREADING_LAYER, "path": os.environ.get(
     )
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"layer": "default", "path": True, "calls": [], "fused_imports_train": False}
+    assert seen == {
+        "layer": "default",
+        "path": True,
+        "calls": [],
+        "fused_imports_train": False,
+        "dynamo_imported": False,  # kan_core.compile_marks: 1.7 s saved in every process
+    }
+
+
+def test_the_compile_mark_is_the_one_torchs_decorator_sets() -> None:
+    """kan_core marks its availability checks constant without importing torch._dynamo; the
+    mark must stay what ``torch.compiler.assume_constant_result`` sets."""
+    from kan_core import compile_marks, cpu_kernels, engine, native
+
+    def ours() -> bool:
+        return True
+
+    def torchs() -> bool:
+        return True
+
+    compile_marks.assume_constant_result(ours)
+    torch.compiler.assume_constant_result(torchs)
+    assert vars(ours) == vars(torchs) == {compile_marks.MARK: True}
+    for checked in (cpu_kernels.available, native.available):
+        assert getattr(checked, compile_marks.MARK) is True
+    assert getattr(engine._allowed, compile_marks.MARK) is True
 
 
 @pytest.mark.parametrize("lamb", [0.0, 1e-2])
