@@ -37,6 +37,20 @@ def wait_for_warm_trainer(api: httpx.Client, timeout_s: float = 180.0) -> None:
         time.sleep(0.2)
 
 
+def wait_for_run(api: httpx.Client, run_id: int, timeout_s: float = 180.0) -> str:
+    """Until the run has finished; its final status."""
+    deadline = time.monotonic() + timeout_s
+    while (status := api.get(f"/runs/{run_id}").json()["status"]) not in (
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still {status} after {timeout_s:.0f} s")
+        time.sleep(0.2)
+    return str(status)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from plotly_helpers import click_edge, layout_title, trace_length, wait_for_trace
-from server_process import DEMO_CSV, wait_for_warm_trainer
+from server_process import DEMO_CSV, wait_for_run, wait_for_warm_trainer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -243,6 +243,8 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     page.wait_for_url(re.compile(rf"/runs/(?!{run_id}$)\d+$"), timeout=30_000)
     child_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     page.wait_for_selector("#run-status")
+    # its curve is overlaid below: under load the 20-step child may not have started yet
+    assert wait_for_run(kanscope_server.api, child_id) == "succeeded"
     page.goto(f"{base}/runs")
     page.wait_for_selector(f"#runs-table a[href='/runs/{child_id}']")
     edited = page.locator("#runs-table td[data-dash-column=edited]").all_inner_texts()
