@@ -149,6 +149,12 @@ class DesignResultOut(BaseModel):
     interval_level: MaybeFloat = Field(
         default=None, description="The level of lower/upper (ensemble runs); null otherwise."
     )
+    interval_of: Literal["current model", "trained members"] | None = Field(
+        default=None,
+        description="Whose predictions and interval rank the candidates (ensemble runs): "
+        "'trained members' when the run's model was edited after training (symbolic fixes, "
+        "pruning; the edits are not in the ranking), else 'current model'; null otherwise.",
+    )
     seconds: float
     elements: list[str]
     candidates: list[DesignCandidateOut]

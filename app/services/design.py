@@ -46,7 +46,9 @@ may be better than its mean says, for an active-learning loop; ``"ei"`` (ensembl
 expected improvement over the best training alloy's measured value (for ``target``: the one
 closest to it) under N(mean, std²), std the calibrated one; ``"mean"`` ranks by the mean. Every
 ensemble candidate carries its ``expected_improvement`` whatever the ranking. A single KAN or
-MLP gives no spread: those fields stay null.
+MLP gives no spread: those fields stay null. Symbolic edits change the run's model, not its
+members: on an edited ensemble run the result's ``interval_of`` is ``"trained members"`` (else
+``"current model"``; null without an ensemble) and a note says the edits are not in the ranking.
 """
 
 from __future__ import annotations
@@ -763,6 +765,17 @@ def run_design(
             "No trust region (max_distance off): candidates far from every training alloy are "
             "extrapolation; check their distance before trusting the prediction."
         )
+    ensemble = problem.ensemble
+    interval_of = design.get("interval_of") if ensemble is not None else None
+    if ensemble is not None and interval_of == "trained members":
+        notes.insert(
+            0,
+            f"Ranked by the {len(ensemble.ensemble.members)} ensemble members as trained (their "
+            f"mean and interval): run {design['source_run_id']}'s model was edited since "
+            "(symbolic fixes or pruning) and the edits are not in these predictions. Reset the "
+            "edits to design on the model as trained, or retrain the edited model (a single "
+            "KAN, no interval) and design on that run.",
+        )
     if trace.stopped:
         notes.append(f"Stopped after {trace.n_evaluations} of {trace.budget} evaluations.")
     return {
@@ -777,6 +790,7 @@ def run_design(
         "n_beyond_input_margin": n_beyond,
         "acquisition": goal.acquisition,
         "interval_level": None if problem.ensemble is None else problem.ensemble.level,
+        "interval_of": interval_of,
         "seconds": round(seconds, 3),
         "elements": elements,
         "candidates": candidates,

@@ -28,6 +28,7 @@ from app.services.design import (
     designable_elements,
     feature_roles,
 )
+from app.services.ensemble_views import model_edited
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.services.exports import spreadsheet_safe
 from app.services.inspection import load_model, model_bytes
@@ -281,6 +282,11 @@ def start_design_payload(
         "input_margin": None if input_margin is None else float(input_margin),
         "acquisition": acquisition,
         "ensemble": ensemble is not None,
+        # what the ranking's mean and interval describe: an edited run's members are the model
+        # as trained (symbolic edits change the run's model, not the members)
+        "interval_of": None
+        if ensemble is None
+        else ("trained members" if model_edited(session, source) else "current model"),
         "objective": objective,
         "constraint": constraint,
         "train_elements": train_elements,
@@ -352,7 +358,7 @@ def design_view(session: Session, run_id: int) -> dict[str, Any]:
     options = {k: design.get(k) for k in (
         "elements", "bounds", "min_elements", "presence", "direction", "target", "budget",
         "n_candidates", "method", "seed", "max_distance", "input_margin", "acquisition",
-        "ensemble",
+        "ensemble", "interval_of",
     )}  # fmt: skip
     constraint = design.get("constraint")
     if constraint:

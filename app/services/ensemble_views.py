@@ -88,8 +88,9 @@ def require_ensemble(session: Session, run: Run) -> tuple[KANEnsemble, float]:
     return loaded
 
 
-def _edited(session: Session, run: Run) -> bool:
-    """The run's model was changed after training (symbolic fixes, pruning)."""
+def model_edited(session: Session, run: Run) -> bool:
+    """The run's model was changed after training (symbolic fixes, pruning): its ensemble's
+    members are then the model as trained, not the current one."""
     stmt = select(ModelArtifact.current_weights.is_not(None)).where(ModelArtifact.run_id == run.id)
     return bool(session.scalar(stmt))
 
@@ -119,7 +120,7 @@ def prediction_intervals(
     if loaded is None or data.y_scaler is None:
         return {}
     ensemble, level = loaded
-    edited = _edited(session, run)
+    edited = model_edited(session, run)
     status = {
         "interval_current": not edited,
         "interval_note": edited_note(len(ensemble.members), "interval") if edited else None,
@@ -151,7 +152,7 @@ def edge_band(
         _key(session, run, "bands"), lambda: edge_bands(ensemble, x, BAND_POINTS, level)
     )
     band = bands[layer]
-    edited = _edited(session, run)
+    edited = model_edited(session, run)
     return {
         "note": edited_note(len(ensemble.members), "band") if edited else None,
         "level": level,

@@ -310,13 +310,29 @@ def _columns(result: dict[str, Any]) -> list[dict[str, str]]:
     if not any(c.get("lower") is not None for c in cands):
         return BASE_COLUMNS
     level = result.get("interval_level")
-    pct = f" ({round(100 * level)} %)" if isinstance(level, int | float) else ""
+    pct = f"{round(100 * level)} %" if isinstance(level, int | float) else ""
+    if result.get("interval_of") == "trained members":  # an edited run: not its current model
+        pct = ", ".join(p for p in (pct, "trained members") if p)
+    pct = f" ({pct})" if pct else ""
     extra = [
         {"name": f"lower{pct}", "id": "lower"},
         {"name": f"upper{pct}", "id": "upper"},
         {"name": "expected improvement", "id": "expected_improvement"},
     ]
     return BASE_COLUMNS[:3] + extra + BASE_COLUMNS[3:]
+
+
+def _interval(result: dict[str, Any]) -> str:
+    """What the interval is, for the summary line ("" without one)."""
+    level = result.get("interval_level")
+    if not level:
+        return ""
+    if result.get("interval_of") == "trained members":
+        return (
+            f"; predictions and intervals at {round(100 * level)} % from the ensemble's members "
+            "as trained, not the edited model"
+        )
+    return f"; intervals at {round(100 * level)} % (ensemble)"
 
 
 def _ranking(result: dict[str, Any]) -> str:
@@ -399,7 +415,6 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
     notes = [html.P(n, className="muted") for n in result.get("notes") or []]
     trust = result.get("max_distance")
     margin = result.get("input_margin")
-    level = result.get("interval_level")
     notes.insert(
         0,
         html.P(
@@ -411,7 +426,7 @@ def poll(_n: Any, active: Any) -> tuple[Any, ...]:
                 if isinstance(margin, int | float)
                 else ""
             )
-            + (f"; intervals at {round(100 * level)} % (ensemble)" if level else "")
+            + _interval(result)
             + _ranking(result)
             + "."
         ),

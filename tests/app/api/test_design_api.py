@@ -3,7 +3,8 @@ inline executor, tiny models and budgets): a design run for a trained KAN on all
 candidates that keep every constraint and the trust region, with descriptors and distances that
 agree with an independent computation, and their CSV; random search inside the trust region;
 on an ensemble run the mean and calibrated interval (checked against the run's own predictions),
-UCB ranking and expected improvement (checked against the normal formula); the inputs a
+UCB ranking and expected improvement (checked against the normal formula), and on an edited
+ensemble run a result that says it ranks by the members as trained; the inputs a
 candidate has outside the training range; the input guard (input_margin: echoed, validated,
 compositions beyond it never ranked, the note saying what to change); infeasible
 constraints → 422 naming the constraint (nothing queued); runs and datasets a design cannot use
@@ -158,6 +159,7 @@ def test_design_run_proposes_constrained_candidates(client, runs, alloy_table) -
     predicted = [c["predicted"] for c in cands]
     assert predicted == sorted(predicted, reverse=True)
     assert all(c["lower"] is None and c["std"] is None for c in cands)  # one KAN: no interval
+    assert result["interval_of"] is None
 
     # the training compositions the distances are measured to (the run's training rows)
     train_rows = client.get(f"/api/runs/{kan['id']}/predictions?split=train").json()["rows"]
@@ -208,6 +210,8 @@ def test_ensemble_design_gives_the_interval_and_ranks_by_ucb(client, runs) -> No
     (cand,) = one["result"]["candidates"]
     assert cand["nearest_distance"] == pytest.approx(0.0, abs=1e-9)
     assert one["result"]["interval_level"] == 0.9
+    assert one["result"]["interval_of"] == "current model" == one["options"]["interval_of"]
+    assert not any("as trained" in n for n in one["result"]["notes"])
     for split in ("train", "validation"):
         p = client.get(f"/api/runs/{run['id']}/predictions", params={"split": split}).json()
         if 3 in p["rows"]:  # the table's row 3 is Al1 Co1 Fe1 Ni1
@@ -261,6 +265,32 @@ def test_ensemble_design_ranks_by_expected_improvement(client, runs, alloy_table
     # the mean ranking on the same run still reports each candidate's EI
     plain = _design(client, run["id"], request | {"acquisition": "mean"})["result"]
     assert all(c["expected_improvement"] is not None for c in plain["candidates"])
+
+
+def test_an_edited_ensemble_run_s_design_says_it_ranks_by_the_trained_members(client, runs) -> None:
+    """A symbolic fix changes the run's model, not the members the design ranks by: the
+    result says whose predictions they are (interval_of, a note); after a reset it is the
+    current model again."""
+    run = runs["ensemble"]
+    request = {"elements": ELEMENTS, "budget": 30, "n_candidates": 3}
+    fixed = client.post(f"/api/runs/{run['id']}/edges/0/0/1/fix", json={"name": "x"})
+    assert fixed.status_code == 200, fixed.text
+    try:
+        view = _design(client, run["id"], request)
+    finally:
+        assert client.post(f"/api/runs/{run['id']}/reset-edits").status_code == 204
+    result = view["result"]
+    assert result["interval_of"] == "trained members" == view["options"]["interval_of"]
+    assert result["candidates"] and all(c["lower"] is not None for c in result["candidates"])
+    note = result["notes"][0]
+    assert "3 ensemble members as trained" in note and f"run {run['id']}'s model was edited" in note
+    again = _design(client, run["id"], request)["result"]
+    assert again["interval_of"] == "current model"
+    assert not any("as trained" in n for n in again["notes"])
+    # the same search, the same members: the ranking did not change with the edit
+    assert [c["formula"] for c in again["candidates"]] == [
+        c["formula"] for c in result["candidates"]
+    ]
 
 
 def test_candidates_flag_inputs_outside_the_training_range(client, runs, alloy_table) -> None:

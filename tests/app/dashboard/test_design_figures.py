@@ -48,6 +48,12 @@ def test_page_default_and_rows_follow_the_api() -> None:
     assert "expected improvement over the best training alloy (measured 790)" in page._ranking(
         ensemble
     )
+    assert page._interval(ensemble) == "; intervals at 90 % (ensemble)"
+    edited = ensemble | {"interval_of": "trained members"}  # an edited ensemble run's design
+    names = [c["name"] for c in page._columns(edited)]
+    assert names[3:5] == ["lower (90 %, trained members)", "upper (90 %, trained members)"]
+    assert "members as trained, not the edited model" in page._interval(edited)
     single = _result()
+    assert page._interval(single) == ""
     assert page._rows(single)[0]["lower"] == "–" and page._columns(single) == page.BASE_COLUMNS
     assert page._ranking(single) == ""
