@@ -54,25 +54,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(settings.api_torch_threads)
-    _warm_kernels_in_background()
+    _warm_kernels_in_background(settings.warm_kernels)
     app = create_app(settings, mount_dashboard=not args.no_dashboard)
     print(f"kanscope on http://{args.host}:{args.port}/  (API docs: /api/docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
-def _warm_kernels_in_background() -> None:
+def _warm_kernels_in_background(wanted: bool) -> None:
     """Fill kan_core's numba kernel cache while the server starts, so the first small fit does
     not compile (~10-20 s on a machine's first use). A separate process: the OpenMP threads
-    the kernels start must not exist in a parent that Celery's prefork pool forks."""
+    the kernels start must not exist in a parent that Celery's prefork pool forks. Off with
+    KANSCOPE_WARM_KERNELS=false (where the caches are known to be filled)."""
     import subprocess
 
-    subprocess.Popen(
+    if not wanted:
+        print("kernel caches: not filled at start (KANSCOPE_WARM_KERNELS=false)", flush=True)
+        return
+    warm = subprocess.Popen(
         [sys.executable, "-m", "kan_core.fused"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    print(f"kernel caches: filling in the background (process {warm.pid})", flush=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -87,7 +92,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["KANSCOPE_DATABASE_URL"] = args.database_url
         get_settings.cache_clear()
 
-    _warm_kernels_in_background()
+    _warm_kernels_in_background(get_settings().warm_kernels)
     run_worker(args.celery_args)
     return 0
 

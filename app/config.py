@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         "trainer imported), so a run starts training within about a second instead of after "
         "an interpreter's start-up; costs one idle process (about 0.5 GB).",
     )
+    warm_kernels: bool = Field(
+        default=True,
+        description="`kanscope serve` and `kanscope worker` fill kan_core's compiled-kernel "
+        "caches in a background process at start (`python -m kan_core.fused`, ~5 s of CPU), so "
+        "that the first small fit does not compile (~10-20 s on a machine's first use). Off "
+        "where the caches are known to be filled (the test session fills them once).",
+    )
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     lease_s: float = Field(
         default=60.0,

@@ -41,10 +41,13 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Fill numba's on-disk kernel cache once, before tests spawn training processes that
-    would otherwise each compile the kernels (~10 s) on a fresh checkout."""
+    would otherwise each compile the kernels (~10 s) on a fresh checkout. Under xdist the
+    controller does it before it starts the workers; the servers the tests start skip their
+    own background fill (KANSCOPE_WARM_KERNELS=false in their environments)."""
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "kan_core.fused"], check=True, timeout=600)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        subprocess.run([sys.executable, "-m", "kan_core.fused"], check=True, timeout=600)
     if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each
         import torch
 

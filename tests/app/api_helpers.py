@@ -74,9 +74,10 @@ class LiveServer:
         env.update(
             KANSCOPE_DATA_DIR=str(data_dir),
             KANSCOPE_LOAD_DEMO="false",
+            KANSCOPE_WARM_KERNELS="false",  # the session filled the caches (tests/conftest.py)
             PYTHONUNBUFFERED="1",
-            **env_extra,
         )
+        env.update(env_extra)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [

@@ -372,6 +372,7 @@ def kanscope_env(
     env["KANSCOPE_DATABASE_URL"] = database_url
     env["KANSCOPE_DATA_DIR"] = str(data_dir)
     env["KANSCOPE_LOAD_DEMO"] = "false"
+    env["KANSCOPE_WARM_KERNELS"] = "false"  # the session filled the caches (tests/conftest.py)
     if redis_url is not None:
         env["KANSCOPE_REDIS_URL"] = redis_url
     for key, value in settings.items():
@@ -452,12 +453,22 @@ class CeleryWorker(KanscopeProcess):
         self.wait_for_log("ready.", timeout)
 
     def child_pids(self) -> list[int]:
-        """Pool child processes (the ones that run tasks)."""
+        """Pool child processes (the ones that run tasks): forked, so they have the worker's
+        command line; other children (``kanscope worker``'s background kernel-cache fill
+        with KANSCOPE_WARM_KERNELS on) do not."""
         assert self.proc is not None
         out = subprocess.run(
             ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
         ).stdout
-        return [int(p) for p in out.split()]
+
+        def cmdline(pid: int | str) -> bytes | None:
+            try:
+                return Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return None
+
+        own = cmdline(self.proc.pid)
+        return [int(p) for p in out.split() if cmdline(p) == own]
 
 
 class ApiServer(KanscopeProcess):

@@ -107,6 +107,19 @@ def test_trainer_dying_before_its_claim_fails_the_run(sqlite_url, tmp_path):
         db.dispose()
 
 
+def test_serve_fills_the_kernel_caches_in_the_background_by_default(live_server_factory):
+    """On by default (the first small fit must not compile); the tests' servers turn it off
+    because the session filled the caches once."""
+    server = live_server_factory(KANSCOPE_WARM_KERNELS="true")
+    line = next(
+        (x for x in server.log_path.read_text().splitlines() if x.startswith("kernel caches")),
+        "",
+    )
+    assert line.startswith("kernel caches: filling in the background (process "), line
+    pid = int(line.rsplit(" ", 1)[1].rstrip(")"))
+    assert pid != server.process.pid
+
+
 @pytest.mark.slow
 def test_cli_migrate_and_train(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KANSCOPE_")}

@@ -77,6 +77,7 @@ class ServerProcess:
             KANSCOPE_DATA_DIR=str(data_dir),
             KANSCOPE_EXECUTOR="local",
             KANSCOPE_LOAD_DEMO="false",
+            KANSCOPE_WARM_KERNELS="false",  # the session filled the caches (tests/conftest.py)
             PYTHONUNBUFFERED="1",
         )
         env.update(env_extra or {})
