@@ -1,4 +1,11 @@
-"""``LocalExecutor``: one ``spawn`` process per run, bounded concurrency, a monitor thread.
+"""``LocalExecutor``: one process per run, bounded concurrency, a monitor thread.
+
+Trainers are forked by a ``forkserver`` (where the platform has one, else each is a ``spawn``
+interpreter): one clean process, started with the executor, imports torch and the trainer once
+(``TRAINER_PRELOAD``; importing starts no thread and computes nothing) and forks every trainer
+from that state, so a run's process is ready in ~0.05 s of CPU instead of an interpreter's
+start with ~3 s of imports. A trainer still gets the server's current ``KANSCOPE_*`` /
+``KAN_CORE_*`` environment (passed with the run, as a spawned one would have it).
 
 Why not a shared ``ProcessPoolExecutor``: once one of its children dies, the pool is broken and
 every pending run fails. Here each run has its own process; a monitor notices a dead process
@@ -45,6 +52,21 @@ log = logging.getLogger("kanscope.local_executor")
 HOST = socket.gethostname()
 
 
+#: what every trainer imports before a run arrives; the forkserver imports it once
+TRAINER_PRELOAD = ["app.services.training"]
+#: the environment a trainer reads its settings from, passed with each run
+SETTINGS_ENV = ("KANSCOPE_", "KAN_CORE_")
+
+
+def trainer_context() -> mp.context.ForkServerContext | mp.context.SpawnContext:
+    """forkserver (preloading ``TRAINER_PRELOAD``) where the platform has it, else spawn."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(TRAINER_PRELOAD)  # read when the forkserver first starts
+        return ctx
+    return mp.get_context("spawn")
+
+
 def owner_prefix(server_pid: int | None = None) -> str:
     return f"local@{HOST}:{server_pid if server_pid is not None else os.getpid()}:"
 
@@ -69,8 +91,8 @@ def _child_main(
     threads: int,
     env: dict[str, str] | None = None,
 ) -> None:
-    """Entry point of a training process (spawned: a fresh interpreter). ``run``: the run id,
-    or for a spare trainer the pipe its run id will come through."""
+    """Entry point of a training process (forked by the forkserver, or a spawned interpreter).
+    ``run``: the run id, or for a spare trainer the pipe its run id will come through."""
     _prepare_trainer(database_url, parent_pid, threads, env)
     if isinstance(run, int):
         _train(run, prefix, database_url)
@@ -108,18 +130,25 @@ def _connected_database(database_url: str) -> Database:
 def _prepare_trainer(
     database_url: str, parent_pid: int, threads: int, env: dict[str, str] | None
 ) -> None:
+    # the server's settings as they are now, not as they were when the forkserver started
+    for key in [k for k in os.environ if k.startswith(SETTINGS_ENV)]:
+        del os.environ[key]
     os.environ.update(env or {})
     os.environ["KANSCOPE_DATABASE_URL"] = database_url
     import torch
 
+    from app.config import get_settings
+
+    get_settings.cache_clear()
     torch.set_num_threads(max(1, threads))
+    forked_by = os.getppid()  # the server (spawn) or the forkserver, which exits with the server
 
     def watch_parent() -> None:
         import time
 
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent_pid:
+            if os.getppid() != forked_by or not _alive(parent_pid):
                 os._exit(3)
 
     threading.Thread(target=watch_parent, daemon=True).start()
@@ -165,7 +194,7 @@ class LocalExecutor:
         self.database_url = database_url or db.url
         self.max_concurrent = max(1, int(max_concurrent))
         self.prefix = owner_prefix()
-        self._ctx = mp.get_context("spawn")
+        self._ctx = trainer_context()
         self._pending: deque[int] = deque()
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
@@ -315,7 +344,10 @@ class LocalExecutor:
                 self.database_url,
                 os.getpid(),
                 self._threads_per_run,
-                self.child_env,
+                {
+                    **{k: v for k, v in os.environ.items() if k.startswith(SETTINGS_ENV)},
+                    **self.child_env,
+                },
             ),
             name=name,
             daemon=False,

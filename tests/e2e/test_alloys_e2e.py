@@ -181,7 +181,10 @@ def test_train_page_grouped_k_fold_run(page, kanscope_server, screenshot_dir):
     )
     page.wait_for_selector("#ds-preview-table")
     assert page.inner_text("#ds-target") == "HV"
-    page.click("#ds-features-none")
+    page.click("#ds-features-none")  # a server callback: clicks before it lands are undone
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ds-features input:checked').length === 0"
+    )
     for name in ("VEC", "Delta"):
         page.locator("#ds-features label", has_text=exact(name)).click()
     page.wait_for_function(

@@ -56,7 +56,10 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     assert page.inner_text("#ds-target") == "HV"  # recognised as the target by its name
     page.click("#ds-target")  # and chosen explicitly, as a user would
     page.locator(".dash-dropdown-option", has_text=re.compile(r"^\s*HV\s*$")).click()
-    page.click("#ds-features-none")
+    page.click("#ds-features-none")  # a server callback: clicks before it lands are undone
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ds-features input:checked').length === 0"
+    )
     for name in FEATURES:
         exact = re.compile(rf"^\s*{re.escape(name)}\s*$")
         page.locator("#ds-features label", has_text=exact).click()

@@ -74,6 +74,11 @@ def test_killed_training_process_marks_run_failed(client, demo_csv):
     running = wait_for(client, run["id"], ("running",))
     pid = int(running["owner"].rsplit(":pid", 1)[1])
     assert pid != os.getpid()
+    # forked by the executor's forkserver (torch and the trainer imported once), not spawned
+    with open(f"/proc/{pid}/status") as f:
+        ppid = int(next(x for x in f if x.startswith("PPid:")).split()[1])
+    with open(f"/proc/{ppid}/cmdline", "rb") as f:
+        assert b"multiprocessing.forkserver" in f.read()
     os.kill(pid, signal.SIGKILL)
     failed = wait_for(client, run["id"], timeout=30)
     assert failed["status"] == "failed"
