@@ -481,13 +481,17 @@ def test_edge_index_out_of_range(api: Api, base: dict, edge: str) -> None:
 
 
 def test_formula_of_an_unfinished_run_is_a_conflict(api: Api, base: dict) -> None:
-    resp = api.run(**good_run(base, steps=3))
+    """While it trains (a cancelled run keeps the model it had, so it is asked mid-run)."""
+    resp = api.run(**good_run(base, steps=100_000, early_stopping_patience=None))
     run_id = resp.json()["id"]
-    api.c.post(f"/api/runs/{run_id}/cancel")
-    done = api.wait(run_id)
-    if done["status"] != "succeeded":
+    try:
+        api.wait(run_id, until=("running",))
         before = api.inventory()
-        assert_refused(api.c.get(f"/api/runs/{run_id}/formula"), before, api, (404, 409), "")
+        formula = api.c.get(f"/api/runs/{run_id}/formula")
+        assert_refused(formula, before, api, 409, "no trained model yet", "running")
+    finally:
+        api.c.post(f"/api/runs/{run_id}/cancel")
+        api.wait(run_id)
 
 
 # ── concurrency ─────────────────────────────────────────────────────────────────────────────
