@@ -90,16 +90,27 @@ def assert_refused(
     assert len(detail) > 15, detail
     for word in words:
         assert word.lower() in detail.lower(), (word, detail)
-    assert api.inventory() == before, "a refused request changed the stored data"
+    after = api.inventory()
+    # nothing stored, nothing lost; a run the trainers move on (queued → running → finished)
+    # in the meantime is theirs, not the refused request's
+    assert after.datasets == before.datasets, "a refused request changed the datasets"
+    assert set(after.runs) == set(before.runs), "a refused request added or removed runs"
+    assert_kept(before, after)
     return detail
+
+
+STATUS_ORDER = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "cancelled": 2}
 
 
 def assert_kept(before: Inventory, after: Inventory) -> None:
     """Everything in ``before`` still exists unchanged (statuses may only move forward)."""
     for ds_id, info in before.datasets.items():
         assert after.datasets.get(ds_id) == info, f"dataset {ds_id} lost or changed"
-    for run_id, (ds_id, _status) in before.runs.items():
+    for run_id, (ds_id, status) in before.runs.items():
         assert run_id in after.runs and after.runs[run_id][0] == ds_id, f"run {run_id} lost"
+        now = after.runs[run_id][1]
+        moved_on = STATUS_ORDER[now] > STATUS_ORDER[status]
+        assert now == status or moved_on, f"run {run_id} went from {status} back to {now}"
 
 
 # ── fixtures ────────────────────────────────────────────────────────────────────────────────
