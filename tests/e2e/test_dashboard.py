@@ -32,6 +32,24 @@ def no_traceback(page) -> None:
     assert not TRACEBACK.search(text), text[:2000]
 
 
+def click_and_answer_dialog(page, selector: str, *, accept: bool) -> str:
+    """Click, answer the confirm dialog the click opens (from a handler, so the click never waits
+    on an open dialog: a fresh-clone run once hung there for 60 s); its message."""
+    messages: list[str] = []
+
+    def answer(dialog) -> None:
+        messages.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", answer)
+    page.click(selector)
+    deadline = time.monotonic() + 60
+    while not messages:
+        assert time.monotonic() < deadline, f"clicking {selector} opened no dialog"
+        page.wait_for_timeout(100)
+    return messages[0]
+
+
 def set_number(page, selector: str, value) -> None:
     page.fill(selector, str(value))
     page.press(selector, "Tab")  # debounce=True inputs commit on blur
@@ -494,15 +512,11 @@ def test_cancel_a_running_training_from_the_train_page(page, kanscope_server, sc
     page.wait_for_function(
         "() => document.querySelector('#ds-select')?.innerText?.includes('cancel-me')"
     )
-    with page.expect_event("dialog") as asked:
-        page.click("#ds-delete")
-    assert "used by 1 finished run(s)" in asked.value.message, asked.value.message
-    asked.value.dismiss()  # nothing is deleted
+    message = click_and_answer_dialog(page, "#ds-delete", accept=False)  # nothing is deleted
+    assert "used by 1 finished run(s)" in message, message
     page.wait_for_timeout(500)
     assert kanscope_server.api.get(f"/runs/{run_id}").status_code == 200
-    with page.expect_event("dialog") as asked:
-        page.click("#ds-delete")
-    asked.value.accept()  # the dataset goes with its run
+    click_and_answer_dialog(page, "#ds-delete", accept=True)  # the dataset goes with its run
     page.wait_for_selector("#ds-delete-alert .alert-success")
     assert page.inner_text("#ds-delete-alert") == "Dataset and its runs deleted."
     assert kanscope_server.api.get(f"/runs/{run_id}").status_code == 404
