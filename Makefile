@@ -31,8 +31,8 @@ lint: setup
 	$(BIN)/clang-format --dry-run --Werror kan_core/csrc/*.cpp
 
 # pytest-xdist: two workers, one test file per worker at a time (each with its own schema or
-# private servers); `make test PYTEST_WORKERS=` runs serially. 925 tests on the idle 2-core
-# machine: 8 min 29 s with two workers against ~19 min serially (extrapolated from 37 % in 7 min)
+# private servers); `make test PYTEST_WORKERS=` runs serially. 1063 tests on the idle 2-core
+# machine: 8 min 53 s with two workers (session 8; README says what made it faster)
 PYTEST_WORKERS ?= 2
 XDIST := $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS) --dist loadfile)
 
