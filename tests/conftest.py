@@ -48,7 +48,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         subprocess.run([sys.executable, "-m", "kan_core.fused"], check=True, timeout=600)
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each
+    else:  # workers share the cores: one thread each
         import torch
 
         torch.set_num_threads(1)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,18 +38,17 @@ def wait_for_warm_trainer(api: httpx.Client, timeout_s: float = 180.0) -> None:
         time.sleep(0.2)
 
 
-def wait_for_run(api: httpx.Client, run_id: int, timeout_s: float = 180.0) -> str:
-    """Until the run has finished; its final status."""
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def wait_for_run(api: httpx.Client, run_id: int, timeout_s: float = 180.0) -> dict[str, Any]:
+    """Until the run has finished; the run as the API then shows it."""
     deadline = time.monotonic() + timeout_s
-    while (status := api.get(f"/runs/{run_id}").json()["status"]) not in (
-        "succeeded",
-        "failed",
-        "cancelled",
-    ):
+    while (run := api.get(f"/runs/{run_id}").json())["status"] not in FINISHED:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_id} still {status} after {timeout_s:.0f} s")
+            raise TimeoutError(f"run {run_id} still {run['status']} after {timeout_s:.0f} s")
         time.sleep(0.2)
-    return str(status)
+    return dict(run)
 
 
 def free_port() -> int:

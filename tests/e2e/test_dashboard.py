@@ -265,7 +265,7 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     child_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     page.wait_for_selector("#run-status")
     # its curve is overlaid below: under load the 20-step child may not have started yet
-    assert wait_for_run(kanscope_server.api, child_id) == "succeeded"
+    assert wait_for_run(kanscope_server.api, child_id)["status"] == "succeeded"
     page.goto(f"{base}/runs")
     page.wait_for_selector(f"#runs-table a[href='/runs/{child_id}']")
     edited = page.locator("#runs-table td[data-dash-column=edited]").all_inner_texts()

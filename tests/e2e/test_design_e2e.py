@@ -8,12 +8,12 @@ falling with rank) and the summary names the ranking."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from plotly_helpers import wait_for_trace
+from server_process import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"
@@ -32,14 +32,9 @@ def trained_run(api, **extra: object) -> int:
     created = api.post("/runs", json=body)
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        run = api.get(f"/runs/{run_id}").json()
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            assert run["status"] == "succeeded", run["error"]
-            return run_id
-        time.sleep(0.3)
-    raise AssertionError("the KAN did not finish")
+    run = wait_for_run(api, run_id, timeout_s=120)
+    assert run["status"] == "succeeded", run["error"]
+    return run_id
 
 
 @pytest.mark.timeout(240)

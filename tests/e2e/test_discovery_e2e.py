@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plotly_helpers import click_edge, wait_for_trace
+from server_process import FINISHED, wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def product_csv(path: Path, n: int = 80) -> Path:
@@ -98,11 +97,7 @@ def test_discover_formula_on_train_and_run_pages(
     page.wait_for_url(re.compile(r"/train$"))
     page.wait_for_selector("#tr-selection .kv")
 
-    deadline = time.monotonic() + 90
-    while api.get(f"/runs/{kan['id']}").json()["status"] not in FINISHED:
-        assert time.monotonic() < deadline, "the KAN did not finish"
-        time.sleep(0.3)
-    kan = api.get(f"/runs/{kan['id']}").json()
+    kan = wait_for_run(api, kan["id"], timeout_s=90)
     assert kan["status"] == "succeeded", kan["error"]
 
     # ── Train page: Discover formula with a 5 s budget ──

@@ -4,11 +4,10 @@ card says which model the page shows and lists formula stability on demand."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from plotly_helpers import click_edge, wait_for_trace
+from server_process import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,12 +44,7 @@ def test_interval_on_parity_plot_and_band_on_edge_plot(page, kanscope_server, sc
     created = api.post("/runs", json=body)
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
-    deadline = time.monotonic() + 120
-    while (run := api.get(f"/runs/{run_id}").json())["status"] not in (
-        "succeeded", "failed", "cancelled",
-    ):  # fmt: skip
-        assert time.monotonic() < deadline, "the ensemble run did not finish"
-        time.sleep(0.3)
+    run = wait_for_run(api, run_id, timeout_s=120)
     assert run["status"] == "succeeded", run["error"]
 
     page.goto(f"{base}/runs/{run_id}")
