@@ -243,10 +243,15 @@ def get_run(run_id: int) -> dict[str, Any]:
     return _get_json(_path("runs", _id(run_id, "run")))
 
 
+#: points per ``run_metrics`` answer (the API's default limit, sent explicitly): an answer this
+#: long may have more points after it
+METRICS_PAGE = 5000
+
+
 def run_metrics(run_id: int, after_step: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
-    """``GET /runs/{id}/metrics``; ``wait_s`` > 0: the API waits up to that long for a point
-    after ``after_step`` (a long poll) before answering."""
-    params: dict[str, Any] = {}
+    """``GET /runs/{id}/metrics``, at most ``METRICS_PAGE`` points; ``wait_s`` > 0: the API
+    waits up to that long for a point after ``after_step`` (a long poll) before answering."""
+    params: dict[str, Any] = {"limit": METRICS_PAGE}
     if after_step is not None:
         if isinstance(after_step, bool) or not isinstance(after_step, int) or after_step < -1:
             raise InvalidRequestError("after_step must be an integer ≥ -1", after_step)

@@ -564,7 +564,8 @@ def follow_run(run_id: int, task: Any, wait_s: float, alert_now: Any = no_update
     points = metrics.get("points") or []
     last_step = metrics.get("last_step") if points else None
     status = run.get("status")
-    done = status in TERMINAL_STATUSES
+    # a full page of points may leave more behind it: one more poll fetches them
+    done = status in TERMINAL_STATUSES and len(points) < api_client.METRICS_PAGE
     figure = figures.loss_figure(points, uirevision=f"run-{run_id}", task=task)
     return (
         {"id": run_id, "last_step": last_step, "status": status},
@@ -628,8 +629,11 @@ def poll_training(_n, run_state):
     if not isinstance(after_step, int) or isinstance(after_step, bool) or after_step < -1:
         after_step = None  # a store from the browser: anything else starts from the beginning
     try:
-        metrics = api_client.run_metrics(run_id, after_step=after_step)
+        # the run first: a finished status read before the rows means every row is stored, so
+        # the poll that sees it draws the whole curve (read after, a run finishing between the
+        # two requests left its last rows undrawn and stopped the polls)
         run = api_client.get_run(run_id)
+        metrics = api_client.run_metrics(run_id, after_step=after_step)
     except ApiError as exc:
         failed = error_alert(exc, "Reading progress")
         return no_update, no_update, failed, no_update, no_update, no_update, no_update, no_update
