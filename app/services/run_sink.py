@@ -27,10 +27,21 @@ from kan_core.train import EnsembleCheckpoint, FitCheckpoint, FitProgress
 log = logging.getLogger("kanscope.training")
 
 
+#: Metric rows per INSERT statement on PostgreSQL (6 parameters a row; the limit is 65535).
+METRIC_ROWS_PER_INSERT = 1000
+
+
 def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert metric rows, skipping steps the run already has: a write whose COMMIT reported an
     error may still have been stored (a connection lost after the server committed), and its
-    rows are written again by the next try."""
+    rows are written again by the next try.
+
+    On PostgreSQL each batch is one multi-row INSERT, never an executemany: psycopg sends an
+    executemany as a pipeline, one message per row with no sync in between, and a trainer
+    stopped part way (SIGSTOP, swapped out) leaves its server session "active", waiting for the
+    next message, with the run's row locked — the idle-in-transaction limit of
+    ``Database.write(stall_limit_s)`` never starts, and the reaper waits on that lock until
+    the trainer wakes up. Between whole statements the session is idle and the limit holds."""
     if not rows:
         return
     table = RunMetric.__table__
@@ -40,8 +51,10 @@ def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=unique)
-        session.execute(stmt, rows)
+        for start in range(0, len(rows), METRIC_ROWS_PER_INSERT):
+            batch = rows[start : start + METRIC_ROWS_PER_INSERT]
+            stmt = postgresql.insert(table).values(batch)
+            session.execute(stmt.on_conflict_do_nothing(index_elements=unique))
     elif dialect == "sqlite":
         from sqlalchemy.dialects import sqlite
 

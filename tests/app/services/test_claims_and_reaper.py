@@ -8,13 +8,14 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import DBAPIError
 
 from app.db.clock import utcnow, utcnow_minus
 from app.db.models import Dataset, Run, RunMetric
 from app.db.session import Database
 from app.services.run_claims import claim_run, reap_stale_runs
+from app.services.run_sink import METRIC_ROWS_PER_INSERT, insert_metrics
 from app.services.training import run_training
 
 
@@ -133,6 +134,41 @@ def test_a_worker_frozen_mid_write_cannot_keep_the_reaper_waiting(pg_url):
         assert 0.5 < waited < 2.9, waited  # released by the limit, not by the worker waking
         with db.read() as s:
             assert s.get(Run, run_id).owner is None  # the frozen heartbeat never landed
+    finally:
+        db.dispose()
+
+
+def test_metric_rows_reach_postgresql_as_whole_statements(pg_url):
+    """A trainer stopped inside a write must leave its session idle, so that the stall limit
+    above ends it: metric rows go as whole INSERT statements, never as an executemany (psycopg
+    pipelines those, and between a pipeline's messages the session stays "active" with the
+    run's row locked: the reaper then waited until the trainer woke up)."""
+    db = Database(pg_url)
+    seen: list[tuple[str, bool]] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def _record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        seen.append((statement.split()[0].upper(), executemany))
+
+    try:
+        run_id = make_run(db, status="running", owner="w", attempts=1)
+        n = 2 * METRIC_ROWS_PER_INSERT + 3
+        rows = [
+            {"run_id": run_id, "step": k, "train_loss": 1.0 / k, "val_loss": None,
+             "val_metric": None, "elapsed_s": 0.01 * k}
+            for k in range(1, n + 1)
+        ]  # fmt: skip
+        with db.write() as s:
+            insert_metrics(s, rows[:10])
+        seen.clear()
+        with db.write() as s:
+            insert_metrics(s, rows)  # the first 10 again (a retried write): skipped
+        assert [many for verb, many in seen if verb == "INSERT"] == [False, False, False]
+        with db.read() as s:
+            steps = s.scalars(
+                select(RunMetric.step).where(RunMetric.run_id == run_id).order_by(RunMetric.step)
+            ).all()
+        assert steps == list(range(1, n + 1))
     finally:
         db.dispose()
 

@@ -102,11 +102,15 @@ class Stack:
         points = points["points"]
         return [p["step"] for p in points]
 
+    def sql(self) -> psycopg.Connection:
+        """A connection of our own to the stack's PostgreSQL (the API does not show everything)."""
+        return psycopg.connect(
+            f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={self.pg.database}"
+        )
+
     def db_row(self, run_id: int) -> dict[str, Any]:
         """Columns the API does not show (attempts), read straight from PostgreSQL."""
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={self.pg.database}"
-        ) as conn:
+        with self.sql() as conn:
             cur = conn.execute(
                 "SELECT status, attempts, owner, error FROM runs WHERE id = %s", (run_id,)
             )
@@ -115,9 +119,7 @@ class Stack:
 
     def checkpoint_step(self, run_id: int) -> int | None:
         """The step of the run's stored checkpoint (None: it has none), from PostgreSQL."""
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={self.pg.database}"
-        ) as conn:
+        with self.sql() as conn:
             row = conn.execute(
                 "SELECT step FROM run_checkpoints WHERE run_id = %s", (run_id,)
             ).fetchone()
@@ -133,6 +135,18 @@ class Stack:
 
     def logs(self) -> str:
         return f"--- api ---\n{self.api.log()[-2500:]}\n--- worker ---\n{self.worker.log()[-2500:]}"
+
+    def sessions(self) -> str:
+        """PostgreSQL's view of every client session (who waits on what, who holds a
+        transaction open): what a stuck requeue needs to be understood."""
+        with self.sql() as conn:
+            rows = conn.execute(
+                "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid),"
+                " now() - xact_start, now() - state_change, left(query, 120)"
+                " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return "\n".join(map(str, rows))
 
 
 @pytest.fixture(scope="module")
@@ -424,7 +438,7 @@ def test_worker_whose_heartbeat_lapses_loses_its_claim_and_stops_writing(stack: 
         deadline = time.monotonic() + LEASE_S + 60
         row = stack.db_row(run["id"])
         while not (row["attempts"] == 2 and row["status"] == "running"):
-            assert time.monotonic() < deadline, (row, second.log()[-2000:])
+            assert time.monotonic() < deadline, (row, stack.sessions(), stack.logs(), second.log())
             time.sleep(0.2)
             row = stack.db_row(run["id"])
         stack.wait_for_steps(run["id"], 3)
