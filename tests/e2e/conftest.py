@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_process import (
+
+from tests.e2e.server_process import (
     CHROMIUM,
     CHROMIUM_ARGS,
     SCREENSHOTS,

@@ -13,7 +13,8 @@ import time
 
 import pytest
 from plotly_helpers import trace_length
-from server_process import REPO
+
+from tests.e2e.server_process import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

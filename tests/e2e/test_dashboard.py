@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from plotly_helpers import click_edge, layout_title, trace_length, wait_for_trace
-from server_process import DEMO_CSV, wait_for_run, wait_for_warm_trainer
+
+from tests.e2e.server_process import DEMO_CSV, wait_for_run, wait_for_warm_trainer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_process import VIEWPORT, ServerProcess
+
+from tests.e2e.server_process import VIEWPORT, ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

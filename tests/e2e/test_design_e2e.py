@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from plotly_helpers import wait_for_trace
-from server_process import wait_for_run
+
+from tests.e2e.server_process import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from plotly_helpers import click_edge, wait_for_trace
-from server_process import wait_for_run
+
+from tests.e2e.server_process import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -96,9 +96,12 @@ def test_lying_content_length_is_still_refused(app_client):
         sent.append(message)
 
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     scope = {"type": "http", "path": "/api/datasets", "headers": [(b"content-length", b"10")]}
-    asyncio.run(guard(scope, receive, send))
+    # a thread of its own: a Playwright test earlier in this process leaves its loop running
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, guard(scope, receive, send)).result()
     assert sent[0]["status"] == 413
     assert b"larger than the limit" in sent[1]["body"]
 
@@ -121,12 +124,12 @@ def test_413_through_real_server_with_content_length_and_chunked(live_server_fac
 
 def test_token_checked_before_the_body(app_client):
     body, ctype = multipart(csv_of_size(ELEVEN_MB))
-    with app_client(api_token="s3cret") as c:
+    with app_client(api_token="s3cret-token-for-tests") as c:
         r = c.post("/api/datasets", content=chunks(body), headers={"content-type": ctype})
         assert r.status_code == 401 and "API token" in r.json()["detail"]
         assert c.get("/api/health").status_code == 200  # public
         assert c.get("/api/datasets").status_code == 401
-        ok = c.get("/api/datasets", headers={"Authorization": "Bearer s3cret"})
+        ok = c.get("/api/datasets", headers={"Authorization": "Bearer s3cret-token-for-tests"})
         assert ok.status_code == 200 and ok.json() == []
 
 

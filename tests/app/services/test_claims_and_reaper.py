@@ -174,11 +174,11 @@ def test_metric_rows_reach_postgresql_as_whole_statements(pg_url):
 
 
 def test_startup_repairs_runs_of_dead_local_processes(db, db_url, tmp_path):
-    from api_helpers import make_settings
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from app.worker.local import HOST
+    from tests.app.api_helpers import make_settings
 
     orphan = make_run(db, status="running", owner=f"local@{HOST}:1:pid999999", attempts=1)
     with db.write() as s:
