@@ -10,12 +10,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: the shortest KANSCOPE_API_TOKEN accepted
+MIN_TOKEN_CHARS = 16
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KANSCOPE_", extra="ignore")
+    # an error never repeats the value it refuses (it may be the API token)
+    model_config = SettingsConfigDict(
+        env_prefix="KANSCOPE_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         default=Path(".kanscope"),
@@ -52,6 +58,13 @@ class Settings(BaseSettings):
         description="If set, every request except /api/health, the API docs and the sign-in "
         "page needs 'Authorization: Bearer <token>' or the dashboard's session cookie (from "
         "signing in at /signin with this token).",
+    )
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="With an API token: wrong tokens one client address may send in a minute "
+        "(API header or sign-in form); after that its tokens get 429, not compared, until the "
+        "oldest wrong one is a minute old. 0 = no limit.",
     )
     session_ttl_s: int = Field(
         default=12 * 3600,
@@ -151,6 +164,19 @@ class Settings(BaseSettings):
         description="Where the dashboard reaches the API (kanscope serve sets it from host/port).",
     )
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_hard_to_guess(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # unset or empty: no token needed
+        if len(value) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"KANSCOPE_API_TOKEN has {len(value)} characters: use at least "
+                f"{MIN_TOKEN_CHARS} (a short token can be guessed), e.g. what "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))' prints"
+            )
+        return value
 
     @property
     def effective_database_url(self) -> str:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from app import __version__
 from app.api import sessions
 from app.api.errors import install_error_handlers
+from app.api.guesses import WrongTokenLimit
 from app.api.middleware import ApiGuardMiddleware
 from app.api.routes import api_router
 from app.config import Settings, get_settings
@@ -110,11 +111,14 @@ def create_app(
             status_code=404,
         )
 
+    # one count of wrong tokens per address for the API's header and the sign-in form
+    app.state.wrong_tokens = WrongTokenLimit(settings.auth_failures_per_minute)
     app.add_middleware(
         ApiGuardMiddleware,
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         api_token=settings.api_token,
         session_ttl_s=settings.session_ttl_s,
+        wrong_tokens=app.state.wrong_tokens,
     )
     if mount_dashboard:
         _mount_dashboard(app, settings)

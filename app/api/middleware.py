@@ -7,7 +7,8 @@ checked before any body byte is read. Refusals: ``/api/*`` and everything that i
 page load (Dash's ``/_dash-*`` routes, assets, XHR) get 401 JSON; a browser's page load is sent
 to the sign-in page (303). A request authenticated by the cookie alone that changes something
 (not GET/HEAD/OPTIONS) must come from this site's own pages (``Sec-Fetch-Site``/``Origin``),
-otherwise 403.
+otherwise 403. An address that sent too many wrong tokens gets 429 for any token it presents
+(:mod:`app.api.guesses`).
 
 The body limit is enforced on the bytes actually received (Content-Length is only a shortcut for
 refusing early; chunked bodies are counted). All errors are JSON."""
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.guesses import WrongTokenLimit, client_address, locked_out_message
 from app.api.sessions import (
     COOKIE_NAME,
     SIGNIN_PATH,
@@ -87,18 +89,37 @@ class ApiGuardMiddleware:
         max_body_bytes: int,
         api_token: str | None = None,
         session_ttl_s: float = 12 * 3600,
+        wrong_tokens: WrongTokenLimit | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_token = api_token or None
         self.session_ttl_s = session_ttl_s
+        self.wrong_tokens = wrong_tokens or WrongTokenLimit(0)
         self._session_key = session_key(api_token) if api_token else b""
 
-    def _token_matches(self, headers: Headers) -> bool:
-        assert self.api_token is not None
+    @staticmethod
+    def _presented_token(headers: Headers) -> str:
         given = headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else headers.get("x-api-token", "")
-        return hmac.compare_digest(token.encode(), self.api_token.encode())
+        return given[7:] if given.lower().startswith("bearer ") else headers.get("x-api-token", "")
+
+    def _locked_out(self, scope: Scope, headers: Headers) -> int | None:
+        """Seconds the request's address must wait before a token of its is compared again
+        (see :mod:`app.api.guesses`); None when it presents none or may present one."""
+        if not self._presented_token(headers):
+            return None
+        return self.wrong_tokens.retry_after(client_address(scope))
+
+    def _token_matches(self, scope: Scope, headers: Headers) -> bool:
+        """The request presents the right token; a wrong one counts against its address."""
+        assert self.api_token is not None
+        token = self._presented_token(headers)
+        if not token:
+            return False
+        if hmac.compare_digest(token.encode(), self.api_token.encode()):
+            return True
+        self.wrong_tokens.wrong(client_address(scope))
+        return False
 
     def _session_cookie_valid(self, headers: Headers) -> bool:
         cookie_header = headers.get("cookie")
@@ -155,7 +176,9 @@ class ApiGuardMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.api_token:
             headers = Headers(scope=scope)
-            if not (self._token_matches(headers) or self._session_cookie_valid(headers)):
+            if self._locked_out(scope, headers) is not None or not (
+                self._token_matches(scope, headers) or self._session_cookie_valid(headers)
+            ):
                 await send({"type": "websocket.close", "code": 1008})
                 return
         if scope["type"] != "http":
@@ -163,15 +186,21 @@ class ApiGuardMiddleware:
             return
         headers = Headers(scope=scope)
         path: str = scope.get("path", "")
-        if self.api_token and path not in PUBLIC_PATHS and not self._token_matches(headers):
-            if not self._session_cookie_valid(headers):
-                await self._refuse(scope, send, headers)
+        if self.api_token and path not in PUBLIC_PATHS:
+            wait = self._locked_out(scope, headers)
+            if wait is not None:
+                retry = [(b"retry-after", str(wait).encode())]
+                await _send_json(send, 429, locked_out_message(wait), retry)
                 return
-            if scope.get("method", "GET") not in SAFE_METHODS and not self._from_own_pages(
-                scope, headers
-            ):
-                await _send_json(send, 403, CROSS_SITE_MESSAGE)
-                return
+            if not self._token_matches(scope, headers):
+                if not self._session_cookie_valid(headers):
+                    await self._refuse(scope, send, headers)
+                    return
+                if scope.get("method", "GET") not in SAFE_METHODS and not self._from_own_pages(
+                    scope, headers
+                ):
+                    await _send_json(send, 403, CROSS_SITE_MESSAGE)
+                    return
         limit = self.max_body_bytes
         try:
             declared = int(headers.get("content-length", "-1"))

@@ -22,6 +22,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.api.guesses import WrongTokenLimit, client_address, locked_out_message
+
 COOKIE_NAME = "kanscope_session"
 SIGNIN_PATH = "/signin"
 SIGNOUT_PATH = "/signout"
@@ -136,7 +138,15 @@ async def signin(request: Request) -> Response:
     form = await request.form(max_files=0, max_fields=4, max_part_size=4096)
     given, next_value = form.get("token"), form.get("next")
     next_path = safe_next(next_value if isinstance(next_value, str) else None)
+    wrong_tokens: WrongTokenLimit = request.app.state.wrong_tokens
+    address = client_address(request.scope)
+    wait = wrong_tokens.retry_after(address)
+    if wait is not None:  # the token is not compared
+        page = signin_page(next_path, locked_out_message(wait))
+        headers = _PAGE_HEADERS | {"Retry-After": str(wait)}
+        return HTMLResponse(page, status_code=429, headers=headers)
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
+        wrong_tokens.wrong(address)
         page = signin_page(next_path, "Wrong token. Enter the server's KANSCOPE_API_TOKEN.")
         return HTMLResponse(page, status_code=401, headers=_PAGE_HEADERS)
     response = RedirectResponse(next_path, status_code=303)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Generator
 from typing import Any, Literal, get_args
 
 import httpx
 
+from app.api.sessions import COOKIE_NAME, issue_session, session_key
 from app.dashboard.validation import MAX_ID, index_int, leaderboard_id, one_of
 
 _TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -50,18 +52,30 @@ class InvalidRequestError(ApiError):
         super().__init__(f"{what} (got {shown}); nothing was sent.", 422)
 
 
+class SignedSession(httpx.Auth):
+    """Signs each request in with a session cookie issued just now under the key derived from
+    the token, as the sign-in page issues them. The dashboard's calls present no token, so the
+    limit on wrong tokens (:mod:`app.api.guesses`), which locks out the token of an address
+    that guessed too often — often this very host — never locks out the dashboard itself."""
+
+    def __init__(self, token: str) -> None:
+        self._key = session_key(token)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Cookie"] = f"{COOKIE_NAME}={issue_session(self._key)}"
+        yield request
+
+
 def configure(api_base_url: str, token: str | None = None) -> None:
     """(Re)create the shared client for ``api_base_url`` (e.g. ``http://127.0.0.1:8050/api``)."""
     global _client
     token = token if token is not None else os.environ.get("KANSCOPE_API_TOKEN")
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     if _client is not None:
         _client.close()
     _client = httpx.Client(
         base_url=api_base_url.rstrip("/"),
-        headers=headers,
+        headers={"Accept": "application/json"},
+        auth=SignedSession(token) if token else None,
         timeout=_TIMEOUT,
         limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
     )

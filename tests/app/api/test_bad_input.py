@@ -558,15 +558,21 @@ def test_deleting_a_dataset_used_by_a_running_run_is_refused(api: Api, base: dic
 
 
 def test_api_token_is_enforced(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, executor="local", load_demo=False, api_token="s3cret")
+    settings = Settings(
+        data_dir=tmp_path, executor="local", load_demo=False, api_token="s3cret-token-for-tests"
+    )
     app = create_app(settings, mount_dashboard=False, start_executor=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.get("/api/health").status_code == 200
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "s3cret-token-for-tests"},
+        ):
             resp = client.get("/api/datasets", headers=headers)
             assert resp.status_code == 401, headers
             assert "token" in resp.json()["detail"].lower()
-        ok = client.get("/api/datasets", headers={"Authorization": "Bearer s3cret"})
+        ok = client.get("/api/datasets", headers={"Authorization": "Bearer s3cret-token-for-tests"})
         assert ok.status_code == 200
 
 

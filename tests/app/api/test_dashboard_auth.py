@@ -496,6 +496,130 @@ def test_websockets_need_the_token_too(guarded_app: TestClient) -> None:
     assert refused.value.code == 1008
 
 
+# ── too many wrong tokens from one address ────────────────────────────────────────────────
+
+GUESSES = 3  # KANSCOPE_AUTH_FAILURES_PER_MINUTE in these tests
+
+
+def locked_out(r: httpx.Response) -> int:
+    """A 429 for a locked-out address: says so and when to try again; returns Retry-After."""
+    assert r.status_code == 429, (r.status_code, r.text[:300])
+    assert "Too many wrong tokens" in r.text and "not checked" in r.text, r.text[:300]
+    retry = int(r.headers["retry-after"])
+    assert 1 <= retry <= 60, retry
+    return retry
+
+
+@pytest.fixture
+def limited_app(settings: Any) -> TestClient:
+    """The guarded app with a small wrong-token limit; clients are made per address."""
+    return create_app(
+        settings.model_copy(update={"api_token": TOKEN, "auth_failures_per_minute": GUESSES}),
+        start_executor=False,
+    )
+
+
+def test_wrong_tokens_lock_the_address_out_of_token_checks(limited_app: Any) -> None:
+    guesser = TestClient(limited_app, client=("203.0.113.7", 4000), follow_redirects=False)
+    other = TestClient(limited_app, client=("203.0.113.8", 4000), follow_redirects=False)
+    with guesser, other:
+        signed_in = guesser.post("/signin", data={"token": TOKEN, "next": "/"})
+        assert signed_in.status_code == 303  # a session from before the guessing
+        cookie = guesser.cookies[COOKIE_NAME]
+        guesser.cookies.clear()
+        for k in range(GUESSES):
+            wrong = {"Authorization": f"Bearer guess-{k}"}
+            assert guesser.get("/api/datasets", headers=wrong).status_code == 401
+        # now even the right token is not compared, whichever way it comes
+        locked_out(guesser.get("/api/datasets", headers=BEARER))
+        locked_out(guesser.get("/api/datasets", headers={"X-API-Token": TOKEN}))
+        locked_out(guesser.get("/_dash-layout", headers=BEARER))
+        form = guesser.post("/signin", data={"token": TOKEN, "next": "/"})
+        locked_out(form)
+        assert "set-cookie" not in form.headers and 'id="signin-form"' in form.text
+        # what presents no token is as before: refused without it, served with a session
+        assert guesser.get("/api/datasets").status_code == 401
+        guesser.cookies.set(COOKIE_NAME, cookie)
+        assert guesser.get("/api/datasets").status_code == 200
+        # another address is not affected
+        assert other.get("/api/datasets", headers=BEARER).status_code == 200
+
+
+def test_wrong_sign_ins_count_like_wrong_headers(limited_app: Any) -> None:
+    with TestClient(limited_app, client=("198.51.100.4", 4000), follow_redirects=False) as c:
+        for k in range(GUESSES):
+            r = c.post("/signin", data={"token": f"guess-{k}", "next": "/"})
+            assert r.status_code == 401 and "Wrong token" in r.text
+        locked_out(c.get("/api/datasets", headers=BEARER))
+
+
+def test_the_limit_can_be_turned_off(settings: Any) -> None:
+    app = create_app(
+        settings.model_copy(update={"api_token": TOKEN, "auth_failures_per_minute": 0}),
+        start_executor=False,
+    )
+    with TestClient(app) as c:
+        for k in range(3 * GUESSES):
+            assert c.get("/api/datasets", headers={"X-API-Token": f"g{k}"}).status_code == 401
+        assert c.get("/api/datasets", headers=BEARER).status_code == 200
+
+
+def test_a_short_token_is_refused_and_not_repeated() -> None:
+    from pydantic import ValidationError
+
+    from app.config import MIN_TOKEN_CHARS, Settings
+
+    short = "hunter2-hunter2"
+    assert len(short) < MIN_TOKEN_CHARS
+    with pytest.raises(ValidationError) as refused:
+        Settings(api_token=short)
+    message = str(refused.value)
+    assert f"at least {MIN_TOKEN_CHARS}" in message and "secrets.token_urlsafe" in message
+    assert short not in message  # an error message may end up in a log
+    assert Settings(api_token="").api_token is None  # empty: no token auth
+    assert Settings(api_token=TOKEN).api_token == TOKEN
+
+
+def test_the_dashboard_keeps_working_while_its_host_is_locked_out(tmp_path: Any) -> None:
+    """The dashboard calls the API from this host with a session it signs itself, never with
+    the token: wrong tokens from 127.0.0.1 (the dashboard's own address here) lock out only
+    those who present a token."""
+    live = LiveServer(
+        tmp_path,
+        {
+            "KANSCOPE_DATABASE_URL": f"sqlite:///{tmp_path / 'kanscope.sqlite3'}",
+            "KANSCOPE_API_TOKEN": TOKEN,
+            "KANSCOPE_AUTH_FAILURES_PER_MINUTE": str(GUESSES),
+            "KANSCOPE_EXECUTOR": "local",
+        },
+        dashboard=True,
+    )
+    # the browser: another loopback address, so that its sign-in is not locked out as well
+    browser_side = httpx.HTTPTransport(local_address="127.0.0.2")
+    try:
+        live.wait_healthy()
+        with (
+            httpx.Client(base_url=live.url, headers=BEARER, timeout=60) as script,
+            httpx.Client(base_url=live.url, timeout=60, transport=browser_side) as browser,
+        ):
+            dataset = api_upload(script, SMALL_CSV, "before.csv")
+            deps = script.get("/_dash-dependencies").json()
+            for k in range(GUESSES):  # from 127.0.0.1, as the dashboard's calls come
+                wrong = {"Authorization": f"Bearer guess-{k}"}
+                assert script.get("/api/datasets", headers=wrong).status_code == 401
+            locked_out(script.get("/api/datasets"))
+            assert browser.post("/signin", data={"token": TOKEN}).status_code == 303
+            r = call(browser, callback_body(deps, "ds-version.data", {"ds-version.data": 1}))
+            assert r.status_code == 200, r.text
+            options = r.json()["response"]["ds-select"]["options"]
+            assert dataset["id"] in [o["value"] for o in options]  # the API answered it
+    finally:
+        live.stop()
+        from app.db.session import forget_databases
+
+        forget_databases()
+
+
 # ── the checks themselves ─────────────────────────────────────────────────────────────────
 
 
@@ -543,7 +667,7 @@ def test_safe_next_keeps_redirects_on_this_site() -> None:
 def test_the_api_client_sends_nothing_for_a_bad_value() -> None:
     """Pointed at a port where nothing listens: a request that were sent would fail with
     "Cannot reach the API"; a refused value fails with InvalidRequestError first."""
-    from api_helpers import free_port
+    from tests.app.api_helpers import free_port
 
     api_client.configure(f"http://127.0.0.1:{free_port()}/api", "token")
     refused: list[Any] = [
