@@ -27,6 +27,11 @@ from kan_core.train import EnsembleCheckpoint, FitCheckpoint, FitProgress
 log = logging.getLogger("kanscope.training")
 
 
+class LostClaim(Exception):  # noqa: N818 - an outcome, not a fault
+    """Raised inside a trainer's write when the run is no longer this worker's: the
+    transaction rolls back, so a worker that lost its claim writes nothing."""
+
+
 #: Metric rows per INSERT statement on PostgreSQL (6 parameters a row; the limit is 65535).
 METRIC_ROWS_PER_INSERT = 1000
 
@@ -39,9 +44,10 @@ def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
     On PostgreSQL each batch is one multi-row INSERT, never an executemany: psycopg sends an
     executemany as a pipeline, one message per row with no sync in between, and a trainer
     stopped part way (SIGSTOP, swapped out) leaves its server session "active", waiting for the
-    next message, with the run's row locked — the idle-in-transaction limit of
-    ``Database.write(stall_limit_s)`` never starts, and the reaper waits on that lock until
-    the trainer wakes up. Between whole statements the session is idle and the limit holds."""
+    next message, where the idle limit of ``Database.write(stall_limit_s)`` does not apply —
+    whatever the transaction had locked stays locked until the trainer wakes up (see
+    :meth:`RunSink.check_last`). Between whole statements the session is idle and the limit
+    holds."""
     if not rows:
         return
     table = RunMetric.__table__
@@ -195,6 +201,19 @@ class RunSink:
         if s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)):
             self.cancel.set()
 
+    def check_last(self, s: Session) -> None:
+        """The last statement of a write that stores data: the ownership check (with the
+        heartbeat), raising :class:`LostClaim` — the write rolls back — when the run is no
+        longer this worker's. Last, because its UPDATE locks the run's row until COMMIT: a
+        trainer frozen part way through sending a statement (SIGSTOP, swapped out) leaves its
+        server session waiting for the rest of that message, where PostgreSQL's idle limit
+        (``Database.write(stall_limit_s)``) does not apply. Data sent first means such a
+        session holds no lock the reaper or the next worker waits on; after this small UPDATE
+        the session is idle until COMMIT, and the limit ends it if the trainer stalls there."""
+        self._check(s)
+        if self.lost.is_set():
+            raise LostClaim
+
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
@@ -232,11 +251,11 @@ class RunSink:
         rows = list(self.buffer)
         try:
             with self._lock, self.db.write(self.stall_limit_s) as s:
-                self._check(s)  # ownership first: a worker that lost its claim writes nothing
-                if self.lost.is_set():
-                    self.buffer = []  # the run is not this worker's any more
-                    return
                 insert_metrics(s, rows)
+                self.check_last(s)
+        except LostClaim:
+            self.buffer = []  # the run is not this worker's any more
+            return
         except (OperationalError, DBAPIError) as exc:  # nothing stored: keep the rows
             self.record_failure("metrics", exc)
             log.warning("run %s: metrics write failed (%s); will retry", self.run_id, db_error(exc))
@@ -273,11 +292,7 @@ class RunSink:
         rows = [r for r in self.buffer if r["step"] <= step]  # all of them: fit reports first
         try:
             with self._lock, self.db.write(self.stall_limit_s) as s:
-                self._check(s)  # ownership first: a worker that lost its claim writes nothing
-                if self.lost.is_set():
-                    self.buffer = []
-                    return
-                insert_metrics(s, rows)
+                # the blob first, before this transaction has locked anything (check_last)
                 values = {"step": int(ckpt.step), "data": blob, "created_at": utcnow()}
                 res = s.execute(
                     update(RunCheckpoint)
@@ -287,6 +302,11 @@ class RunSink:
                 )
                 if rowcount(res) == 0:
                     s.execute(insert(RunCheckpoint).values(run_id=self.run_id, **values))
+                insert_metrics(s, rows)
+                self.check_last(s)
+        except LostClaim:
+            self.buffer = []
+            return
         except (OperationalError, DBAPIError) as exc:  # keep the metrics; try again later
             self.record_failure("checkpoints", exc)
             log.warning(

@@ -39,7 +39,7 @@ from app.services.model_registry import get_model_spec
 from app.services.numbers import finite_or_none
 from app.services.run_claims import claim_run, delete_checkpoint, owned_and_running
 from app.services.run_data import prepare_data
-from app.services.run_sink import RunSink, db_error, insert_metrics
+from app.services.run_sink import LostClaim, RunSink, db_error, insert_metrics
 from kan_core.errors import KanCoreError
 from kan_core.io import checkpoint_from_bytes
 from kan_core.train import EnsembleCheckpoint, FitCheckpoint, FitProgress
@@ -402,73 +402,89 @@ def _finish(
 ) -> bool:
     """One try of storing the final status, the buffered metric rows (all of them: the rows
     leave the buffer only once this commits) and the model, in one owner-guarded transaction.
-    False when the run is no longer this worker's (nothing is written then)."""
+    False when the run is no longer this worker's (nothing is written then). The model first,
+    the owner-guarded update of the run's row last (see ``RunSink.check_last``)."""
     rows = list(sink.buffer)
-    with db.write(sink.stall_limit_s) as s:
-        summary: dict[str, Any] = {}
-        if outcome is not None and data is not None:
-            summary = {
-                "stopped_reason": outcome.stopped_reason,
-                "train_loss": finite_or_none(outcome.train_loss),
-                "val_loss": finite_or_none(outcome.val_loss),
-                "val_metric": finite_or_none(outcome.val_metric),
-                "metric_name": "r2" if data.task == "regression" else "accuracy",
-                "n_parameters": outcome.n_parameters,
-                "n_rows_used": int(len(data.train_rows) + len(data.val_rows)),
-                "n_rows_train": int(len(data.train_rows)),
-                "n_rows_val": int(len(data.val_rows)),
-                "n_rows_dropped": data.n_rows_dropped,
-                "inputs": data.feature_names,
-                "outputs": data.target_names,
-                "classes": data.classes,
-                **outcome.extra,
-            }
-        # a lost earlier attempt (resumed from / restarted after which step), failed writes;
-        # their notes after the trainer's own
-        written = sink.summary()
-        notes = [*summary.get("notes", []), *written.get("notes", [])]
-        summary |= written | ({"notes": notes} if notes else {})
-        if sink.failures.keys() & {"metrics", "checkpoints", "result"}:
-            summary["notes"].append(
-                "No metric row was lost: rows whose write failed were kept and stored later."
+    try:
+        with db.write(sink.stall_limit_s) as s:
+            if outcome is not None and data is not None:
+                _store_model(s, run_id, outcome, data)
+            insert_metrics(s, rows)
+            delete_checkpoint(s, run_id)  # a finished run has nothing to resume
+            res = s.execute(
+                update(Run)
+                .where(*owned_and_running(run_id, owner))
+                .values(
+                    status=status.value,
+                    finished_at=utcnow(),
+                    heartbeat_at=utcnow(),
+                    error=error,
+                    summary=_final_summary(sink, outcome, data),
+                    has_model=bool(outcome is not None and outcome.weights is not None),
+                )
+                .execution_options(synchronize_session=False)
             )
-        res = s.execute(
-            update(Run)
-            .where(*owned_and_running(run_id, owner))
-            .values(
-                status=status.value,
-                finished_at=utcnow(),
-                heartbeat_at=utcnow(),
-                error=error,
-                summary=summary,
-                has_model=bool(outcome is not None and outcome.weights is not None),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if rowcount(res) != 1:  # lost the claim: write nothing, not even buffered metrics
-            sink.buffer = []
-            return False
-        insert_metrics(s, rows)  # same transaction as the owner-guarded update
-        delete_checkpoint(s, run_id)  # a finished run has nothing to resume
-        if outcome is not None and data is not None:
-            preds = None
-            if outcome.val_predictions is not None:
-                preds = {
-                    "rows": data.val_rows.tolist(),
-                    "y_pred": np.asarray(outcome.val_predictions).tolist(),
-                }
-            art = s.get(ModelArtifact, run_id)
-            if art is None:
-                art = ModelArtifact(run_id=run_id)
-                s.add(art)
-            art.weights = outcome.weights
-            art.ensemble = outcome.ensemble
-            art.current_weights = None
-            art.meta = data.metadata()
-            art.predictions = _json_safe(preds)
-            art.revision = (art.revision or 0) + 1
+            if rowcount(res) != 1:
+                raise LostClaim
+    except LostClaim:  # rolled back: nothing written, not even the buffered metrics
+        sink.buffer = []
+        return False
     sink.written(rows)  # committed
     return True
+
+
+def _store_model(s: Session, run_id: int, outcome: TrainOutcome, data: PreparedData) -> None:
+    """The trained model, its metadata and validation predictions (flushed: sent now)."""
+    preds = None
+    if outcome.val_predictions is not None:
+        preds = {
+            "rows": data.val_rows.tolist(),
+            "y_pred": np.asarray(outcome.val_predictions).tolist(),
+        }
+    art = s.get(ModelArtifact, run_id)
+    if art is None:
+        art = ModelArtifact(run_id=run_id)
+        s.add(art)
+    art.weights = outcome.weights
+    art.ensemble = outcome.ensemble
+    art.current_weights = None
+    art.meta = data.metadata()
+    art.predictions = _json_safe(preds)
+    art.revision = (art.revision or 0) + 1
+    s.flush()
+
+
+def _final_summary(
+    sink: RunSink, outcome: TrainOutcome | None, data: PreparedData | None
+) -> dict[str, Any]:
+    """The run's summary: what training reported, then what the sink saw (an earlier lost
+    attempt, failed writes) with its notes after the trainer's own."""
+    summary: dict[str, Any] = {}
+    if outcome is not None and data is not None:
+        summary = {
+            "stopped_reason": outcome.stopped_reason,
+            "train_loss": finite_or_none(outcome.train_loss),
+            "val_loss": finite_or_none(outcome.val_loss),
+            "val_metric": finite_or_none(outcome.val_metric),
+            "metric_name": "r2" if data.task == "regression" else "accuracy",
+            "n_parameters": outcome.n_parameters,
+            "n_rows_used": int(len(data.train_rows) + len(data.val_rows)),
+            "n_rows_train": int(len(data.train_rows)),
+            "n_rows_val": int(len(data.val_rows)),
+            "n_rows_dropped": data.n_rows_dropped,
+            "inputs": data.feature_names,
+            "outputs": data.target_names,
+            "classes": data.classes,
+            **outcome.extra,
+        }
+    written = sink.summary()
+    notes = [*summary.get("notes", []), *written.get("notes", [])]
+    summary |= written | ({"notes": notes} if notes else {})
+    if sink.failures.keys() & {"metrics", "checkpoints", "result"}:
+        summary["notes"].append(
+            "No metric row was lost: rows whose write failed were kept and stored later."
+        )
+    return summary
 
 
 def _json_safe(obj: Any) -> Any:

@@ -56,6 +56,32 @@ def wait_for(
     raise AssertionError(f"run {run_id} did not reach {statuses} in {timeout}s: {run}")
 
 
+def make_run(db: Any, status: str = "queued", **kw: Any) -> int:
+    """A run row (and a dataset row if there is none) written straight to the database."""
+    from sqlalchemy import select
+
+    from app.db.models import Dataset, Run
+
+    with db.write() as s:
+        ds = s.scalars(select(Dataset)).first()
+        if ds is None:
+            ds = Dataset(name="d", n_rows=0, n_columns=0, size_bytes=0, columns=[], content=b"")
+            s.add(ds)
+            s.flush()
+        run = Run(
+            dataset_id=ds.id,
+            model="kan",
+            task="regression",
+            status=status,
+            config={"target_columns": ["y"]},
+            summary={},
+            **kw,
+        )
+        s.add(run)
+        s.flush()
+        return run.id
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,11 +12,12 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import DBAPIError
 
 from app.db.clock import utcnow, utcnow_minus
-from app.db.models import Dataset, Run, RunMetric
+from app.db.models import Run, RunMetric
 from app.db.session import Database
 from app.services.run_claims import claim_run, reap_stale_runs
 from app.services.run_sink import METRIC_ROWS_PER_INSERT, insert_metrics
 from app.services.training import run_training
+from tests.app.api_helpers import make_run
 
 
 @pytest.fixture
@@ -24,27 +25,6 @@ def db(db_url):
     database = Database(db_url)
     yield database
     database.dispose()
-
-
-def make_run(db: Database, status: str = "queued", **kw) -> int:
-    with db.write() as s:
-        ds = s.scalars(select(Dataset)).first()
-        if ds is None:
-            ds = Dataset(name="d", n_rows=0, n_columns=0, size_bytes=0, columns=[], content=b"")
-            s.add(ds)
-            s.flush()
-        run = Run(
-            dataset_id=ds.id,
-            model="kan",
-            task="regression",
-            status=status,
-            config={"target_columns": ["y"]},
-            summary={},
-            **kw,
-        )
-        s.add(run)
-        s.flush()
-        return run.id
 
 
 def test_only_one_claim_wins(db):
