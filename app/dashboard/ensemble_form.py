@@ -28,25 +28,23 @@ HELP = {
 KEEP: dict[str, Any] = {"persistence": True, "persistence_type": "session"}
 
 
-def fields() -> html.Div:
-    return html.Div(
-        className="form-grid",
-        children=[
-            field(
-                "Ensemble members",
-                dcc.Input(id="tr-ens-members", type="number", value=1, min=1, max=32, **KEEP),
-                HELP["members"],
+def fields() -> list[html.Div]:
+    """The ensemble's fields, cells of the Train page's KAN options grid."""
+    return [
+        field(
+            "Ensemble members",
+            dcc.Input(id="tr-ens-members", type="number", value=1, min=1, max=32, **KEEP),
+            HELP["members"],
+        ),
+        field(
+            "Bootstrap",
+            dcc.Dropdown(
+                id="tr-ens-bootstrap", options=BOOTSTRAPS, value="none", clearable=False, **KEEP
             ),
-            field(
-                "Bootstrap",
-                dcc.Dropdown(
-                    id="tr-ens-bootstrap", options=BOOTSTRAPS, value="none", clearable=False, **KEEP
-                ),
-                HELP["bootstrap"],
-            ),
-            field("Group column", dcc.Dropdown(id="tr-ens-group", options=[]), HELP["group"]),
-        ],
-    )
+            HELP["bootstrap"],
+        ),
+        field("Group column", dcc.Dropdown(id="tr-ens-group", options=[]), HELP["group"]),
+    ]
 
 
 def with_ensemble(

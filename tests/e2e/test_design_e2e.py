@@ -45,6 +45,12 @@ def test_design_page_runs_a_design_and_shows_candidates(page, kanscope_server) -
     page.goto(f"{base}/design?run={run_id}")
     page.wait_for_selector("#dz-start")
     assert page.locator(".nav-link", has_text="Design").count() == 1
+    # the target value is asked for only when the goal is to hit one
+    assert page.is_disabled("#dz-target")
+    page.get_by_label("hit a value").check()
+    page.wait_for_function("!document.querySelector('#dz-target').disabled")
+    page.get_by_label("maximise").check()
+    page.wait_for_function("document.querySelector('#dz-target').disabled")
 
     # an impossible bound: the API's 422 names the constraint, nothing starts
     page.fill("#dz-elements", "Al Co")

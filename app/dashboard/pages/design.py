@@ -146,43 +146,86 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                             inline=True,
                         ),
                     ),
-                    field("Target value", dcc.Input(id="dz-target", type="number")),
-                    field(
-                        "Elements",
-                        dcc.Input(id="dz-elements", type="text", value="Al Co Cr Fe Ni"),
+                    html.Div(
+                        className="row",
+                        children=[
+                            html.Div(
+                                field(
+                                    "Elements",
+                                    dcc.Input(
+                                        id="dz-elements", type="text", value="Al Co Cr Fe Ni"
+                                    ),
+                                ),
+                                className="col",
+                            ),
+                            html.Div(
+                                field(
+                                    "Bounds (mole fractions; others 0–1)",
+                                    dcc.Input(
+                                        id="dz-bounds",
+                                        type="text",
+                                        placeholder="Al 0-0.2, Ni 0.1-0.5",
+                                    ),
+                                ),
+                                className="col",
+                            ),
+                        ],
                     ),
-                    field(
-                        "Bounds (mole fractions; others 0–1)",
-                        dcc.Input(id="dz-bounds", type="text", placeholder="Al 0-0.2, Ni 0.1-0.5"),
+                    html.Div(
+                        className="form-grid",
+                        children=[
+                            field(
+                                "Target value",
+                                dcc.Input(id="dz-target", type="number", disabled=True),
+                                "The value to hit (goal 'hit a value').",
+                            ),
+                            field(
+                                "At least k elements",
+                                dcc.Input(id="dz-k", type="number", value=3, min=1, step=1),
+                                "Each candidate has at least k elements at 5 at.% or more.",
+                            ),
+                            field(
+                                "Max distance to a training alloy",
+                                dcc.Input(
+                                    id="dz-max-distance",
+                                    type="number",
+                                    value=DEFAULT_MAX_DISTANCE,
+                                    min=0.01,
+                                    max=1,
+                                    step=0.01,
+                                ),
+                                "The fraction of atoms that differ from the nearest training "
+                                "alloy; empty: no limit (see below).",
+                            ),
+                            field(
+                                "Input margin",
+                                dcc.Input(
+                                    id="dz-input-margin",
+                                    type="number",
+                                    value=DEFAULT_INPUT_MARGIN,
+                                    min=0,
+                                    max=10,
+                                    step=0.05,
+                                ),
+                                MARGIN_HELP,
+                            ),
+                            field(
+                                "Budget (evaluations)",
+                                dcc.Input(
+                                    id="dz-budget", type="number", value=1000, min=20, step=10
+                                ),
+                                "Model evaluations the search may spend.",
+                            ),
+                            field(
+                                "Candidates",
+                                dcc.Input(
+                                    id="dz-n", type="number", value=20, min=1, max=100, step=1
+                                ),
+                                "How many ranked candidates to return.",
+                            ),
+                        ],
                     ),
-                    field(
-                        "At least k elements (≥ 5 at.%)",
-                        dcc.Input(id="dz-k", type="number", value=3, min=1, step=1),
-                    ),
-                    field(
-                        "Max distance to a training alloy (empty: no limit)",
-                        dcc.Input(
-                            id="dz-max-distance",
-                            type="number",
-                            value=DEFAULT_MAX_DISTANCE,
-                            min=0.01,
-                            max=1,
-                            step=0.01,
-                        ),
-                    ),
-                    html.P(TRUST_HELP, className="muted", id="dz-trust-help"),
-                    field(
-                        "Input margin beyond the training range (empty: no guard)",
-                        dcc.Input(
-                            id="dz-input-margin",
-                            type="number",
-                            value=DEFAULT_INPUT_MARGIN,
-                            min=0,
-                            max=10,
-                            step=0.05,
-                        ),
-                        MARGIN_HELP,
-                    ),
+                    html.P(TRUST_HELP, className="muted small", id="dz-trust-help"),
                     field(
                         "Rank by (ensemble runs)",
                         dcc.RadioItems(
@@ -195,15 +238,7 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
                             value="mean",
                             inline=True,
                         ),
-                    ),
-                    html.P(ACQUISITION_HELP, className="muted"),
-                    field(
-                        "Budget (model evaluations)",
-                        dcc.Input(id="dz-budget", type="number", value=1000, min=20, step=10),
-                    ),
-                    field(
-                        "Candidates",
-                        dcc.Input(id="dz-n", type="number", value=20, min=1, max=100, step=1),
+                        ACQUISITION_HELP,
                     ),
                     html.Button("Start design", id="dz-start", className="primary"),
                     html.Div(id="dz-start-alert"),
@@ -233,6 +268,12 @@ def layout(run: str | None = None, **_: Any) -> html.Div:
             ),
         ]
     )
+
+
+@callback(Output("dz-target", "disabled"), Input("dz-direction", "value"))
+def target_only_to_hit(direction: Any) -> bool:
+    """The target value is asked for only when the goal is to hit one."""
+    return direction != "target"
 
 
 @callback(

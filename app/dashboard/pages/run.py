@@ -894,18 +894,21 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
                 children=[
                     html.Div(
                         [
-                            html.Span("formula R² (this formula)"),
+                            html.Span("formula R² (training rows)"),
                             html.Span(fmt_number(output.get("r2")), className="formula-r2"),
                         ]
                     ),
                     html.Div(
                         [
-                            html.Span("network R² (current model, with edits)"),
+                            html.Span("network R² (training rows, with edits)"),
                             html.Span(fmt_number(network_r2)),
                         ]
                     ),
                     html.Div(
-                        [html.Span("formula RMSE"), html.Span(fmt_number(output.get("rmse")))]
+                        [
+                            html.Span("formula RMSE (training rows)"),
+                            html.Span(fmt_number(output.get("rmse"))),
+                        ]
                     ),
                 ],
             )

@@ -151,7 +151,7 @@ def layout(**_: Any) -> html.Div:
                                 number_input("tr-update-grid", 0, min=0),
                                 HELP["update_grid_every"],
                             ),
-                            ensemble_form.fields(),
+                            *ensemble_form.fields(),
                         ],
                     ),
                     html.Div(
