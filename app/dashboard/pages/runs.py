@@ -65,7 +65,8 @@ def layout(**_: Any) -> html.Div:
                             html.Button("Delete selected", id="runs-delete", className="secondary"),
                             html.Span(
                                 "Tick two to five runs to compare their settings, curves "
-                                "and formulas side by side.",
+                                "and formulas side by side. Type in the row under the "
+                                "headers to filter (e.g. succeeded, kan).",
                                 className="muted small",
                             ),
                         ],
@@ -84,6 +85,8 @@ def layout(**_: Any) -> html.Div:
                         selected_row_ids=[],
                         sort_action="native",
                         filter_action="native",
+                        # case-insensitive filters without the per-column case toggle
+                        filter_options={"case": "insensitive", "placeholder_text": ""},
                         page_size=25,
                         markdown_options={"link_target": "_self"},
                         style_table={"overflowX": "auto"},
