@@ -496,6 +496,33 @@ def test_websockets_need_the_token_too(guarded_app: TestClient) -> None:
     assert refused.value.code == 1008
 
 
+def test_every_response_carries_the_security_headers(guarded_app: TestClient) -> None:
+    from app.api.middleware import SECURITY_HEADERS
+
+    responses = {
+        "api answer": guarded_app.get("/api/datasets", headers=BEARER),
+        "health (public)": guarded_app.get("/api/health"),
+        "refused (401)": guarded_app.get("/api/datasets"),
+        "page": guarded_app.get("/", headers={**BEARER, "Accept": "text/html"}),
+        "asset": guarded_app.get("/assets/style.css", headers=BEARER),
+        "sign-in page": guarded_app.get("/signin"),
+        "too large (413)": guarded_app.post(
+            "/api/datasets", headers={**BEARER, "content-length": str(10**12)}
+        ),
+    }
+    for what, r in responses.items():
+        for name, value in SECURITY_HEADERS:
+            assert r.headers.get_list(name.decode()) == [value.decode()] or (
+                what == "sign-in page" and name == b"content-security-policy"
+            ), (what, r.status_code, name, r.headers.get_list(name.decode()))
+    assert responses["refused (401)"].status_code == 401
+    assert responses["too large (413)"].status_code == 413
+    # the sign-in page keeps its own, stricter policy (one header, not two)
+    policy = responses["sign-in page"].headers.get_list("content-security-policy")
+    assert len(policy) == 1 and "default-src 'none'" in policy[0]
+    assert "frame-ancestors 'none'" in policy[0]
+
+
 # ── too many wrong tokens from one address ────────────────────────────────────────────────
 
 GUESSES = 3  # KANSCOPE_AUTH_FAILURES_PER_MINUTE in these tests
