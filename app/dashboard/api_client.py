@@ -360,7 +360,17 @@ def run_formula(run_id: int) -> dict[str, Any]:
 def export_run(run_id: int, kind: ExportKind) -> tuple[bytes, str | None]:
     """Raw body and the file name from ``Content-Disposition`` (if any)."""
     path = _path("runs", _id(run_id, "run"), "export", _choice(kind, EXPORT_KINDS, "export kind"))
-    response = _request("GET", path)
+    return _file(_request("GET", path))
+
+
+def predict_rows(run_id: int, filename: str, content: bytes) -> tuple[bytes, str | None]:
+    """``POST /runs/{id}/predict`` (multipart): the CSV with the run's predictions appended."""
+    files = {"file": (filename, content, "text/csv")}
+    return _file(_request("POST", _path("runs", _id(run_id, "run"), "predict"), files=files))
+
+
+def _file(response: httpx.Response) -> tuple[bytes, str | None]:
+    """A download's body and the file name from ``Content-Disposition`` (if any)."""
     disposition = response.headers.get("content-disposition", "")
     filename = None
     if "filename=" in disposition:

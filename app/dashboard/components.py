@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,3 +118,12 @@ def user_clicked() -> bool:
     from dash import ctx
 
     return any(t.get("value") for t in ctx.triggered)
+
+
+def decode_upload(contents: str) -> bytes:
+    """``dcc.Upload`` gives ``data:<mime>;base64,<payload>``."""
+    try:
+        _, payload = contents.split(",", 1)
+        return base64.b64decode(payload, validate=False)
+    except (ValueError, binascii.Error):
+        raise ValueError("The browser sent the file in a form that could not be read.") from None

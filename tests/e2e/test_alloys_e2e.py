@@ -12,8 +12,8 @@ import re
 import time
 
 import pytest
-from plotly_helpers import trace_length
 
+from tests.e2e.plotly_helpers import trace_length
 from tests.e2e.server_process import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

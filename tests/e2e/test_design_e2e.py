@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from plotly_helpers import wait_for_trace
 
+from tests.e2e.plotly_helpers import wait_for_trace
 from tests.e2e.server_process import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plotly_helpers import click_edge, wait_for_trace
 
+from tests.e2e.plotly_helpers import click_edge, wait_for_trace
 from tests.e2e.server_process import FINISHED, wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

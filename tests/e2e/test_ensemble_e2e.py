@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from plotly_helpers import click_edge, wait_for_trace
 
+from tests.e2e.plotly_helpers import click_edge, wait_for_trace
 from tests.e2e.server_process import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -18,8 +18,8 @@ import venv
 from pathlib import Path
 
 import pytest
-from plotly_helpers import click_edge, wait_for_trace
 
+from tests.e2e.plotly_helpers import click_edge, wait_for_trace
 from tests.e2e.server_process import DEMO_CSV, FINISHED, ServerProcess
 from tests.wheel_build import REPO, build_wheel
 

@@ -51,6 +51,19 @@ async def one_file_part(request: Request) -> None:
         raise InvalidInputError(f"Send the CSV file in the field 'file', not {files[0]!r}.")
 
 
+def read_upload(file: UploadFile, limit: int) -> bytes:
+    """The uploaded file's bytes, read in chunks: 413 as soon as it passes ``limit``."""
+    chunks, size = [], 0
+    while chunk := file.file.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"The file is larger than the upload limit of {limit:,} bytes."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @router.post(
     "/datasets",
     response_model=DatasetOut,
@@ -67,18 +80,9 @@ def upload_dataset(
     """Upload a CSV (multipart field ``file``, exactly one; optional ``name``, printable text).
     It is typed, validated and stored as Parquet; the file's name is kept as a safe base name
     (no path, no control characters, at most 255 characters)."""
-    limit = settings.max_upload_bytes
-    chunks, size = [], 0
-    while chunk := file.file.read(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"The file is larger than the upload limit of {limit:,} bytes."
-            )
-        chunks.append(chunk)
     ds = svc.ingest_csv(
         session,
-        b"".join(chunks),
+        read_upload(file, settings.max_upload_bytes),
         file.filename,
         name,
         settings.max_dataset_rows,

@@ -3,8 +3,6 @@ featurise an alloy composition column into a new dataset version."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import dash
@@ -17,6 +15,7 @@ from app.dashboard.components import (
     TASKS,
     alert,
     data_table,
+    decode_upload,
     error_alert,
     field,
     fmt_number,
@@ -153,15 +152,6 @@ def layout(**_: Any) -> html.Div:
             ),
         ]
     )
-
-
-def decode_upload(contents: str) -> bytes:
-    """``dcc.Upload`` gives ``data:<mime>;base64,<payload>``."""
-    try:
-        _, payload = contents.split(",", 1)
-        return base64.b64decode(payload, validate=False)
-    except (ValueError, binascii.Error):
-        raise ValueError("The browser sent the file in a form that could not be read.") from None
 
 
 @callback(

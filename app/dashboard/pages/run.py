@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import dash
@@ -25,6 +27,7 @@ from app.dashboard.components import (
     TERMINAL_STATUSES,
     alert,
     data_table,
+    decode_upload,
     error_alert,
     field,
     fmt_number,
@@ -32,6 +35,7 @@ from app.dashboard.components import (
     status_badge,
     user_clicked,
 )
+from app.dashboard.data_check import plural
 from app.dashboard.messages import auto_symbolic_text, sampled_rows_note, shorten, ui_words
 from app.dashboard.toasts import toast
 from app.dashboard.validation import finite_number, index_int, one_of, positive_int, valid_edge
@@ -245,6 +249,27 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                                 ],
                             ),
                             html.Div(id="run-export-alert"),
+                            html.Div(
+                                className="actions",
+                                children=[
+                                    html.Span("Predict new rows:", className="muted"),
+                                    dcc.Upload(
+                                        id="run-predict-upload",
+                                        children=html.Button(
+                                            "Upload CSV…",
+                                            id="run-predict-button",
+                                            className="secondary",
+                                        ),
+                                        accept=".csv,text/csv",
+                                    ),
+                                    html.Span(
+                                        "a CSV with the run's feature columns; the same rows "
+                                        "come back with the prediction and a note per row",
+                                        className="muted small",
+                                    ),
+                                ],
+                            ),
+                            dcc.Loading(html.Div(id="run-predict-alert"), type="dot"),
                         ],
                     ),
                     html.Div(
@@ -1016,3 +1041,31 @@ def export(*args):
         return no_update, alert(failed)
     filename = filename or f"run{run_id}_{EXPORT_FALLBACK_NAMES[kind]}"
     return dcc.send_bytes(content, filename), None
+
+
+@callback(
+    Output("run-download", "data", allow_duplicate=True),
+    Output("run-predict-alert", "children"),
+    Output("run-predict-upload", "contents"),
+    Input("run-predict-upload", "contents"),
+    State("run-predict-upload", "filename"),
+    State("run-id", "data"),
+    prevent_initial_call=True,
+)
+def predict_new_rows(contents, filename, run_id):
+    """The uploaded rows with the run's predictions, downloaded; the upload is cleared so
+    that the same file can be sent again."""
+    run_id = positive_int(run_id)
+    if not isinstance(contents, str) or not contents or run_id is None:
+        return no_update, no_update, no_update
+    name = filename if isinstance(filename, str) and filename else "rows.csv"
+    try:
+        content, out_name = api_client.predict_rows(run_id, name, decode_upload(contents))
+    except ValueError as exc:
+        return no_update, alert(str(exc)), None
+    except ApiError as exc:
+        return no_update, error_alert(exc, f"Predicting {name}"), None
+    rows = max(0, sum(1 for _ in csv.reader(io.StringIO(content.decode("utf-8")))) - 1)
+    out_name = out_name or f"run{run_id}_new_predictions.csv"
+    done = f"Predicted {plural(rows, 'row')} of {name}: {out_name}."
+    return dcc.send_bytes(content, out_name), alert(done, "success", role="status"), None
