@@ -452,7 +452,7 @@ def estimate_inspection_bytes(
 
     operation: "network" (all curves, ``n_points`` each), "edge" (one edge in detail),
     "suggest" / "fix" (one edge's candidates), "auto_symbolic" (every live numeric edge, per
-    layer ``live_edges[l]``; default: all), "prune"."""
+    layer ``live_edges[l]``; default: all), "prune", "predict" (a batch of new rows)."""
     pairs = list(zip(shape.width[:-1], shape.width[1:], strict=False))
     edges = sum(a * b for a, b in pairs)
     traces = _traces_bytes(shape, rows)
@@ -469,7 +469,7 @@ def estimate_inspection_bytes(
         total = _traces_bytes(shape, fit_rows) + fit
     elif operation in ("suggest", "fix"):
         total = _traces_bytes(shape, min(rows, 512))
-    elif operation == "prune":
+    elif operation in ("prune", "predict"):  # a plain forward keeps less: traces bound it
         total = traces
     else:
         raise ValueError(f"unknown inspection operation {operation!r}")
@@ -518,6 +518,7 @@ _OPERATION_NAMES = {
     "fix": "fixing an edge",
     "auto_symbolic": "auto-symbolic",
     "prune": "pruning",
+    "predict": "predicting new rows",
 }
 
 

@@ -22,11 +22,14 @@ from app.services.datasets import parse_csv
 from app.services.ensemble_views import prediction_intervals
 from app.services.errors import ConflictError, InvalidInputError
 from app.services.exports import ExportFile, spreadsheet_safe
-from app.services.inspection import load_model
+from app.services.inspection import LoadedModel, load_model
+from app.services.memory import InspectionShape, inspection_rows
 from app.services.runs import get_run
 
 #: data rows named in an error before "and N more"
 SHOWN_ROWS = 5
+#: rows per forward pass of a model that is not a KAN (an MLP's activations are small)
+OTHER_MODEL_BATCH = 8192
 
 
 def predict_rows_csv(
@@ -40,7 +43,7 @@ def predict_rows_csv(
             "runs once they have succeeded."
         )
     loaded = load_model(session, run_id)
-    data, model = loaded.data, loaded.model
+    data = loaded.data
     frame = parse_csv(raw, max_rows, max_columns)
     features = data.feature_names
     missing = [f for f in features if f not in frame.columns]
@@ -52,8 +55,7 @@ def predict_rows_csv(
     values = _numeric_features(frame, features)
     complete = np.isfinite(values).all(axis=1)
     x = data.x_scaler.transform(torch.tensor(values[complete], dtype=torch.float32))
-    with torch.no_grad():
-        out = model(x).cpu() if len(x) else torch.zeros((0, data.n_outputs))
+    out, interval = _predict(session, run, loaded, x)
     names = list(data.target_names)
     header = [*map(str, frame.columns)]
     cells: list[list[Any]] = [[] for _ in range(len(frame))]
@@ -68,7 +70,6 @@ def predict_rows_csv(
         assert data.y_scaler is not None
         pred = data.y_scaler.inverse_transform(out).numpy()
         header += [f"{n}_pred" for n in names]
-        interval = prediction_intervals(session, run, data, x) if len(x) else {}
         if interval:
             parts = ("ensemble_mean", "lower", "upper")
             header += [f"{n}_{part}" for part in parts for n in names]
@@ -91,6 +92,34 @@ def predict_rows_csv(
     return ExportFile(
         buf.getvalue().encode(), "text/csv; charset=utf-8", f"run-{run_id}-new-predictions.csv"
     )
+
+
+def _predict(
+    session: Any, run: Any, loaded: LoadedModel, x: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The model's outputs for ``x`` (standardised) and, for an ensemble run, its interval
+    (``prediction_intervals``' lists, row by row), in batches that keep a KAN under
+    KANSCOPE_MAX_RUN_MEMORY_MB (422 when not even a small batch fits)."""
+    data = loaded.data
+    if len(x) == 0:
+        return torch.zeros((0, data.n_outputs)), {}
+    step = min(len(x), OTHER_MODEL_BATCH)
+    if getattr(loaded.model, "kind", None) == "kan":
+        shape = InspectionShape.of(loaded.model)
+        what = f"run {loaded.run_id}'s KAN"
+        step = inspection_rows(shape, "predict", len(x), what=what)
+    outs: list[torch.Tensor] = []
+    interval: dict[str, Any] = {}
+    for start in range(0, len(x), step):
+        batch = x[start : start + step]
+        with torch.no_grad():
+            outs.append(loaded.model(batch).cpu())
+        if data.task == "regression" and (part := prediction_intervals(session, run, data, batch)):
+            if not interval:
+                interval = {**part, "y_mean": [], "lower": [], "upper": []}
+            for key in ("y_mean", "lower", "upper"):
+                interval[key] += part[key]
+    return torch.cat(outs), interval
 
 
 def _missing(value: Any) -> bool:

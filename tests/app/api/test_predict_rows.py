@@ -139,6 +139,36 @@ def test_an_ensemble_adds_its_interval(api, runs) -> None:
         assert row["interval_of"] == "current model"
 
 
+def test_many_rows_are_predicted_in_batches_under_the_memory_cap(
+    api, runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With KANSCOPE_MAX_RUN_MEMORY_MB at 97 this KAN predicts 3877 rows a batch (the
+    estimate of app.services.memory): 5000 rows take two, and give what one batch gives."""
+    from app.config import get_settings
+    from app.services.memory import InspectionShape, basis_path, inspection_rows
+
+    shape = InspectionShape([3, 2, 1], 6, basis_path("bspline", 3, False, cubic_engine="numba"))
+    assert inspection_rows(shape, "predict", 5000, max_mb=97) < 5000
+    rng = np.random.default_rng(1)
+    content = rows_csv([[k, *np.round(rng.uniform(-1, 1, 3), 4)] for k in range(5000)])
+    run_id = runs["ensemble"]["id"]
+    whole = predict(api, run_id, content)
+    monkeypatch.setenv("KANSCOPE_MAX_RUN_MEMORY_MB", "97")
+    get_settings.cache_clear()
+    try:
+        batched = predict(api, run_id, content)
+    finally:
+        monkeypatch.delenv("KANSCOPE_MAX_RUN_MEMORY_MB")
+        get_settings.cache_clear()
+    assert whole.status_code == batched.status_code == 200, (whole.text, batched.text)
+    a, b = read_csv(whole.content), read_csv(batched.content)
+    assert len(a) == len(b) == 5000 and "y_upper" in a[0]
+    for key in ("y_pred", "y_ensemble_mean", "y_lower", "y_upper"):
+        np.testing.assert_allclose(
+            [float(r[key]) for r in b], [float(r[key]) for r in a], rtol=1e-5, atol=1e-6
+        )
+
+
 def test_a_classifier_gives_a_label_and_its_probability(api, runs) -> None:
     out, p = predict_validation_rows(api, runs["classifier"]["id"])
     assert [r["kind_pred"] for r in out] == p["y_pred"]
