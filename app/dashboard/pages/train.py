@@ -554,8 +554,11 @@ def follow_run(run_id: int, task: Any, wait_s: float, alert_now: Any = no_update
     alert while it runs; a finished run says how it ended."""
     link = dcc.Link(f"Open run {run_id} →", href=f"/runs/{run_id}", className="button secondary")
     try:
-        metrics = api_client.run_metrics(run_id, wait_s=wait_s)
+        # the run before its rows, as the poll reads them: a run that finishes while this waits
+        # for its first point is seen finished by the next poll, with every row stored (read
+        # after, it ended the polls with only the rows read before it finished)
         run = api_client.get_run(run_id)
+        metrics = api_client.run_metrics(run_id, wait_s=wait_s)
     except ApiError as exc:  # the poll tries again
         figure = figures.loss_figure([], uirevision=f"run-{run_id}", task=task)
         state = {"id": run_id, "last_step": None, "status": None}
