@@ -623,6 +623,12 @@ class FormulaOutput(BaseModel):
         description="R² of the formula on the training data (its constants are refitted there); "
         "for classification, against the network's class scores. Null for a partial formula."
     )
+    val_r2: MaybeFloat = Field(
+        default=None,
+        description="R² of the formula on the run's validation rows, which it was not fitted "
+        "on (for classification, against the network's class scores there). Null for a "
+        "partial formula, a run without validation rows, or where it cannot be evaluated.",
+    )
     rmse: MaybeFloat = None
     network_r2: MaybeFloat = None
     partial: bool = Field(

@@ -74,6 +74,7 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
         allow_numeric=True,
     )
     edges = [list(e) for e in res.numeric_edges]
+    x_val, y_val = payload.get("x_val"), payload.get("y_val")
     return {
         "outputs": [
             {
@@ -84,15 +85,34 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
                 "r2": finite_or_none(f.r2),
                 "rmse": finite_or_none(f.rmse),
                 "network_r2": finite_or_none(f.network_r2),
+                "val_r2": None
+                if f.partial or x_val is None or y_val is None
+                else _held_out_r2(f.expr, res.inputs.symbols, x_val, y_val[:, k]),
                 "partial": f.partial,
                 "notes": list(f.notes),
             }
-            for f in res.formulas
+            for k, f in enumerate(res.formulas)
         ],
         "python": to_python_source(res.exprs(), res.inputs) if res.complete else None,
         "numeric_edges": edges,
         "note": numeric_edges_note(res.numeric_edges) if edges else None,
     }
+
+
+def _held_out_r2(expr: Any, symbols: Any, x: Any, y: Any) -> float | None:
+    """R² of a formula on rows it was not fitted on (the run's validation rows); None when it
+    cannot be evaluated there (a value outside its domain) or those rows' target is constant."""
+    import torch
+
+    from kan_core.export import ExportError, compile_expression
+    from kan_core.metrics import r2_score
+
+    try:
+        with torch.no_grad():
+            pred = compile_expression(expr, symbols)(torch.as_tensor(x, dtype=torch.float64))
+    except (ExportError, RuntimeError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return finite_or_none(r2_score(torch.as_tensor(y, dtype=torch.float64), pred))
 
 
 def _child(conn: Any, payload: dict[str, Any]) -> None:

@@ -311,10 +311,21 @@ def formula_result(session: Session, run_id: int, timeout_s: float = 60.0) -> di
             with torch.no_grad():
                 y = model(d.x_train)
             y_scaler = None
+        x_val = y_val = None  # the validation rows: the formula's R² where it was not fitted
+        if d.x_val is not None and len(d.x_val):
+            x_val = d.x_scaler.inverse_transform(d.x_val).numpy()
+            if d.task == "regression":
+                assert d.y_scaler is not None and d.y_val is not None
+                y_val = d.y_scaler.inverse_transform(d.y_val).numpy()
+            else:
+                with torch.no_grad():
+                    y_val = model(d.x_val).numpy()
         payload = {
             "model": model_to_bytes(model),
             "x": x.numpy(),
             "y": y.numpy(),
+            "x_val": x_val,
+            "y_val": y_val,
             "input_names": d.feature_names,
             "output_names": output_names(loaded),
             "x_scaler": d.x_scaler.to_dict(),
@@ -332,6 +343,12 @@ def formula_result(session: Session, run_id: int, timeout_s: float = 60.0) -> di
     return value
 
 
+#: what the API shows of each output's formula (formula_process computes these and more)
+FORMULA_OUTPUT_KEYS = (
+    "name", "text", "latex", "r2", "val_r2", "rmse", "network_r2", "partial", "notes",
+)  # fmt: skip
+
+
 def formula_out(session: Session, run_id: int, timeout_s: float = 60.0) -> dict[str, Any]:
     res = formula_result(session, run_id, timeout_s)
     loaded = load_model(session, run_id)
@@ -340,10 +357,7 @@ def formula_out(session: Session, run_id: int, timeout_s: float = 60.0) -> dict[
         active = layer.mask > 0
         n_edges += int(active.sum())
         n_sym += int(((layer.sym_mask > 0) & active).sum())
-    outputs = [
-        {k: o[k] for k in ("name", "text", "latex", "r2", "rmse", "network_r2", "partial", "notes")}
-        for o in res["outputs"]
-    ]
+    outputs = [{k: o[k] for k in FORMULA_OUTPUT_KEYS} for o in res["outputs"]]
     net = [o["network_r2"] for o in outputs if o["network_r2"] is not None]
     return {
         "run_id": run_id,

@@ -255,6 +255,11 @@ def test_upload_train_inspect_simplify_and_export(page, kanscope_server, screens
     # The exported NumPy function reproduces the API's formula: same R² on the same rows, the
     # training rows (as the schema and the page's label say; its constants are refitted there)
     assert api_r2 == pytest.approx(result["r2_train"], abs=1e-4), (api_r2, result)
+    # and its R² on the validation rows, which it was not fitted on, is the exported one's there
+    val_r2 = formula["outputs"][0]["val_r2"]
+    assert val_r2 == pytest.approx(result["r2_val"], abs=1e-4), (val_r2, result)
+    shown = float(page.inner_text("#run-formula .formula-val-r2"))
+    assert shown == pytest.approx(val_r2, abs=1e-3)  # what the page shows
     assert formula_r2 == pytest.approx(api_r2, abs=1e-3)  # what the page shows
 
     # ── Predict new rows: the validation rows' features as a new file, the same numbers ──

@@ -141,6 +141,10 @@ def metrics_table(
     def summary(run: dict[str, Any], key: str) -> Any:
         return (run.get("summary") or {}).get(key)
 
+    def first_output(run: dict[str, Any]) -> dict[str, Any]:
+        """The run's formula for its first output ({} without one)."""
+        return ((formulas.get(run["id"]) or {}).get("outputs") or [{}])[0]
+
     rows_spec = [
         ("status", lambda r: r.get("status") + (" · edited" if r.get("edited") else "")),
         ("dataset", lambda r: dataset_names.get(r.get("dataset_id"), r.get("dataset_id"))),
@@ -155,12 +159,8 @@ def metrics_table(
         ("val loss at last step", lambda r: fmt_number(summary(r, "final_val_loss"))),
         ("stopped", lambda r: str(summary(r, "stopped_reason") or "").replace("_", " ")),
         ("rows used", lambda r: rows_used(r.get("summary") or {})),
-        (
-            "formula R²",
-            lambda r: fmt_number(
-                ((formulas.get(r["id"]) or {}).get("outputs") or [{}])[0].get("r2")
-            ),
-        ),
+        ("formula R² (training rows)", lambda r: fmt_number(first_output(r).get("r2"))),
+        ("formula R² (validation rows)", lambda r: fmt_number(first_output(r).get("val_r2"))),
         (
             "symbolic edges",
             lambda r: (

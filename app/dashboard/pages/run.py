@@ -925,6 +925,12 @@ def formula_block(formula: dict[str, Any]) -> list[Any]:
                     ),
                     html.Div(
                         [
+                            html.Span("formula R² (validation rows)"),
+                            html.Span(fmt_number(output.get("val_r2")), className="formula-val-r2"),
+                        ]
+                    ),
+                    html.Div(
+                        [
                             html.Span("network R² (training rows, with edits)"),
                             html.Span(fmt_number(network_r2)),
                         ]

@@ -110,6 +110,7 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
     assert "auto-symbolic" in body["note"]
     out = body["outputs"][0]
     assert out["partial"] and out["r2"] is None and out["network_r2"] is not None
+    assert out["val_r2"] is None  # a partial formula is not scored, held out or not
     assert out["latex"].startswith(r"\mathrm{HV} =") and r"\varphi_{1,0,0}\left(" in out["latex"]
     refused = client.get(f"/api/runs/{kan_run['id']}/export/python")
     assert refused.status_code == 422 and "numeric" in refused.json()["detail"]
@@ -126,6 +127,7 @@ def test_upload_train_inspect_symbolic_export(client, demo_csv):
     out = formula["outputs"][0]
     assert out["name"] == "HV" and out["latex"].startswith(r"\mathrm{HV} =")
     assert out["r2"] is None or out["r2"] <= 1.0
+    assert out["val_r2"] is not None and out["val_r2"] <= 1.0  # on the 20 % validation rows
     net2 = client.get(f"/api/runs/{kan_run['id']}/network").json()
     assert all(e["symbolic"] for layer in net2["layers"] for e in layer["edges"])
 
