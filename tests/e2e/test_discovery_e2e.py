@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.dashboard.components import fmt_number
 from tests.e2e.plotly_helpers import click_edge, wait_for_trace
 from tests.e2e.server_process import FINISHED, wait_for_run
 
@@ -159,4 +160,15 @@ def test_discover_formula_on_train_and_run_pages(
     # opening the discovery run itself shows its result again
     page.goto(f"{base}/runs/{children[0]['id']}")
     check_result(page, "run-disc")
+
+    # Compare: the KAN beside its discovered formula, both scored on the validation rows
+    disc_id = children[0]["id"]
+    found = api.get(f"/runs/{disc_id}/discovery").json()
+    page.goto(f"{base}/compare?runs={kan['id']},{disc_id}")
+    page.wait_for_selector("#cmp-body .formula mjx-container", timeout=60_000)
+    cards = page.locator("#cmp-body .formula")
+    assert cards.count() == 2
+    scores = cards.nth(1).locator(".formula-scores").inner_text()
+    shown = fmt_number(found["val_r2"])  # as the page formats numbers
+    assert found["val_r2"] is not None and f"{shown} on the validation rows" in scores, scores
     assert not page.js_errors, page.js_errors

@@ -164,7 +164,9 @@ def metrics_table(
         (
             "symbolic edges",
             lambda r: (
-                f"{f['n_symbolic_edges']} / {f['n_edges']}" if (f := formulas.get(r["id"])) else "–"
+                f"{f['n_symbolic_edges']} / {f['n_edges']}"
+                if (f := formulas.get(r["id"])) and "n_edges" in f
+                else "–"
             ),
         ),
     ]
@@ -184,6 +186,27 @@ def metrics_table(
     )
 
 
+def run_formula(run: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's formula as the KAN formula endpoint gives it (``outputs`` with ``latex``, ``r2``
+    on the training rows, ``val_r2`` on the validation rows): a KAN's from its edges, a
+    discovery run's chosen one (scored on the validation rows only); None for other runs or
+    when it cannot be had."""
+    run_id, model = run["id"], run.get("model")
+    try:
+        if model == "kan" and run.get("status") == "succeeded":
+            return api_client.run_formula(run_id)
+        if model == "discover":
+            found = api_client.run_discovery(run_id)
+            chosen = (found.get("result") or {}).get("formula")
+            if not chosen:
+                return None
+            output = {"latex": chosen.get("latex"), "r2": None, "val_r2": found.get("val_r2")}
+            return {"outputs": [output], "complexity": chosen.get("complexity")}
+    except ApiError:
+        return None
+    return None
+
+
 @callback(Output("cmp-body", "children"), Input("cmp-runs", "value"))
 def compare(run_ids: list[int] | None):
     chosen = run_ids if isinstance(run_ids, list) else []
@@ -201,12 +224,7 @@ def compare(run_ids: list[int] | None):
             continue
         runs.append(run)
         series.append((f"run {run_id}", metrics.get("points") or []))
-        formulas[run_id] = None
-        if run.get("model") == "kan" and run.get("status") == "succeeded":
-            try:
-                formulas[run_id] = api_client.run_formula(run_id)
-            except ApiError:
-                formulas[run_id] = None
+        formulas[run_id] = run_formula(run)
     children: list[Any] = []
     if len(chosen) > MAX_RUNS:
         children.append(
@@ -239,7 +257,11 @@ def compare(run_ids: list[int] | None):
         if formula:
             for output in formula.get("outputs") or []:
                 body.append(formula_math(str(output.get("latex") or ""), class_name=None))
-                body.append(html.Div(f"R² {fmt_number(output.get('r2'))}", className="muted"))
+                scores = (
+                    f"R² {fmt_number(output.get('r2'))} on the training rows, "
+                    f"{fmt_number(output.get('val_r2'))} on the validation rows"
+                )
+                body.append(html.Div(scores, className="muted formula-scores"))
         else:
             body.append(html.Div("No formula for this run.", className="muted"))
         formula_cards.append(html.Div(body, className="col card formula"))
