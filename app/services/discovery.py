@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from app.services.errors import InvalidInputError
+from app.services.formula_scores import formula_scores, formula_values
 from app.services.model_contract import ModelSpec, TrainingJob, TrainOutcome
 from app.services.numbers import finite_or_none
-from kan_core.metrics import r2_score
 from kan_core.train import FitProgress
 
 MODEL = "discover"
@@ -125,28 +125,6 @@ def _original_units(x: torch.Tensor, scaler: Any) -> np.ndarray:
     ).numpy()
 
 
-def _scores(pred: np.ndarray | None, y: np.ndarray) -> dict[str, float | None]:
-    if pred is None or len(y) == 0:
-        return {"r2": None, "rmse": None}
-    mse = float(np.mean((pred - y) ** 2))
-    return {"r2": finite_or_none(r2_score(y, pred)), "rmse": finite_or_none(math.sqrt(mse))}
-
-
-def _predict(expr: Any, symbols: Any, x: np.ndarray) -> np.ndarray | None:
-    """The formula on rows ``x`` (original units); None if it cannot be evaluated there."""
-    from kan_core.export import ExportError, compile_expression
-
-    if len(x) == 0:
-        return np.zeros(0)
-    try:
-        with torch.no_grad():
-            out = compile_expression(expr, symbols)(torch.from_numpy(np.ascontiguousarray(x)))
-    except (ExportError, RuntimeError, TypeError, ValueError, ZeroDivisionError, OverflowError):
-        return None
-    pred = np.broadcast_to(out.to(torch.float64).numpy(), (len(x),)).copy()
-    return pred if np.isfinite(pred).all() else None
-
-
 def _n_constants(expr: Any) -> int:
     """Numbers in the formula other than small integers (exponents, signs): its 'parameters'."""
     import sympy
@@ -190,12 +168,12 @@ def train_discovery(job: TrainingJob) -> TrainOutcome:
             f"server after {progress.limit_s:g} s; the best formula so far is reported."
         )
     for entry, formula in zip(found["front"], result.front, strict=True):
-        held_out = _scores(_predict(formula.expr, symbols, x_val), y_val)
+        held_out = formula_scores(formula_values(formula.expr, symbols, x_val), y_val)
         entry |= {"val_r2": held_out["r2"], "val_rmse": held_out["rmse"]}
         entry["chosen"] = formula.expr == result.formula.expr
-    pred_tr = _predict(result.expr, symbols, x_tr)
-    pred_val = _predict(result.expr, symbols, x_val) if has_val else None
-    held_out = _scores(pred_val, y_val)
+    pred_tr = formula_values(result.expr, symbols, x_tr)
+    pred_val = formula_values(result.expr, symbols, x_val) if has_val else None
+    held_out = formula_scores(pred_val, y_val)
     found["formula"] |= {"val_r2": held_out["r2"], "val_rmse": held_out["rmse"]}
     found |= {
         "budget_s": options["budget_s"],

@@ -52,6 +52,7 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
     such an output has LaTeX and text, no srepr and no R², and there is no Python source."""
     import torch
 
+    from app.services.formula_scores import formula_scores, formula_values
     from kan_core.export import to_latex, to_python_source, to_sympy_srepr
     from kan_core.io import model_from_bytes
     from kan_core.model import KAN
@@ -75,6 +76,14 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
     )
     edges = [list(e) for e in res.numeric_edges]
     x_val, y_val = payload.get("x_val"), payload.get("y_val")
+
+    def held_out_r2(f: Any, k: int) -> float | None:
+        """Output ``k``'s formula on the run's validation rows, which it was not fitted on."""
+        if f.partial or x_val is None or y_val is None:
+            return None
+        pred = formula_values(f.expr, res.inputs.symbols, x_val)
+        return formula_scores(pred, y_val[:, k])["r2"]
+
     return {
         "outputs": [
             {
@@ -85,9 +94,7 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
                 "r2": finite_or_none(f.r2),
                 "rmse": finite_or_none(f.rmse),
                 "network_r2": finite_or_none(f.network_r2),
-                "val_r2": None
-                if f.partial or x_val is None or y_val is None
-                else _held_out_r2(f.expr, res.inputs.symbols, x_val, y_val[:, k]),
+                "val_r2": held_out_r2(f, k),
                 "partial": f.partial,
                 "notes": list(f.notes),
             }
@@ -97,22 +104,6 @@ def formula_strings(payload: dict[str, Any]) -> dict[str, Any]:
         "numeric_edges": edges,
         "note": numeric_edges_note(res.numeric_edges) if edges else None,
     }
-
-
-def _held_out_r2(expr: Any, symbols: Any, x: Any, y: Any) -> float | None:
-    """R² of a formula on rows it was not fitted on (the run's validation rows); None when it
-    cannot be evaluated there (a value outside its domain) or those rows' target is constant."""
-    import torch
-
-    from kan_core.export import ExportError, compile_expression
-    from kan_core.metrics import r2_score
-
-    try:
-        with torch.no_grad():
-            pred = compile_expression(expr, symbols)(torch.as_tensor(x, dtype=torch.float64))
-    except (ExportError, RuntimeError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    return finite_or_none(r2_score(torch.as_tensor(y, dtype=torch.float64), pred))
 
 
 def _child(conn: Any, payload: dict[str, Any]) -> None:
