@@ -91,7 +91,7 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
                         "split",
                         *[spreadsheet_safe(f"{n}_true") for n in names],
                         *[spreadsheet_safe(f"{n}_pred") for n in names],
-                        *_interval_header(p, names),
+                        *interval_header(p, names),
                     ]
                 )
             header_written = True
@@ -104,7 +104,7 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
                         split,
                         *["" if v is None else v for v in t],
                         *["" if v is None else v for v in q],
-                        *_interval_cells(p, k),
+                        *interval_cells(p, k),
                     ]
                 )
             else:
@@ -114,7 +114,7 @@ def _predictions_csv(session: Session, run_id: int) -> ExportFile:
     )
 
 
-def _interval_header(p: dict, names: list[str]) -> list[object]:
+def interval_header(p: dict, names: list[str]) -> list[object]:
     """An ensemble run's extra columns: members' mean, interval ends, the nominal level, and
     which model they describe (``interval_of``: the trained one once the run was edited)."""
     if p.get("lower") is None:
@@ -123,7 +123,7 @@ def _interval_header(p: dict, names: list[str]) -> list[object]:
     return [*(spreadsheet_safe(c) for c in cells), "interval_level", "interval_of"]
 
 
-def _interval_cells(p: dict, k: int) -> list[object]:
+def interval_cells(p: dict, k: int) -> list[object]:
     if p.get("lower") is None:
         return []
     values = [*p["y_mean"][k], *p["lower"][k], *p["upper"][k]]

@@ -21,7 +21,7 @@ import torch
 from app.services.datasets import parse_csv
 from app.services.ensemble_views import prediction_intervals
 from app.services.errors import ConflictError, InvalidInputError
-from app.services.exports import ExportFile, spreadsheet_safe
+from app.services.exports import ExportFile, interval_cells, interval_header, spreadsheet_safe
 from app.services.inspection import LoadedModel, load_model
 from app.services.memory import InspectionShape, inspection_rows
 from app.services.runs import get_run
@@ -57,7 +57,7 @@ def predict_rows_csv(
     x = data.x_scaler.transform(torch.tensor(values[complete], dtype=torch.float32))
     out, interval = _predict(session, run, loaded, x)
     names = list(data.target_names)
-    header = [*map(str, frame.columns)]
+    header: list[object] = [*map(str, frame.columns)]
     cells: list[list[Any]] = [[] for _ in range(len(frame))]
     if data.task == "classification":
         classes = data.classes or []
@@ -70,16 +70,9 @@ def predict_rows_csv(
         assert data.y_scaler is not None
         pred = data.y_scaler.inverse_transform(out).numpy()
         header += [f"{n}_pred" for n in names]
-        if interval:
-            parts = ("ensemble_mean", "lower", "upper")
-            header += [f"{n}_{part}" for part in parts for n in names]
-            header += ["interval_level", "interval_of"]
+        header += interval_header(interval, names)  # an ensemble's, as in the predictions CSV
         for k, row in enumerate(np.flatnonzero(complete).tolist()):
-            cells[row] = [float(v) for v in pred[k]]
-            if interval:
-                of = "current model" if interval["interval_current"] else "trained members"
-                ends = [*interval["y_mean"][k], *interval["lower"][k], *interval["upper"][k]]
-                cells[row] += [*ends, interval["level"], of]
+            cells[row] = [float(v) for v in pred[k]] + interval_cells(interval, k)
     width = len(header) - frame.shape[1]
     notes = _notes(values, complete, features, data.x_scaler.inverse_transform(data.x_train))
     buf = io.StringIO()
