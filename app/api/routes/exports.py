@@ -39,12 +39,7 @@ def export(
 ) -> Response:
     """Download: formula as LaTeX / Python (NumPy) / sympy srepr, the model file
     (safetensors + JSON, never pickle), or predictions as CSV."""
-    f = svc.export(session, run_id, kind, settings.formula_timeout_s)
-    return Response(
-        f.content,
-        media_type=f.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{f.filename}"'},
-    )
+    return download(svc.export(session, run_id, kind, settings.formula_timeout_s))
 
 
 @router.post(
@@ -62,13 +57,16 @@ def predict_new_rows(
     run's feature columns (others are kept); the answer is that CSV with the prediction
     appended (an ensemble's mean and interval too) and a note per row: missing features (no
     prediction) or features outside the training range (extrapolation). Nothing is stored."""
-    f = predict_rows_csv(
-        session,
-        run_id,
-        read_upload(file, settings.max_upload_bytes),
-        settings.max_dataset_rows,
-        settings.max_dataset_columns,
+    raw = read_upload(file, settings.max_upload_bytes)
+    return download(
+        predict_rows_csv(
+            session, run_id, raw, settings.max_dataset_rows, settings.max_dataset_columns
+        )
     )
+
+
+def download(f: svc.ExportFile) -> Response:
+    """A file to save: its bytes, type and name (``Content-Disposition: attachment``)."""
     return Response(
         f.content,
         media_type=f.media_type,
