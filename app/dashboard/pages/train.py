@@ -547,6 +547,13 @@ def refused(message: Any) -> tuple:
     return no_update, message, *NOT_FOLLOWED
 
 
+def read_to_the_end(status: Any, points: list) -> bool:
+    """The page has all of a run's points once the run had finished before they were read (its
+    status is read first) and the answer was shorter than a page: a full page of points may
+    leave more behind it, which one more poll fetches."""
+    return status in TERMINAL_STATUSES and len(points) < api_client.METRICS_PAGE
+
+
 def follow_run(run_id: int, task: Any, wait_s: float, alert_now: Any = no_update) -> tuple:
     """The page following run ``run_id`` (values for :data:`FOLLOW_PROPS`, then the alert):
     its curve so far, waiting up to ``wait_s`` for a first point, its status, and the poll on
@@ -567,8 +574,7 @@ def follow_run(run_id: int, task: Any, wait_s: float, alert_now: Any = no_update
     points = metrics.get("points") or []
     last_step = metrics.get("last_step") if points else None
     status = run.get("status")
-    # a full page of points may leave more behind it: one more poll fetches them
-    done = status in TERMINAL_STATUSES and len(points) < api_client.METRICS_PAGE
+    done = read_to_the_end(status, points)
     figure = figures.loss_figure(points, uirevision=f"run-{run_id}", task=task)
     return (
         {"id": run_id, "last_step": last_step, "status": status},
@@ -649,9 +655,10 @@ def poll_training(_n, run_state):
     if last_step is None:
         last_step = run_state.get("last_step")
     status = run.get("status")
-    done = status in TERMINAL_STATUSES
-    # once it ends, the "submitted" message gives way to how it ended (never a stale one)
-    ended = finished_alert(run) if done and run_state.get("status") != status else no_update
+    done = read_to_the_end(status, points)
+    # once it ends, the "submitted" message gives way to how it ended (never a stale one): the
+    # poll that has read to the end is the last (it turns the polls off)
+    ended = finished_alert(run) if done else no_update
     has_points = last_step is not None
     return (
         extend,

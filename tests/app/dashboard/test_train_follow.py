@@ -15,6 +15,7 @@ from app.dashboard import api_client, create_dash_app
 from tests.app.api_helpers import wait_for
 
 STEPS = 12
+LONG = api_client.METRICS_PAGE + 25  # more points than one answer holds
 
 
 def test_the_train_page_reads_a_runs_status_before_its_rows(
@@ -27,10 +28,14 @@ def test_the_train_page_reads_a_runs_status_before_its_rows(
         body = {"dataset_id": up.json()["id"], "target_columns": ["HV"],
                 "feature_columns": ["Al", "Ni"], "hidden": [2], "steps": STEPS,
                 "early_stopping_patience": None}  # fmt: skip
-        created = http.post("/api/runs", json=body)
-        assert created.status_code == 201, created.text
-        run_id = created.json()["id"]
-        assert wait_for(http, run_id)["status"] == "succeeded"
+        ids = []
+        for steps in (STEPS, LONG):
+            created = http.post("/api/runs", json=body | {"steps": steps})
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        for one in ids:
+            assert wait_for(http, one)["status"] == "succeeded"
+    run_id, long_id = ids
     create_dash_app(f"{server.url}/api")  # pages register with an app; it configures the client
     from app.dashboard.pages import train
 
@@ -49,3 +54,19 @@ def test_the_train_page_reads_a_runs_status_before_its_rows(
     extend, state, stopped = polled[0], polled[1], polled[3]
     assert stopped and state["last_step"] == STEPS
     assert len(extend[0]["x"][0]) == STEPS
+    assert "succeeded" in str(polled[5])  # and says how the run ended
+
+    # a finished run with more points than one answer holds: the page reads on to the end
+    page = api_client.METRICS_PAGE
+    followed = train.follow_run(long_id, "regression", wait_s=0.0)
+    assert not followed[1] and followed[0]["last_step"] == page
+    assert len(followed[3].data[0].x) == page
+    # the poll likewise, from the first point: a full page, then the rest
+    polled = train.poll_training(2, {"id": long_id, "last_step": None, "status": "running"})
+    assert not polled[3] and polled[1]["last_step"] == page
+    assert len(polled[0][0]["x"][0]) == page and "succeeded" not in str(polled[5])
+    polled = train.poll_training(3, polled[1])
+    extend, state, stopped = polled[0], polled[1], polled[3]
+    assert stopped and state["last_step"] == LONG
+    assert len(extend[0]["x"][0]) == LONG - page
+    assert "succeeded" in str(polled[5])
