@@ -36,7 +36,6 @@ PG_BASE_URL = os.environ.get(
     "KANSCOPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("KANSCOPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from tests.app.api_helpers import FINISHED
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("KANSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -36,9 +38,6 @@ def wait_for_warm_trainer(api: httpx.Client, timeout_s: float = 180.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no warm trainer after {timeout_s:.0f} s")
         time.sleep(0.2)
-
-
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def wait_for_run(api: httpx.Client, run_id: int, timeout_s: float = 180.0) -> dict[str, Any]:
